@@ -1,0 +1,48 @@
+// The email() handler: recipient and size policy, then the message goes into
+// the queue object. Returning means "stored durably"; throwing makes Email
+// Routing answer the sender with a temporary error, so the sender retries.
+import { isAddress } from '../protocol/wire.ts';
+import { readConfig, type Env } from './env.ts';
+import { log } from './log.ts';
+
+/** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
+export interface IncomingEmail {
+  readonly from: string;
+  readonly to: string;
+  readonly raw: ReadableStream<Uint8Array>;
+  readonly rawSize: number;
+  setReject(reason: string): void;
+}
+
+export type EmailOutcome =
+  | { outcome: 'accepted'; id: string; duplicate: boolean }
+  | { outcome: 'rejected'; reason: string };
+
+export function queueOf(env: Env): DurableObjectStub<import('./relay-do.ts').RelayQueue> {
+  return env.RELAY.get(env.RELAY.idFromName('queue'));
+}
+
+export async function handleEmail(message: IncomingEmail, env: Env): Promise<EmailOutcome> {
+  const cfg = readConfig(env);
+  const reject = (reason: string): EmailOutcome => {
+    message.setReject(reason);
+    log('email.rejected', { to: message.to, reason });
+    return { outcome: 'rejected', reason };
+  };
+  const sender = message.from === '<>' ? '' : message.from;
+  if (!isAddress(sender, true)) return reject('5.1.7 Invalid envelope sender address');
+  if (!isAddress(message.to)) return reject('5.1.3 Invalid envelope recipient address');
+  const domain = message.to.slice(message.to.lastIndexOf('@') + 1).toLowerCase();
+  if (cfg.allowedDomains.length > 0 && !cfg.allowedDomains.includes(domain)) {
+    return reject(`5.7.1 Relaying denied: this server does not accept mail for ${domain}`);
+  }
+  if (message.rawSize > cfg.maxMessageBytes) {
+    return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
+  }
+  const result = await queueOf(env).ingest(sender, [message.to], message.raw, cfg.maxMessageBytes);
+  if (result.status === 'too-large') {
+    return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
+  }
+  log('email.accepted', { id: result.id, duplicate: result.duplicate, size: message.rawSize });
+  return { outcome: 'accepted', id: result.id, duplicate: result.duplicate };
+}

@@ -1,0 +1,53 @@
+// Bindings and configuration of the Worker, validated once per use so that a
+// bad value fails with a message naming the variable, not deep inside a handler.
+import type { RelayQueue } from './relay-do.ts';
+
+export interface Env {
+  RELAY: DurableObjectNamespace<RelayQueue>;
+  /** Comma-separated bearer tokens agents may use (two during a rotation). Secret. */
+  AGENT_TOKENS?: string;
+  /** Comma-separated domains we receive mail for; empty = every domain routed to us. */
+  ALLOWED_DOMAINS?: string;
+  /** Largest message accepted, bytes (Email Routing itself stops at 25 MiB). */
+  MAX_MESSAGE_BYTES?: string;
+  /** Dev-only: enables POST /dev/email for the local SMTP ingress. Never set in production. */
+  DEV_INGRESS_TOKEN?: string;
+}
+
+export interface Config {
+  agentTokens: string[];
+  allowedDomains: string[];
+  maxMessageBytes: number;
+  devIngressToken: string | null;
+}
+
+export const DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function list(v: string | undefined): string[] {
+  return (v ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+export function readConfig(env: Env): Config {
+  const agentTokens = list(env.AGENT_TOKENS);
+  for (const t of agentTokens) {
+    if (t.length < 16) throw new ConfigError('AGENT_TOKENS: each token must be at least 16 characters');
+  }
+  const allowedDomains = list(env.ALLOWED_DOMAINS).map((d) => d.toLowerCase());
+  for (const d of allowedDomains) {
+    if (!/^[a-z0-9.-]+$/.test(d)) throw new ConfigError(`ALLOWED_DOMAINS: not a domain: ${JSON.stringify(d)}`);
+  }
+  let maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  if (env.MAX_MESSAGE_BYTES !== undefined && env.MAX_MESSAGE_BYTES !== '') {
+    maxMessageBytes = Number(env.MAX_MESSAGE_BYTES);
+    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1024 || maxMessageBytes > 100 * 1024 * 1024) {
+      throw new ConfigError('MAX_MESSAGE_BYTES: must be an integer from 1024 to 104857600');
+    }
+  }
+  const dev = env.DEV_INGRESS_TOKEN ?? '';
+  if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
+  return { agentTokens, allowedDomains, maxMessageBytes, devIngressToken: dev === '' ? null : dev };
+}

@@ -1,0 +1,71 @@
+// The Worker: a thin router in front of the queue object, plus Email Routing's
+// email() entry point.
+import { hasToken } from './auth.ts';
+import { handleEmail, queueOf, type IncomingEmail } from './email.ts';
+import { ConfigError, readConfig, type Env } from './env.ts';
+import { log } from './log.ts';
+
+export { RelayQueue } from './relay-do.ts';
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+}
+
+/**
+ * POST /dev/email?from=&to= — the local SMTP ingress's way into the same
+ * handleEmail() as Email Routing, without wrangler's 1 MiB local email limit.
+ * Exists only when DEV_INGRESS_TOKEN is set.
+ */
+async function devEmail(request: Request, env: Env, token: string): Promise<Response> {
+  if (request.method !== 'POST') return json(405, { error: 'POST only' });
+  if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
+  const url = new URL(request.url);
+  const from = url.searchParams.get('from');
+  const to = url.searchParams.get('to');
+  const size = Number(request.headers.get('Content-Length') ?? 'NaN');
+  if (from === null || to === null || request.body === null || !Number.isSafeInteger(size) || size < 0) {
+    return json(400, { error: 'need ?from=&to=, a body and Content-Length' });
+  }
+  let rejected: string | null = null;
+  const message: IncomingEmail = {
+    from, to, raw: request.body, rawSize: size,
+    setReject: (reason) => { rejected = reason; },
+  };
+  try {
+    const out = await handleEmail(message, env);
+    return out.outcome === 'accepted' ? json(200, out) : json(550, { outcome: 'rejected', reason: rejected });
+  } catch (err) {
+    // What a thrown email() becomes at the edge: a temporary failure.
+    log('email.tempfail', { to, error: String(err) });
+    return json(503, { outcome: 'tempfail', error: String(err) });
+  }
+}
+
+export default {
+  async fetch(request, env): Promise<Response> {
+    let cfg;
+    try {
+      cfg = readConfig(env);
+    } catch (err) {
+      if (err instanceof ConfigError) log('config.invalid', { error: err.message });
+      return json(500, { error: 'worker misconfigured; see logs' });
+    }
+    const { pathname } = new URL(request.url);
+    switch (pathname) {
+      case '/agent':
+        if (!(await hasToken(request, cfg.agentTokens))) return json(401, { error: 'bad or missing bearer token' });
+        return queueOf(env).fetch(request);
+      case '/dev/email':
+        if (cfg.devIngressToken === null) return json(404, { error: 'not found' });
+        return devEmail(request, env, cfg.devIngressToken);
+      case '/healthz':
+        return json(200, { ok: true });
+      default:
+        return json(404, { error: 'not found' });
+    }
+  },
+
+  async email(message, env): Promise<void> {
+    await handleEmail(message, env);
+  },
+} satisfies ExportedHandler<Env>;

@@ -1,0 +1,55 @@
+// Queue policy as pure functions: what an ack does to a message, when a
+// deferred message is tried again, when it gives up. No storage, no clock of
+// its own, so tap covers it directly.
+import type { RecipientResult } from '../protocol/wire.ts';
+
+export interface RetryPolicy {
+  /** Delay before the first retry, ms (Postfix minimal_backoff_time is 5 min). */
+  firstRetryMs: number;
+  /** Longest delay between retries, ms (Postfix maximal_backoff_time). */
+  maxRetryMs: number;
+  /** Age at which an undelivered message goes to dead-letter, ms (Postfix: 5 days). */
+  maxAgeMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = {
+  firstRetryMs: 5 * 60_000,
+  maxRetryMs: 60 * 60_000,
+  maxAgeMs: 5 * 24 * 60 * 60_000,
+};
+
+/** Delay after the n-th failed attempt (n >= 1): doubling from firstRetryMs, capped. */
+export function retryDelay(attempts: number, p: RetryPolicy): number {
+  const n = Math.max(1, attempts);
+  return Math.min(p.maxRetryMs, p.firstRetryMs * 2 ** Math.min(n - 1, 30));
+}
+
+export type Settlement =
+  | { kind: 'done'; results: RecipientResult[] }
+  | { kind: 'deferred'; results: RecipientResult[]; pending: string[]; nextAttemptAt: number }
+  | { kind: 'dead-letter'; results: RecipientResult[]; pending: string[] };
+
+/**
+ * Folds one attempt's results into a message. Delivered and permanently failed
+ * recipients are final; temporarily failed ones stay pending and only they are
+ * tried again. `earlier` are final results of previous attempts.
+ */
+export function settle(
+  earlier: RecipientResult[],
+  attempt: RecipientResult[],
+  receivedAt: number,
+  attempts: number,
+  now: number,
+  policy: RetryPolicy,
+): Settlement {
+  const final = attempt.filter((r) => r.outcome !== 'tempfail');
+  const pending = attempt.filter((r) => r.outcome === 'tempfail').map((r) => r.recipient);
+  const results = [...earlier, ...final];
+  if (pending.length === 0) return { kind: 'done', results };
+  const lastTempfail = attempt.filter((r) => r.outcome === 'tempfail');
+  if (now - receivedAt >= policy.maxAgeMs) {
+    return { kind: 'dead-letter', results: [...results, ...lastTempfail], pending };
+  }
+  const nextAttemptAt = Math.min(now + retryDelay(attempts, policy), receivedAt + policy.maxAgeMs);
+  return { kind: 'deferred', results, pending, nextAttemptAt };
+}

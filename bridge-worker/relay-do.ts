@@ -1,0 +1,313 @@
+// The queue: one Durable Object holds every message until an agent acks it.
+// Written for hibernation: all per-socket state lives in the socket's
+// attachment or in SQLite, so any handler may be the first after a wake-up.
+import { DurableObject } from 'cloudflare:workers';
+import {
+  FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, PING, PONG, PROTOCOL_VERSION,
+  ackCovers, encodeFrame, parseAgentFrame,
+  type AckFrame, type NackFrame, type ObjectFrame,
+} from '../protocol/wire.ts';
+import type { Env } from './env.ts';
+import { storeChunks } from './ingest.ts';
+import { hex, log, randomId } from './log.ts';
+import { DEFAULT_RETRY, settle, type RetryPolicy } from './queue.ts';
+import { migrate } from './schema.ts';
+import { MessageStore } from './store.ts';
+
+/** Per-socket state, kept small: it is serialized into the socket's attachment. */
+interface Attachment {
+  v: 1;
+  session: string;
+  /** Agent name from hello; null until the hello arrives. */
+  agent: string | null;
+  window: number;
+  /** Bytes of chunk data the agent is ready to receive. */
+  credit: number;
+  /** The message being streamed to this socket, if any. */
+  cursor: { id: string; seq: number; chunks: number } | null;
+  /** After a shutdown nack: lease nothing more to this socket. */
+  draining: boolean;
+}
+
+export type IngestResult =
+  | { status: 'accepted'; id: string; duplicate: boolean }
+  | { status: 'too-large'; size: number };
+
+/** How long a delivered message's key is remembered to drop Email Routing's retries. */
+const DEDUPE_WINDOW_MS = 24 * 60 * 60_000;
+/** An ingest that has not finished after this long crashed; its rows are removed. */
+const STALE_INCOMING_MS = 60 * 60_000;
+const HOUSEKEEPING_MS = 60 * 60_000;
+
+export class RelayQueue extends DurableObject<Env> {
+  readonly #store: MessageStore;
+  readonly #retry: RetryPolicy = DEFAULT_RETRY;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#store = new MessageStore(ctx.storage.sql);
+    // Heartbeats are answered by the runtime without waking the object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
+    void ctx.blockConcurrencyWhile(async () => {
+      migrate(ctx.storage.sql);
+      // Leases of connections that did not survive a restart go back to the queue.
+      const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
+      const released = this.#store.releaseAllExcept(live);
+      if (released > 0) log('lease.recovered', { released });
+    });
+  }
+
+  // ---- agent connections ------------------------------------------------------
+
+  /** Only the Worker calls this, after checking the agent's token. */
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get('Upgrade')?.toLowerCase() !== 'websocket') {
+      return new Response('expected a WebSocket upgrade', { status: 426 });
+    }
+    const pair = new WebSocketPair();
+    const session = randomId();
+    this.ctx.acceptWebSocket(pair[1], [session]);
+    const a: Attachment = { v: 1, session, agent: null, window: 1, credit: 0, cursor: null, draining: false };
+    pair[1].serializeAttachment(a);
+    log('agent.connected', { session });
+    return new Response(null, { status: 101, webSocket: pair[0] });
+  }
+
+  override async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
+    const a = this.#attachment(ws);
+    if (!a) return this.#violation(ws, null, 'socket without attachment');
+    if (typeof data !== 'string') return this.#violation(ws, a, 'binary frame from agent');
+    const frame = parseAgentFrame(data);
+    if (!frame) return this.#violation(ws, a, 'malformed or unknown frame');
+    if (a.agent === null && frame.type !== FRAME.HELLO) return this.#violation(ws, a, 'frame before hello');
+    switch (frame.type) {
+      case FRAME.HELLO:
+        if (a.agent !== null) return this.#violation(ws, a, 'second hello');
+        if (frame.v !== PROTOCOL_VERSION) {
+          log('agent.version', { session: a.session, v: frame.v });
+          ws.close(1008, `protocol version ${frame.v} unsupported; this object speaks ${PROTOCOL_VERSION}`);
+          return;
+        }
+        a.agent = frame.agent;
+        a.window = frame.window;
+        a.credit = frame.credit;
+        this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
+        log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
+        break;
+      case FRAME.CREDIT:
+        a.credit = Math.min(a.credit + frame.bytes, MAX_CREDIT_BYTES);
+        break;
+      case FRAME.ACK:
+        if (!this.#onAck(ws, a, frame)) return;
+        break;
+      case FRAME.NACK:
+        this.#onNack(a, frame);
+        break;
+    }
+    this.#pump(ws, a);
+    await this.#scheduleAlarm();
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.#disconnect(ws, `closed ${code} ${reason}`);
+    await this.#scheduleAlarm();
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    this.#disconnect(ws, `error ${String(error)}`);
+    await this.#scheduleAlarm();
+  }
+
+  // ---- ingest (called by the Worker's email handler over RPC) ------------------
+
+  /**
+   * Stores one message durably and returns only once it is committed: the
+   * runtime holds this RPC's answer until the writes are on disk.
+   */
+  async ingest(sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number): Promise<IngestResult> {
+    const id = randomId();
+    const now = Date.now();
+    this.#store.begin(id, sender, recipients, now);
+    let stored;
+    try {
+      stored = await storeChunks(this.#store, id, raw, maxBytes);
+    } catch (err) {
+      this.#store.remove(id);
+      log('ingest.failed', { id, error: String(err) });
+      throw err;
+    }
+    if (!stored.ok) {
+      this.#store.remove(id);
+      log('ingest.too-large', { id, size: stored.size, maxBytes });
+      return { status: 'too-large', size: stored.size };
+    }
+    const key = await dedupeKey(sender, recipients, stored.sha256);
+    const earlier = this.#store.findDuplicate(key, now - DEDUPE_WINDOW_MS);
+    if (earlier !== null) {
+      this.#store.remove(id);
+      log('ingest.duplicate', { id: earlier, size: stored.size });
+      return { status: 'accepted', id: earlier, duplicate: true };
+    }
+    this.#store.commit(id, stored.size, stored.sha256, stored.chunks, key);
+    log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+    return { status: 'accepted', id, duplicate: false };
+  }
+
+  /** Queue summary by state (admin and tests). */
+  async summary(): Promise<Record<string, number>> {
+    return this.#store.counts();
+  }
+
+  // ---- time ---------------------------------------------------------------------
+
+  override async alarm(): Promise<void> {
+    // Alarms may run more than once: everything here is idempotent.
+    const now = Date.now();
+    const woken = this.#store.wakeDeferred(now);
+    this.#store.prune(now - DEDUPE_WINDOW_MS, now - STALE_INCOMING_MS);
+    if (woken > 0) log('deferred.due', { woken });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+  }
+
+  async #scheduleAlarm(): Promise<void> {
+    const deadline = this.#store.nextDeadline();
+    const housekeeping = Date.now() + HOUSEKEEPING_MS;
+    const at = deadline === null ? housekeeping : Math.min(deadline, housekeeping);
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  }
+
+  // ---- acks -------------------------------------------------------------------------
+
+  /** Returns false when the socket was closed for a protocol violation. */
+  #onAck(ws: WebSocket, a: Attachment, frame: AckFrame): boolean {
+    if (a.cursor?.id === frame.id) return this.#violation(ws, a, 'ack before end of message'), false;
+    const msg = this.#store.get(frame.id);
+    if (!msg || msg.state !== 'in-flight' || msg.leaseSession !== a.session) {
+      // Unknown, already settled, or leased elsewhere: acks are idempotent, ignore.
+      log('ack.ignored', { session: a.session, id: frame.id, state: msg?.state ?? null });
+      return true;
+    }
+    if (!ackCovers(frame.results, msg.recipients)) return this.#violation(ws, a, 'ack does not match recipients'), false;
+    const now = Date.now();
+    const s = settle(msg.results, frame.results, msg.receivedAt, msg.attempts, now, this.#retry);
+    const outcomes = frame.results.map((r) => r.outcome);
+    switch (s.kind) {
+      case 'done':
+        this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
+        log('message.acked', { id: msg.id, attempt: msg.attempts, outcomes });
+        break;
+      case 'deferred':
+        this.#store.defer(msg.id, s.pending, s.results, s.nextAttemptAt, tempfailText(frame));
+        log('message.deferred', { id: msg.id, attempt: msg.attempts, outcomes, nextAttemptAt: s.nextAttemptAt });
+        break;
+      case 'dead-letter':
+        this.#store.deadLetter(msg.id, s.pending, s.results, tempfailText(frame));
+        log('message.dead-letter', { id: msg.id, attempt: msg.attempts, outcomes });
+        break;
+    }
+    return true;
+  }
+
+  #onNack(a: Attachment, frame: NackFrame): void {
+    const msg = this.#store.get(frame.id);
+    if (!msg || msg.state !== 'in-flight' || msg.leaseSession !== a.session) {
+      log('nack.ignored', { session: a.session, id: frame.id });
+      return;
+    }
+    // The agent stops reading this message's chunks; stop sending them.
+    if (a.cursor?.id === frame.id) a.cursor = null;
+    if (frame.reason === 'shutdown') a.draining = true;
+    this.#store.requeue(msg.id, `nack ${frame.reason}: ${frame.text}`);
+    log('message.nacked', { id: msg.id, session: a.session, reason: frame.reason });
+  }
+
+  // ---- pushing --------------------------------------------------------------------
+
+  #pumpAll(except?: WebSocket): void {
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws === except) continue;
+      const a = this.#attachment(ws);
+      if (a && a.agent !== null) this.#pump(ws, a);
+    }
+  }
+
+  /**
+   * Sends what this socket has room for: chunks of the current message while
+   * credit lasts (ws.send has no backpressure: credit is our flow control),
+   * then leases the next queued message if the window allows.
+   */
+  #pump(ws: WebSocket, a: Attachment): void {
+    try {
+      for (;;) {
+        if (a.cursor) {
+          const c = a.cursor;
+          while (a.credit > 0 && c.seq < c.chunks) {
+            const data = this.#store.chunk(c.id, c.seq);
+            ws.send(data);
+            a.credit -= data.byteLength;
+            c.seq++;
+          }
+          if (c.seq < c.chunks) break; // wait for credit
+          this.#send(ws, { type: FRAME.END, id: c.id, chunks: c.chunks });
+          a.cursor = null;
+        }
+        if (a.draining || this.#store.countLeased(a.session) >= a.window) break;
+        const next = this.#store.nextQueued();
+        if (!next) break;
+        this.#store.lease(next.id, a.session);
+        this.#send(ws, {
+          type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
+          recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
+        });
+        log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
+        a.cursor = { id: next.id, seq: 0, chunks: next.chunks };
+      }
+    } catch (err) {
+      // A send on a socket that is going away: its close handler releases the leases.
+      log('pump.failed', { session: a.session, error: String(err) });
+    }
+    ws.serializeAttachment(a);
+  }
+
+  #send(ws: WebSocket, frame: ObjectFrame): void {
+    ws.send(encodeFrame(frame));
+  }
+
+  #attachment(ws: WebSocket): Attachment | null {
+    const a: unknown = ws.deserializeAttachment();
+    return typeof a === 'object' && a !== null && (a as Attachment).v === 1 ? (a as Attachment) : null;
+  }
+
+  #disconnect(ws: WebSocket, why: string): void {
+    const a = this.#attachment(ws);
+    if (a) {
+      const released = this.#store.releaseSession(a.session);
+      log('agent.disconnected', { session: a.session, agent: a.agent, why, released });
+    }
+    try {
+      ws.close(1000, 'bye');
+    } catch {
+      // already closed
+    }
+    this.#pumpAll(ws);
+  }
+
+  #violation(ws: WebSocket, a: Attachment | null, why: string): void {
+    log('agent.violation', { session: a?.session ?? null, why });
+    ws.close(1008, why);
+    if (a) this.#store.releaseSession(a.session);
+  }
+}
+
+function tempfailText(frame: AckFrame): string {
+  return frame.results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient}: ${r.code} ${r.text}`).join('; ');
+}
+
+async function dedupeKey(sender: string, recipients: string[], sha256: string): Promise<string> {
+  const text = `${sender}\n${recipients.join('\n')}\n${sha256}`;
+  return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
+}

@@ -1,0 +1,61 @@
+// The queue's SQLite schema. Each migration runs once, in order; the applied
+// version is kept in `meta` so a redeployed object upgrades its own storage.
+
+/** Queue states, the one list used by SQL, code, metrics and docs. */
+export const STATES = ['incoming', 'queued', 'in-flight', 'deferred', 'dead-letter'] as const;
+export type State = (typeof STATES)[number];
+
+const stateCheck = STATES.map((s) => `'${s}'`).join(', ');
+
+const MIGRATIONS: readonly string[] = [
+  // 1: messages, their chunks, and the dedupe memory of acknowledged messages.
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE messages (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN (${stateCheck})),
+     sender TEXT NOT NULL,
+     recipients TEXT NOT NULL,          -- JSON array of recipients still pending
+     results TEXT NOT NULL DEFAULT '[]',-- JSON array of final RecipientResults so far
+     size INTEGER NOT NULL DEFAULT 0,
+     sha256 TEXT,
+     chunks INTEGER NOT NULL DEFAULT 0,
+     dedupe_key TEXT,
+     received_at INTEGER NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER,
+     lease_session TEXT,
+     last_error TEXT
+   );
+   CREATE INDEX messages_by_state ON messages (state, received_at);
+   CREATE INDEX messages_by_dedupe ON messages (dedupe_key);
+   CREATE TABLE chunks (
+     message_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     data BLOB NOT NULL,
+     PRIMARY KEY (message_id, seq)
+   );
+   CREATE TABLE delivered (
+     dedupe_key TEXT PRIMARY KEY,
+     message_id TEXT NOT NULL,
+     acked_at INTEGER NOT NULL
+   );`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Brings storage to SCHEMA_VERSION. Runs inside blockConcurrencyWhile. */
+export function migrate(sql: SqlStorage): void {
+  const hasMeta = sql.exec(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'`).toArray().length > 0;
+  let version = 0;
+  if (hasMeta) {
+    const row = sql.exec(`SELECT value FROM meta WHERE key = 'schema_version'`).toArray()[0];
+    version = row ? Number(row.value) : 0;
+  }
+  if (version > SCHEMA_VERSION) {
+    throw new Error(`storage schema ${version} is newer than this code (${SCHEMA_VERSION}): roll forward, not back`);
+  }
+  for (let v = version; v < SCHEMA_VERSION; v++) {
+    sql.exec(MIGRATIONS[v] ?? '');
+    sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)`, String(v + 1));
+  }
+}

@@ -1,0 +1,80 @@
+// Runs bridge-worker in local workerd (Miniflare): the stand-in for
+// Cloudflare's edge. The Worker is bundled in memory by esbuild, as wrangler
+// does, and its Durable Object storage persists under `persistDir`.
+import { build } from 'esbuild';
+import { Miniflare } from 'miniflare';
+import { fileURLToPath } from 'node:url';
+
+const entry = fileURLToPath(new URL('../bridge-worker/index.ts', import.meta.url));
+
+export interface WorkerRuntimeOptions {
+  persistDir: string;
+  agentTokens: string[];
+  devIngressToken: string;
+  allowedDomains?: string[];
+  maxMessageBytes?: number;
+  port?: number;
+  /** Each console line of the Worker (JSON events), for logs and tests. */
+  onLog?: (line: string) => void;
+}
+
+export interface WorkerRuntime {
+  url: URL;
+  mf: Miniflare;
+  /** Restarts workerd on the same persisted storage (a crash of the edge). */
+  restart(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+export async function bundleWorker(): Promise<string> {
+  const out = await build({
+    entryPoints: [entry],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2022',
+    conditions: ['workerd', 'worker', 'browser'],
+    external: ['cloudflare:*'],
+    logLevel: 'silent',
+  });
+  const file = out.outputFiles[0];
+  if (!file) throw new Error('esbuild produced no output for the Worker');
+  return file.text;
+}
+
+export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<WorkerRuntime> {
+  const script = await bundleWorker();
+  const options = () => ({
+    modules: true,
+    script,
+    scriptPath: entry,
+    compatibilityDate: '2026-04-01',
+    host: '127.0.0.1',
+    port: opts.port ?? 0,
+    unsafeTriggerHandlers: true,
+    durableObjects: { RELAY: { className: 'RelayQueue', useSQLite: true } },
+    durableObjectsPersist: opts.persistDir,
+    bindings: {
+      AGENT_TOKENS: opts.agentTokens.join(','),
+      DEV_INGRESS_TOKEN: opts.devIngressToken,
+      ALLOWED_DOMAINS: (opts.allowedDomains ?? []).join(','),
+      MAX_MESSAGE_BYTES: String(opts.maxMessageBytes ?? 25 * 1024 * 1024),
+    },
+    handleStructuredLogs: ({ message }: { message: string }): void => { opts.onLog?.(message); },
+  });
+  let mf = new Miniflare(options());
+  let url = await mf.ready;
+  const rt: WorkerRuntime = {
+    get url() { return url; },
+    get mf() { return mf; },
+    async restart() {
+      const port = Number(url.port);
+      await mf.dispose();
+      mf = new Miniflare({ ...options(), port });
+      url = await mf.ready;
+    },
+    async dispose() { await mf.dispose(); },
+  };
+  return rt;
+}

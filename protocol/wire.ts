@@ -1,0 +1,203 @@
+// The agent <-> object wire protocol, version 1 (docs/protocol.md).
+// Imported by bridge-worker (workerd) and edge-agent (Node): keep it free of
+// runtime-specific APIs. Every frame from the other end goes through a parser
+// here that checks each field and returns null instead of throwing.
+//
+// Control frames are JSON text frames. Message bytes travel as binary frames,
+// each one a chunk of the message whose `message` frame came last; messages are
+// never interleaved on one socket, so a binary frame needs no header.
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest control frame either end accepts (bytes of UTF-16 text, roughly). */
+export const MAX_CONTROL_FRAME = 64 * 1024;
+/** Largest binary chunk frame: one stored chunk row (a SQLite row holds at most 2 MB). */
+export const MAX_CHUNK_BYTES = 1024 * 1024;
+/** Largest byte credit an agent may hold out at once. */
+export const MAX_CREDIT_BYTES = 64 * 1024 * 1024;
+/** Largest number of unacknowledged messages per connection. */
+export const MAX_WINDOW = 64;
+/** Text the agent sends as heartbeat; the object answers PONG without waking. */
+export const PING = 'ping';
+export const PONG = 'pong';
+
+export const FRAME = {
+  // agent -> object: first frame on a new socket; version, name, window, initial credit
+  HELLO: 'hello',
+  // agent -> object: grants more bytes of chunk data
+  CREDIT: 'credit',
+  // agent -> object: final per-recipient results for one message
+  ACK: 'ack',
+  // agent -> object: hands a message back undelivered (shutdown, corrupt transfer)
+  NACK: 'nack',
+  // object -> agent: answer to hello
+  WELCOME: 'welcome',
+  // object -> agent: header of the message whose binary chunks follow
+  MESSAGE: 'message',
+  // object -> agent: all chunks of the current message were sent
+  END: 'end',
+} as const;
+
+export type Outcome = 'delivered' | 'tempfail' | 'permfail';
+const OUTCOMES: readonly string[] = ['delivered', 'tempfail', 'permfail'];
+
+/** One recipient's final result, as the LMTP server (or the agent, for local errors) gave it. */
+export interface RecipientResult {
+  recipient: string;
+  /** SMTP reply code, or 0 for a local error with no reply (timeout, connection lost). */
+  code: number;
+  enhanced: string | null;
+  text: string;
+  outcome: Outcome;
+}
+
+export type NackReason = 'shutdown' | 'corrupt' | 'unavailable';
+const NACK_REASONS: readonly string[] = ['shutdown', 'corrupt', 'unavailable'];
+
+export interface HelloFrame { type: 'hello'; v: number; agent: string; window: number; credit: number }
+export interface CreditFrame { type: 'credit'; bytes: number }
+export interface AckFrame { type: 'ack'; id: string; results: RecipientResult[] }
+export interface NackFrame { type: 'nack'; id: string; reason: NackReason; text: string }
+export type AgentFrame = HelloFrame | CreditFrame | AckFrame | NackFrame;
+
+export interface WelcomeFrame { type: 'welcome'; v: number; session: string; window: number; maxChunk: number }
+export interface MessageFrame {
+  type: 'message';
+  id: string;
+  attempt: number;
+  /** Envelope sender; '' is the null reverse-path <>. */
+  sender: string;
+  recipients: string[];
+  size: number;
+  /** Lowercase hex SHA-256 of the stored bytes. */
+  sha256: string;
+  /** When the Worker accepted it, ms since the epoch. */
+  receivedAt: number;
+}
+export interface EndFrame { type: 'end'; id: string; chunks: number }
+export type ObjectFrame = WelcomeFrame | MessageFrame | EndFrame;
+
+// ---- field checks -----------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+
+const ID_RE = /^[0-9a-f]{32}$/;
+const SHA_RE = /^[0-9a-f]{64}$/;
+const AGENT_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+export function isMessageId(v: unknown): v is string {
+  return typeof v === 'string' && ID_RE.test(v);
+}
+
+function isInt(v: unknown, min: number, max: number): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+}
+
+function isText(v: unknown, max: number): v is string {
+  return typeof v === 'string' && v.length <= max;
+}
+
+/**
+ * An envelope address as it may travel on the wire and later into an LMTP
+ * command: printable, no angle brackets, no CR/LF/NUL. '' only for the sender.
+ */
+export function isAddress(v: unknown, allowEmpty = false): v is string {
+  if (typeof v !== 'string') return false;
+  if (v === '') return allowEmpty;
+  // eslint-disable-next-line no-control-regex
+  return v.length <= 512 && !/[\x00-\x20<>\x7f]/.test(v);
+}
+
+function isResult(v: unknown): v is RecipientResult {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Obj;
+  return isAddress(r.recipient) &&
+    (r.code === 0 || isInt(r.code, 200, 599)) &&
+    (r.enhanced === null || (typeof r.enhanced === 'string' && /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.enhanced))) &&
+    isText(r.text, 1000) &&
+    typeof r.outcome === 'string' && OUTCOMES.includes(r.outcome);
+}
+
+function parseJson(raw: string): Obj | null {
+  if (raw.length > MAX_CONTROL_FRAME) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
+}
+
+// ---- parsers ----------------------------------------------------------------
+
+/** Parses a text frame sent by the agent; null when it is not a valid v1 frame. */
+export function parseAgentFrame(raw: string): AgentFrame | null {
+  const f = parseJson(raw);
+  if (!f) return null;
+  switch (f.type) {
+    case FRAME.HELLO:
+      return isInt(f.v, 1, 1000) && typeof f.agent === 'string' && AGENT_RE.test(f.agent) &&
+        isInt(f.window, 1, MAX_WINDOW) && isInt(f.credit, 0, MAX_CREDIT_BYTES)
+        ? { type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit }
+        : null;
+    case FRAME.CREDIT:
+      return isInt(f.bytes, 1, MAX_CREDIT_BYTES) ? { type: 'credit', bytes: f.bytes } : null;
+    case FRAME.ACK:
+      return isMessageId(f.id) && Array.isArray(f.results) && f.results.length > 0 &&
+        f.results.length <= 100 && f.results.every(isResult)
+        ? { type: 'ack', id: f.id, results: f.results as RecipientResult[] }
+        : null;
+    case FRAME.NACK:
+      return isMessageId(f.id) && typeof f.reason === 'string' && NACK_REASONS.includes(f.reason) &&
+        isText(f.text, 1000)
+        ? { type: 'nack', id: f.id, reason: f.reason as NackReason, text: f.text }
+        : null;
+    default:
+      return null;
+  }
+}
+
+/** Parses a text frame sent by the object; null when it is not a valid v1 frame. */
+export function parseObjectFrame(raw: string): ObjectFrame | null {
+  const f = parseJson(raw);
+  if (!f) return null;
+  switch (f.type) {
+    case FRAME.WELCOME:
+      return isInt(f.v, 1, 1000) && typeof f.session === 'string' && ID_RE.test(f.session) &&
+        isInt(f.window, 1, MAX_WINDOW) && isInt(f.maxChunk, 1, MAX_CHUNK_BYTES)
+        ? { type: 'welcome', v: f.v, session: f.session, window: f.window, maxChunk: f.maxChunk }
+        : null;
+    case FRAME.MESSAGE:
+      return isMessageId(f.id) && isInt(f.attempt, 1, 1_000_000) && isAddress(f.sender, true) &&
+        Array.isArray(f.recipients) && f.recipients.length > 0 && f.recipients.length <= 100 &&
+        f.recipients.every((r) => isAddress(r)) && isInt(f.size, 0, 2 ** 40) &&
+        typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53)
+        ? {
+          type: 'message', id: f.id, attempt: f.attempt, sender: f.sender,
+          recipients: f.recipients as string[], size: f.size, sha256: f.sha256, receivedAt: f.receivedAt,
+        }
+        : null;
+    case FRAME.END:
+      return isMessageId(f.id) && isInt(f.chunks, 0, 2 ** 32) ? { type: 'end', id: f.id, chunks: f.chunks } : null;
+    default:
+      return null;
+  }
+}
+
+/** Serializes a frame; the one place either end turns a frame into text. */
+export function encodeFrame(frame: AgentFrame | ObjectFrame): string {
+  return JSON.stringify(frame);
+}
+
+/** An ack is complete when it answers each recipient of the message exactly once. */
+export function ackCovers(results: RecipientResult[], recipients: string[]): boolean {
+  if (results.length !== recipients.length) return false;
+  const want = new Set(recipients);
+  const seen = new Set<string>();
+  for (const r of results) {
+    if (!want.has(r.recipient) || seen.has(r.recipient)) return false;
+    seen.add(r.recipient);
+  }
+  return true;
+}

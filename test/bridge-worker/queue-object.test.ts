@@ -1,0 +1,164 @@
+// The queue Durable Object in real local workerd, driven by a hand-written
+// agent so every frame can be checked.
+import { createHash, randomBytes } from 'node:crypto';
+import t from 'tap';
+import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { RawAgent } from '../helpers/raw-agent.ts';
+import { AGENT_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+
+let w: TestWorker;
+t.before(async () => { w = await startTestWorker({ allowedDomains: ['example.test'] }); });
+t.teardown(async () => { await w.stop(); });
+
+const hello = (credit = 8 << 20, window = 4) => ({ type: 'hello' as const, v: PROTOCOL_VERSION, agent: 'test-agent', window, credit });
+
+async function connect(token: string | null = AGENT_TOKEN, credit?: number): Promise<RawAgent> {
+  const a = new RawAgent(w.agentUrl(), token);
+  await a.opened;
+  a.send(hello(credit));
+  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  return a;
+}
+
+const header = (a: RawAgent, id?: string) => a.until((s) => {
+  for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && (id === undefined || x.frame.id === id)) return x.frame;
+  return undefined;
+});
+const ended = (a: RawAgent, id: string) => a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === id));
+const ackAll = (a: RawAgent, m: MessageFrame) => a.send({
+  type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
+});
+
+t.test('refuses agents without the right bearer token', async (t) => {
+  for (const [name, token, url] of [
+    ['no token', null, w.agentUrl()],
+    ['wrong token', 'agent-token-wrong-0123456789', w.agentUrl()],
+    ['token in the query string', null, `${w.agentUrl()}?token=${AGENT_TOKEN}`],
+  ] as const) {
+    const a = new RawAgent(url, token);
+    await t.rejects(a.opened, /HTTP 401/, name);
+  }
+  const old = await connect(OLD_TOKEN);
+  t.pass('either token of a rotation is accepted');
+  old.close();
+  await old.closed;
+});
+
+t.test('8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB, once acked they are gone', async (t) => {
+  const body = Buffer.concat([
+    Buffer.from('From: a@sender.test\r\nSubject: =?ISO-2022-JP?B?GyRCJEgkahsoQg==?=\r\n\r\n', 'latin1'),
+    Buffer.from([0x82, 0xb1, 0x82, 0xf1, 0x82, 0xc9, 0x82, 0xbf, 0x82, 0xcd, 0x0d, 0x0a]), // Shift_JIS
+    randomBytes(2 * MAX_CHUNK_BYTES + 12345),
+  ]);
+  const r = await w.post('a@sender.test', 'alice@example.test', body);
+  t.equal(r.status, 200);
+  const a = await connect();
+  const m = await header(a, String(r.body.id));
+  await ended(a, m.id);
+  t.equal(m.size, body.length);
+  t.equal(m.sha256, createHash('sha256').update(body).digest('hex'));
+  t.same(m.recipients, ['alice@example.test']);
+  const chunks = a.seen.filter((s) => s.kind === 'chunk');
+  t.ok(chunks.every((c) => c.kind === 'chunk' && c.data.length <= MAX_CHUNK_BYTES), 'no chunk over 1 MiB');
+  t.ok(a.bytesOf(m.id).equals(body), 'bytes identical');
+  t.equal((await w.summary())['in-flight'], 1);
+  ackAll(a, m);
+  await t.resolves(async () => {
+    for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+  });
+  t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, 'dead-letter': 0 });
+  a.close();
+  await a.closed;
+});
+
+t.test('a retried delivery of the same message is stored once', async (t) => {
+  const body = Buffer.from('Subject: twice\r\n\r\nsame bytes\r\n');
+  const first = await w.post('b@sender.test', 'alice@example.test', body);
+  const again = await w.post('b@sender.test', 'alice@example.test', body);
+  t.equal(again.body.id, first.body.id);
+  t.equal(again.body.duplicate, true);
+  const other = await w.post('b@sender.test', 'bob@example.test', body);
+  t.not(other.body.id, first.body.id, 'another recipient is another message');
+  t.equal((await w.summary()).queued, 2);
+  const a = await connect();
+  for (const id of [first.body.id, other.body.id]) {
+    const m = await header(a, String(id));
+    await ended(a, m.id);
+    ackAll(a, m);
+  }
+  await a.until(() => true);
+  await new Promise((r) => setTimeout(r, 200));
+  const after = await w.post('b@sender.test', 'alice@example.test', body);
+  t.equal(after.body.duplicate, true, 'still a duplicate after it was acked');
+  t.equal((await w.summary()).queued, 0);
+  a.close();
+  await a.closed;
+});
+
+t.test('a socket dropped mid-message gives the message to the next connection', async (t) => {
+  const body = randomBytes(3 * MAX_CHUNK_BYTES);
+  const r = await w.post('c@sender.test', 'alice@example.test', body);
+  const a = await connect(AGENT_TOKEN, 1); // 1 byte of credit: one chunk, then it waits
+  const m = await header(a, String(r.body.id));
+  await a.until((s) => s.some((x) => x.kind === 'chunk'));
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(a.seen.filter((s) => s.kind === 'chunk').length, 1, 'credit holds back the rest');
+  a.ws.terminate();
+  await a.closed;
+  const b = await connect();
+  const again = await header(b, m.id);
+  t.equal(again.attempt, 2);
+  await ended(b, m.id);
+  t.ok(b.bytesOf(m.id).equals(body));
+  ackAll(b, again);
+  b.close();
+  await b.closed;
+});
+
+t.test('malformed frames close the socket with 1008 and release its leases', async (t) => {
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await a.opened;
+  a.send('{"type":"ack"}');
+  t.equal((await a.closed).code, 1008);
+  const b = await connect();
+  b.send('{"type":"credit","bytes":"lots"}');
+  t.equal((await b.closed).code, 1008);
+  const c = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await c.opened;
+  c.send({ type: 'hello', v: 99, agent: 'future', window: 1, credit: 1 });
+  const closed = await c.closed;
+  t.equal(closed.code, 1008);
+  t.match(closed.reason, /version 99/);
+});
+
+t.test('an ack for an unknown id is ignored', async (t) => {
+  const a = await connect();
+  a.send({ type: 'ack', id: 'f'.repeat(32), results: [{ recipient: 'x@example.test', code: 250, enhanced: null, text: '', outcome: 'delivered' }] });
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(a.ws.readyState, a.ws.OPEN);
+  a.close();
+  await a.closed;
+});
+
+t.test('policy: other domains and oversized messages are rejected with a reason', async (t) => {
+  const r = await w.post('a@sender.test', 'someone@elsewhere.test', Buffer.from('x\r\n'));
+  t.equal(r.status, 550);
+  t.match(String(r.body.reason), /^5\.7\.1 .*elsewhere\.test/);
+  const bad = await w.post('a@sender.test', 'x\r\n@example.test', Buffer.from('x\r\n'));
+  t.equal(bad.status, 550);
+  t.match(String(bad.body.reason), /^5\.1\.3/);
+});
+
+t.test('a restart of workerd loses nothing: stored mail is delivered afterwards', async (t) => {
+  const body = Buffer.from('Subject: survive\r\n\r\nrestart\r\n');
+  const r = await w.post('d@sender.test', 'alice@example.test', body);
+  await w.rt.restart();
+  t.equal((await w.summary()).queued, 1);
+  const a = await connect();
+  const m = await header(a, String(r.body.id));
+  await ended(a, m.id);
+  t.ok(a.bytesOf(m.id).equals(body));
+  ackAll(a, m);
+  a.close();
+  await a.closed;
+});

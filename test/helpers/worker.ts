@@ -1,0 +1,49 @@
+// Starts the real Worker + Durable Object in local workerd for a test, with
+// its own persisted storage dir, and posts mail into it like Email Routing.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startWorkerRuntime, type WorkerRuntime } from '../../local/worker-runtime.ts';
+
+export const AGENT_TOKEN = 'agent-token-0123456789abcdef';
+export const OLD_TOKEN = 'agent-token-old-0123456789';
+export const DEV_TOKEN = 'dev-token-0123456789abcdef';
+
+export interface TestWorker {
+  rt: WorkerRuntime;
+  logs: string[];
+  agentUrl(): string;
+  post(from: string, to: string, body: Uint8Array): Promise<{ status: number; body: Record<string, unknown> }>;
+  summary(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number } = {}): Promise<TestWorker> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
+  const logs: string[] = [];
+  const rt = await startWorkerRuntime({
+    persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
+    allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
+    onLog: (l) => logs.push(l),
+  });
+  return {
+    rt, logs,
+    agentUrl: () => new URL('/agent', rt.url).href.replace(/^http/, 'ws'),
+    async post(from, to, body) {
+      const url = new URL('/dev/email', rt.url);
+      url.searchParams.set('from', from);
+      url.searchParams.set('to', to);
+      const res = await fetch(url, { method: 'POST', body, headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    },
+    async summary() {
+      const ns = await rt.mf.getDurableObjectNamespace('RELAY');
+      const stub = ns.get(ns.idFromName('queue')) as unknown as { summary(): Promise<Record<string, number>> };
+      return stub.summary();
+    },
+    async stop() {
+      await rt.dispose();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

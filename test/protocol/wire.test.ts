@@ -1,0 +1,44 @@
+import t from 'tap';
+import { ackCovers, encodeFrame, parseAgentFrame, parseObjectFrame, PROTOCOL_VERSION } from '../../protocol/wire.ts';
+
+const id = 'a'.repeat(32);
+const sha = 'b'.repeat(64);
+
+t.test('valid frames round-trip through encode and parse', async (t) => {
+  const hello = { type: 'hello', v: PROTOCOL_VERSION, agent: 'dell-1', window: 4, credit: 8 << 20 } as const;
+  t.same(parseAgentFrame(encodeFrame(hello)), hello);
+  const ack = { type: 'ack', id, results: [{ recipient: 'a@x.test', code: 250, enhanced: '2.0.0', text: 'ok', outcome: 'delivered' }] } as const;
+  t.same(parseAgentFrame(encodeFrame(ack)), ack);
+  const msg = { type: 'message', id, attempt: 1, sender: '', recipients: ['a@x.test'], size: 10, sha256: sha, receivedAt: 1 } as const;
+  t.same(parseObjectFrame(encodeFrame(msg)), msg, 'null sender <> is the empty string');
+});
+
+t.test('rejects malformed, unknown and hostile frames', async (t) => {
+  const bad = [
+    'not json', '[]', 'null', '{"type":"nope"}',
+    JSON.stringify({ type: 'hello', v: 1, agent: 'a b', window: 4, credit: 0 }),
+    JSON.stringify({ type: 'hello', v: 1, agent: 'a', window: 0, credit: 0 }),
+    JSON.stringify({ type: 'hello', v: 1, agent: 'a', window: 4, credit: 2 ** 40 }),
+    JSON.stringify({ type: 'credit', bytes: -1 }),
+    JSON.stringify({ type: 'ack', id: 'short', results: [] }),
+    JSON.stringify({ type: 'ack', id, results: [] }),
+    JSON.stringify({ type: 'ack', id, results: [{ recipient: 'a@x', code: 250, enhanced: null, text: 'x', outcome: 'maybe' }] }),
+    JSON.stringify({ type: 'nack', id, reason: 'whatever', text: '' }),
+    JSON.stringify({ type: 'message', id, attempt: 1, sender: 'x\r\nRCPT TO:<evil>', recipients: ['a@x'], size: 1, sha256: sha, receivedAt: 1 }),
+    JSON.stringify({ type: 'message', id, attempt: 1, sender: '', recipients: ['<a@x>'], size: 1, sha256: sha, receivedAt: 1 }),
+    JSON.stringify({ type: 'message', id, attempt: 1, sender: '', recipients: [], size: 1, sha256: sha, receivedAt: 1 }),
+    'x'.repeat(70_000),
+  ];
+  for (const b of bad) {
+    t.equal(parseAgentFrame(b), null, `agent: ${b.slice(0, 60)}`);
+    t.equal(parseObjectFrame(b), null, `object: ${b.slice(0, 60)}`);
+  }
+});
+
+t.test('an ack must answer each recipient exactly once', async (t) => {
+  const r = (recipient: string) => ({ recipient, code: 250, enhanced: null, text: '', outcome: 'delivered' as const });
+  t.ok(ackCovers([r('a'), r('b')], ['b', 'a']));
+  t.notOk(ackCovers([r('a')], ['a', 'b']), 'missing one');
+  t.notOk(ackCovers([r('a'), r('a')], ['a', 'b']), 'duplicate');
+  t.notOk(ackCovers([r('a'), r('c')], ['a', 'b']), 'stranger');
+});
