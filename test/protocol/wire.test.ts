@@ -1,15 +1,15 @@
 import t from 'tap';
-import { ackCovers, encodeFrame, parseAgentFrame, parseObjectFrame, PROTOCOL_VERSION } from '../../protocol/wire.ts';
+import { ackCovers, encodeFrame, parseAgentFrame, parseObjectFrame, PROTOCOL_VERSION, type AckFrame, type HelloFrame, type MessageFrame } from '../../protocol/wire.ts';
 
 const id = 'a'.repeat(32);
 const sha = 'b'.repeat(64);
 
 t.test('valid frames round-trip through encode and parse', async (t) => {
-  const hello = { type: 'hello', v: PROTOCOL_VERSION, agent: 'dell-1', window: 4, credit: 8 << 20 } as const;
+  const hello: HelloFrame = { type: 'hello', v: PROTOCOL_VERSION, agent: 'dell-1', window: 4, credit: 8 << 20 };
   t.same(parseAgentFrame(encodeFrame(hello)), hello);
-  const ack = { type: 'ack', id, results: [{ recipient: 'a@x.test', code: 250, enhanced: '2.0.0', text: 'ok', outcome: 'delivered' }] } as const;
+  const ack: AckFrame = { type: 'ack', id, results: [{ recipient: 'a@x.test', code: 250, enhanced: '2.0.0', text: 'ok', outcome: 'delivered' }] };
   t.same(parseAgentFrame(encodeFrame(ack)), ack);
-  const msg = { type: 'message', id, attempt: 1, sender: '', recipients: ['a@x.test'], size: 10, sha256: sha, receivedAt: 1 } as const;
+  const msg: MessageFrame = { type: 'message', id, attempt: 1, sender: '', recipients: ['a@x.test'], size: 10, sha256: sha, receivedAt: 1 };
   t.same(parseObjectFrame(encodeFrame(msg)), msg, 'null sender <> is the empty string');
 });
 
