@@ -1,0 +1,420 @@
+// LMTP/SMTP client. Replies are matched to commands through a queue of expected replies
+// (nodemailer lib/smtp-connection); every wait has a named state with its own timeout
+// (Postfix smtp_proto.c). SMTP and LMTP share one code path: the only difference is one
+// final reply per accepted recipient (LMTP) instead of one for all of them.
+
+import net from 'node:net';
+import os from 'node:os';
+import { dotStuffed } from './dot-stream.ts';
+import { errorText, isLocalError, localError, type LocalError } from './errors.ts';
+import { ReplyReader } from './line-reader.ts';
+import { replyText, type Reply } from './reply.ts';
+import { formatTarget, type Target } from './target.ts';
+
+export interface Envelope { sender: string; recipients: string[] }  // sender '' = null reverse-path <>
+export type Outcome = 'delivered' | 'tempfail' | 'permfail';
+export interface RecipientResult { recipient: string; code: number; enhanced: string | null; text: string; outcome: Outcome }
+export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; final: number }
+export interface ClientOptions { localName?: string; timeouts?: Partial<Timeouts> }
+
+// RFC 5321 4.5.3.2, in ms. dataBlock bounds each wait for the socket to drain while sending.
+export const DEFAULT_TIMEOUTS: Timeouts = { connect: 30_000, greeting: 300_000, command: 300_000, dataBlock: 180_000, final: 600_000 };
+
+// Every wait has a state: its timeout, and what it waits for (for result texts and logs).
+const STATES = {
+  CONNECT: { timeout: 'connect', what: 'connect' },
+  GREETING: { timeout: 'greeting', what: 'the greeting' },
+  HELLO: { timeout: 'command', what: 'LHLO/EHLO/HELO' },
+  RSET: { timeout: 'command', what: 'RSET' },
+  MAIL: { timeout: 'command', what: 'MAIL FROM' },
+  RCPT: { timeout: 'command', what: 'RCPT TO' },
+  DATA: { timeout: 'command', what: 'DATA' },
+  BODY: { timeout: 'dataBlock', what: 'the message body' },
+  BDAT: { timeout: 'command', what: 'BDAT' },
+  // Postfix: "sending end of data -- message may be sent more than once".
+  DOT: { timeout: 'final', what: 'end of data (the message may have been delivered)' },
+  QUIT: { timeout: 'command', what: 'QUIT' },
+} as const satisfies Record<string, { timeout: keyof Timeouts; what: string }>;
+type State = keyof typeof STATES;
+type Answer = Reply | LocalError;  // what an expected reply resolves to; it never rejects
+
+interface Caps { pipelining: boolean; chunking: boolean; eightBitMime: boolean; smtpUtf8: boolean; size: boolean; enhanced: boolean }
+const NO_CAPS: Caps = { pipelining: false, chunking: false, eightBitMime: false, smtpUtf8: false, size: false, enhanced: false };
+const BDAT_CHUNK = 1024 * 1024;    // coalesce body chunks up to this before sending a BDAT
+const BAD_ADDRESS = /[\x00-\x1f\x7f<>]/;
+
+const isOk = (a: Answer): a is Reply => !isLocalError(a) && a.code >= 200 && a.code < 300;
+const noReply = (state: State): LocalError => localError('EPROTOCOL', state, 'no reply');
+
+/** One connection and its queue of expected replies. Once failed, it stays failed. */
+class Session {
+  readonly socket: net.Socket;
+  readonly greeting: Promise<Answer>;
+  failure: LocalError | null = null;
+  #caps: Caps = NO_CAPS;
+  readonly #t: Timeouts;
+  readonly #reader = new ReplyReader();
+  #queue: { state: State; resolve: (a: Answer) => void }[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  static connect(target: Target, t: Timeouts): Promise<Session | LocalError> {
+    return new Promise((resolve) => {
+      const socket = 'path' in target ? net.connect(target.path) : net.connect(target.port, target.host);
+      const onError = (e: Error): void => {
+        clearTimeout(timer);
+        resolve(localError('ECONNECTION', 'CONNECT', `${formatTarget(target)}: ${e.message}`));
+      };
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve(localError('ETIMEDOUT', 'CONNECT', `could not connect to ${formatTarget(target)} within ${t.connect} ms`));
+      }, t.connect);
+      socket.once('error', onError).once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', onError);
+        resolve(new Session(socket, t));
+      });
+    });
+  }
+
+  constructor(socket: net.Socket, t: Timeouts) {
+    this.socket = socket;
+    this.#t = t;
+    socket.setNoDelay(true);
+    socket.on('data', (c: Buffer) => this.#onData(c));
+    socket.on('error', (e) => this.#lost(e.message));
+    socket.on('close', () => this.#lost('connection closed by the server'));
+    this.greeting = this.expect('GREETING');  // queued before any byte can arrive
+  }
+
+  get caps(): Caps { return this.#caps; }
+  set caps(c: Caps) { this.#caps = c; this.#reader.enhanced = c.enhanced; }
+
+  expect(state: State): Promise<Answer> {
+    if (this.failure) return Promise.resolve(this.failure);
+    return new Promise((resolve) => {
+      this.#queue.push({ state, resolve });
+      if (this.#queue.length === 1) this.#arm();
+    });
+  }
+
+  /** Queues one expected reply per command, then sends them all in one write. */
+  pipeline(cmds: readonly (readonly [State, string])[]): Promise<Answer>[] {
+    const answers = cmds.map(([state]) => this.expect(state));
+    if (!this.failure) this.socket.write(cmds.map(([, line]) => line + '\r\n').join(''));
+    return answers;
+  }
+
+  command(state: State, line: string): Promise<Answer> {
+    return this.pipeline([[state, line]])[0] ?? Promise.resolve(localError('EPROTOCOL', state, 'no command'));
+  }
+
+  /** Writes body bytes, waiting (at most dataBlock ms) for 'drain' so memory stays bounded. */
+  write(data: Uint8Array): Promise<LocalError | null> {
+    if (this.failure) return Promise.resolve(this.failure);
+    if (this.socket.write(data)) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.socket.off('drain', done).off('close', done);
+        resolve(this.failure);
+      };
+      const ms = this.#t.dataBlock;
+      const timer = setTimeout(() => {
+        this.fail(localError('ETIMEDOUT', 'BODY', `could not send ${STATES.BODY.what} within ${ms} ms`));
+        done();
+      }, ms);
+      this.socket.on('drain', done).on('close', done);
+    });
+  }
+
+  /** Ends the session: closes the socket and answers every expected reply with `e`. */
+  fail(e: LocalError): LocalError {
+    if (this.failure) return this.failure;
+    this.failure = e;
+    clearTimeout(this.#timer);
+    this.socket.destroy();
+    const queue = this.#queue;
+    this.#queue = [];
+    for (const p of queue) p.resolve(e);
+    return e;
+  }
+
+  /** A reply that is not a valid answer to `state`: the session can no longer be trusted. */
+  unexpected(state: State, a: Answer): LocalError {
+    if (isLocalError(a)) return a;
+    return this.fail(localError('EPROTOCOL', state, `unexpected reply to ${STATES[state].what}: ${a.code} ${replyText(a)}`));
+  }
+
+  async quit(): Promise<void> {
+    if (!this.failure) await this.command('QUIT', 'QUIT');  // any answer will do
+    const closed = new Promise<void>((r) => (this.socket.closed ? r() : this.socket.once('close', () => r())));
+    this.fail(localError('ECONNECTION', 'QUIT', 'connection closed by the client'));
+    await closed;
+  }
+
+  #lost(why: string): void {
+    const head = this.#queue[0];
+    const stage = head?.state ?? 'IDLE';
+    this.fail(localError('ECONNECTION', stage, head ? `${why} while waiting for the reply to ${STATES[head.state].what}` : why));
+  }
+
+  #arm(): void {
+    clearTimeout(this.#timer);
+    const head = this.#queue[0];
+    if (!head) return;
+    const { timeout, what } = STATES[head.state];
+    const ms = this.#t[timeout];
+    this.#timer = setTimeout(() => this.fail(localError('ETIMEDOUT', head.state, `no reply to ${what} within ${ms} ms`)), ms);
+  }
+
+  #onData(chunk: Buffer): void {
+    // Replies before a violation in the same chunk still count: an LMTP 250 is not thrown away.
+    const { replies, error } = this.#reader.push(chunk);
+    for (const r of replies) if (!this.failure) this.#dispatch(r);
+    if (error) this.fail(localError('EPROTOCOL', this.#queue[0]?.state ?? 'IDLE', error));
+  }
+
+  #dispatch(reply: Reply): void {
+    const head = this.#queue.shift();
+    if (!head) {
+      // RFC 5321 3.8: a server may announce 421 at any time before it closes; that is no violation.
+      const closing = reply.code === 421;
+      this.fail(localError(closing ? 'ECONNECTION' : 'EPROTOCOL', 'IDLE', `${closing ? 'server closing' : 'unexpected reply'}: ${reply.code} ${replyText(reply)}`));
+      return;
+    }
+    head.resolve(reply);
+    if (reply.code === 421) {
+      // The server is going away: every reply still owed becomes this one.
+      for (const p of this.#queue.splice(0)) p.resolve(reply);
+      this.fail(localError('ECONNECTION', head.state, `server closing: 421 ${replyText(reply)}`));
+      return;
+    }
+    this.#arm();
+  }
+}
+
+function parseCaps(hello: Reply): Caps {
+  const caps = { ...NO_CAPS };
+  for (const line of hello.lines.slice(1)) {
+    const kw = line.trim().split(/\s+/)[0]?.toUpperCase();
+    if (kw === 'PIPELINING') caps.pipelining = true;
+    else if (kw === 'CHUNKING') caps.chunking = true;
+    else if (kw === '8BITMIME') caps.eightBitMime = true;
+    else if (kw === 'SMTPUTF8') caps.smtpUtf8 = true;
+    else if (kw === 'SIZE') caps.size = true;
+    else if (kw === 'ENHANCEDSTATUSCODES') caps.enhanced = true;
+  }
+  return caps;
+}
+
+function result(recipient: string, a: Answer): RecipientResult {
+  if (isLocalError(a)) return { recipient, code: 0, enhanced: null, text: errorText(a), outcome: 'tempfail' };
+  const outcome = a.code < 300 ? 'delivered' : a.code >= 500 ? 'permfail' : 'tempfail';
+  return { recipient, code: a.code, enhanced: a.enhanced, text: replyText(a), outcome };
+}
+
+function checkAddress(what: string, a: unknown, allowEmpty: boolean): void {
+  if (typeof a !== 'string' || (!allowEmpty && a === '') || BAD_ADDRESS.test(a)) {
+    throw new TypeError(`invalid ${what} ${JSON.stringify(a)}: must be a string without CR, LF, NUL, control characters, '<' or '>'`);
+  }
+}
+
+export class LmtpClient {
+  readonly target: Target;
+  readonly #t: Timeouts;
+  readonly #localName: string;
+  #session: Session | null = null;
+  #chain: Promise<unknown> = Promise.resolve();  // serializes deliver() and close()
+
+  constructor(target: Target, options: ClientOptions = {}) {
+    this.target = target;
+    this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    const host = os.hostname();
+    this.#localName = options.localName ?? (/^[A-Za-z0-9.-]+$/.test(host) ? host : 'localhost');
+    if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Za-z:.]+\])$/.test(this.#localName)) {
+      throw new TypeError(`invalid localName ${JSON.stringify(this.#localName)}: expected a domain or an address literal`);
+    }
+  }
+
+  /**
+   * Delivers one message: exactly one result per envelope recipient, in envelope order.
+   * Network and protocol outcomes are results; a bad address rejects with a TypeError
+   * before anything is queued or sent. The body is read only once a recipient is accepted.
+   */
+  async deliver(envelope: Envelope, body: AsyncIterable<Uint8Array>, info: { size?: number; eightBit?: boolean } = {}): Promise<RecipientResult[]> {
+    checkAddress('sender', envelope.sender, true);
+    for (const r of envelope.recipients) checkAddress('recipient', r, false);
+    if (envelope.recipients.length === 0) return [];
+    const run = this.#chain.then(() => this.#transact(envelope, body, info));
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** QUIT if connected, then close the socket. Waits for deliveries already queued. */
+  close(): Promise<void> {
+    const run = this.#chain.then(async () => {
+      const s = this.#session;
+      this.#session = null;
+      await s?.quit();
+    });
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: { size?: number; eightBit?: boolean }): Promise<RecipientResult[]> {
+    // An address given twice gets one RCPT (and so one LMTP reply) and shares its result.
+    const rcpts = [...new Set(env.recipients)];
+    const results = new Map<string, RecipientResult>();
+    const settle = (rs: readonly string[], a: Answer): void => {
+      for (const r of rs) if (!results.has(r)) results.set(r, result(r, a));
+    };
+    const done = (): RecipientResult[] =>
+      env.recipients.map((r) => results.get(r) ?? result(r, localError('EPROTOCOL', 'DONE', 'no reply for this recipient')));
+
+    const s = await this.#ready();
+    if (!(s instanceof Session)) {
+      settle(rcpts, s);
+      return done();
+    }
+    // A refusal is a 4xx/5xx reply or a local error; anything else there breaks the protocol.
+    const refusal = (state: State, a: Answer): Answer => (isLocalError(a) || a.code >= 400 ? a : s.unexpected(state, a));
+
+    const { caps } = s;
+    let mail = `MAIL FROM:<${env.sender}>`;
+    if (caps.eightBitMime && info.eightBit) mail += ' BODY=8BITMIME';
+    if (caps.size && info.size !== undefined && Number.isSafeInteger(info.size) && info.size >= 0) mail += ` SIZE=${info.size}`;
+    if (caps.smtpUtf8 && [env.sender, ...rcpts].some((a) => /[^\x00-\x7f]/.test(a))) mail += ' SMTPUTF8';
+    const useData = !caps.chunking;
+
+    // Envelope: with PIPELINING, MAIL + every RCPT (+ DATA) in one write; otherwise step by step.
+    let mailA: Answer;
+    let rcptA: Answer[] = [];
+    let dataA: Answer | null = null;
+    if (caps.pipelining) {
+      const cmds: [State, string][] = [['MAIL', mail], ...rcpts.map((r): [State, string] => ['RCPT', `RCPT TO:<${r}>`])];
+      if (useData) cmds.push(['DATA', 'DATA']);
+      const all = await Promise.all(s.pipeline(cmds));
+      mailA = all[0] ?? noReply('MAIL');
+      rcptA = all.slice(1, 1 + rcpts.length);
+      dataA = useData ? (all[all.length - 1] ?? null) : null;
+    } else {
+      mailA = await s.command('MAIL', mail);
+      if (isOk(mailA)) for (const r of rcpts) rcptA.push(await s.command('RCPT', `RCPT TO:<${r}>`));
+      if (useData && rcptA.some(isOk)) dataA = await s.command('DATA', 'DATA');
+    }
+
+    const accepted: string[] = [];
+    if (!isOk(mailA)) settle(rcpts, refusal('MAIL', mailA));
+    else {
+      for (const [i, r] of rcpts.entries()) {
+        const a = rcptA[i] ?? noReply('RCPT');
+        if (isOk(a)) accepted.push(r);
+        else settle([r], refusal('RCPT', a));
+      }
+    }
+    const dataOpen = dataA !== null && !isLocalError(dataA) && dataA.code === 354;
+    if (accepted.length === 0) {
+      // Nothing to deliver: never send the body. A 354 here means the server is waiting
+      // for a message we will not send, so the connection is dropped instead of RSET.
+      if (dataOpen) s.fail(localError('EPROTOCOL', 'DATA', '354 to DATA without an accepted recipient'));
+      else if (!s.failure && !isOk(await s.command('RSET', 'RSET'))) s.fail(localError('EPROTOCOL', 'RSET', 'RSET refused'));
+      return done();
+    }
+    if (useData && !dataOpen) {
+      settle(accepted, refusal('DATA', dataA ?? noReply('DATA')));
+      return done();
+    }
+
+    // Body, then the final replies: one per accepted recipient (LMTP) or one for all (SMTP),
+    // matched by position. Only a 2xx here, never an earlier one, makes a recipient delivered.
+    const lmtp = this.target.protocol === 'lmtp';
+    const count = lmtp ? accepted.length : 1;
+    const finals = useData ? await this.#sendData(s, body, count) : await this.#sendBdat(s, body, count);
+    if (!Array.isArray(finals)) {
+      settle(accepted, isLocalError(finals) ? finals : refusal('BDAT', finals));
+      return done();
+    }
+    for (const [i, r] of accepted.entries()) {
+      const a = (await finals[lmtp ? i : 0]) ?? noReply('DOT');
+      settle([r], isOk(a) ? a : refusal('DOT', a));
+    }
+    return done();
+  }
+
+  // A connection ready for MAIL: the idle one if it still answers RSET, else a new one.
+  async #ready(): Promise<Session | Answer> {
+    const old = this.#session;
+    this.#session = null;
+    if (old && !old.failure) {
+      if (isOk(await old.command('RSET', 'RSET'))) return (this.#session = old);
+      old.fail(localError('ECONNECTION', 'RSET', 'RSET failed, reconnecting'));
+    }
+    const s = await Session.connect(this.target, this.#t);
+    if (isLocalError(s)) return s;
+    const refused = (state: State, a: Answer): Answer => (isLocalError(a) ? a : a.code >= 400 ? (s.fail(localError('ECONNECTION', state, 'refused')), a) : s.unexpected(state, a));
+    const greeting = await s.greeting;
+    if (isLocalError(greeting) || greeting.code !== 220) return refused('GREETING', greeting);
+    let hello = await s.command('HELLO', `${this.target.protocol === 'lmtp' ? 'LHLO' : 'EHLO'} ${this.#localName}`);
+    // RFC 5321 3.2: an SMTP server that does not know EHLO gets HELO (and no extensions).
+    const helo = this.target.protocol === 'smtp' && !isLocalError(hello) && hello.code >= 500;
+    if (helo) hello = await s.command('HELLO', `HELO ${this.#localName}`);
+    if (!isOk(hello)) return refused('HELLO', hello);
+    if (!helo) s.caps = parseCaps(hello);
+    return (this.#session = s);
+  }
+
+  // DATA body with dot-stuffing. Returns the expected final replies, or why it stopped.
+  async #sendData(s: Session, body: AsyncIterable<Uint8Array>, count: number): Promise<Promise<Answer>[] | LocalError> {
+    let finals: Promise<Answer>[] = [];
+    try {
+      let prev: Uint8Array | null = null;
+      // Hold one chunk back: the last one carries the terminator, and the final replies
+      // are queued just before it is written.
+      for await (const chunk of dotStuffed(body)) {
+        if (prev) { const e = await s.write(prev); if (e) return e; }
+        prev = chunk;
+      }
+      finals = Array.from({ length: count }, () => s.expect('DOT'));
+      if (prev) { const e = await s.write(prev); if (e) return e; }
+    } catch (e) {
+      // Never send the final dot after a body that broke off: a truncated message would be delivered.
+      return s.fail(localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`));
+    }
+    return finals;
+  }
+
+  // RFC 3030 BDAT: no stuffing, nothing added. At most one chunk's reply is outstanding
+  // while the next chunk is read, so this works with and without PIPELINING.
+  async #sendBdat(s: Session, body: AsyncIterable<Uint8Array>, count: number): Promise<Promise<Answer>[] | Answer> {
+    let parts: Uint8Array[] = [];
+    let size = 0;
+    let pending: Promise<Answer> | null = null;
+    const send = async (last: boolean): Promise<Promise<Answer>[] | Answer | null> => {
+      if (pending) {
+        const a = await pending;
+        pending = null;
+        if (!isOk(a)) return a;  // the caller sorts a refusal from a protocol error
+      }
+      const answers = last ? Array.from({ length: count }, () => s.expect('DOT')) : [s.expect('BDAT')];
+      let e = await s.write(Buffer.from(`BDAT ${size}${last ? ' LAST' : ''}\r\n`));
+      for (const p of parts) if (!e) e = await s.write(p);
+      parts = [];
+      size = 0;
+      if (e) return e;
+      if (last) return answers;
+      pending = answers[0] ?? null;
+      return null;
+    };
+    try {
+      for await (const chunk of body) {
+        if (chunk.byteLength === 0) continue;
+        parts.push(chunk);
+        size += chunk.byteLength;
+        if (size >= BDAT_CHUNK) { const r = await send(false); if (r) return r; }
+      }
+    } catch (e) {
+      return s.fail(localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`));
+    }
+    return (await send(true)) ?? noReply('BDAT');
+  }
+}

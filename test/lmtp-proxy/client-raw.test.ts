@@ -1,0 +1,444 @@
+// The client against a raw net server that sends exact bytes: split replies, BDAT framing,
+// drops, silence, early and unexpected replies.
+import t from 'tap';
+import net from 'node:net';
+import { LmtpClient, type ClientOptions, type RecipientResult } from '../../lmtp-proxy/client.ts';
+
+type Tap = { teardown(fn: () => unknown): void };
+
+/** One accepted connection, read as a script: wait for a line, for n bytes, for a sequence. */
+class Peer {
+  readonly socket: net.Socket;
+  readonly lines: string[] = [];   // command lines read so far
+  readonly chunks: Buffer[] = [];  // every 'data' event, to see what arrived in one write
+  ended = false;
+  #buf = Buffer.alloc(0);
+  #wake: (() => void) | null = null;
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.setNoDelay(true);
+    const wake = (): void => { this.#wake?.(); this.#wake = null; };
+    socket.on('data', (b: Buffer) => { this.chunks.push(b); this.#buf = Buffer.concat([this.#buf, b]); wake(); });
+    socket.on('close', () => { this.ended = true; wake(); });
+    socket.on('error', () => undefined);
+  }
+
+  async #wait<T>(take: () => T | null): Promise<T> {
+    for (;;) {
+      const v = take();
+      if (v !== null) return v;
+      if (this.ended) throw new Error('peer: connection closed');
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  #take(n: number): Buffer {
+    const out = this.#buf.subarray(0, n);
+    this.#buf = this.#buf.subarray(n);
+    return out;
+  }
+
+  line(): Promise<string> {
+    return this.#wait(() => {
+      const i = this.#buf.indexOf('\r\n');
+      if (i < 0) return null;
+      const l = this.#take(i + 2).subarray(0, i).toString('utf8');
+      this.lines.push(l);
+      return l;
+    });
+  }
+
+  bytes(n: number): Promise<Buffer> {
+    return this.#wait(() => (this.#buf.length >= n ? this.#take(n) : null));
+  }
+
+  /** Everything up to and including `seq`. */
+  until(seq: string): Promise<Buffer> {
+    return this.#wait(() => {
+      const i = this.#buf.indexOf(seq);
+      return i < 0 ? null : this.#take(i + seq.length);
+    });
+  }
+
+  /** All that arrives until the client closes. */
+  async rest(): Promise<Buffer> {
+    await this.#wait(() => (this.ended ? true : null));
+    return this.#take(this.#buf.length);
+  }
+
+  send(s: string): void {
+    this.socket.write(s);
+  }
+
+  /** Each piece in its own TCP segment. */
+  async sendPieces(...pieces: string[]): Promise<void> {
+    for (const p of pieces) {
+      this.socket.write(p);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+const FAST: ClientOptions['timeouts'] = { connect: 1000, greeting: 1000, command: 1000, dataBlock: 1000, final: 1000 };
+
+async function raw(t: Tap, script: (p: Peer, n: number) => Promise<void>) {
+  const peers: Peer[] = [];
+  const clients: LmtpClient[] = [];
+  const server = net.createServer((socket) => {
+    const p = new Peer(socket);
+    peers.push(p);
+    script(p, peers.length).catch(() => undefined);  // a script cut short by the client is fine
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  // Scripts do not answer QUIT: drop their side first so close() does not wait for it.
+  t.teardown(async () => {
+    for (const p of peers) p.socket.destroy();
+    await Promise.all(clients.map((c) => c.close()));
+    await new Promise((r) => server.close(r));
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const client = (timeouts: ClientOptions['timeouts'] = {}, protocol: 'lmtp' | 'smtp' = 'lmtp'): LmtpClient => {
+    const c = new LmtpClient({ protocol, host: '127.0.0.1', port }, { localName: 'client.test', timeouts: { ...FAST, ...timeouts } });
+    clients.push(c);
+    return c;
+  };
+  return { peers, client };
+}
+
+async function hello(p: Peer, ...caps: string[]): Promise<void> {
+  p.send('220 raw.test LMTP ready\r\n');
+  await p.line();
+  const lines = ['raw.test', ...caps];
+  p.send(lines.map((c, i) => `250${i === lines.length - 1 ? ' ' : '-'}${c}\r\n`).join(''));
+}
+
+// MAIL, n RCPTs and DATA, one at a time (no PIPELINING), all accepted unless `rcpt` says otherwise.
+async function envelope(p: Peer, n: number, rcpt: (i: number) => string = () => '250 ok\r\n'): Promise<void> {
+  await p.line();
+  p.send('250 ok\r\n');
+  for (let i = 0; i < n; i++) {
+    await p.line();
+    p.send(rcpt(i));
+  }
+}
+
+async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
+  for (const s of parts) yield Buffer.from(s, 'latin1');
+}
+
+const brief = (rs: RecipientResult[]): unknown[] => rs.map((r) => [r.recipient, r.code, r.enhanced, r.text, r.outcome]);
+const ENV = { sender: 's@example.net', recipients: ['a@example.org', 'b@example.org'] };
+
+t.test('multiline replies split at any byte arrive whole, and LMTP replies map by position', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await p.sendPieces('220-raw.test', ' LMTP\r\n22', '0 ready\r\n');
+    await p.line();
+    await p.sendPieces('250-raw.test\r\n250-ENHANCEDSTATUSCODES\r', '\n250 8BITMIME\r\n');
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go ahead\r\n');
+    await p.until('\r\n.\r\n');
+    await p.sendPieces('250 2.0.0 <a> saved\r\n452-4.2.2 mailbox', ' over\r\n452 4.2.2', ' quota\r\n');
+  });
+  const res = await client().deliver(ENV, chunks('hello\r\n'));
+  t.same(brief(res), [
+    ['a@example.org', 250, '2.0.0', '<a> saved', 'delivered'],
+    ['b@example.org', 452, '4.2.2', 'mailbox over quota', 'tempfail'],
+  ]);
+  t.same(peers[0]?.lines, ['LHLO client.test', 'MAIL FROM:<s@example.net>', 'RCPT TO:<a@example.org>', 'RCPT TO:<b@example.org>', 'DATA']);
+});
+
+t.test('PIPELINING: MAIL, every RCPT and DATA go out in one write', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p, 'PIPELINING');
+    await p.until('DATA\r\n');
+    p.send('250 ok\r\n550 no such user\r\n250 ok\r\n354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 done\r\n');
+  });
+  const res = await client().deliver({ sender: '', recipients: ['x@example.org', 'a@example.org'] }, chunks('m\r\n'));
+  t.same(brief(res), [['x@example.org', 550, null, 'no such user', 'permfail'], ['a@example.org', 250, null, 'done', 'delivered']]);
+  t.equal(peers[0]?.chunks[1]?.toString(), 'MAIL FROM:<>\r\nRCPT TO:<x@example.org>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n');
+});
+
+t.test('CHUNKING: exact BDAT framing, no dot-stuffing, nothing added, chunks coalesced to 1 MiB', async (t) => {
+  const frames: { header: string; data: Buffer }[] = [];
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p, 'PIPELINING', 'CHUNKING');
+    for (;;) {
+      const l = await p.line();
+      if (l === 'RSET' || l.startsWith('MAIL') || l.startsWith('RCPT')) { p.send('250 ok\r\n'); continue; }
+      const m = /^BDAT (\d+)( LAST)?$/.exec(l);
+      if (!m) { p.send('500 what\r\n'); continue; }
+      frames.push({ header: l, data: await p.bytes(Number(m[1])) });
+      p.send(m[2] ? '250 a saved\r\n250 b saved\r\n' : '250 chunk ok\r\n');
+    }
+  });
+  const c = client();
+  const small = await c.deliver(ENV, chunks('a\r\n', '.b\r\n', '.'));
+  t.same(small.map((r) => r.outcome), ['delivered', 'delivered']);
+  t.same(frames.map((f) => [f.header, f.data.toString('latin1')]), [['BDAT 8 LAST', 'a\r\n.b\r\n.']]);
+  frames.length = 0;
+
+  const part = (fill: string): Buffer => Buffer.alloc(600 * 1024, fill);
+  const big = [part('.\r\n'), part('x'), part('\n.')];
+  async function* bigBody(): AsyncGenerator<Uint8Array> { yield* big; }
+  const res = await c.deliver(ENV, bigBody());
+  t.same(brief(res), [['a@example.org', 250, null, 'a saved', 'delivered'], ['b@example.org', 250, null, 'b saved', 'delivered']]);
+  t.same(frames.map((f) => f.header), ['BDAT 1228800', 'BDAT 614400 LAST']);
+  t.ok(Buffer.concat(frames.map((f) => f.data)).equals(Buffer.concat(big)), 'the body, byte for byte');
+  t.equal(peers.length, 1, 'second message on the same connection');
+  t.ok(peers[0]?.lines.includes('RSET'), 'RSET before the second message');
+});
+
+t.test('connection dropped after the final dot: every accepted recipient tempfails', async (t) => {
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 2, (i) => (i === 1 ? '550 no\r\n' : '250 ok\r\n'));
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.socket.destroy();
+  });
+  const res = await client().deliver(ENV, chunks('x\r\n'));
+  t.same(brief(res), [
+    ['a@example.org', 0, null, 'ECONNECTION: connection closed by the server while waiting for the reply to end of data (the message may have been delivered)', 'tempfail'],
+    ['b@example.org', 550, null, 'no', 'permfail'],
+  ]);
+});
+
+t.test('LMTP: a drop after the first of two final replies leaves the second tempfail', async (t) => {
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 first ok\r\n');
+    await new Promise((r) => setTimeout(r, 20));
+    p.socket.destroy();
+  });
+  const res = await client().deliver(ENV, chunks('x\r\n'));
+  t.same(res.map((r) => [r.code, r.outcome]), [[250, 'delivered'], [0, 'tempfail']]);
+  t.match(res[1]?.text, /^ECONNECTION: /);
+});
+
+t.test('slow server: no reply to the final dot within the final timeout', async (t) => {
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');  // and then say nothing
+  });
+  const started = Date.now();
+  const res = await client({ final: 200 }).deliver(ENV, chunks('x\r\n'));
+  const text = 'ETIMEDOUT: no reply to end of data (the message may have been delivered) within 200 ms';
+  t.same(brief(res), [['a@example.org', 0, null, text, 'tempfail'], ['b@example.org', 0, null, text, 'tempfail']]);
+  t.ok(Date.now() - started < 1000, 'did not wait longer than needed');
+});
+
+t.test('greeting never sent: ETIMEDOUT after the greeting timeout', async (t) => {
+  const { client } = await raw(t, async () => undefined);
+  const res = await client({ greeting: 200 }).deliver(ENV, chunks('x'));
+  t.same(res.map((r) => r.text), ['ETIMEDOUT: no reply to the greeting within 200 ms', 'ETIMEDOUT: no reply to the greeting within 200 ms']);
+});
+
+t.test('greeting 421 tempfails and 554 permfails every recipient with that reply', async (t) => {
+  for (const [greeting, outcome] of [['421 busy, try later', 'tempfail'], ['554 go away', 'permfail']]) {
+    const { peers, client } = await raw(t, async (p) => p.send(`${greeting}\r\n`));
+    const res = await client().deliver(ENV, chunks('x'));
+    const [code, ...text] = (greeting ?? '').split(' ');
+    t.same(brief(res), ENV.recipients.map((r) => [r, Number(code), null, text.join(' '), outcome]));
+    t.same(peers[0]?.lines, [], 'nothing sent after the greeting');
+  }
+});
+
+t.test('a reply when none is expected is EPROTOCOL: the socket closes, the rest tempfail', async (t) => {
+  let rest: Buffer | null = null;
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await p.line();
+    p.send('250 ok\r\n250 surprise\r\n');
+    rest = await p.rest();
+  });
+  const res = await client().deliver(ENV, chunks('x'));
+  t.same(res.map((r) => [r.code, r.text, r.outcome]), [
+    [0, 'EPROTOCOL: unexpected reply: 250 surprise', 'tempfail'],
+    [0, 'EPROTOCOL: unexpected reply: 250 surprise', 'tempfail'],
+  ]);
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(String(rest), '', 'closed without sending anything more');
+});
+
+t.test('a reply line over 4096 bytes is EPROTOCOL', async (t) => {
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await p.line();
+    p.send('250 ' + 'x'.repeat(5000));
+  });
+  const res = await client().deliver(ENV, chunks('x'));
+  t.same(res.map((r) => r.text), ['EPROTOCOL: reply line longer than 4096 bytes', 'EPROTOCOL: reply line longer than 4096 bytes']);
+});
+
+t.test('no recipient accepted: RSET instead of DATA, and the body is never read', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 2, () => '550 no\r\n');
+    await p.line();
+    p.send('250 reset\r\n');
+  });
+  let read = false;
+  async function* body(): AsyncGenerator<Uint8Array> { read = true; yield Buffer.from('x'); }
+  const res = await client().deliver(ENV, body());
+  t.same(res.map((r) => r.outcome), ['permfail', 'permfail']);
+  t.equal(read, false);
+  t.same(peers[0]?.lines.slice(-1), ['RSET']);
+});
+
+t.test('a body that fails mid-way: ESTREAM, and the final dot is never sent', async (t) => {
+  let received: Buffer | null = null;
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go\r\n');
+    received = await p.rest();
+  });
+  async function* body(): AsyncGenerator<Uint8Array> {
+    yield Buffer.from('first line\r\n');
+    yield Buffer.from('second line\r\n');
+    yield Buffer.from('third line\r\n');
+    throw new Error('disk on fire');
+  }
+  const res = await client().deliver(ENV, body());
+  t.same(res.map((r) => [r.text, r.outcome]), [
+    ['ESTREAM: reading the message body failed: disk on fire', 'tempfail'],
+    ['ESTREAM: reading the message body failed: disk on fire', 'tempfail'],
+  ]);
+  await new Promise((r) => setTimeout(r, 20));
+  const got = String(received);
+  t.match(got, /^first line\r\n/, 'the body had started');
+  t.notMatch(got, /\n\.\r\n/, 'connection dropped without the terminator');
+});
+
+t.test('a server that stops reading: memory stays bounded and dataBlock times out', async (t) => {
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    p.socket.pause();
+  });
+  let yielded = 0;
+  async function* endless(): AsyncGenerator<Uint8Array> {
+    for (;;) { yielded++; yield Buffer.alloc(64 * 1024, 'a'); }
+  }
+  const res = await client({ dataBlock: 200 }).deliver({ sender: '', recipients: ['a@example.org'] }, endless());
+  t.same(res.map((r) => [r.text, r.outcome]), [['ETIMEDOUT: could not send the message body within 200 ms', 'tempfail']]);
+  t.ok(yielded < 512, `stopped reading the body at ${yielded} chunks of 64 KiB`);
+});
+
+t.test('RSET refused on a kept connection: reconnect and deliver', async (t) => {
+  const { peers, client } = await raw(t, async (p, n) => {
+    await hello(p);
+    if (n === 1) {
+      await envelope(p, 1);
+      await p.line();
+      p.send('354 go\r\n');
+      await p.until('\r\n.\r\n');
+      p.send('250 one\r\n');
+      await p.line();
+      p.send('502 no RSET here\r\n');
+      return;
+    }
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 two\r\n');
+  });
+  const c = client();
+  const one = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+  const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.same([one[0]?.text, two[0]?.text], ['one', 'two']);
+  t.equal(peers.length, 2);
+  t.same(peers[0]?.lines.slice(-1), ['RSET']);
+});
+
+t.test('421 in a transaction: tempfail with that reply, and the next deliver reconnects', async (t) => {
+  const { peers, client } = await raw(t, async (p, n) => {
+    await hello(p, 'ENHANCEDSTATUSCODES');
+    if (n === 1) {
+      await p.line();
+      p.send('421 4.3.2 shutting down\r\n');
+      p.socket.end();
+      return;
+    }
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 2.0.0 fine\r\n');
+  });
+  const c = client();
+  const one = await c.deliver(ENV, chunks('1\r\n'));
+  t.same(brief(one), ENV.recipients.map((r) => [r, 421, '4.3.2', 'shutting down', 'tempfail']));
+  const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.same(brief(two), [['a@example.org', 250, '2.0.0', 'fine', 'delivered']]);
+  t.equal(peers.length, 2);
+});
+
+t.test('an idle connection closed by the server is replaced without a failure', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 ok\r\n');
+    await new Promise((r) => setTimeout(r, 20));
+    p.send('421 idle too long\r\n');
+    p.socket.end();
+  });
+  const c = client();
+  await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+  await new Promise((r) => setTimeout(r, 60));
+  const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.same(two.map((r) => r.outcome), ['delivered']);
+  t.equal(peers.length, 2);
+});
+
+t.test('SMTP: EHLO refused with 502 falls back to HELO, then no extensions are used', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    p.send('220 old.test ESMTP\r\n');
+    await p.line();
+    p.send('502 EHLO? never heard of it\r\n');
+    await p.line();
+    p.send('250 old.test\r\n');
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 queued\r\n');
+  });
+  const res = await client({}, 'smtp').deliver(ENV, chunks('x\r\n'), { eightBit: true, size: 3 });
+  t.same(brief(res), ENV.recipients.map((r) => [r, 250, null, 'queued', 'delivered']));
+  t.same(peers[0]?.lines.slice(0, 3), ['EHLO client.test', 'HELO client.test', 'MAIL FROM:<s@example.net>']);
+});
+
+t.test('a recipient given twice gets one RCPT and shares its result', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 once\r\n');
+  });
+  const res = await client().deliver({ sender: '', recipients: ['a@example.org', 'a@example.org'] }, chunks('x\r\n'));
+  t.same(brief(res), [['a@example.org', 250, null, 'once', 'delivered'], ['a@example.org', 250, null, 'once', 'delivered']]);
+  t.equal(peers[0]?.lines.filter((l) => l.startsWith('RCPT')).length, 1);
+});
