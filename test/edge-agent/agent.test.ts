@@ -1,0 +1,155 @@
+// The edge-agent against a scripted queue object (a plain WebSocket server that
+// speaks wire frames by hand, so it can send what the real object never would:
+// corrupt transfers, redeliveries of an acked id) and the real embedded LMTP target.
+import t, { type Test } from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { startAgent, type Agent } from '../../edge-agent/agent.ts';
+import { validateConfig } from '../../edge-agent/config.ts';
+import { jsonLogger, silentLogger } from '../../edge-agent/log.ts';
+import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
+import {
+  encodeFrame, parseAgentFrame, PING, PONG, PROTOCOL_VERSION,
+  type AgentFrame, type MessageFrame,
+} from '../../protocol/wire.ts';
+import { maildirNew, splitTrace, waitFor } from '../helpers/mail.ts';
+
+const TOKEN = 'test-token-0123456789abcdef';
+
+/** One agent connection as the object sees it. */
+interface Conn { ws: WebSocket; frames: AgentFrame[]; next(type: AgentFrame['type']): Promise<AgentFrame> }
+
+async function scriptedObject(t: Test) {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise((r) => wss.once('listening', r));
+  const conns: Conn[] = [];
+  const waiting: ((c: Conn) => void)[] = [];
+  wss.on('connection', (ws, req) => {
+    if (req.headers.authorization !== `Bearer ${TOKEN}`) return ws.close(1008, 'token');
+    const frames: AgentFrame[] = [];
+    let wake: (() => void) | null = null;
+    const conn: Conn = {
+      ws, frames,
+      async next(type) {
+        const until = Date.now() + 10_000;
+        for (;;) {
+          if (Date.now() > until) throw new Error(`no ${type} frame within 10 s`);
+          const i = frames.findIndex((f) => f.type === type);
+          if (i >= 0) return frames.splice(i, 1)[0] as AgentFrame;
+          await new Promise<void>((r) => { wake = r; setTimeout(r, 200); });
+        }
+      },
+    };
+    ws.on('message', (data, binary) => {
+      const text = String(data);
+      if (binary) return;
+      if (text === PING) return ws.send(PONG);
+      const f = parseAgentFrame(text);
+      if (!f) return ws.close(1008, 'bad frame');
+      if (f.type === 'hello') {
+        ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: randomBytes(16).toString('hex'), window: f.window, maxChunk: 1 << 20 }));
+        conns.push(conn);
+        waiting.shift()?.(conn);
+      } else frames.push(f);
+      wake?.();
+    });
+  });
+  t.teardown(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
+  const port = (wss.address() as { port: number }).port;
+  return {
+    url: `ws://127.0.0.1:${port}/agent`,
+    /** The next connection, once it has its welcome. */
+    connection: (): Promise<Conn> => new Promise((r) => waiting.push(r)),
+  };
+}
+
+function header(id: string, body: Buffer, recipients: string[], attempt = 1, sha = createHash('sha256').update(body).digest('hex')): MessageFrame {
+  return { type: 'message', id, attempt, sender: 's@example.net', recipients, size: body.byteLength, sha256: sha, receivedAt: Date.UTC(2026, 10, 28, 12) };
+}
+
+/** Sends a message as the object does: header, binary chunks, end. */
+function push(c: Conn, h: MessageFrame, body: Buffer, chunk = 1000): void {
+  c.ws.send(encodeFrame(h));
+  let n = 0;
+  for (let i = 0; i < body.byteLength; i += chunk, n++) c.ws.send(body.subarray(i, i + chunk), { binary: true });
+  c.ws.send(encodeFrame({ type: 'end', id: h.id, chunks: n }));
+}
+
+async function setup(t: Test, stateDir?: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-agent-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
+  t.teardown(() => target.close());
+  const object = await scriptedObject(t);
+  const state = stateDir ?? join(dir, 'state');
+  const agents: Agent[] = [];
+  const agent = (): Agent => {
+    const cfg = validateConfig({ workerUrl: object.url, token: TOKEN, target: target.url, name: 'test-agent', heartbeatMs: 1000 });
+    const a = startAgent(cfg, state, process.env.DEBUG_AGENT ? jsonLogger() : silentLogger);
+    agents.push(a);
+    return a;
+  };
+  t.teardown(async () => { for (const a of agents) await a.stop(2000); });
+  return { object, agent, box: (r: string) => join(target.root, r) };
+}
+
+const body = Buffer.from('Subject: hi\r\n\r\nhello \x80\xff\r\n', 'latin1');
+
+t.test('a transfer whose SHA-256 does not match is nacked as corrupt and never stored', async (t) => {
+  const { object, agent, box } = await setup(t);
+  const conn = object.connection();
+  agent();
+  const c = await conn;
+  const id = 'c'.repeat(32);
+  push(c, header(id, body, ['alice@example.test'], 1, 'f'.repeat(64)), body, 7);
+  const nack = await c.next('nack');
+  t.match(nack, { type: 'nack', id, reason: 'corrupt', text: /SHA-256 mismatch/ });
+  t.same(c.frames.filter((f) => f.type === 'ack'), [], 'no ack');
+  t.same(await maildirNew(box('alice@example.test')), [], 'nothing stored: the final dot was never sent');
+});
+
+t.test('more bytes than announced is corrupt too', async (t) => {
+  const { object, agent, box } = await setup(t);
+  const conn = object.connection();
+  agent();
+  const c = await conn;
+  const id = 'd'.repeat(32);
+  push(c, { ...header(id, body, ['alice@example.test']), size: body.byteLength - 1 }, body);
+  t.match(await c.next('nack'), { id, reason: 'corrupt', text: /more than the announced/ });
+  t.same(await maildirNew(box('alice@example.test')), []);
+});
+
+t.test('after a crash, a redelivered id is acked from the journal, not delivered twice', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-agent-state-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const { object, agent, box } = await setup(t, dir);
+  const id = 'e'.repeat(32);
+  const h = header(id, body, ['alice@example.test', 'nobody@bad..test']);
+
+  let conn = object.connection();
+  const first = agent();
+  let c = await conn;
+  push(c, h, body);
+  const ack1 = await c.next('ack');
+  t.match(ack1, { type: 'ack', id });
+  const outcomes = ack1.type === 'ack' ? ack1.results.map((r) => [r.recipient, r.outcome]) : [];
+  t.same(outcomes, [['alice@example.test', 'delivered'], ['nobody@bad..test', 'permfail']], 'per-recipient results');
+  const [stored] = await waitFor('stored message', () => maildirNew(box('alice@example.test')), 1);
+  t.ok(splitTrace(stored ?? Buffer.alloc(0))?.rest.equals(body), 'byte-exact');
+
+  // The ack was "lost": the agent stops, a new one starts on the same state dir,
+  // and the object redelivers the same id.
+  await first.stop(1000);
+  conn = object.connection();
+  const second = agent();
+  c = await conn;
+  push(c, { ...h, attempt: 2 }, body);
+  const ack2 = await c.next('ack');
+  t.same(ack2, ack1, 'the same results, from the journal');
+  t.equal(second.stats.fromJournal, 1);
+  t.equal(second.stats.delivered, 0, 'no second LMTP delivery');
+  t.equal((await maildirNew(box('alice@example.test'))).length, 1, 'exactly one copy');
+});
