@@ -21,6 +21,8 @@ export interface WorkerRuntimeOptions {
 export interface WorkerRuntime {
   url: URL;
   mf: Miniflare;
+  /** Messages in the queue by state (acked ones are gone). */
+  summary(): Promise<Record<string, number>>;
   /** Restarts workerd on the same persisted storage (a crash of the edge). */
   restart(): Promise<void>;
   dispose(): Promise<void>;
@@ -68,6 +70,11 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
   const rt: WorkerRuntime = {
     get url() { return url; },
     get mf() { return mf; },
+    async summary() {
+      const ns = await mf.getDurableObjectNamespace('RELAY');
+      const stub = ns.get(ns.idFromName('queue')) as unknown as { summary(): Promise<Record<string, number>> };
+      return stub.summary();
+    },
     async restart() {
       const port = Number(url.port);
       await mf.dispose();
