@@ -5,14 +5,14 @@ import { DurableObject } from 'cloudflare:workers';
 import {
   FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, PING, PONG, PROTOCOL_VERSION,
   ackCovers, encodeFrame, parseAgentFrame,
-  type AckFrame, type NackFrame, type ObjectFrame,
+  type AckFrame, type NackFrame, type ObjectFrame, type RecipientResult,
 } from '../protocol/wire.ts';
 import type { Env } from './env.ts';
 import { storeChunks } from './ingest.ts';
 import { hex, log, randomId } from './log.ts';
 import { DEFAULT_RETRY, settle, type RetryPolicy } from './queue.ts';
 import { migrate } from './schema.ts';
-import { MessageStore } from './store.ts';
+import { MessageStore, type MessageRow } from './store.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -192,24 +192,29 @@ export class RelayQueue extends DurableObject<Env> {
       return true;
     }
     if (!ackCovers(frame.results, msg.recipients)) return this.#violation(ws, a, 'ack does not match recipients'), false;
+    this.#settle(msg, frame.results, tempfailText(frame));
+    return true;
+  }
+
+  /** Applies one attempt's per-recipient results: done, deferred or dead-letter. */
+  #settle(msg: MessageRow, results: RecipientResult[], error: string): void {
     const now = Date.now();
-    const s = settle(msg.results, frame.results, msg.receivedAt, msg.attempts, now, this.#retry);
-    const outcomes = frame.results.map((r) => r.outcome);
+    const s = settle(msg.results, results, msg.receivedAt, msg.attempts, now, this.#retry);
+    const outcomes = results.map((r) => r.outcome);
     switch (s.kind) {
       case 'done':
         this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
         log('message.acked', { id: msg.id, attempt: msg.attempts, outcomes });
         break;
       case 'deferred':
-        this.#store.defer(msg.id, s.pending, s.results, s.nextAttemptAt, tempfailText(frame));
+        this.#store.defer(msg.id, s.pending, s.results, s.nextAttemptAt, error);
         log('message.deferred', { id: msg.id, attempt: msg.attempts, outcomes, nextAttemptAt: s.nextAttemptAt });
         break;
       case 'dead-letter':
-        this.#store.deadLetter(msg.id, s.pending, s.results, tempfailText(frame));
+        this.#store.deadLetter(msg.id, s.pending, s.results, error);
         log('message.dead-letter', { id: msg.id, attempt: msg.attempts, outcomes });
         break;
     }
-    return true;
   }
 
   #onNack(a: Attachment, frame: NackFrame): void {
@@ -220,9 +225,19 @@ export class RelayQueue extends DurableObject<Env> {
     }
     // The agent stops reading this message's chunks; stop sending them.
     if (a.cursor?.id === frame.id) a.cursor = null;
-    if (frame.reason === 'shutdown') a.draining = true;
-    this.#store.requeue(msg.id, `nack ${frame.reason}: ${frame.text}`);
+    const error = `nack ${frame.reason}: ${frame.text}`;
     log('message.nacked', { id: msg.id, session: a.session, reason: frame.reason });
+    if (frame.reason === 'shutdown') {
+      // Not the message's fault: the next connection gets it at once.
+      a.draining = true;
+      this.#store.requeue(msg.id, error);
+      return;
+    }
+    // corrupt / unavailable may repeat (bad stored bytes, a full disk at home): retry with
+    // the same backoff as a tempfail, never in a tight loop, and dead-letter after 5 days.
+    const results = msg.recipients.map((recipient): RecipientResult =>
+      ({ recipient, code: 0, enhanced: null, text: error.slice(0, 1000), outcome: 'tempfail' }));
+    this.#settle(msg, results, error);
   }
 
   // ---- pushing --------------------------------------------------------------------

@@ -273,7 +273,10 @@ export class LmtpClient {
 
     const s = await this.#ready();
     if (!(s instanceof Session)) {
-      settle(rcpts, s);
+      // A refused session (5xx greeting or LHLO) says nothing about this message, and a mail
+      // server that refuses its own relay is misconfigured: retry later, as Postfix does with
+      // smtp_skip_5xx_greeting, rather than fail the recipients for good.
+      for (const r of rcpts) results.set(r, { ...result(r, s), outcome: 'tempfail' });
       return done();
     }
     // A refusal is a 4xx/5xx reply or a local error; anything else there breaks the protocol.

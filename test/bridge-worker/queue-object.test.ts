@@ -162,3 +162,35 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   a.close();
   await a.closed;
 });
+
+// Last in this file: it leaves a deferred message behind.
+t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never a tight loop', async (t) => {
+  const a = await connect();
+  const posted = await w.post('n@sender.test', 'alice@example.test', Buffer.from('Subject: nack\r\n\r\nx\r\n'));
+  const m = await header(a, String(posted.body.id));
+  await ended(a, m.id);
+  a.send({ type: 'nack', id: m.id, reason: 'corrupt', text: 'SHA-256 mismatch' });
+  await t.resolves(async () => {
+    for (let i = 0; i < 50 && (await w.summary()).deferred !== 1; i++) await new Promise((r) => setTimeout(r, 50));
+  });
+  t.match(await w.summary(), { queued: 0, 'in-flight': 0, deferred: 1 }, 'deferred, not offered again now');
+  t.equal(a.frames().filter((f) => f.type === 'message' && f.id === m.id).length, 1, 'sent once');
+
+  const posted2 = await w.post('n@sender.test', 'bob@example.test', Buffer.from('Subject: nack 2\r\n\r\ny\r\n'));
+  const m2 = await header(a, String(posted2.body.id));
+  await ended(a, m2.id);
+  a.send({ type: 'nack', id: m2.id, reason: 'shutdown', text: 'agent stopping' });
+  await t.resolves(async () => {
+    for (let i = 0; i < 50 && (await w.summary()).queued !== 1; i++) await new Promise((r) => setTimeout(r, 50));
+  });
+  t.match(await w.summary(), { queued: 1, 'in-flight': 0 }, 'queued again, not leased to the draining connection');
+  a.close();
+  await a.closed;
+  const b = await connect();
+  const again = await header(b, m2.id);
+  t.equal(again.attempt, 2, 'the next connection gets it');
+  await ended(b, m2.id);
+  ackAll(b, again);
+  b.close();
+  await b.closed;
+});

@@ -246,8 +246,8 @@ t.test('greeting never sent: ETIMEDOUT after the greeting timeout', async (t) =>
   t.same(res.map((r) => r.text), ['ETIMEDOUT: no reply to the greeting within 200 ms', 'ETIMEDOUT: no reply to the greeting within 200 ms']);
 });
 
-t.test('greeting 421 tempfails and 554 permfails every recipient with that reply', async (t) => {
-  for (const [greeting, outcome] of [['421 busy, try later', 'tempfail'], ['554 go away', 'permfail']]) {
+t.test('greeting 421 or 554: every recipient tempfails with that reply (a refused session is not about the message)', async (t) => {
+  for (const [greeting, outcome] of [['421 busy, try later', 'tempfail'], ['554 go away', 'tempfail']]) {
     const { peers, client } = await raw(t, async (p) => p.send(`${greeting}\r\n`));
     const res = await client().deliver(ENV, chunks('x'));
     const [code, ...text] = (greeting ?? '').split(' ');
