@@ -1,5 +1,6 @@
 // The agent's settings, validated before anything connects: a bad value stops
 // the agent with a message that names the key.
+import { parseTarget } from '../lmtp-proxy/target.ts';
 import { MAX_CREDIT_BYTES, MAX_WINDOW } from '../protocol/wire.ts';
 
 export interface AgentConfig {
@@ -52,6 +53,11 @@ export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, '
   if (url.search !== '') throw new ConfigError('workerUrl: must not carry a query string (the token goes in a header)');
   if (c.token.length < 16 || /[^\x21-\x7e]/.test(c.token)) throw new ConfigError('token: must be at least 16 printable characters');
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.name)) throw new ConfigError('name: letters, digits, ".", "_" and "-" only, at most 64');
+  try {
+    parseTarget(c.target);
+  } catch (err) {
+    throw new ConfigError(`target: ${(err as Error).message}`);
+  }
   int('concurrency', c.concurrency, 1, MAX_WINDOW);
   int('creditBytes', c.creditBytes, 1024 * 1024, MAX_CREDIT_BYTES);
   int('heartbeatMs', c.heartbeatMs, 100, 300_000);

@@ -1,0 +1,29 @@
+// `wrangler deploy --dry-run` is how deployment is tested without a Cloudflare account:
+// wrangler.toml must be valid, the Worker must bundle, and the bundle may import
+// nothing from Node (bridge-worker runs on workerd, not Node).
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const WRANGLER = join(ROOT, 'node_modules/wrangler/bin/wrangler.js');
+
+t.test('wrangler deploy --dry-run bundles the Worker and its Durable Object', async (t) => {
+  const out = await mkdtemp(join(tmpdir(), 'mailbridge-deploy-'));
+  t.teardown(() => rm(out, { recursive: true, force: true }));
+  const { stdout } = await promisify(execFile)(process.execPath, [WRANGLER, 'deploy', '--dry-run', '--outdir', out], {
+    cwd: ROOT, encoding: 'utf8', timeout: 120_000,
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_UPDATE_NOTIFIER: '1' },
+  });
+  t.match(stdout, /env\.RELAY \(RelayQueue\)\s+Durable Object/);
+  t.match(stdout, /--dry-run: exiting now/);
+  const bundle = await readFile(join(out, 'index.js'), 'utf8');
+  t.match(bundle, /RelayQueue = class extends DurableObject/);
+  const imports = [...bundle.matchAll(/^import .* from "([^"]+)";?$/gm)].map((m) => m[1]);
+  t.same(imports, ['cloudflare:workers'], 'the only import is the Workers runtime');
+  t.notMatch(bundle, /\brequire\(["']node:/, 'no Node built-ins');
+});

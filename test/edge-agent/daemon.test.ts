@@ -1,0 +1,73 @@
+// The agent as a process, the way systemd runs it: configured from the
+// environment, connected to the real Worker in workerd, stopped with SIGTERM.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
+import { maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
+import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
+
+const MAIN = fileURLToPath(new URL('../../edge-agent/main.ts', import.meta.url));
+
+function run(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN], {
+    env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });
+  child.stderr.on('data', (c: Buffer) => { stderr += c.toString('utf8'); });
+  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return { child, exit, out: () => stdout, err: () => stderr };
+}
+
+t.test('bad configuration: exit code 2 and a message naming the variable', async (t) => {
+  const base = { MAILBRIDGE_WORKER_URL: 'wss://relay.example.workers.dev/agent', MAILBRIDGE_TOKEN: AGENT_TOKEN };
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ MAILBRIDGE_TOKEN: AGENT_TOKEN }, /MAILBRIDGE_WORKER_URL must be set/],
+    [{ ...base, MAILBRIDGE_WORKER_URL: 'https://relay.example/agent' }, /MAILBRIDGE_WORKER_URL: must start with wss:\/\//],
+    [{ ...base, MAILBRIDGE_TOKEN: 'short' }, /MAILBRIDGE_TOKEN: must be at least 16/],
+    [{ ...base, MAILBRIDGE_TARGET: 'http://dovecot' }, /MAILBRIDGE_TARGET: invalid target "http:\/\/dovecot"/],
+    [{ ...base, MAILBRIDGE_CONCURRENCY: 'lots' }, /MAILBRIDGE_CONCURRENCY: not a whole number/],
+    [{ ...base, MAILBRIDGE_CONCURRENCY: '0' }, /MAILBRIDGE_CONCURRENCY: must be an integer from 1 to 64/],
+    [{ MAILBRIDGE_WORKER_URL: base.MAILBRIDGE_WORKER_URL, MAILBRIDGE_TOKEN_FILE: '/nonexistent/token' }, /MAILBRIDGE_TOKEN_FILE: cannot read/],
+  ];
+  for (const [env, message] of cases) {
+    const p = run(env);
+    t.equal(await p.exit, 2, `exit 2 for ${JSON.stringify(env)}`);
+    t.match(p.err(), message);
+  }
+});
+
+t.test('delivers from the real Worker, then stops on SIGTERM with exit 0', async (t) => {
+  const worker = await startTestWorker();
+  t.teardown(() => worker.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
+  t.teardown(() => target.close());
+  await writeFile(join(dir, 'token'), `${AGENT_TOKEN}\n`, { mode: 0o600 });
+
+  const p = run({
+    MAILBRIDGE_WORKER_URL: worker.agentUrl(), MAILBRIDGE_TOKEN_FILE: join(dir, 'token'),
+    MAILBRIDGE_TARGET: target.url, MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_NAME: 'dell',
+  });
+  t.teardown(() => { p.child.kill('SIGKILL'); });
+  const raw = shiftJisMessage('daemon-1');
+  const posted = await worker.post('s@example.net', 'alice@example.test', raw);
+  t.equal(posted.status, 200);
+  const [stored] = await waitFor('delivered message', () => maildirNew(join(target.root, 'alice@example.test')), 1);
+  const parts = splitTrace(stored ?? Buffer.alloc(0));
+  t.equal(parts?.agent, 'dell', 'MAILBRIDGE_NAME is in the trace header');
+  t.ok(parts?.rest.equals(raw), 'byte-exact');
+  await waitFor('ack', async () => (p.out().includes('"deliver.acked"') ? [1] : []), 1);
+
+  p.child.kill('SIGTERM');
+  t.equal(await p.exit, 0, 'exit 0 after SIGTERM');
+  const events = p.out().trim().split('\n').map((l) => (JSON.parse(l) as { event: string }).event);
+  t.same(events.filter((e) => e.startsWith('agent.')), ['agent.started', 'agent.stopping', 'agent.stopped']);
+  t.equal(p.err(), '', 'nothing on stderr');
+});
