@@ -15,7 +15,13 @@ export interface Envelope { sender: string; recipients: string[] }  // sender ''
 export type Outcome = 'delivered' | 'tempfail' | 'permfail';
 export interface RecipientResult { recipient: string; code: number; enhanced: string | null; text: string; outcome: Outcome }
 export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; final: number }
-export interface ClientOptions { localName?: string; timeouts?: Partial<Timeouts> }
+export type Extension = 'PIPELINING' | 'CHUNKING' | '8BITMIME' | 'SMTPUTF8' | 'SIZE';
+export interface ClientOptions {
+  localName?: string;
+  timeouts?: Partial<Timeouts>;
+  /** Extensions not to use even when offered: a workaround for a peer that handles one badly. */
+  disable?: readonly Extension[];
+}
 
 // RFC 5321 4.5.3.2, in ms. dataBlock bounds each wait for the socket to drain while sending.
 export const DEFAULT_TIMEOUTS: Timeouts = { connect: 30_000, greeting: 300_000, command: 300_000, dataBlock: 180_000, final: 600_000 };
@@ -223,12 +229,14 @@ export class LmtpClient {
   readonly target: Target;
   readonly #t: Timeouts;
   readonly #localName: string;
+  readonly #disable: ReadonlySet<Extension>;
   #session: Session | null = null;
   #chain: Promise<unknown> = Promise.resolve();  // serializes deliver() and close()
 
   constructor(target: Target, options: ClientOptions = {}) {
     this.target = target;
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.#disable = new Set(options.disable ?? []);
     const host = os.hostname();
     this.#localName = options.localName ?? (/^[A-Za-z0-9.-]+$/.test(host) ? host : 'localhost');
     if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Za-z:.]+\])$/.test(this.#localName)) {
@@ -362,7 +370,14 @@ export class LmtpClient {
     const helo = this.target.protocol === 'smtp' && !isLocalError(hello) && hello.code >= 500;
     if (helo) hello = await s.command('HELLO', `HELO ${this.#localName}`);
     if (!isOk(hello)) return refused('HELLO', hello);
-    if (!helo) s.caps = parseCaps(hello);
+    if (!helo) {
+      const c = parseCaps(hello);
+      const off = this.#disable;
+      s.caps = {
+        ...c, pipelining: c.pipelining && !off.has('PIPELINING'), chunking: c.chunking && !off.has('CHUNKING'),
+        eightBitMime: c.eightBitMime && !off.has('8BITMIME'), smtpUtf8: c.smtpUtf8 && !off.has('SMTPUTF8'), size: c.size && !off.has('SIZE'),
+      };
+    }
     return (this.#session = s);
   }
 

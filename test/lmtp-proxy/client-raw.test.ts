@@ -99,8 +99,8 @@ async function raw(t: Tap, script: (p: Peer, n: number) => Promise<void>) {
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
-  const client = (timeouts: ClientOptions['timeouts'] = {}, protocol: 'lmtp' | 'smtp' = 'lmtp'): LmtpClient => {
-    const c = new LmtpClient({ protocol, host: '127.0.0.1', port }, { localName: 'client.test', timeouts: { ...FAST, ...timeouts } });
+  const client = (timeouts: ClientOptions['timeouts'] = {}, protocol: 'lmtp' | 'smtp' = 'lmtp', disable: ClientOptions['disable'] = []): LmtpClient => {
+    const c = new LmtpClient({ protocol, host: '127.0.0.1', port }, { localName: 'client.test', timeouts: { ...FAST, ...timeouts }, disable });
     clients.push(c);
     return c;
   };
@@ -441,4 +441,18 @@ t.test('a recipient given twice gets one RCPT and shares its result', async (t) 
   const res = await client().deliver({ sender: '', recipients: ['a@example.org', 'a@example.org'] }, chunks('x\r\n'));
   t.same(brief(res), [['a@example.org', 250, null, 'once', 'delivered'], ['a@example.org', 250, null, 'once', 'delivered']]);
   t.equal(peers[0]?.lines.filter((l) => l.startsWith('RCPT')).length, 1);
+});
+
+t.test('disable: an offered extension is not used (CHUNKING off: DATA with dot-stuffing)', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p, 'PIPELINING', 'CHUNKING');
+    await p.until('DATA\r\n');
+    p.send('250 ok\r\n250 ok\r\n354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 stored\r\n');
+  });
+  const res = await client({}, 'lmtp', ['CHUNKING']).deliver({ sender: '', recipients: ['a@example.org'] }, chunks('.x\r\n'));
+  t.same(res.map((r) => r.outcome), ['delivered']);
+  t.notOk(peers[0]?.lines.some((l) => l.startsWith('BDAT')), 'no BDAT');
+  t.match(Buffer.concat(peers[0]?.chunks ?? []).toString('latin1'), /DATA\r\n\.\.x\r\n\.\r\n$/, 'stuffed and terminated');
 });

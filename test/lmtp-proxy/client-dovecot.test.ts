@@ -1,0 +1,122 @@
+// Conformance against the real thing: our LMTP client delivering into Dovecot (TCP and
+// unix socket, BDAT and DATA), per-recipient replies, quota, and 25 MiB byte-exact.
+import t, { type Test } from 'tap';
+import { createHash } from 'node:crypto';
+import { LmtpClient, type ClientOptions } from '../../lmtp-proxy/client.ts';
+import type { Target } from '../../lmtp-proxy/target.ts';
+import { dovecotSkip, startDovecot, type DovecotFixture, type DovecotOptions } from '../fixtures/dovecot.ts';
+
+const skip = dovecotSkip();
+const MiB = 1024 * 1024;
+
+async function withDovecot(t: Test, opts: DovecotOptions = {}): Promise<DovecotFixture> {
+  const d = await startDovecot(opts);
+  t.teardown(() => d.stop());
+  return d;
+}
+
+function client(t: Test, target: Target, opts: ClientOptions = {}): LmtpClient {
+  const c = new LmtpClient(target, { localName: 'client.test', ...opts });
+  t.teardown(() => c.close());
+  return c;
+}
+
+const tcp = (d: DovecotFixture): Target => ({ protocol: 'lmtp', host: '127.0.0.1', port: d.lmtpPort });
+
+/** Header and body lines that test the framing: dots at line starts, a lone '.', 8-bit. */
+const BODY = Buffer.concat([
+  Buffer.from('From: s@example.net\r\nTo: alice@example.test\r\nSubject: conformance\r\nMessage-ID: <c1@example.net>\r\n\r\n', 'latin1'),
+  Buffer.from('.starts with a dot\r\n..two dots\r\n.\r\n', 'latin1'),
+  Buffer.from([0x93, 0xfa, 0x96, 0x7b, 0x8c, 0xea, 0x0d, 0x0a]),  // Shift_JIS
+  Buffer.from('last line\r\n', 'latin1'),
+]);
+
+async function* pieces(b: Uint8Array, size = 7): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < b.byteLength; i += size) yield b.subarray(i, i + size);
+}
+
+/** Dovecot prepends header lines (Return-Path, Delivered-To, Received); the rest must be ours. */
+function endsWith(stored: Buffer | undefined, body: Buffer): boolean {
+  if (!stored || stored.length < body.length) return false;
+  const prefix = stored.subarray(0, stored.length - body.length).toString('latin1');
+  return stored.subarray(stored.length - body.length).equals(body) && /^(?:[A-Za-z-]+: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)+$/.test(prefix);
+}
+
+for (const mode of ['BDAT', 'DATA'] as const) {
+  const disable: ClientOptions['disable'] = mode === 'DATA' ? ['CHUNKING'] : [];
+  t.test(`${mode}: two users and an unknown one; dots and 8-bit stored exactly`, { skip }, async (t) => {
+    const d = await withDovecot(t);
+    const res = await client(t, tcp(d), { disable }).deliver(
+      { sender: 's@example.net', recipients: ['alice@example.test', 'nobody@example.test', 'Bob@Example.Test'] },
+      pieces(BODY), { size: BODY.length, eightBit: true });
+    t.same(res.map((r) => [r.recipient, r.code, r.enhanced, r.outcome]), [
+      ['alice@example.test', 250, '2.0.0', 'delivered'],
+      ['nobody@example.test', 550, '5.1.1', 'permfail'],
+      ['Bob@Example.Test', 250, '2.0.0', 'delivered'],
+    ]);
+    t.match(res[1]?.text, /User doesn't exist/);
+    for (const user of ['alice', 'bob']) {
+      const stored = await d.readMessages(user);
+      t.equal(stored.length, 1, `${user}: one message`);
+      t.ok(endsWith(stored[0], BODY), `${user}: Dovecot's headers, then exactly our bytes`);
+    }
+  });
+}
+
+t.test('unix socket, and two messages on one connection', { skip }, async (t) => {
+  const d = await withDovecot(t);
+  const c = client(t, { protocol: 'lmtp', path: d.lmtpSocket });
+  for (let i = 0; i < 2; i++) {
+    const res = await c.deliver({ sender: '', recipients: ['alice@example.test'] }, pieces(BODY, 4096));
+    t.equal(res[0]?.outcome, 'delivered');
+  }
+  const stored = await d.readMessages('alice');
+  t.equal(stored.length, 2);
+  t.ok(stored.every((m) => endsWith(m, BODY)));
+  t.match(stored[0]?.toString('latin1'), /^Return-Path: <>\r\n/, 'null sender stored as <>');
+});
+
+t.test('over quota: 552 5.2.2 for that recipient only; with quota_full_tempfail 452 4.2.2', { skip }, async (t) => {
+  const big = Buffer.concat([BODY, Buffer.alloc(8192, 'x'), Buffer.from('\r\n')]);
+  for (const [tempfail, code, enhanced, outcome] of [[false, 552, '5.2.2', 'permfail'], [true, 452, '4.2.2', 'tempfail']] as const) {
+    const d = await withDovecot(t, { quotaUser: 'carol', quotaBytes: 1024, quotaTempfail: tempfail });
+    const res = await client(t, tcp(d)).deliver({ sender: 's@example.net', recipients: ['carol@example.test', 'alice@example.test'] }, pieces(big, 1000));
+    t.same(res.map((r) => [r.code, r.enhanced, r.outcome]), [[code, enhanced, outcome], [250, '2.0.0', 'delivered']]);
+    t.equal((await d.readMessages('carol')).length, 0, 'nothing stored for carol');
+    t.equal((await d.readMessages('alice')).length, 1);
+  }
+});
+
+/** A 25 MiB message made as it is sent, 64 KiB at a time: dots and CRLF everywhere. */
+function* bigBody(total: number): Generator<Buffer> {
+  yield Buffer.from('Subject: 25 MiB\r\n\r\n');
+  let sent = 19;
+  let n = 0;
+  while (sent < total) {
+    const line = Buffer.from(`${n % 3 === 0 ? '.' : ''}line ${n++} ${'.'.repeat(n % 70)}\r\n`);
+    const block: Buffer[] = [];
+    let size = 0;
+    while (size < 65536 && sent + size + line.length <= total) { block.push(line); size += line.length; }
+    if (size === 0) break;
+    sent += size;
+    yield Buffer.concat(block);
+  }
+}
+
+for (const mode of ['BDAT', 'DATA'] as const) {
+  t.test(`${mode}: a 25 MiB message is stored byte-exact`, { skip }, async (t) => {
+    const d = await withDovecot(t);
+    const hash = createHash('sha256');
+    let size = 0;
+    async function* body(): AsyncGenerator<Uint8Array> {
+      for (const b of bigBody(25 * MiB)) { hash.update(b); size += b.length; yield b; }
+    }
+    const res = await client(t, tcp(d), { disable: mode === 'DATA' ? ['CHUNKING'] : [] })
+      .deliver({ sender: 's@example.net', recipients: ['alice@example.test'] }, body(), { size: 25 * MiB });
+    t.same(res.map((r) => r.outcome), ['delivered']);
+    t.ok(size > 25 * MiB - 200, `sent ${size} bytes`);
+    const [stored] = await d.readMessages('alice');
+    const tail = stored?.subarray(stored.length - size);
+    t.equal(createHash('sha256').update(tail ?? Buffer.alloc(0)).digest('hex'), hash.digest('hex'), 'SHA-256 of the stored message body');
+  });
+}
