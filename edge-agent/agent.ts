@@ -37,6 +37,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Age
   const journal = new Journal(stateDir);
   journal.prune();
   const stats: AgentStats = { sessions: 0, delivered: 0, tempfail: 0, permfail: 0, fromJournal: 0 };
+  const idle: LmtpClient[] = [];
   let stopping = false;
   const abort = new AbortController();
   let session: AgentSession | null = null;
@@ -53,7 +54,8 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Age
       stats.fromJournal++;
       log('deliver.journal', { id: h.id, recipients: h.recipients.length });
     } else {
-      const client = new LmtpClient(target, { localName: cfg.name });
+      // Idle connections are kept (one per parallel delivery) and reused after an RSET.
+      const client = idle.pop() ?? new LmtpClient(target, { localName: cfg.name });
       try {
         const head = cfg.traceHeader ? traceHeader(cfg.name, h) : null;
         fresh = await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, msg), {
@@ -61,7 +63,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Age
           eightBit: true,
         });
       } finally {
-        await client.close();
+        idle.push(client);
       }
       // Journal before the ack: from here on a redelivery is answered from the journal.
       if (!msg.failure) journal.record(h.id, fresh);
@@ -109,6 +111,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Age
         const s: AgentSession | null = session;
         if (s) await s.close(graceMs);
         await running;
+        await Promise.all(idle.splice(0).map((c) => c.close()));
         journal.close();
         log('agent.stopped', { ...stats });
       })();
