@@ -4,6 +4,7 @@
 import { isAddress } from '../protocol/wire.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
+import { rejectReason } from './verdict.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
 export interface IncomingEmail {
@@ -39,9 +40,17 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   if (message.rawSize > cfg.maxMessageBytes) {
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
-  const result = await queueOf(env).ingest(sender, [message.to], message.raw, cfg.maxMessageBytes);
+  const queue = queueOf(env);
+  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
+  }
+  // Stored durably: from here the answer is 'accepted' unless Dovecot refuses for good.
+  if (cfg.verdictWaitMs > 0) {
+    const verdict = await queue.verdict(result.id, cfg.verdictWaitMs);
+    const refused = verdict.kind === 'final' ? rejectReason(verdict.results) : null;
+    if (refused !== null) return reject(refused);
+    log('email.verdict', { id: result.id, verdict: verdict.kind });
   }
   log('email.accepted', { id: result.id, duplicate: result.duplicate, size: message.rawSize });
   return { outcome: 'accepted', id: result.id, duplicate: result.duplicate };

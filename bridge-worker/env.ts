@@ -10,6 +10,8 @@ export interface Env {
   ALLOWED_DOMAINS?: string;
   /** Largest message accepted, bytes (Email Routing itself stops at 25 MiB). */
   MAX_MESSAGE_BYTES?: string;
+  /** How long email() waits for the agent's verdict, ms (0 = never wait). Default 15000. */
+  VERDICT_WAIT_MS?: string;
   /** Dev-only: enables POST /dev/email for the local SMTP ingress. Never set in production. */
   DEV_INGRESS_TOKEN?: string;
 }
@@ -18,10 +20,14 @@ export interface Config {
   agentTokens: string[];
   allowedDomains: string[];
   maxMessageBytes: number;
+  verdictWaitMs: number;
   devIngressToken: string | null;
 }
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
+/** Well inside email()'s ~30 s: the message is already stored, only the verdict is waited for. */
+export const DEFAULT_VERDICT_WAIT_MS = 15_000;
+const MAX_VERDICT_WAIT_MS = 25_000;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -47,7 +53,14 @@ export function readConfig(env: Env): Config {
       throw new ConfigError('MAX_MESSAGE_BYTES: must be an integer from 1024 to 104857600');
     }
   }
+  let verdictWaitMs = DEFAULT_VERDICT_WAIT_MS;
+  if (env.VERDICT_WAIT_MS !== undefined && env.VERDICT_WAIT_MS !== '') {
+    verdictWaitMs = Number(env.VERDICT_WAIT_MS);
+    if (!Number.isInteger(verdictWaitMs) || verdictWaitMs < 0 || verdictWaitMs > MAX_VERDICT_WAIT_MS) {
+      throw new ConfigError(`VERDICT_WAIT_MS: must be an integer from 0 to ${MAX_VERDICT_WAIT_MS}`);
+    }
+  }
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, maxMessageBytes, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, maxMessageBytes, verdictWaitMs, devIngressToken: dev === '' ? null : dev };
 }

@@ -13,6 +13,7 @@ import { hex, log, randomId } from './log.ts';
 import { DEFAULT_RETRY, settle, type RetryPolicy } from './queue.ts';
 import { migrate } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
+import { VerdictBoard, type Verdict } from './verdict.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -42,6 +43,7 @@ const HOUSEKEEPING_MS = 60 * 60_000;
 export class RelayQueue extends DurableObject<Env> {
   readonly #store: MessageStore;
   readonly #retry: RetryPolicy = DEFAULT_RETRY;
+  readonly #verdicts = new VerdictBoard();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -155,6 +157,24 @@ export class RelayQueue extends DurableObject<Env> {
     return { status: 'accepted', id, duplicate: false };
   }
 
+  /**
+   * Waits up to `waitMs` for the agent's answer about message `id` (the email()
+   * handler's synchronous verdict). Returns at once when no agent is connected.
+   */
+  async verdict(id: string, waitMs: number): Promise<Verdict> {
+    const known = this.#verdicts.recent(id);
+    if (known) return known;
+    const msg = this.#store.get(id);
+    if (!msg) return { kind: 'unknown' };
+    if (msg.state === 'deferred' || msg.state === 'dead-letter') return { kind: msg.state };
+    const online = this.ctx.getWebSockets().some((ws) => {
+      const a = this.#attachment(ws);
+      return a !== null && a.agent !== null && !a.draining;
+    });
+    if (!online) return { kind: 'offline' };
+    return this.#verdicts.wait(id, waitMs);
+  }
+
   /** Queue summary by state (admin and tests). */
   async summary(): Promise<Record<string, number>> {
     return this.#store.counts();
@@ -205,14 +225,17 @@ export class RelayQueue extends DurableObject<Env> {
       case 'done':
         this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
         log('message.acked', { id: msg.id, attempt: msg.attempts, outcomes });
+        this.#verdicts.settled(msg.id, { kind: 'final', results: s.results }, now);
         break;
       case 'deferred':
         this.#store.defer(msg.id, s.pending, s.results, s.nextAttemptAt, error);
         log('message.deferred', { id: msg.id, attempt: msg.attempts, outcomes, nextAttemptAt: s.nextAttemptAt });
+        this.#verdicts.settled(msg.id, { kind: 'deferred' }, now);
         break;
       case 'dead-letter':
         this.#store.deadLetter(msg.id, s.pending, s.results, error);
         log('message.dead-letter', { id: msg.id, attempt: msg.attempts, outcomes });
+        this.#verdicts.settled(msg.id, { kind: 'dead-letter' }, now);
         break;
     }
   }

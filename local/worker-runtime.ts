@@ -13,6 +13,8 @@ export interface WorkerRuntimeOptions {
   devIngressToken: string;
   allowedDomains?: string[];
   maxMessageBytes?: number;
+  /** email()'s wait for the agent's verdict; unset = the Worker's default. */
+  verdictWaitMs?: number;
   port?: number;
   /** Each console line of the Worker (JSON events), for logs and tests. */
   onLog?: (line: string) => void;
@@ -62,6 +64,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
       DEV_INGRESS_TOKEN: opts.devIngressToken,
       ALLOWED_DOMAINS: (opts.allowedDomains ?? []).join(','),
       MAX_MESSAGE_BYTES: String(opts.maxMessageBytes ?? 25 * 1024 * 1024),
+      VERDICT_WAIT_MS: opts.verdictWaitMs === undefined ? '' : String(opts.verdictWaitMs),
     },
     handleStructuredLogs: ({ message }: { message: string }): void => { opts.onLog?.(message); },
   });

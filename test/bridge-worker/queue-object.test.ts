@@ -20,8 +20,8 @@ async function connect(token: string | null = AGENT_TOKEN, credit?: number): Pro
   return a;
 }
 
-const header = (a: RawAgent, id?: string) => a.until((s) => {
-  for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && (id === undefined || x.frame.id === id)) return x.frame;
+const header = (a: RawAgent, id?: string, pick: (f: MessageFrame) => boolean = () => true) => a.until((s) => {
+  for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && (id === undefined || x.frame.id === id) && pick(x.frame)) return x.frame;
   return undefined;
 });
 const ended = (a: RawAgent, id: string) => a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === id));
@@ -163,6 +163,28 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   await a.closed;
 });
 
+t.test('synchronous verdict: a permanent refusal by every recipient becomes the Worker\'s rejection', async (t) => {
+  const a = await connect();
+  const body = Buffer.from('Subject: verdict\r\n\r\nz\r\n');
+  const post = w.post('v@sender.test', 'nobody@example.test', body);
+  const m = await header(a);
+  await ended(a, m.id);
+  a.send({ type: 'ack', id: m.id, results: [{ recipient: 'nobody@example.test', code: 550, enhanced: '5.1.1', text: "<nobody@example.test> User doesn't exist\r\nX", outcome: 'permfail' }] });
+  const r = await post;
+  t.equal(r.status, 550);
+  t.equal(r.body.reason, "5.1.1 <nobody@example.test>: <nobody@example.test> User doesn't exist X (550 from the destination mail server)",
+    'Dovecot\'s words, control characters removed');
+
+  const post2 = w.post('v@sender.test', 'alice@example.test', body);
+  const m2 = await header(a, undefined, (f) => f.id !== m.id);
+  await ended(a, m2.id);
+  a.send({ type: 'ack', id: m2.id, results: [{ recipient: 'alice@example.test', code: 451, enhanced: '4.3.0', text: 'try later', outcome: 'tempfail' }] });
+  t.equal((await post2).status, 200, 'a temporary failure is accepted: the queue retries');
+  t.equal((await w.summary()).deferred, 1);
+  a.close();
+  await a.closed;
+});
+
 // Last in this file: it leaves a deferred message behind.
 t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never a tight loop', async (t) => {
   const a = await connect();
@@ -171,9 +193,9 @@ t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never 
   await ended(a, m.id);
   a.send({ type: 'nack', id: m.id, reason: 'corrupt', text: 'SHA-256 mismatch' });
   await t.resolves(async () => {
-    for (let i = 0; i < 50 && (await w.summary()).deferred !== 1; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 50 && (await w.summary()).deferred !== 2; i++) await new Promise((r) => setTimeout(r, 50));
   });
-  t.match(await w.summary(), { queued: 0, 'in-flight': 0, deferred: 1 }, 'deferred, not offered again now');
+  t.match(await w.summary(), { queued: 0, 'in-flight': 0, deferred: 2 }, 'deferred (with the one from the test before), not offered again now');
   t.equal(a.frames().filter((f) => f.type === 'message' && f.id === m.id).length, 1, 'sent once');
 
   const posted2 = await w.post('n@sender.test', 'bob@example.test', Buffer.from('Subject: nack 2\r\n\r\ny\r\n'));

@@ -38,7 +38,9 @@ t.test('over TCP: 8-bit mail to a known and an unknown user', { skip }, async (t
   const { dovecot, relay } = await setup(t, (d) => `lmtp://127.0.0.1:${d.lmtpPort}`);
   const raw = shiftJisMessage('dovecot-1');
   const res = await sendSmtp(relay.smtpPort, 'sender@example.net', ['alice@example.test', 'nobody@example.test'], raw);
-  t.equal(res[0]?.code, 250, 'accepted into the queue (Dovecot is asked later)');
+  t.equal(res[0]?.code, 250, 'accepted: one recipient was delivered');
+  t.match(res[0]?.text, /refused <nobody@example\.test>: 5\.1\.1 <nobody@example\.test>: .*User doesn't exist.*\(550 from the destination mail server\)/,
+    "the unknown one is refused in the reply, in Dovecot's words (the synchronous verdict)");
   const [stored] = await waitFor('message in Dovecot', () => dovecot.readMessages('alice'), 1);
   const tail = ours(stored ?? Buffer.alloc(0));
   t.ok(tail, 'Dovecot headers, then ours');
@@ -57,4 +59,13 @@ t.test('over the unix socket: a 3 MiB message, byte-exact', { skip }, async (t) 
   t.equal(res[0]?.code, 250);
   const [stored] = await waitFor('message in Dovecot', () => dovecot.readMessages('bob'), 1);
   t.ok(splitTrace(ours(stored ?? Buffer.alloc(0)) ?? Buffer.alloc(0))?.rest.equals(raw), 'byte-exact');
+});
+
+t.test('only unknown recipients: the sender gets a 550 with 5.1.1, nothing stays queued', { skip }, async (t) => {
+  const { dovecot, relay } = await setup(t, (d) => `lmtp://127.0.0.1:${d.lmtpPort}`);
+  const [res] = await sendSmtp(relay.smtpPort, 'sender@example.net', ['nobody@example.test'], shiftJisMessage('dovecot-3'));
+  t.equal(res?.code, 550);
+  t.match(res?.text, /^5\.1\.1 <nobody@example\.test>: /);
+  t.same(Object.values(await relay.runtime.summary()).filter((n) => n > 0), [], 'the queue is empty');
+  t.same(await dovecot.readMessages('alice'), []);
 });

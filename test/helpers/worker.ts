@@ -18,12 +18,14 @@ export interface TestWorker {
   stop(): Promise<void>;
 }
 
-export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number } = {}): Promise<TestWorker> {
+/** verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick. */
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
+    verdictWaitMs: opts.verdictWaitMs ?? 300,
     onLog: (l) => logs.push(l),
   });
   return {
