@@ -1,5 +1,6 @@
 // Bindings and configuration of the Worker, validated once per use so that a
 // bad value fails with a message naming the variable, not deep inside a handler.
+import { DEFAULT_RETRY, type RetryPolicy } from './queue.ts';
 import type { RelayQueue } from './relay-do.ts';
 
 export interface Env {
@@ -12,6 +13,10 @@ export interface Env {
   MAX_MESSAGE_BYTES?: string;
   /** How long email() waits for the agent's verdict, ms (0 = never wait). Default 15000. */
   VERDICT_WAIT_MS?: string;
+  /** Retry schedule of deferred messages, ms: first retry, longest gap, age at dead-letter. */
+  RETRY_FIRST_MS?: string;
+  RETRY_MAX_MS?: string;
+  MAX_AGE_MS?: string;
   /** Dev-only: enables POST /dev/email for the local SMTP ingress. Never set in production. */
   DEV_INGRESS_TOKEN?: string;
 }
@@ -21,6 +26,7 @@ export interface Config {
   allowedDomains: string[];
   maxMessageBytes: number;
   verdictWaitMs: number;
+  retry: RetryPolicy;
   devIngressToken: string | null;
 }
 
@@ -35,6 +41,14 @@ export class ConfigError extends Error {
 
 function list(v: string | undefined): string[] {
   return (v ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+/** A duration in ms from 100 ms to 30 days; unset or empty = the default. */
+function ms(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 100 || n > 30 * 24 * 60 * 60_000) throw new ConfigError(`${name}: must be an integer number of ms from 100 to 2592000000`);
+  return n;
 }
 
 export function readConfig(env: Env): Config {
@@ -60,7 +74,14 @@ export function readConfig(env: Env): Config {
       throw new ConfigError(`VERDICT_WAIT_MS: must be an integer from 0 to ${MAX_VERDICT_WAIT_MS}`);
     }
   }
+  const retry = {
+    firstRetryMs: ms('RETRY_FIRST_MS', env.RETRY_FIRST_MS, DEFAULT_RETRY.firstRetryMs),
+    maxRetryMs: ms('RETRY_MAX_MS', env.RETRY_MAX_MS, DEFAULT_RETRY.maxRetryMs),
+    maxAgeMs: ms('MAX_AGE_MS', env.MAX_AGE_MS, DEFAULT_RETRY.maxAgeMs),
+  };
+  if (retry.maxRetryMs < retry.firstRetryMs) throw new ConfigError('RETRY_MAX_MS: must not be less than RETRY_FIRST_MS');
+  if (retry.maxAgeMs < retry.firstRetryMs) throw new ConfigError('MAX_AGE_MS: must not be less than RETRY_FIRST_MS');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, maxMessageBytes, verdictWaitMs, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, maxMessageBytes, verdictWaitMs, retry, devIngressToken: dev === '' ? null : dev };
 }

@@ -7,10 +7,10 @@ import {
   ackCovers, encodeFrame, parseAgentFrame,
   type AckFrame, type NackFrame, type ObjectFrame, type RecipientResult,
 } from '../protocol/wire.ts';
-import type { Env } from './env.ts';
+import { readConfig, type Env } from './env.ts';
 import { storeChunks } from './ingest.ts';
 import { hex, log, randomId } from './log.ts';
-import { DEFAULT_RETRY, settle, type RetryPolicy } from './queue.ts';
+import { settle, type RetryPolicy } from './queue.ts';
 import { migrate } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
 import { VerdictBoard, type Verdict } from './verdict.ts';
@@ -42,7 +42,6 @@ const HOUSEKEEPING_MS = 60 * 60_000;
 
 export class RelayQueue extends DurableObject<Env> {
   readonly #store: MessageStore;
-  readonly #retry: RetryPolicy = DEFAULT_RETRY;
   readonly #verdicts = new VerdictBoard();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -180,6 +179,11 @@ export class RelayQueue extends DurableObject<Env> {
     return this.#store.counts();
   }
 
+  /** Read per use, so a bad value fails the ack that needs it, loudly, not the constructor. */
+  #retry(): RetryPolicy {
+    return readConfig(this.env).retry;
+  }
+
   // ---- time ---------------------------------------------------------------------
 
   override async alarm(): Promise<void> {
@@ -219,7 +223,7 @@ export class RelayQueue extends DurableObject<Env> {
   /** Applies one attempt's per-recipient results: done, deferred or dead-letter. */
   #settle(msg: MessageRow, results: RecipientResult[], error: string): void {
     const now = Date.now();
-    const s = settle(msg.results, results, msg.receivedAt, msg.attempts, now, this.#retry);
+    const s = settle(msg.results, results, msg.receivedAt, msg.attempts, now, this.#retry());
     const outcomes = results.map((r) => r.outcome);
     switch (s.kind) {
       case 'done':

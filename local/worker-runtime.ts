@@ -16,6 +16,8 @@ export interface WorkerRuntimeOptions {
   /** email()'s wait for the agent's verdict; unset = the Worker's default. */
   verdictWaitMs?: number;
   port?: number;
+  /** More Worker vars (e.g. RETRY_FIRST_MS), as in wrangler.toml [vars]. */
+  vars?: Record<string, string>;
   /** Each console line of the Worker (JSON events), for logs and tests. */
   onLog?: (line: string) => void;
 }
@@ -65,6 +67,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
       ALLOWED_DOMAINS: (opts.allowedDomains ?? []).join(','),
       MAX_MESSAGE_BYTES: String(opts.maxMessageBytes ?? 25 * 1024 * 1024),
       VERDICT_WAIT_MS: opts.verdictWaitMs === undefined ? '' : String(opts.verdictWaitMs),
+      ...opts.vars,
     },
     handleStructuredLogs: ({ message }: { message: string }): void => { opts.onLog?.(message); },
   });

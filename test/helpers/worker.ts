@@ -19,13 +19,13 @@ export interface TestWorker {
 }
 
 /** verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick. */
-export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number } = {}): Promise<TestWorker> {
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string> } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
-    verdictWaitMs: opts.verdictWaitMs ?? 300,
+    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {},
     onLog: (l) => logs.push(l),
   });
   return {

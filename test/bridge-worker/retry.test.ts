@@ -1,0 +1,48 @@
+// Deferred messages are retried by the object's alarm and expire into dead-letter.
+// Real alarms in real workerd, on a schedule shortened through the Worker's vars.
+import t from 'tap';
+import type { MessageFrame } from '../../protocol/wire.ts';
+import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
+import { RawAgent } from '../helpers/raw-agent.ts';
+import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
+
+t.test('tempfail -> deferred -> retried by the alarm with backoff -> dead-letter at the age limit', async (t) => {
+  const w = await startTestWorker({ vars: { RETRY_FIRST_MS: '300', RETRY_MAX_MS: '600', MAX_AGE_MS: '2500' }, verdictWaitMs: 0 });
+  t.teardown(() => w.stop());
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  t.teardown(() => a.close());
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'retry-test', window: 4, credit: 8 << 20 });
+  const posted = await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: retry\r\n\r\nx\r\n'));
+  const id = String(posted.body.id);
+
+  // Answer every attempt with a tempfail, noting when each arrived.
+  const attempts: { attempt: number; at: number }[] = [];
+  const started = Date.now();
+  const answered = new Set<number>();
+  while (Date.now() - started < 8000) {
+    const s = await w.summary();
+    if (s['dead-letter'] === 1) break;
+    const msgs = a.frames().filter((f): f is MessageFrame => f.type === 'message' && f.id === id);
+    const ends = a.frames().filter((f) => f.type === 'end' && f.id === id).length;
+    for (const m of msgs.slice(0, ends)) {
+      if (answered.has(m.attempt)) continue;
+      answered.add(m.attempt);
+      attempts.push({ attempt: m.attempt, at: Date.now() - started });
+      a.send({ type: 'ack', id, results: [{ recipient: 'alice@example.test', code: 451, enhanced: '4.3.0', text: 'mailbox busy', outcome: 'tempfail' }] });
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, 'dead-letter': 1 }, 'ends in dead-letter');
+  t.same(attempts.map((x) => x.attempt), attempts.map((_, i) => i + 1), `attempts numbered 1, 2, ...: ${JSON.stringify(attempts)}`);
+  t.ok(attempts.length >= 3 && attempts.length <= 7, `retried a bounded number of times (${attempts.length})`);
+  const gaps = attempts.slice(1).map((x, i) => x.at - (attempts[i]?.at ?? 0));
+  // The last attempt is due at the age limit itself, whatever the backoff says: one last try.
+  t.ok(gaps.slice(0, -1).every((g) => g >= 250), `no retry before its backoff: gaps ${gaps.join(', ')} ms`);
+  t.ok((attempts.at(-1)?.at ?? 0) >= 2400, 'the last attempt is at the age limit');
+  const logged = w.logs.some((l) => l.includes('message.dead-letter') && l.includes(id));
+  t.ok(logged, 'the dead-letter is logged');
+  const frames = a.frames().length;
+  await new Promise((r) => setTimeout(r, 800));
+  t.equal(a.frames().length, frames, 'a dead-lettered message is not offered again');
+});
