@@ -37,6 +37,9 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   if (cfg.allowedDomains.length > 0 && !cfg.allowedDomains.includes(domain)) {
     return reject(`5.7.1 Relaying denied: this server does not accept mail for ${domain}`);
   }
+  if (cfg.allowedRecipients.length > 0 && !cfg.allowedRecipients.includes(message.to.toLowerCase())) {
+    return reject('5.1.1 No such recipient here');
+  }
   if (message.rawSize > cfg.maxMessageBytes) {
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }

@@ -9,6 +9,8 @@ export interface Env {
   AGENT_TOKENS?: string;
   /** Comma-separated domains we receive mail for; empty = every domain routed to us. */
   ALLOWED_DOMAINS?: string;
+  /** Optional comma-separated full addresses: when set, only these recipients are accepted. */
+  ALLOWED_RECIPIENTS?: string;
   /** Largest message accepted, bytes (Email Routing itself stops at 25 MiB). */
   MAX_MESSAGE_BYTES?: string;
   /** How long email() waits for the agent's verdict, ms (0 = never wait). Default 15000. */
@@ -24,6 +26,7 @@ export interface Env {
 export interface Config {
   agentTokens: string[];
   allowedDomains: string[];
+  allowedRecipients: string[];
   maxMessageBytes: number;
   verdictWaitMs: number;
   retry: RetryPolicy;
@@ -60,6 +63,10 @@ export function readConfig(env: Env): Config {
   for (const d of allowedDomains) {
     if (!/^[a-z0-9.-]+$/.test(d)) throw new ConfigError(`ALLOWED_DOMAINS: not a domain: ${JSON.stringify(d)}`);
   }
+  const allowedRecipients = list(env.ALLOWED_RECIPIENTS).map((a) => a.toLowerCase());
+  for (const a of allowedRecipients) {
+    if (!/^[^\s@<>]+@[a-z0-9.-]+$/.test(a)) throw new ConfigError(`ALLOWED_RECIPIENTS: not an address: ${JSON.stringify(a)}`);
+  }
   let maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   if (env.MAX_MESSAGE_BYTES !== undefined && env.MAX_MESSAGE_BYTES !== '') {
     maxMessageBytes = Number(env.MAX_MESSAGE_BYTES);
@@ -83,5 +90,5 @@ export function readConfig(env: Env): Config {
   if (retry.maxAgeMs < retry.firstRetryMs) throw new ConfigError('MAX_AGE_MS: must not be less than RETRY_FIRST_MS');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, maxMessageBytes, verdictWaitMs, retry, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, devIngressToken: dev === '' ? null : dev };
 }
