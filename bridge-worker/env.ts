@@ -15,6 +15,8 @@ export interface Env {
   MAX_MESSAGE_BYTES?: string;
   /** How long email() waits for the agent's verdict, ms (0 = never wait). Default 15000. */
   VERDICT_WAIT_MS?: string;
+  /** Bearer token of the admin API (/admin/...). Secret. Unset = the API is off (404). */
+  ADMIN_TOKEN?: string;
   /** Retry schedule of deferred messages, ms: first retry, longest gap, age at dead-letter. */
   RETRY_FIRST_MS?: string;
   RETRY_MAX_MS?: string;
@@ -30,6 +32,7 @@ export interface Config {
   maxMessageBytes: number;
   verdictWaitMs: number;
   retry: RetryPolicy;
+  adminToken: string | null;
   devIngressToken: string | null;
 }
 
@@ -88,7 +91,9 @@ export function readConfig(env: Env): Config {
   };
   if (retry.maxRetryMs < retry.firstRetryMs) throw new ConfigError('RETRY_MAX_MS: must not be less than RETRY_FIRST_MS');
   if (retry.maxAgeMs < retry.firstRetryMs) throw new ConfigError('MAX_AGE_MS: must not be less than RETRY_FIRST_MS');
+  const admin = env.ADMIN_TOKEN ?? '';
+  if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
 }

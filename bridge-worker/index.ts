@@ -1,5 +1,6 @@
 // The Worker: a thin router in front of the queue object, plus Email Routing's
 // email() entry point.
+import { handleAdmin } from './admin.ts';
 import { hasToken } from './auth.ts';
 import { handleEmail, queueOf, type IncomingEmail } from './email.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
@@ -51,6 +52,10 @@ export default {
       return json(500, { error: 'worker misconfigured; see logs' });
     }
     const { pathname } = new URL(request.url);
+    if (pathname === '/admin' || pathname.startsWith('/admin/')) {
+      if (cfg.adminToken === null) return json(404, { error: 'not found' });
+      return handleAdmin(request, cfg.adminToken, queueOf(env));
+    }
     switch (pathname) {
       case '/agent':
         if (!(await hasToken(request, cfg.agentTokens))) return json(401, { error: 'bad or missing bearer token' });

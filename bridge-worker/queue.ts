@@ -37,7 +37,7 @@ export type Settlement =
 export function settle(
   earlier: RecipientResult[],
   attempt: RecipientResult[],
-  receivedAt: number,
+  since: number,  // start of the retry clock: arrival, or the last dead-letter replay
   attempts: number,
   now: number,
   policy: RetryPolicy,
@@ -47,9 +47,9 @@ export function settle(
   const results = [...earlier, ...final];
   if (pending.length === 0) return { kind: 'done', results };
   const lastTempfail = attempt.filter((r) => r.outcome === 'tempfail');
-  if (now - receivedAt >= policy.maxAgeMs) {
+  if (now - since >= policy.maxAgeMs) {
     return { kind: 'dead-letter', results: [...results, ...lastTempfail], pending };
   }
-  const nextAttemptAt = Math.min(now + retryDelay(attempts, policy), receivedAt + policy.maxAgeMs);
+  const nextAttemptAt = Math.min(now + retryDelay(attempts, policy), since + policy.maxAgeMs);
   return { kind: 'deferred', results, pending, nextAttemptAt };
 }

@@ -11,9 +11,10 @@ import { readConfig, type Env } from './env.ts';
 import { storeChunks } from './ingest.ts';
 import { hex, log, randomId } from './log.ts';
 import { settle, type RetryPolicy } from './queue.ts';
-import { migrate } from './schema.ts';
+import { migrate, type State } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
 import { VerdictBoard, type Verdict } from './verdict.ts';
+import { headerSection } from './headers.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -179,6 +180,52 @@ export class RelayQueue extends DurableObject<Env> {
     return this.#store.counts();
   }
 
+  // ---- admin (the Worker's /admin routes call these after checking ADMIN_TOKEN) ----
+
+  async adminSummary(): Promise<{ states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null }> {
+    const agents = this.ctx.getWebSockets().flatMap((ws) => {
+      const a = this.#attachment(ws);
+      return a && a.agent !== null ? [{ agent: a.agent, session: a.session }] : [];
+    });
+    return { states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null };
+  }
+
+  async adminList(state: State | null, limit: number): Promise<MessageRow[]> {
+    return this.#store.list(state, limit);
+  }
+
+  /** One message and the raw bytes of its header section (at most 64 KiB), for display. */
+  async adminShow(id: string): Promise<{ message: MessageRow; header: Uint8Array } | null> {
+    const message = this.#store.get(id);
+    if (!message || message.state === 'incoming') return null;
+    return { message, header: message.chunks > 0 ? headerSection(this.#store.chunk(id, 0)) : new Uint8Array() };
+  }
+
+  async adminRetry(id: string): Promise<boolean> {
+    if (!this.#store.retryNow(id)) return false;
+    log('admin.retry', { id });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+    return true;
+  }
+
+  async adminReplay(id: string): Promise<boolean> {
+    if (!this.#store.replay(id, Date.now())) return false;
+    log('admin.replay', { id });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+    return true;
+  }
+
+  /** Deletes a dead-lettered message for good. Only dead-letter: live mail is never purged. */
+  async adminPurge(id: string): Promise<boolean> {
+    const msg = this.#store.get(id);
+    if (!msg || msg.state !== 'dead-letter') return false;
+    this.#store.remove(id);
+    log('admin.purge', { id, sender: msg.sender, recipients: msg.recipients.length });
+    return true;
+  }
+
   /** Read per use, so a bad value fails the ack that needs it, loudly, not the constructor. */
   #retry(): RetryPolicy {
     return readConfig(this.env).retry;
@@ -223,7 +270,7 @@ export class RelayQueue extends DurableObject<Env> {
   /** Applies one attempt's per-recipient results: done, deferred or dead-letter. */
   #settle(msg: MessageRow, results: RecipientResult[], error: string): void {
     const now = Date.now();
-    const s = settle(msg.results, results, msg.receivedAt, msg.attempts, now, this.#retry());
+    const s = settle(msg.results, results, msg.retryFrom, msg.attempts, now, this.#retry());
     const outcomes = results.map((r) => r.outcome);
     switch (s.kind) {
       case 'done':

@@ -39,6 +39,8 @@ const MIGRATIONS: readonly string[] = [
      message_id TEXT NOT NULL,
      acked_at INTEGER NOT NULL
    );`,
+  // 2: when the retry clock (age at dead-letter) starts; NULL = received_at. A replay resets it.
+  `ALTER TABLE messages ADD COLUMN retry_from INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -13,9 +13,12 @@ export interface MessageRow {
   sha256: string;
   chunks: number;
   receivedAt: number;
+  /** Start of the retry clock: receivedAt, or the time of a dead-letter replay. */
+  retryFrom: number;
   attempts: number;
   nextAttemptAt: number | null;
   leaseSession: string | null;
+  lastError: string | null;
 }
 
 type Row = Record<string, SqlStorageValue>;
@@ -31,9 +34,11 @@ function toMessage(r: Row): MessageRow {
     sha256: String(r.sha256 ?? ''),
     chunks: Number(r.chunks),
     receivedAt: Number(r.received_at),
+    retryFrom: Number(r.retry_from ?? r.received_at),
     attempts: Number(r.attempts),
     nextAttemptAt: r.next_attempt_at === null ? null : Number(r.next_attempt_at),
     leaseSession: r.lease_session === null ? null : String(r.lease_session),
+    lastError: r.last_error === null ? null : String(r.last_error),
   };
 }
 
@@ -86,6 +91,29 @@ export class MessageStore {
   get(id: string): MessageRow | null {
     const r = this.#sql.exec(`SELECT * FROM messages WHERE id = ?`, id).toArray()[0];
     return r ? toMessage(r) : null;
+  }
+
+  /** Messages in one state (or all but incoming), oldest first, for the admin API. */
+  list(state: State | null, limit: number): MessageRow[] {
+    const rows = state === null
+      ? this.#sql.exec(`SELECT * FROM messages WHERE state != 'incoming' ORDER BY received_at, id LIMIT ?`, limit)
+      : this.#sql.exec(`SELECT * FROM messages WHERE state = ? ORDER BY received_at, id LIMIT ?`, state, limit);
+    return rows.toArray().map(toMessage);
+  }
+
+  /** deferred -> queued now, without waiting for the backoff. */
+  retryNow(id: string): boolean {
+    return this.#sql.exec(
+      `UPDATE messages SET state = 'queued', next_attempt_at = NULL WHERE id = ? AND state = 'deferred'`, id,
+    ).rowsWritten > 0;
+  }
+
+  /** dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before dead-letter). */
+  replay(id: string, now: number): boolean {
+    return this.#sql.exec(
+      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ? WHERE id = ? AND state = 'dead-letter'`,
+      now, id,
+    ).rowsWritten > 0;
   }
 
   /** Oldest queued message, the next to lease. */

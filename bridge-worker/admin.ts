@@ -1,0 +1,61 @@
+// The admin HTTP API: the queue seen and steered from outside, behind ADMIN_TOKEN
+// (a separate secret from the agents' tokens). Read-only views and three actions:
+// retry a deferred message now, replay a dead-lettered one, purge a dead-lettered one.
+//
+//   GET    /admin/queue                     counts by state, agents online, oldest message
+//   GET    /admin/messages?state=&limit=    oldest first (state: one of STATES)
+//   GET    /admin/messages/<id>             one message, with its parsed header fields
+//   POST   /admin/messages/<id>/retry       deferred -> queued now
+//   POST   /admin/messages/<id>/replay      dead-letter -> queued, with a fresh retry clock
+//   DELETE /admin/messages/<id>             purge; dead-letter only
+//   GET    /admin/dead-letter               = /admin/messages?state=dead-letter
+import { hasToken } from './auth.ts';
+import type { RelayQueue } from './relay-do.ts';
+import { parseHeaders } from './headers.ts';
+import { STATES, type State } from './schema.ts';
+import { isMessageId } from '../protocol/wire.ts';
+
+const MAX_LIST = 500;
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body, null, 2), { status, headers: { 'Content-Type': 'application/json' } });
+}
+
+const isState = (s: string): s is State => (STATES as readonly string[]).includes(s);
+
+export async function handleAdmin(request: Request, token: string, queue: DurableObjectStub<RelayQueue>): Promise<Response> {
+  if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
+  const url = new URL(request.url);
+  const parts = url.pathname.split('/').slice(2);  // after '/admin'
+  const method = request.method;
+
+  if (method === 'GET' && parts.length === 1 && parts[0] === 'queue') return json(200, await queue.adminSummary());
+  if (method === 'GET' && parts.length === 1 && (parts[0] === 'messages' || parts[0] === 'dead-letter')) {
+    const state = parts[0] === 'dead-letter' ? 'dead-letter' : url.searchParams.get('state');
+    if (state !== null && !isState(state)) return json(400, { error: `state must be one of ${STATES.join(', ')}` });
+    const limitText = url.searchParams.get('limit') ?? '100';
+    const limit = Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) return json(400, { error: `limit must be 1..${MAX_LIST}` });
+    return json(200, { messages: await queue.adminList(state, limit) });
+  }
+  if (parts[0] !== 'messages' || parts.length < 2) return json(404, { error: 'not found' });
+  const id = parts[1] ?? '';
+  if (!isMessageId(id)) return json(400, { error: 'not a message id (32 hex digits)' });
+  const action = parts.slice(2).join('/');
+
+  if (method === 'GET' && action === '') {
+    const shown = await queue.adminShow(id);
+    if (!shown) return json(404, { error: 'no such message' });
+    return json(200, { ...shown.message, headers: parseHeaders(shown.header) });
+  }
+  if (method === 'POST' && action === 'retry') {
+    return (await queue.adminRetry(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a deferred message' });
+  }
+  if (method === 'POST' && action === 'replay') {
+    return (await queue.adminReplay(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
+  }
+  if (method === 'DELETE' && action === '') {
+    return (await queue.adminPurge(id)) ? json(200, { id, purged: true }) : json(409, { error: 'only a dead-lettered message can be purged' });
+  }
+  return json(405, { error: `${method} not allowed here` });
+}

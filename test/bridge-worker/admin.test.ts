@@ -1,0 +1,126 @@
+// The admin API in real workerd: views, retry-now, dead-letter replay and purge,
+// and that nothing of it answers without ADMIN_TOKEN.
+import t from 'tap';
+import { PROTOCOL_VERSION, type MessageFrame, type Outcome } from '../../protocol/wire.ts';
+import { RawAgent } from '../helpers/raw-agent.ts';
+import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+
+const ADMIN = 'admin-token-0123456789abcdef';
+const AGE = 2000;
+
+let w: TestWorker;
+t.before(async () => {
+  w = await startTestWorker({ vars: { ADMIN_TOKEN: ADMIN, RETRY_FIRST_MS: String(AGE), RETRY_MAX_MS: String(AGE), MAX_AGE_MS: String(AGE) } });
+});
+t.teardown(() => w.stop());
+
+async function admin(method: string, path: string, token: string | null = ADMIN): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(new URL(path, w.rt.url), { method, headers: token === null ? {} : { Authorization: `Bearer ${token}` } });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Polls until `check` holds (acks are processed asynchronously), failing after 5 s. */
+async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
+  for (const until = Date.now() + 5000; !(await check());) {
+    if (Date.now() > until) throw new Error(`not within 5 s: ${what}`);
+    await sleep(25);
+  }
+}
+const inState = async (id: string, state: string) => (await admin('GET', `/admin/messages/${id}`)).body.state === state;
+const welcomed = (a: RawAgent) => a.until((seen) => seen.some((s) => s.kind === 'frame' && s.frame.type === 'welcome'));
+
+const ids = (body: Record<string, unknown>): string[] => (body.messages as { id: string }[]).map((m) => m.id);
+
+/** The message frame of attempt `n` of `id`, once its end frame has arrived too. */
+const attempt = (a: RawAgent, id: string, n: number) => a.until((seen) => {
+  const i = seen.findIndex((s) => s.kind === 'frame' && s.frame.type === 'message' && s.frame.id === id && s.frame.attempt === n);
+  const ended = i >= 0 && seen.slice(i).some((s) => s.kind === 'frame' && s.frame.type === 'end' && s.frame.id === id);
+  const f = seen[i];
+  return ended && f?.kind === 'frame' ? (f.frame as MessageFrame) : undefined;
+});
+
+const answer = (a: RawAgent, m: MessageFrame, outcome: Outcome) => a.send({
+  type: 'ack', id: m.id,
+  results: m.recipients.map((recipient) => ({ recipient, code: outcome === 'delivered' ? 250 : 451, enhanced: null, text: outcome === 'delivered' ? 'ok' : 'busy', outcome })),
+});
+
+t.test('no token, a wrong token, or the agent token: 401', async (t) => {
+  for (const token of [null, 'admin-token-wrong-0123456789', AGENT_TOKEN]) {
+    t.equal((await admin('GET', '/admin/queue', token)).status, 401);
+  }
+  t.equal((await admin('POST', `/admin/messages/${'a'.repeat(32)}/replay`, null)).status, 401, 'actions too');
+});
+
+t.test('views: summary, list by state, one message with its header fields (8-bit shown as UTF-8)', async (t) => {
+  const raw = Buffer.concat([Buffer.from('Subject: caf'), Buffer.from([0xc3, 0xa9]), Buffer.from('\r\nX-Long: a\r\n b\r\n\r\nbody line\r\n')]);
+  const posted = await w.post('s@sender.test', 'alice@example.test', raw);
+  const id = String(posted.body.id);
+  const q = await admin('GET', '/admin/queue');
+  t.match(q.body, { states: { queued: 1 }, agents: [] });
+  t.same(ids((await admin('GET', '/admin/messages?state=queued')).body), [id]);
+  t.equal((await admin('GET', '/admin/messages?state=bogus')).status, 400);
+  const one = await admin('GET', `/admin/messages/${id}`);
+  t.match(one.body, { id, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], size: raw.length });
+  t.same(one.body.headers, [{ name: 'Subject', value: 'café' }, { name: 'X-Long', value: 'a b' }]);
+  t.equal((await admin('GET', `/admin/messages/${'f'.repeat(32)}`)).status, 404);
+  t.equal((await admin('GET', '/admin/messages/not-an-id')).status, 400);
+
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
+  answer(a, await attempt(a, id, 1), 'delivered');
+  await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
+  a.close();
+  await a.closed;
+});
+
+t.test('retry now, dead-letter, replay with a fresh clock, purge', async (t) => {
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  t.teardown(() => a.close());
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
+  await welcomed(a);
+  t.match((await admin('GET', '/admin/queue')).body, { agents: [{ agent: 'admin-test' }] });
+
+  const post = async (n: string) => String((await w.post('s@sender.test', 'alice@example.test', Buffer.from(`Subject: ${n}\r\n\r\n${n}\r\n`))).body.id);
+  const [A, B, C] = [await post('A'), await post('B'), await post('C')];
+  const bornAt = Date.now();
+
+  // A: tempfail -> deferred for AGE ms; retry now brings attempt 2 at once.
+  answer(a, await attempt(a, A, 1), 'tempfail');
+  await eventually('A deferred', () => inState(A, 'deferred'));
+  t.same(ids((await admin('GET', '/admin/messages?state=deferred')).body), [A]);
+  t.match((await admin('GET', `/admin/messages/${A}`)).body, { state: 'deferred', lastError: /busy/ });
+  t.equal((await admin('POST', `/admin/messages/${B}/retry`)).status, 409, 'B is in flight, not deferred');
+  t.equal((await admin('POST', `/admin/messages/${A}/retry`)).status, 200);
+  const a2 = await attempt(a, A, 2);
+  t.ok(Date.now() - bornAt < AGE, 'retried before its backoff ran out');
+  answer(a, a2, 'delivered');
+
+  // B and C: tempfail once older than MAX_AGE_MS -> dead-letter.
+  const [b1, c1] = [await attempt(a, B, 1), await attempt(a, C, 1)];
+  await sleep(AGE + 100 - (Date.now() - bornAt));
+  answer(a, b1, 'tempfail');
+  answer(a, c1, 'tempfail');
+  await eventually('B and C dead', async () => (await inState(B, 'dead-letter')) && inState(C, 'dead-letter'));
+  t.same(ids((await admin('GET', '/admin/dead-letter')).body).sort(), [B, C].sort());
+  t.equal((await admin('DELETE', `/admin/messages/${A}`)).status, 409, 'only dead-letter can be purged');
+
+  // Replay B: queued again; a tempfail now defers it (fresh clock) instead of dead-lettering it.
+  t.equal((await admin('POST', `/admin/messages/${B}/replay`)).status, 200);
+  answer(a, await attempt(a, B, 2), 'tempfail');
+  await eventually('B settled', async () => !(await inState(B, 'in-flight')));
+  t.equal((await admin('GET', `/admin/messages/${B}`)).body.state, 'deferred', 'fresh retry clock after replay');
+
+  t.equal((await admin('DELETE', `/admin/messages/${C}`)).status, 200);
+  t.equal((await admin('GET', `/admin/messages/${C}`)).status, 404, 'purged');
+  t.equal((await admin('POST', `/admin/messages/${C}/replay`)).status, 409);
+});
+
+t.test('without ADMIN_TOKEN the API does not exist', async (t) => {
+  const plain = await startTestWorker();
+  t.teardown(() => plain.stop());
+  const res = await fetch(new URL('/admin/queue', plain.rt.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
+  t.equal(res.status, 404);
+});
