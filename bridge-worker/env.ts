@@ -15,6 +15,8 @@ export interface Env {
   MAX_MESSAGE_BYTES?: string;
   /** How long email() waits for the agent's verdict, ms (0 = never wait). Default 15000. */
   VERDICT_WAIT_MS?: string;
+  /** How long a delivered message's dedupe key is remembered, ms. Default 24 h. */
+  DEDUPE_WINDOW_MS?: string;
   /** Bearer token of the admin API (/admin/...). Secret. Unset = the API is off (404). */
   ADMIN_TOKEN?: string;
   /** Retry schedule of deferred messages, ms: first retry, longest gap, age at dead-letter. */
@@ -32,6 +34,7 @@ export interface Config {
   maxMessageBytes: number;
   verdictWaitMs: number;
   retry: RetryPolicy;
+  dedupeWindowMs: number;
   adminToken: string | null;
   devIngressToken: string | null;
 }
@@ -91,9 +94,12 @@ export function readConfig(env: Env): Config {
   };
   if (retry.maxRetryMs < retry.firstRetryMs) throw new ConfigError('RETRY_MAX_MS: must not be less than RETRY_FIRST_MS');
   if (retry.maxAgeMs < retry.firstRetryMs) throw new ConfigError('MAX_AGE_MS: must not be less than RETRY_FIRST_MS');
+  // Email Routing retries a message whose email() failed or timed out: a retry of the same
+  // envelope and bytes within this window is accepted without a second copy.
+  const dedupeWindowMs = ms('DEDUPE_WINDOW_MS', env.DEDUPE_WINDOW_MS, 24 * 60 * 60_000);
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
 }

@@ -35,8 +35,6 @@ export type IngestResult =
   | { status: 'accepted'; id: string; duplicate: boolean }
   | { status: 'too-large'; size: number };
 
-/** How long a delivered message's key is remembered to drop Email Routing's retries. */
-const DEDUPE_WINDOW_MS = 24 * 60 * 60_000;
 /** An ingest that has not finished after this long crashed; its rows are removed. */
 const STALE_INCOMING_MS = 60 * 60_000;
 const HOUSEKEEPING_MS = 60 * 60_000;
@@ -144,7 +142,7 @@ export class RelayQueue extends DurableObject<Env> {
       return { status: 'too-large', size: stored.size };
     }
     const key = await dedupeKey(sender, recipients, stored.sha256);
-    const earlier = this.#store.findDuplicate(key, now - DEDUPE_WINDOW_MS);
+    const earlier = this.#store.findDuplicate(key, now - readConfig(this.env).dedupeWindowMs);
     if (earlier !== null) {
       this.#store.remove(id);
       log('ingest.duplicate', { id: earlier, size: stored.size });
@@ -237,7 +235,7 @@ export class RelayQueue extends DurableObject<Env> {
     // Alarms may run more than once: everything here is idempotent.
     const now = Date.now();
     const woken = this.#store.wakeDeferred(now);
-    this.#store.prune(now - DEDUPE_WINDOW_MS, now - STALE_INCOMING_MS);
+    this.#store.prune(now - readConfig(this.env).dedupeWindowMs, now - STALE_INCOMING_MS);
     if (woken > 0) log('deferred.due', { woken });
     this.#pumpAll();
     await this.#scheduleAlarm();
