@@ -26,6 +26,9 @@ export interface ClientOptions {
 // RFC 5321 4.5.3.2, in ms. dataBlock bounds each wait for the socket to drain while sending.
 export const DEFAULT_TIMEOUTS: Timeouts = { connect: 30_000, greeting: 300_000, command: 300_000, dataBlock: 180_000, final: 600_000 };
 
+/** In a result's text when the message may be stored though no 2xx was read. */
+export const MAY_BE_DELIVERED = '(the message may have been delivered)';
+
 // Every wait has a state: its timeout, and what it waits for (for result texts and logs).
 const STATES = {
   CONNECT: { timeout: 'connect', what: 'connect' },
@@ -38,7 +41,7 @@ const STATES = {
   BODY: { timeout: 'dataBlock', what: 'the message body' },
   BDAT: { timeout: 'command', what: 'BDAT' },
   // Postfix: "sending end of data -- message may be sent more than once".
-  DOT: { timeout: 'final', what: 'end of data (the message may have been delivered)' },
+  DOT: { timeout: 'final', what: `end of data ${MAY_BE_DELIVERED}` },
   QUIT: { timeout: 'command', what: 'QUIT' },
 } as const satisfies Record<string, { timeout: keyof Timeouts; what: string }>;
 type State = keyof typeof STATES;
@@ -348,6 +351,10 @@ export class LmtpClient {
     for (const [i, r] of accepted.entries()) {
       const a = (await finals[lmtp ? i : 0]) ?? noReply('DOT');
       settle([r], isOk(a) ? a : refusal('DOT', a));
+      // A 421 here is the server going away, not an answer about this message: it may have
+      // been stored already (as after a lost reply). Say so: a later duplicate is explained.
+      const got = results.get(r);
+      if (got && !isLocalError(a) && a.code === 421) got.text += ` ${MAY_BE_DELIVERED}`;
     }
     return done();
   }

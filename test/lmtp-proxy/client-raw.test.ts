@@ -2,7 +2,7 @@
 // drops, silence, early and unexpected replies.
 import t from 'tap';
 import net from 'node:net';
-import { LmtpClient, type ClientOptions, type RecipientResult } from '../../lmtp-proxy/client.ts';
+import { LmtpClient, MAY_BE_DELIVERED, type ClientOptions, type RecipientResult } from '../../lmtp-proxy/client.ts';
 
 type Tap = { teardown(fn: () => unknown): void };
 
@@ -455,4 +455,21 @@ t.test('disable: an offered extension is not used (CHUNKING off: DATA with dot-s
   t.same(res.map((r) => r.outcome), ['delivered']);
   t.notOk(peers[0]?.lines.some((l) => l.startsWith('BDAT')), 'no BDAT');
   t.match(Buffer.concat(peers[0]?.chunks ?? []).toString('latin1'), /DATA\r\n\.\.x\r\n\.\r\n$/, 'stuffed and terminated');
+});
+
+t.test('421 after the final dot: tempfail, and the text says the message may have been delivered', async (t) => {
+  const { client } = await raw(t, async (p) => {
+    await hello(p, 'ENHANCEDSTATUSCODES');
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 2.0.0 first saved\r\n421 4.3.2 shutting down\r\n');
+    p.socket.end();
+  });
+  const res = await client().deliver(ENV, chunks('x\r\n'));
+  t.same(brief(res), [
+    ['a@example.org', 250, '2.0.0', 'first saved', 'delivered'],
+    ['b@example.org', 421, '4.3.2', `shutting down ${MAY_BE_DELIVERED}`, 'tempfail'],
+  ]);
 });
