@@ -44,7 +44,29 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Age
   let firstUp: () => void = () => {};
   const connected = new Promise<void>((r) => { firstUp = r; });
 
+  // Deliveries by message id. A delivery outlives the connection it came on: when the
+  // object redelivers the id on a new connection while the old delivery still runs, the
+  // new one waits for it and then answers from the journal, never delivering twice.
+  const deliveries = new Map<string, Promise<unknown>>();
   const deliver = async (msg: InboundMessage): Promise<RecipientResult[]> => {
+    const id = msg.header.id;
+    const before = deliveries.get(id);
+    const task = (async () => {
+      if (before) {
+        log('deliver.wait', { id, reason: 'still being delivered from an earlier connection' });
+        await before.catch(() => undefined);
+      }
+      return deliverOnce(msg);
+    })();
+    deliveries.set(id, task);
+    try {
+      return await task;
+    } finally {
+      if (deliveries.get(id) === task) deliveries.delete(id);
+    }
+  };
+
+  const deliverOnce = async (msg: InboundMessage): Promise<RecipientResult[]> => {
     const h = msg.header;
     const known = journal.lookup(h.id, h.recipients);
     const todo = h.recipients.filter((r) => !known.has(r));

@@ -79,7 +79,8 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
     async summary() {
       const ns = await mf.getDurableObjectNamespace('RELAY');
       const stub = ns.get(ns.idFromName('queue')) as unknown as { summary(): Promise<Record<string, number>> };
-      return stub.summary();
+      // A plain copy: Miniflare's proxy of the result dies with the runtime.
+      return { ...(await stub.summary()) };
     },
     async restart() {
       const port = Number(url.port);
