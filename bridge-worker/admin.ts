@@ -5,6 +5,7 @@
 //   GET    /admin/queue                     counts by state, agents online, oldest message
 //   GET    /admin/messages?state=&limit=    oldest first (state: one of STATES)
 //   GET    /admin/messages/<id>             one message, with its parsed header fields
+//   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
 //   POST   /admin/messages/<id>/retry       deferred -> queued now
 //   POST   /admin/messages/<id>/replay      dead-letter -> queued, with a fresh retry clock
 //   DELETE /admin/messages/<id>             purge; dead-letter only
@@ -22,6 +23,24 @@ function json(status: number, body: unknown): Response {
 }
 
 const isState = (s: string): s is State => (STATES as readonly string[]).includes(s);
+
+/**
+ * A message's chunks as a byte stream, each fetched from the object only when the
+ * reader asks (highWaterMark 0): one chunk in memory, bytes never decoded. A message
+ * that goes away mid-stream (acked, purged) errors the stream; the body is cut short.
+ */
+function rawStream(queue: DurableObjectStub<RelayQueue>, id: string, chunks: number): ReadableStream<Uint8Array> {
+  let seq = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (seq >= chunks) return controller.close();
+      const data = await queue.adminChunk(id, seq);
+      if (data === null) throw new Error(`message ${id} left the queue during export`);
+      seq++;
+      controller.enqueue(data);
+    },
+  }, { highWaterMark: 0 });
+}
 
 export async function handleAdmin(request: Request, token: string, queue: DurableObjectStub<RelayQueue>): Promise<Response> {
   if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
@@ -47,6 +66,17 @@ export async function handleAdmin(request: Request, token: string, queue: Durabl
     const shown = await queue.adminShow(id);
     if (!shown) return json(404, { error: 'no such message' });
     return json(200, { ...shown.message, headers: parseHeaders(shown.header) });
+  }
+  if (method === 'GET' && action === 'raw') {
+    const raw = await queue.adminRaw(id);
+    if (!raw) return json(404, { error: 'no such message' });
+    // No Content-Length on a stream: the client checks the bytes against these two.
+    return new Response(rawStream(queue, id, raw.chunks), {
+      headers: {
+        'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store',
+        'X-Message-Size': String(raw.size), 'X-Message-Sha256': raw.sha256,
+      },
+    });
   }
   if (method === 'POST' && action === 'retry') {
     return (await queue.adminRetry(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a deferred message' });

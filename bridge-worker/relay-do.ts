@@ -199,6 +199,20 @@ export class RelayQueue extends DurableObject<Env> {
     return { message, header: message.chunks > 0 ? headerSection(this.#store.chunk(id, 0)) : new Uint8Array() };
   }
 
+  /** What GET /admin/messages/<id>/raw needs before streaming: size, hash, chunk count. */
+  async adminRaw(id: string): Promise<{ size: number; sha256: string; chunks: number } | null> {
+    const message = this.#store.get(id);
+    if (!message || message.state === 'incoming') return null;
+    return { size: message.size, sha256: message.sha256, chunks: message.chunks };
+  }
+
+  /** One stored chunk, fetched per read so an export holds one chunk in memory; null once the message is gone. */
+  async adminChunk(id: string, seq: number): Promise<Uint8Array | null> {
+    const message = this.#store.get(id);
+    if (!message || message.state === 'incoming' || !Number.isInteger(seq) || seq < 0 || seq >= message.chunks) return null;
+    return this.#store.chunk(id, seq);
+  }
+
   async adminRetry(id: string): Promise<boolean> {
     if (!this.#store.retryNow(id)) return false;
     log('admin.retry', { id });

@@ -1,0 +1,254 @@
+// relayctl's commands: the queue of a mailbridge Worker, seen and steered over its
+// admin API (docs/operations.md, section 8), like mailq/postqueue/postsuper for Postfix.
+// main.ts runs this with the process's argv, environment and streams; tests may too.
+// Exit codes: 0 done, 1 an error (unreachable, bad token, unknown id, wrong state,
+// bad URL or answer), 2 a usage error. Errors go to stderr, results to stdout.
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { isMessageId } from '../protocol/wire.ts';
+import { AdminClient, CliError, MAX_LIST, STATES, type State } from './api.ts';
+import { resolveConfig } from './config.ts';
+import { formatMessage, formatQueue, formatStatus } from './format.ts';
+import { decodeHeaders } from './headers.ts';
+
+const USAGE = `usage: relayctl [options] <command>
+
+commands:
+  status                      agents connected, queue depth by state, oldest message age
+  queue [--state S] [--limit N]
+                              the queue, oldest first, like mailq (default: every state, 100)
+  show <id>                   one message: envelope, attempts, replies, decoded header fields
+  retry <id> | --all          a deferred message (--all: every deferred one) is tried now
+  dead-letter list [--limit N]
+  dead-letter replay <id>     a dead-lettered message goes back to the queue, fresh retry clock
+  dead-letter purge <id>      deletes a dead-lettered message for good
+  export <id>                 the stored message, byte for byte, to stdout
+
+options:
+  --url <url>                 the Worker's base URL (or RELAYCTL_URL)
+  --token-file <file>         file holding ADMIN_TOKEN (or RELAYCTL_TOKEN, RELAYCTL_TOKEN_FILE)
+  --json                      machine-readable output
+  -h, --help                  this text
+
+states: ${STATES.join(', ')}
+exit codes: 0 ok, 1 error, 2 usage error
+`;
+
+/** Options each command takes, besides --url, --token-file, --json, --help. */
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  status: [], queue: ['state', 'limit'], show: [], retry: ['all'], 'dead-letter': ['limit'], export: [], help: [],
+};
+
+const usage = (msg: string) => new CliError('usage', `${msg}\n(relayctl --help for usage)`);
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv, allowPositionals: true, strict: true,
+      options: {
+        url: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        state: { type: 'string' }, limit: { type: 'string' }, all: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    throw usage((err as Error).message);
+  }
+}
+
+function messageIdArg(v: string | undefined, command: string): string {
+  if (v === undefined) throw usage(`${command}: which message? give its id`);
+  const id = v.toLowerCase();
+  if (!isMessageId(id)) throw usage(`${command}: not a message id: ${JSON.stringify(v)} (32 hex digits, as relayctl queue shows)`);
+  return id;
+}
+
+function limitArg(v: string | undefined): number {
+  if (v === undefined) return 100;
+  const n = /^[0-9]{1,4}$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 1 && n <= MAX_LIST)) throw usage(`--limit must be a whole number 1..${MAX_LIST}`);
+  return n;
+}
+
+function stateArg(v: string | undefined): State | null {
+  if (v === undefined) return null;
+  if (!(STATES as readonly string[]).includes(v)) throw usage(`--state must be one of ${STATES.join(', ')}`);
+  return v as State;
+}
+
+function noMore(rest: string[], command: string): void {
+  if (rest.length > 0) throw usage(`${command}: unexpected ${JSON.stringify(rest.join(' '))}`);
+}
+
+export interface Io {
+  env: Record<string, string | undefined>;
+  stdout: Writable & { isTTY?: boolean };
+  stderr: Writable;
+}
+
+/** Writes, waiting while the pipe is full. */
+async function put(out: Writable, data: string | Uint8Array): Promise<void> {
+  if (!out.write(data)) await once(out, 'drain');
+}
+
+/** After a 409: says what state the message is really in (or that it is gone). */
+async function explainConflict(api: AdminClient, err: unknown, id: string, action: string, needs: State, hint: Partial<Record<State, string>>): Promise<never> {
+  if (!(err instanceof CliError) || err.kind !== 'conflict') throw err;
+  const m = await api.show(id);
+  if (m.state === needs) throw new CliError('conflict', `cannot ${action} ${id}: its state changed meanwhile (now ${m.state}); try again`);
+  const tip = hint[m.state];
+  throw new CliError('conflict', `cannot ${action} ${id}: it is ${m.state}, not ${needs}${tip === undefined ? '' : ` (${tip})`}`);
+}
+
+/** Runs one relayctl command line; returns the exit code. Never throws. */
+export async function main(argv: string[], io: Io): Promise<number> {
+  try {
+    await run(argv, io);
+    return 0;
+  } catch (err) {
+    if (err instanceof CliError) {
+      io.stderr.write(`relayctl: ${err.message}\n`);
+      return err.exitCode;
+    }
+    io.stderr.write(`relayctl: unexpected error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+async function run(argv: string[], io: Io): Promise<void> {
+  const write = (data: string | Uint8Array) => put(io.stdout, data);
+  const json = (v: unknown) => write(JSON.stringify(v, null, 2) + '\n');
+  const { values: o, positionals } = parse(argv);
+  const [command, ...rest] = positionals;
+  if (o.help || command === 'help') {
+    await write(USAGE);
+    return;
+  }
+  if (command === undefined) throw usage('no command given');
+  const allowed = Object.hasOwn(COMMAND_OPTIONS, command) ? COMMAND_OPTIONS[command] : undefined;
+  if (allowed === undefined) throw usage(`unknown command ${JSON.stringify(command)}`);
+  for (const opt of ['state', 'limit', 'all'] as const) {
+    if (o[opt] !== undefined && !allowed.includes(opt)) throw usage(`${command} does not take --${opt}`);
+  }
+  if (command === 'export' && o.json) throw usage('export writes the raw message; --json does not apply');
+  // Checked before the config, so a usage error is reported as one even without --url.
+  const state = stateArg(o.state);
+  const limit = limitArg(o.limit);
+
+  const cfg = resolveConfig({ url: o.url, tokenFile: o['token-file'] }, io.env);
+  const api = new AdminClient(cfg);
+  const now = () => Date.now();
+
+  switch (command) {
+    case 'status': {
+      noMore(rest, command);
+      const s = await api.summary();
+      if (o.json) {
+        const total = STATES.reduce((n, k) => n + s.states[k], 0);
+        return json({ url: api.baseUrl, agents: s.agents, states: s.states, total, oldest: s.oldest, oldestAgeMs: s.oldest === null ? null : Math.max(0, now() - s.oldest) });
+      }
+      return write(formatStatus(s, api.baseUrl, now()));
+    }
+
+    case 'queue': {
+      noMore(rest, command);
+      const messages = await api.list(state, limit);
+      if (o.json) return json({ messages });
+      return write(formatQueue(messages, now(), { withState: true, limit, empty: state === null ? 'queue is empty' : `no ${state} messages` }));
+    }
+
+    case 'show': {
+      const id = messageIdArg(rest[0], command);
+      noMore(rest.slice(1), command);
+      const m = await api.show(id);
+      const shown = { ...m, headers: await decodeHeaders(m.headers) };
+      return o.json ? json(shown) : write(formatMessage(shown, now()));
+    }
+
+    case 'retry': {
+      if (o.all) {
+        noMore(rest, 'retry --all');
+        const { retried, skipped } = await retryAll(api);
+        if (o.json) return json({ retried, skipped });
+        const lines = retried.map((id) => `${id}: deferred -> queued\n`).join('');
+        const tail = skipped.length === 0 ? '' : `, ${skipped.length} skipped (no longer deferred)`;
+        return write(`${lines}retried ${retried.length} deferred message${retried.length === 1 ? '' : 's'}${tail}\n`);
+      }
+      const id = messageIdArg(rest[0], 'retry');
+      noMore(rest.slice(1), command);
+      await api.retry(id).catch((err: unknown) =>
+        explainConflict(api, err, id, 'retry', 'deferred', { 'dead-letter': 'use relayctl dead-letter replay', 'in-flight': 'an agent has it now', queued: 'it is already waiting for an agent' }));
+      return o.json ? json({ retried: [id], skipped: [] }) : write(`${id}: deferred -> queued\n`);
+    }
+
+    case 'dead-letter': {
+      const [sub, arg, ...extra] = rest;
+      if (sub !== 'list' && sub !== 'replay' && sub !== 'purge') throw usage('dead-letter: list, replay <id> or purge <id>');
+      if (sub === 'list') {
+        noMore(arg === undefined ? [] : [arg, ...extra], 'dead-letter list');
+        const messages = await api.deadLetter(limit);
+        if (o.json) return json({ messages });
+        return write(formatQueue(messages, now(), { withState: false, limit, empty: 'no dead-lettered messages' }));
+      }
+      if (o.limit !== undefined) throw usage(`dead-letter ${sub} does not take --limit`);
+      if (sub === 'replay') {
+        const id = messageIdArg(arg, 'dead-letter replay');
+        noMore(extra, 'dead-letter replay');
+        await api.replay(id).catch((err: unknown) =>
+          explainConflict(api, err, id, 'replay', 'dead-letter', { deferred: 'use relayctl retry' }));
+        return o.json ? json({ id, state: 'queued' }) : write(`${id}: dead-letter -> queued (fresh retry clock)\n`);
+      }
+      if (sub === 'purge') {
+        const id = messageIdArg(arg, 'dead-letter purge');
+        noMore(extra, 'dead-letter purge');
+        await api.purge(id).catch((err: unknown) =>
+          explainConflict(api, err, id, 'purge', 'dead-letter', {}));
+        return o.json ? json({ id, purged: true }) : write(`${id}: purged\n`);
+      }
+      return;
+    }
+
+    case 'export': {
+      const id = messageIdArg(rest[0], command);
+      noMore(rest.slice(1), command);
+      if (io.stdout.isTTY === true) throw usage(`refusing to write a raw message to a terminal; redirect it: relayctl export ${id} > ${id}.eml`);
+      const raw = await api.raw(id);
+      const hash = createHash('sha256');
+      let size = 0;
+      for await (const piece of raw.body) {
+        hash.update(piece);
+        size += piece.byteLength;
+        await write(piece);
+      }
+      const sha256 = hash.digest('hex');
+      if (size !== raw.size || sha256 !== raw.sha256) {
+        throw new CliError('integrity', `export of ${id} is incomplete or damaged: got ${size} bytes (sha256 ${sha256}), the queue holds ${raw.size} bytes (sha256 ${raw.sha256}); do not use this output`);
+      }
+      return;
+    }
+  }
+}
+
+/** Retries every deferred message, page by page; one that left `deferred` meanwhile is skipped. */
+async function retryAll(api: AdminClient): Promise<{ retried: string[]; skipped: string[] }> {
+  const retried: string[] = [];
+  const skipped: string[] = [];
+  const seen = new Set<string>();
+  for (;;) {
+    const page = await api.list('deferred', MAX_LIST);
+    // A retried message that failed again is deferred again: never loop over it.
+    const fresh = page.filter((m) => !seen.has(m.id));
+    for (const m of fresh) {
+      seen.add(m.id);
+      try {
+        await api.retry(m.id);
+        retried.push(m.id);
+      } catch (err) {
+        if (err instanceof CliError && (err.kind === 'conflict' || err.kind === 'not-found')) skipped.push(m.id);
+        else throw err;
+      }
+    }
+    if (fresh.length === 0 || page.length < MAX_LIST) return { retried, skipped };
+  }
+}
