@@ -17,6 +17,8 @@ export interface Env {
   VERDICT_WAIT_MS?: string;
   /** How long a delivered message's dedupe key is remembered, ms. Default 24 h. */
   DEDUPE_WINDOW_MS?: string;
+  /** How long messages of a dropped connection wait for the same agent, ms. Default 120 s. */
+  AFFINITY_MS?: string;
   /** Bearer token of the admin API (/admin/...). Secret. Unset = the API is off (404). */
   ADMIN_TOKEN?: string;
   /** Retry schedule of deferred messages, ms: first retry, longest gap, age at dead-letter. */
@@ -35,6 +37,7 @@ export interface Config {
   verdictWaitMs: number;
   retry: RetryPolicy;
   dedupeWindowMs: number;
+  affinityMs: number;
   adminToken: string | null;
   devIngressToken: string | null;
 }
@@ -97,9 +100,11 @@ export function readConfig(env: Env): Config {
   // Email Routing retries a message whose email() failed or timed out: a retry of the same
   // envelope and bytes within this window is accepted without a second copy.
   const dedupeWindowMs = ms('DEDUPE_WINDOW_MS', env.DEDUPE_WINDOW_MS, 24 * 60 * 60_000);
+  // Long enough for a crashed agent to be restarted (systemd RestartSec=5) and reconnect.
+  const affinityMs = env.AFFINITY_MS === '0' ? 0 : ms('AFFINITY_MS', env.AFFINITY_MS, 120_000);
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
 }

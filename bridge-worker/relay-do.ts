@@ -52,7 +52,7 @@ export class RelayQueue extends DurableObject<Env> {
       migrate(ctx.storage.sql);
       // Leases of connections that did not survive a restart go back to the queue.
       const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
-      const released = this.#store.releaseAllExcept(live);
+      const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs);
       if (released > 0) log('lease.recovered', { released });
     });
   }
@@ -256,7 +256,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   async #scheduleAlarm(): Promise<void> {
-    const deadline = this.#store.nextDeadline();
+    const deadline = this.#store.nextDeadline(Date.now());
     const housekeeping = Date.now() + HOUSEKEEPING_MS;
     const at = deadline === null ? housekeeping : Math.min(deadline, housekeeping);
     const current = await this.ctx.storage.getAlarm();
@@ -357,9 +357,9 @@ export class RelayQueue extends DurableObject<Env> {
           a.cursor = null;
         }
         if (a.draining || this.#store.countLeased(a.session) >= a.window) break;
-        const next = this.#store.nextQueued();
+        const next = this.#store.nextQueued(a.agent ?? '', Date.now());
         if (!next) break;
-        this.#store.lease(next.id, a.session);
+        this.#store.lease(next.id, a.session, a.agent ?? '');
         this.#send(ws, {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
           recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
@@ -386,7 +386,9 @@ export class RelayQueue extends DurableObject<Env> {
   #disconnect(ws: WebSocket, why: string): void {
     const a = this.#attachment(ws);
     if (a) {
-      const released = this.#store.releaseSession(a.session);
+      // Its own agent may have delivered them (the ack lost on the way): give it the first
+      // chance to answer from its journal before another agent delivers them again.
+      const released = this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
       log('agent.disconnected', { session: a.session, agent: a.agent, why, released });
     }
     try {
@@ -400,7 +402,7 @@ export class RelayQueue extends DurableObject<Env> {
   #violation(ws: WebSocket, a: Attachment | null, why: string): void {
     log('agent.violation', { session: a?.session ?? null, why });
     ws.close(1008, why);
-    if (a) this.#store.releaseSession(a.session);
+    if (a) this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
   }
 }
 

@@ -41,6 +41,11 @@ const MIGRATIONS: readonly string[] = [
    );`,
   // 2: when the retry clock (age at dead-letter) starts; NULL = received_at. A replay resets it.
   `ALTER TABLE messages ADD COLUMN retry_from INTEGER;`,
+  // 3: lease affinity. `agent` is the agent that last leased the message; after its
+  // connection drops, only that agent may lease it until `affinity_until` (its journal
+  // knows whether it was delivered), then any agent may.
+  `ALTER TABLE messages ADD COLUMN agent TEXT;
+   ALTER TABLE messages ADD COLUMN affinity_until INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

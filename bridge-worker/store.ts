@@ -116,10 +116,16 @@ export class MessageStore {
     ).rowsWritten > 0;
   }
 
-  /** Oldest queued message, the next to lease. */
-  nextQueued(): MessageRow | null {
+  /**
+   * Oldest queued message this agent may lease: one without affinity, its own, or one
+   * whose affinity to another agent has run out.
+   */
+  nextQueued(agent: string, now: number): MessageRow | null {
     const r = this.#sql.exec(
-      `SELECT * FROM messages WHERE state = 'queued' ORDER BY received_at, id LIMIT 1`,
+      `SELECT * FROM messages WHERE state = 'queued'
+         AND (affinity_until IS NULL OR affinity_until <= ? OR agent = ?)
+       ORDER BY received_at, id LIMIT 1`,
+      now, agent,
     ).toArray()[0];
     return r ? toMessage(r) : null;
   }
@@ -132,11 +138,12 @@ export class MessageStore {
   }
 
   /** queued -> in-flight, leased to one agent connection; counts the attempt. */
-  lease(id: string, session: string): void {
+  lease(id: string, session: string, agent: string): void {
     this.#sql.exec(
-      `UPDATE messages SET state = 'in-flight', lease_session = ?, attempts = attempts + 1
+      `UPDATE messages SET state = 'in-flight', lease_session = ?, agent = ?, affinity_until = NULL,
+         attempts = attempts + 1
        WHERE id = ? AND state = 'queued'`,
-      session, id,
+      session, agent, id,
     );
   }
 
@@ -145,22 +152,22 @@ export class MessageStore {
     return new Uint8Array(r.data as ArrayBuffer);
   }
 
-  /** Every in-flight message of a gone connection goes back to queued. */
-  releaseSession(session: string): number {
+  /** Every in-flight message of a gone connection goes back to queued, kept for its agent until `until`. */
+  releaseSession(session: string, until: number): number {
     return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', lease_session = NULL
+      `UPDATE messages SET state = 'queued', lease_session = NULL, affinity_until = ?
        WHERE state = 'in-flight' AND lease_session = ?`,
-      session,
+      until, session,
     ).rowsWritten;
   }
 
   /** in-flight leases whose connection no longer exists (after an eviction) go back to queued. */
-  releaseAllExcept(sessions: string[]): number {
+  releaseAllExcept(sessions: string[], until: number): number {
     const keep = JSON.stringify(sessions);
     return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', lease_session = NULL
+      `UPDATE messages SET state = 'queued', lease_session = NULL, affinity_until = ?
        WHERE state = 'in-flight' AND lease_session NOT IN (SELECT value FROM json_each(?))`,
-      keep,
+      until, keep,
     ).rowsWritten;
   }
 
@@ -213,9 +220,13 @@ export class MessageStore {
   }
 
   /** Earliest time something must happen without an outside event, or null. */
-  nextDeadline(): number | null {
+  nextDeadline(now: number): number | null {
     const r = this.#sql.exec(
-      `SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'deferred'`,
+      `SELECT MIN(t) AS t FROM (
+         SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'deferred'
+         UNION ALL
+         SELECT MIN(affinity_until) AS t FROM messages WHERE state = 'queued' AND affinity_until > ?)`,
+      now,
     ).one();
     return r.t === null ? null : Number(r.t);
   }
