@@ -11,7 +11,7 @@
 //   DELETE /admin/messages/<id>             purge; dead-letter only
 //   GET    /admin/dead-letter               = /admin/messages?state=dead-letter
 import { hasToken } from './auth.ts';
-import type { RelayQueue } from './relay-do.ts';
+import type { QueueStub } from './shards.ts';
 import { parseHeaders } from './headers.ts';
 import { STATES, type State } from './schema.ts';
 import { isMessageId } from '../protocol/wire.ts';
@@ -29,7 +29,7 @@ const isState = (s: string): s is State => (STATES as readonly string[]).include
  * reader asks (highWaterMark 0): one chunk in memory, bytes never decoded. A message
  * that goes away mid-stream (acked, purged) errors the stream; the body is cut short.
  */
-function rawStream(queue: DurableObjectStub<RelayQueue>, id: string, chunks: number): ReadableStream<Uint8Array> {
+function rawStream(queue: QueueStub, id: string, chunks: number): ReadableStream<Uint8Array> {
   let seq = 0;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -42,34 +42,50 @@ function rawStream(queue: DurableObjectStub<RelayQueue>, id: string, chunks: num
   }, { highWaterMark: 0 });
 }
 
-export async function handleAdmin(request: Request, token: string, queue: DurableObjectStub<RelayQueue>): Promise<Response> {
+/** The shard holding message `id` (ids are unique across shards), or null. */
+async function ownerOf(shards: QueueStub[], id: string): Promise<QueueStub | null> {
+  const found = await Promise.all(shards.map((q) => q.adminRaw(id)));
+  const i = found.findIndex((f) => f !== null);
+  return i >= 0 ? (shards[i] ?? null) : null;
+}
+
+export async function handleAdmin(request: Request, token: string, shards: QueueStub[]): Promise<Response> {
   if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
   const url = new URL(request.url);
   const parts = url.pathname.split('/').slice(2);  // after '/admin'
   const method = request.method;
 
-  if (method === 'GET' && parts.length === 1 && parts[0] === 'queue') return json(200, await queue.adminSummary());
+  if (method === 'GET' && parts.length === 1 && parts[0] === 'queue') {
+    const each = await Promise.all(shards.map((q) => q.adminSummary()));
+    const states = Object.fromEntries(STATES.map((st) => [st, each.reduce((n, e) => n + (e.states[st] ?? 0), 0)]));
+    const agents = each.flatMap((e, shard) => e.agents.map((a) => ({ ...a, shard })));
+    const oldest = each.map((e) => e.oldest).filter((o) => o !== null).reduce<number | null>((m, o) => (m === null || o < m ? o : m), null);
+    return json(200, { states, agents, oldest, shards: shards.length });
+  }
   if (method === 'GET' && parts.length === 1 && (parts[0] === 'messages' || parts[0] === 'dead-letter')) {
     const state = parts[0] === 'dead-letter' ? 'dead-letter' : url.searchParams.get('state');
     if (state !== null && !isState(state)) return json(400, { error: `state must be one of ${STATES.join(', ')}` });
     const limitText = url.searchParams.get('limit') ?? '100';
     const limit = Number(limitText);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) return json(400, { error: `limit must be 1..${MAX_LIST}` });
-    return json(200, { messages: await queue.adminList(state, limit) });
+    const lists = await Promise.all(shards.map((q) => q.adminList(state, limit)));
+    const messages = lists.flat().sort((a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : 1)).slice(0, limit);
+    return json(200, { messages });
   }
   if (parts[0] !== 'messages' || parts.length < 2) return json(404, { error: 'not found' });
   const id = parts[1] ?? '';
   if (!isMessageId(id)) return json(400, { error: 'not a message id (32 hex digits)' });
   const action = parts.slice(2).join('/');
+  const queue = await ownerOf(shards, id);
 
   if (method === 'GET' && action === '') {
-    const shown = await queue.adminShow(id);
+    const shown = queue ? await queue.adminShow(id) : null;
     if (!shown) return json(404, { error: 'no such message' });
     return json(200, { ...shown.message, headers: parseHeaders(shown.header) });
   }
   if (method === 'GET' && action === 'raw') {
-    const raw = await queue.adminRaw(id);
-    if (!raw) return json(404, { error: 'no such message' });
+    const raw = queue ? await queue.adminRaw(id) : null;
+    if (!queue || !raw) return json(404, { error: 'no such message' });
     // No Content-Length on a stream: the client checks the bytes against these two.
     return new Response(rawStream(queue, id, raw.chunks), {
       headers: {
@@ -79,13 +95,13 @@ export async function handleAdmin(request: Request, token: string, queue: Durabl
     });
   }
   if (method === 'POST' && action === 'retry') {
-    return (await queue.adminRetry(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a deferred message' });
+    return queue && (await queue.adminRetry(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a deferred message' });
   }
   if (method === 'POST' && action === 'replay') {
-    return (await queue.adminReplay(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
+    return queue && (await queue.adminReplay(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
   }
   if (method === 'DELETE' && action === '') {
-    return (await queue.adminPurge(id)) ? json(200, { id, purged: true }) : json(409, { error: 'only a dead-lettered message can be purged' });
+    return queue && (await queue.adminPurge(id)) ? json(200, { id, purged: true }) : json(409, { error: 'only a dead-lettered message can be purged' });
   }
   return json(405, { error: `${method} not allowed here` });
 }

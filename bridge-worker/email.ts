@@ -5,6 +5,7 @@ import { isAddress } from '../protocol/wire.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
 import { rejectReason } from './verdict.ts';
+import { shardOf, shardStub } from './shards.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
 export interface IncomingEmail {
@@ -19,9 +20,6 @@ export type EmailOutcome =
   | { outcome: 'accepted'; id: string; duplicate: boolean }
   | { outcome: 'rejected'; reason: string };
 
-export function queueOf(env: Env): DurableObjectStub<import('./relay-do.ts').RelayQueue> {
-  return env.RELAY.get(env.RELAY.idFromName('queue'));
-}
 
 export async function handleEmail(message: IncomingEmail, env: Env): Promise<EmailOutcome> {
   const cfg = readConfig(env);
@@ -43,7 +41,7 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   if (message.rawSize > cfg.maxMessageBytes) {
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
-  const queue = queueOf(env);
+  const queue = shardStub(env, shardOf(message.to, cfg.shards));
   const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);

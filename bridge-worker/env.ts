@@ -1,6 +1,7 @@
 // Bindings and configuration of the Worker, validated once per use so that a
 // bad value fails with a message naming the variable, not deep inside a handler.
 import { DEFAULT_RETRY, type RetryPolicy } from './queue.ts';
+import { MAX_SHARDS } from './shard-hash.ts';
 import type { RelayQueue } from './relay-do.ts';
 
 export interface Env {
@@ -19,6 +20,8 @@ export interface Env {
   DEDUPE_WINDOW_MS?: string;
   /** How long messages of a dropped connection wait for the same agent, ms. Default 120 s. */
   AFFINITY_MS?: string;
+  /** Number of queue objects recipients are spread over (1-64). Default 1. Only ever raise it. */
+  SHARDS?: string;
   /** Bearer token of the admin API (/admin/...). Secret. Unset = the API is off (404). */
   ADMIN_TOKEN?: string;
   /** Retry schedule of deferred messages, ms: first retry, longest gap, age at dead-letter. */
@@ -38,6 +41,7 @@ export interface Config {
   retry: RetryPolicy;
   dedupeWindowMs: number;
   affinityMs: number;
+  shards: number;
   adminToken: string | null;
   devIngressToken: string | null;
 }
@@ -102,9 +106,14 @@ export function readConfig(env: Env): Config {
   const dedupeWindowMs = ms('DEDUPE_WINDOW_MS', env.DEDUPE_WINDOW_MS, 24 * 60 * 60_000);
   // Long enough for a crashed agent to be restarted (systemd RestartSec=5) and reconnect.
   const affinityMs = env.AFFINITY_MS === '0' ? 0 : ms('AFFINITY_MS', env.AFFINITY_MS, 120_000);
+  let shards = 1;
+  if (env.SHARDS !== undefined && env.SHARDS !== '') {
+    shards = Number(env.SHARDS);
+    if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new ConfigError(`SHARDS: must be an integer from 1 to ${MAX_SHARDS}`);
+  }
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
 }

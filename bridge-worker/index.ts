@@ -2,7 +2,8 @@
 // email() entry point.
 import { handleAdmin } from './admin.ts';
 import { hasToken } from './auth.ts';
-import { handleEmail, queueOf, type IncomingEmail } from './email.ts';
+import { handleEmail, type IncomingEmail } from './email.ts';
+import { allShards, shardStub } from './shards.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
 
@@ -42,6 +43,14 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
   }
 }
 
+/** GET /agent?shard=N: the agent holds one connection per shard (default 0). */
+function agentShard(request: Request, env: Env, shards: number): Promise<Response> | Response {
+  const text = new URL(request.url).searchParams.get('shard') ?? '0';
+  const i = /^[0-9]{1,2}$/.test(text) ? Number(text) : -1;
+  if (i < 0 || i >= shards) return json(404, { error: `no shard ${text}: this relay has ${shards}` });
+  return shardStub(env, i).fetch(request);
+}
+
 export default {
   async fetch(request, env): Promise<Response> {
     let cfg;
@@ -54,12 +63,12 @@ export default {
     const { pathname } = new URL(request.url);
     if (pathname === '/admin' || pathname.startsWith('/admin/')) {
       if (cfg.adminToken === null) return json(404, { error: 'not found' });
-      return handleAdmin(request, cfg.adminToken, queueOf(env));
+      return handleAdmin(request, cfg.adminToken, allShards(env, cfg.shards));
     }
     switch (pathname) {
       case '/agent':
         if (!(await hasToken(request, cfg.agentTokens))) return json(401, { error: 'bad or missing bearer token' });
-        return queueOf(env).fetch(request);
+        return agentShard(request, env, cfg.shards);
       case '/dev/email':
         if (cfg.devIngressToken === null) return json(404, { error: 'not found' });
         return devEmail(request, env, cfg.devIngressToken);
