@@ -1,21 +1,51 @@
 // The edge-agent: keeps one outbound WebSocket to the queue object, forever,
-// and replays each pushed message into the LMTP target.
+// and replays each pushed message into the LMTP target (deliver.ts). Also owns
+// what lives across connections: the journal and its pruning, the target's
+// health, the metrics, and the graceful stop.
 import pRetry from 'p-retry';
-import type { RecipientResult } from '../protocol/wire.ts';
-import { LmtpClient } from '../lmtp-proxy/client.ts';
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
 import type { AgentConfig } from './config.ts';
-import type { InboundMessage } from './inbound.ts';
-import { Journal } from './journal.ts';
+import { Deliverer } from './deliver.ts';
+import { TargetWatch, type TargetStatus } from './health.ts';
+import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
-import { AgentSession } from './session.ts';
-import { traceHeader } from './trace.ts';
+import { AgentMetrics } from './metrics.ts';
+import { probeTarget } from './probe.ts';
+import { AgentSession, type Settled, type Settlement } from './session.ts';
+
+export interface AgentOptions {
+  /** Journal entries older than this are pruned (default 7 days). */
+  journalRetentionMs?: number;
+  /** How often the journal is pruned while running (default 1 h; also once at start). */
+  pruneEveryMs?: number;
+  /** Log each delivery's decoded Subject (default false: no header is ever looked at). */
+  logSubject?: boolean;
+  /** Probe the LMTP target when no delivery talked to it for this long (default 30 s). */
+  probeEveryMs?: number;
+  /** The target counts as up if it answered within this window (default 90 s). */
+  targetFreshMs?: number;
+  /** The clock for journal entries and pruning; tests move it. */
+  now?: () => number;
+}
+
+export interface Health {
+  ok: boolean;
+  session: boolean;
+  target: TargetStatus;
+  /** Why not ok, for people. */
+  reasons: string[];
+}
 
 export interface Agent {
   /** Resolves when the first session is up. */
   readonly connected: Promise<void>;
   readonly stats: AgentStats;
-  /** Stops taking messages, finishes in-flight ones (up to graceMs), disconnects. */
+  readonly metrics: AgentMetrics;
+  health(): Health;
+  /**
+   * Stops taking messages, lets in-flight ones finish (up to graceMs), hands back the rest
+   * (nack shutdown), disconnects. Resolves within about graceMs + 12 s.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -27,80 +57,75 @@ export interface AgentStats {
   fromJournal: number;
 }
 
-async function* withTrace(head: Uint8Array | null, body: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  if (head) yield head;
-  yield* body;
+const EVENT: Record<Settlement, string> = {
+  acked: 'deliver.acked',
+  journal: 'deliver.journal',
+  corrupt: 'deliver.corrupt',
+  unavailable: 'deliver.error',
+  shutdown: 'deliver.handed-back',
+  disconnected: 'deliver.disconnected',
+};
+
+/** One log line per delivery: never content; recipients' addresses only where a result was not delivered. */
+function deliveryFields(s: Settled): Record<string, unknown> {
+  const f: Record<string, unknown> = { id: s.id, attempt: s.attempt, recipients: s.recipients, outcome: s.outcome, bytes: s.bytes, ms: s.ms };
+  if (s.results) {
+    f.results = s.results.map((r) => `${r.outcome}:${r.code}`);
+    const notes = s.results.filter((r) => r.outcome !== 'delivered').map((r) => ({ recipient: r.recipient, text: r.text }));
+    if (notes.length > 0) f.notes = notes;
+  }
+  if (s.error !== null) f.error = s.error;
+  return { ...f, ...s.note };
 }
 
-export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Agent {
+export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts: AgentOptions = {}): Agent {
+  const now = opts.now ?? Date.now;
   const target: Target = parseTarget(cfg.target);
-  const journal = new Journal(stateDir);
-  journal.prune();
+  const journal = new Journal(stateDir, opts.journalRetentionMs ?? JOURNAL_RETENTION_MS);
+  let journalOpen = true;
   const stats: AgentStats = { sessions: 0, delivered: 0, tempfail: 0, permfail: 0, fromJournal: 0 };
-  const idle: LmtpClient[] = [];
   let stopping = false;
   const abort = new AbortController();
   let session: AgentSession | null = null;
   let firstUp: () => void = () => {};
   const connected = new Promise<void>((r) => { firstUp = r; });
 
-  // Deliveries by message id. A delivery outlives the connection it came on: when the
-  // object redelivers the id on a new connection while the old delivery still runs, the
-  // new one waits for it and then answers from the journal, never delivering twice.
-  const deliveries = new Map<string, Promise<unknown>>();
-  const deliver = async (msg: InboundMessage): Promise<RecipientResult[]> => {
-    const id = msg.header.id;
-    const before = deliveries.get(id);
-    const task = (async () => {
-      if (before) {
-        log('deliver.wait', { id, reason: 'still being delivered from an earlier connection' });
-        await before.catch(() => undefined);
-      }
-      return deliverOnce(msg);
-    })();
-    deliveries.set(id, task);
-    try {
-      return await task;
-    } finally {
-      if (deliveries.get(id) === task) deliveries.delete(id);
-    }
-  };
+  const watch = new TargetWatch(() => probeTarget(target, cfg.name), {
+    probeEveryMs: opts.probeEveryMs ?? 30_000, freshMs: opts.targetFreshMs ?? 90_000,
+  });
+  const deliverer = new Deliverer({ cfg, target, journal, watch, log, stats, logSubject: opts.logSubject ?? false, now });
+  const metrics = new AgentMetrics({
+    inFlight: () => deliverer.running,
+    journalEntries: () => (journalOpen ? journal.size() : 0),
+    sessionUp: () => session?.up ?? false,
+    targetUp: () => watch.up(),
+    targetLastOkAt: () => watch.status().lastOkAt,
+  });
+  watch.onProbe = (ok) => metrics.probes.inc(ok ? 'ok' : 'failed');
+  watch.onChange = (ok, error) => log(ok ? 'target.up' : 'target.down', ok ? { target: cfg.target } : { target: cfg.target, error });
 
-  const deliverOnce = async (msg: InboundMessage): Promise<RecipientResult[]> => {
-    const h = msg.header;
-    const known = journal.lookup(h.id, h.recipients);
-    const todo = h.recipients.filter((r) => !known.has(r));
-    let fresh: RecipientResult[] = [];
-    if (todo.length === 0) {
-      msg.abandon();
-      stats.fromJournal++;
-      log('deliver.journal', { id: h.id, recipients: h.recipients.length });
-    } else {
-      // Idle connections are kept (one per parallel delivery) and reused after an RSET.
-      const client = idle.pop() ?? new LmtpClient(target, { localName: cfg.name });
-      try {
-        const head = cfg.traceHeader ? traceHeader(cfg.name, h) : null;
-        fresh = await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, msg), {
-          size: h.size + (head?.byteLength ?? 0),
-          eightBit: true,
-        });
-      } finally {
-        idle.push(client);
-      }
-      // Journal before the ack: from here on a redelivery is answered from the journal.
-      if (!msg.failure) journal.record(h.id, fresh);
-      for (const r of fresh) stats[r.outcome === 'delivered' ? 'delivered' : r.outcome]++;
-    }
-    return h.recipients.map((r) => known.get(r) ?? fresh.find((x) => x.recipient === r) ?? {
-      recipient: r, code: 0, enhanced: null, text: 'no result from the LMTP client', outcome: 'tempfail',
-    });
+  const prune = (): void => {
+    if (!journalOpen) return;
+    const removed = journal.prune(now());
+    if (removed === 0) return;
+    metrics.pruned.inc('', removed);
+    log('journal.pruned', { removed, entries: journal.size() });
+  };
+  prune();
+  const pruner = setInterval(prune, opts.pruneEveryMs ?? 60 * 60_000);
+  pruner.unref();
+  watch.start();
+
+  const settled = (s: Settled): void => {
+    metrics.settled(s);
+    log(EVENT[s.outcome], deliveryFields(s));
   };
 
   const loop = async (): Promise<void> => {
     while (!stopping) {
       const s = await pRetry(async () => {
         if (stopping) return null;
-        const next = new AgentSession(cfg, deliver, log);
+        const next = new AgentSession(cfg, deliverer.deliver, log, settled);
         session = next;
         await next.ready;
         return next;
@@ -111,29 +136,52 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger): Age
         factor: 2,
         randomize: true,
         signal: abort.signal,
-        onFailedAttempt: ({ error, attemptNumber }) => log('connect.failed', { attempt: attemptNumber, error: error.message }),
+        onFailedAttempt: ({ error, attemptNumber }) => {
+          metrics.connectFailures.inc();
+          log('connect.failed', { attempt: attemptNumber, error: error.message });
+        },
       }).catch(() => null);
       if (!s) break;
       stats.sessions++;
+      metrics.sessions.inc();
+      if (stats.sessions > 1) metrics.reconnects.inc();
       firstUp();
       const end = await s.closed;
-      log('session.closed', { code: end.code, reason: end.reason });
+      if (end.heartbeatLost) metrics.heartbeatLost.inc();
+      log('session.closed', { code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost });
     }
   };
   const running = loop();
   let stopped: Promise<void> | undefined;  // stop() is idempotent
 
+  const health = (): Health => {
+    const up = session?.up ?? false;
+    const target = watch.status();
+    const reasons: string[] = [];
+    if (!up) reasons.push('no WebSocket session to the queue');
+    if (!target.ok) {
+      const last = target.lastOkAt === null ? 'never' : new Date(target.lastOkAt).toISOString();
+      reasons.push(`LMTP target not answering (${target.error ?? 'no answer recently'}; last answered: ${last})`);
+    }
+    return { ok: reasons.length === 0, session: up, target, reasons };
+  };
+
   return {
     connected,
     stats,
+    metrics,
+    health,
     stop(graceMs = 30_000) {
       stopped ??= (async () => {
         stopping = true;
         abort.abort(new Error('agent stopping'));
+        clearInterval(pruner);
+        watch.stop();
         const s: AgentSession | null = session;
         if (s) await s.close(graceMs);
         await running;
-        await Promise.all(idle.splice(0).map((c) => c.close()));
+        await deliverer.close();
+        journalOpen = false;
         journal.close();
         log('agent.stopped', { ...stats });
       })();

@@ -18,6 +18,8 @@ export class InboundMessage implements AsyncIterable<Uint8Array> {
   #ended = false;
   #failed: TransferError | null = null;
   #abandoned = false;
+  /** Set by abort(): the next read throws this instead of returning more bytes. */
+  #abort: TransferError | null = null;
   #wake: (() => void) | null = null;
   #endSeen: () => void = () => {};
   /** Resolves once the end frame arrived (or the transfer failed): only then may an ack go out. */
@@ -71,6 +73,17 @@ export class InboundMessage implements AsyncIterable<Uint8Array> {
     return this.#failed;
   }
 
+  /**
+   * Stops the consumer at its next read, even after a complete transfer: the LMTP client then
+   * never sends the final dot. A consumer that already read everything is not affected (its
+   * final dot may be out; the delivery's results still count). Used to hand a message back.
+   */
+  abort(why: string): void {
+    if (!this.#ended) return this.fail(why);
+    this.#abort ??= new TransferError(why);
+    this.#notify();
+  }
+
   /** The consumer stopped reading (e.g. every recipient refused): drain the rest, granting credit. */
   abandon(): void {
     if (this.#abandoned) return;
@@ -90,6 +103,11 @@ export class InboundMessage implements AsyncIterable<Uint8Array> {
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     try {
       for (;;) {
+        if (this.#abort) {
+          // Counts as a failed transfer only now that it actually cut the body short.
+          this.#failed ??= this.#abort;
+          throw this.#abort;
+        }
         const next = this.#queue.shift();
         if (next) {
           this.#grant(next.byteLength);

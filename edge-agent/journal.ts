@@ -3,17 +3,24 @@
 // the ack goes out, so a message redelivered after a crash or a lost ack is
 // answered from here instead of being delivered twice. Temporary failures are
 // not journaled: those recipients must be tried again.
+//
+// Entries are pruned after the retention window. It must be longer than the
+// time the queue object may still redeliver a message (its MAX_AGE_MS, 5 days
+// by default): a redelivery of a forgotten id would be stored a second time.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { RecipientResult } from '../protocol/wire.ts';
 
-export const JOURNAL_RETENTION_MS = 7 * 24 * 60 * 60_000;
+export const DAY_MS = 24 * 60 * 60_000;
+export const JOURNAL_RETENTION_MS = 7 * DAY_MS;
 
 export class Journal {
   readonly #db: DatabaseSync;
+  readonly retentionMs: number;
 
-  constructor(stateDir: string) {
+  constructor(stateDir: string, retentionMs = JOURNAL_RETENTION_MS) {
+    this.retentionMs = retentionMs;
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     this.#db = new DatabaseSync(join(stateDir, 'journal.sqlite'));
     this.#db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
@@ -45,8 +52,9 @@ export class Journal {
     }
   }
 
+  /** Forgets entries older than the retention window; returns how many. */
   prune(now = Date.now()): number {
-    return Number(this.#db.prepare('DELETE FROM results WHERE at < ?').run(now - JOURNAL_RETENTION_MS).changes);
+    return Number(this.#db.prepare('DELETE FROM results WHERE at < ?').run(now - this.retentionMs).changes);
   }
 
   size(): number {

@@ -1,79 +1,77 @@
-// The edge-agent daemon: `npm run agent` or `node edge-agent/main.ts`.
-// Configured from the environment (a config file comes with issue #5); a bad value
-// exits with code 2 and a message naming it. SIGTERM/SIGINT stop it gracefully.
-import { readFileSync } from 'node:fs';
-import { startAgent } from './agent.ts';
-import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
+// The edge-agent daemon: `node edge-agent/main.ts [--config <file>]` (`npm run agent`).
+// Settings: the JSON file (default /etc/mailbridge/agent.json, skipped if absent)
+// with MAILBRIDGE_* environment overrides (settings.ts). A bad setting exits with
+// code 2 and a message naming it. SIGTERM/SIGINT stop it gracefully, exit 0.
+import { parseArgs } from 'node:util';
+import type { Agent } from './agent.ts';
+import { ConfigError } from './config.ts';
+import type { HttpServer } from './http.ts';
 import { jsonLogger } from './log.ts';
-
-const ENV = 'MAILBRIDGE_';
+import { loadSettings, type DaemonSettings } from './settings.ts';
 
 function fail(msg: string): never {
   process.stderr.write(`mailbridge-agent: ${msg}\n`);
   process.exit(2);
 }
 
-function int(name: string): number | undefined {
-  const v = process.env[ENV + name];
-  if (v === undefined || v === '') return undefined;
-  if (!/^[0-9]+$/.test(v)) fail(`${ENV}${name}: not a whole number: ${JSON.stringify(v)}`);
-  return Number(v);
-}
-
-function token(): string {
-  const file = process.env[`${ENV}TOKEN_FILE`];
-  if (file) {
-    try {
-      return readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      fail(`${ENV}TOKEN_FILE: cannot read ${file}: ${(err as Error).message}`);
-    }
-  }
-  return process.env[`${ENV}TOKEN`] ?? fail(`${ENV}TOKEN or ${ENV}TOKEN_FILE must be set`);
-}
-
-function config(): AgentConfig {
-  const e = process.env;
-  const input: Parameters<typeof validateConfig>[0] = {
-    workerUrl: e[`${ENV}WORKER_URL`] ?? fail(`${ENV}WORKER_URL must be set (wss://<your worker>/agent)`),
-    token: token(),
-    target: e[`${ENV}TARGET`] || 'lmtp+unix:/var/run/dovecot/lmtp',
-  };
-  if (e[`${ENV}NAME`]) input.name = e[`${ENV}NAME`];
-  const concurrency = int('CONCURRENCY');
-  if (concurrency !== undefined) input.concurrency = concurrency;
-  const heartbeatMs = int('HEARTBEAT_MS');
-  if (heartbeatMs !== undefined) input.heartbeatMs = heartbeatMs;
+function settings(): DaemonSettings {
   try {
-    return validateConfig(input);
+    const { values } = parseArgs({ options: { config: { type: 'string' } }, strict: true, allowPositionals: false });
+    return loadSettings(values.config, process.env);
   } catch (err) {
-    // 'workerUrl: ...' -> 'MAILBRIDGE_WORKER_URL: ...', the name the user set.
-    if (err instanceof ConfigError) fail(err.message.replace(/^(\w+):/, (_, k: string) => `${ENV}${k.replace(/[A-Z]/g, '_$&').toUpperCase()}:`));
+    if (err instanceof ConfigError) fail(err.message);
+    // parseArgs: an unknown option or a missing value.
+    if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) fail(`${err.message} (usage: main.ts [--config <file>])`);
     throw err;
   }
 }
 
-const cfg = config();
-const stateDir = process.env[`${ENV}STATE_DIR`] || '/var/lib/mailbridge';
+const s = settings();
+// Loaded after the settings are known good: a bad setting answers at once.
+const { startAgent } = await import('./agent.ts');
+const { startHttpServer } = await import('./http.ts');
+const { DAY_MS } = await import('./journal.ts');
 const log = jsonLogger();
-let agent;
+let agent: Agent;
 try {
-  agent = startAgent(cfg, stateDir, log);
+  agent = startAgent(s.agent, s.stateDir, log, {
+    journalRetentionMs: s.journalRetentionDays * DAY_MS,
+    logSubject: s.logSubject,
+  });
 } catch (err) {
   fail(`cannot start: ${(err as Error).message}`);
 }
-log('agent.started', { name: cfg.name, target: cfg.target, stateDir });
+log('agent.started', {
+  name: s.agent.name, target: s.agent.target, stateDir: s.stateDir, config: s.file ?? 'environment',
+  concurrency: s.agent.concurrency, http: s.http ? `${s.http.host}:${s.http.port}` : 'off',
+});
+
+// Monitoring is secondary to mail: if the port is taken, say so and keep delivering.
+let http: HttpServer | null = null;
+if (s.http) {
+  startHttpServer(s.http, { health: () => agent.health(), metrics: () => agent.metrics.render() }, log).then(
+    (h) => { http = h; },
+    (err: unknown) => log('http.failed', { host: s.http?.host, port: s.http?.port, error: (err as Error).message }),
+  );
+}
 
 let stopping = false;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     if (stopping) process.exit(130);
     stopping = true;
-    log('agent.stopping', { signal: sig });
-    // In-flight deliveries get 20 s to finish; the rest is nacked or released and redelivered.
-    agent.stop(20_000).then(() => process.exit(0), (err: unknown) => {
-      process.stderr.write(`mailbridge-agent: stop failed: ${String(err)}\n`);
+    log('agent.stopping', { signal: sig, graceMs: s.stopGraceMs });
+    // Belt and braces: every step of stop() is bounded, but exit even if one is not.
+    setTimeout(() => {
+      log('agent.stop-timeout', {});
       process.exit(1);
-    });
+    }, s.stopGraceMs + 20_000).unref();
+    // In-flight deliveries get stopGraceMs to finish; the rest is nacked (shutdown) and redelivered.
+    agent.stop(s.stopGraceMs)
+      .then(() => http?.close())
+      .then(() => process.exit(0), (err: unknown) => {
+        process.stderr.write(`mailbridge-agent: stop failed: ${String(err)}\n`);
+        process.exit(1);
+      });
   });
 }

@@ -10,36 +10,90 @@ import type { AgentConfig } from './config.ts';
 import { InboundMessage } from './inbound.ts';
 import type { Logger } from './log.ts';
 
-/** Delivers one message; resolves with one final result per recipient. */
-export type Deliver = (msg: InboundMessage) => Promise<RecipientResult[]>;
+/** What a delivery produced: one final result per recipient. */
+export interface Delivered {
+  results: RecipientResult[];
+  /** Every recipient was answered from the journal: no LMTP delivery happened. */
+  fromJournal: boolean;
+  /** Extra fields for the delivery's log line (the Subject, when enabled). */
+  note?: Record<string, unknown>;
+}
 
-export interface SessionEnd { code: number; reason: string }
+/** Delivers one message. Throws only for a local fault (then the message is handed back). */
+export type Deliver = (msg: InboundMessage) => Promise<Delivered>;
+
+/**
+ * How a message left this connection: acked after an LMTP delivery, acked from the journal,
+ * nacked (corrupt transfer, local fault, shutdown), or not answered because the socket was gone.
+ */
+export type Settlement = 'acked' | 'journal' | 'corrupt' | 'unavailable' | 'shutdown' | 'disconnected';
+export const SETTLEMENTS: readonly Settlement[] = ['acked', 'journal', 'corrupt', 'unavailable', 'shutdown', 'disconnected'];
+
+export interface Settled {
+  id: string;
+  attempt: number;
+  recipients: number;
+  /** The message's size (trace header not counted). */
+  bytes: number;
+  /** From the message frame to the answer. */
+  ms: number;
+  outcome: Settlement;
+  /** Per-recipient results, when a delivery ran to its end. */
+  results: RecipientResult[] | null;
+  error: string | null;
+  note: Record<string, unknown>;
+}
+
+export interface SessionEnd {
+  code: number;
+  reason: string;
+  /** The agent dropped the connection because the heartbeat went unanswered. */
+  heartbeatLost: boolean;
+}
+
+interface Active {
+  inbound: InboundMessage;
+  started: number;
+  /** A nack shutdown went out: whatever the delivery does now, no ack follows. */
+  handedBack: boolean;
+}
+
+/** After the grace period, how long handed-back deliveries get to unwind (and journal a late 250). */
+export const HAND_BACK_MS = 5_000;
+/** Missed heartbeat intervals (no frame at all from the object) before the socket is dropped. */
+const MISSED_BEATS = 3;
 
 export class AgentSession {
   readonly #cfg: AgentConfig;
   readonly #deliver: Deliver;
   readonly #log: Logger;
+  readonly #onSettled: (s: Settled) => void;
   readonly #ws: WebSocket;
   #session: string | null = null;
   #current: InboundMessage | null = null;
   /** After a nack mid-stream, chunks of that message still on the wire are dropped. */
   #discarding = false;
   #pendingGrant = 0;
-  #lastPong = Date.now();
-  #heartbeat: NodeJS.Timeout | null = null;
+  #lastSeen = Date.now();
+  #pinger: NodeJS.Timeout | null = null;
+  #deadline: NodeJS.Timeout | null = null;
+  #heartbeatLost = false;
   #stopping = false;
-  readonly #inFlight = new Set<Promise<void>>();
+  #closed = false;
+  readonly #active = new Map<Promise<void>, Active>();
   readonly closed: Promise<SessionEnd>;
   readonly ready: Promise<string>;
 
-  constructor(cfg: AgentConfig, deliver: Deliver, log: Logger) {
+  constructor(cfg: AgentConfig, deliver: Deliver, log: Logger, onSettled: (s: Settled) => void = () => {}) {
     this.#cfg = cfg;
     this.#deliver = deliver;
     this.#log = log;
+    this.#onSettled = onSettled;
     this.#ws = new WebSocket(cfg.workerUrl, {
       headers: { Authorization: `Bearer ${cfg.token}` },
       maxPayload: 2 * 1024 * 1024,
-      handshakeTimeout: 30_000,
+      // A path that swallows the upgrade (half-open network) must not hold the reconnect loop long.
+      handshakeTimeout: 10_000,
     });
     let readyOk: (s: string) => void = () => {};
     let readyFail: (e: Error) => void = () => {};
@@ -47,10 +101,12 @@ export class AgentSession {
     this.ready.catch(() => {});
     this.closed = new Promise((resolve) => {
       this.#ws.on('close', (code, reason) => {
-        if (this.#heartbeat) clearInterval(this.#heartbeat);
+        this.#closed = true;
+        if (this.#pinger) clearInterval(this.#pinger);
+        if (this.#deadline) clearTimeout(this.#deadline);
         this.#current?.fail('connection closed');
         this.#current = null;
-        const end = { code, reason: reason.toString('utf8') };
+        const end = { code, reason: reason.toString('utf8'), heartbeatLost: this.#heartbeatLost };
         readyFail(new Error(`connection closed before welcome: ${end.code} ${end.reason}`));
         resolve(end);
       });
@@ -67,16 +123,19 @@ export class AgentSession {
     });
     this.#ws.on('open', () => {
       this.#send({ type: FRAME.HELLO, v: PROTOCOL_VERSION, agent: cfg.name, window: cfg.concurrency, credit: cfg.creditBytes });
-      this.#heartbeat = setInterval(() => this.#beat(), cfg.heartbeatMs);
+      this.#lastSeen = Date.now();
+      this.#pinger = setInterval(() => { if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(PING); }, cfg.heartbeatMs);
+      // A silently dead path (NAT state gone, packets dropped) never closes the socket by itself.
+      // Any frame from the object proves it alive; none for MISSED_BEATS intervals means dead.
+      this.#deadline = setTimeout(() => this.#lost(), MISSED_BEATS * cfg.heartbeatMs);
     });
     this.#ws.on('message', (data, isBinary) => {
+      this.#lastSeen = Date.now();
+      this.#deadline?.refresh();
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       if (isBinary) return this.#onChunk(buf);
       const text = buf.toString('utf8');
-      if (text === PONG) {
-        this.#lastPong = Date.now();
-        return;
-      }
+      if (text === PONG) return;
       const frame = parseObjectFrame(text);
       if (!frame) return this.#violation('malformed or unknown frame');
       switch (frame.type) {
@@ -102,7 +161,12 @@ export class AgentSession {
   }
 
   get inFlight(): number {
-    return this.#inFlight.size;
+    return this.#active.size;
+  }
+
+  /** Welcomed and not closed. */
+  get up(): boolean {
+    return this.#session !== null && !this.#closed;
   }
 
   #onMessage(header: MessageFrame): void {
@@ -113,21 +177,26 @@ export class AgentSession {
       // Hand it straight back; its chunks already on the wire are dropped.
       this.#send({ type: FRAME.NACK, id: header.id, reason: 'shutdown', text: 'agent stopping' });
       this.#discarding = true;
+      this.#onSettled({
+        id: header.id, attempt: header.attempt, recipients: header.recipients.length, bytes: header.size, ms: 0,
+        outcome: 'shutdown', results: null, error: null, note: {},
+      });
       return;
     }
     const inbound = new InboundMessage(header, (n) => this.#grant(n));
     this.#current = inbound;
-    const task = this.#run(inbound).finally(() => this.#inFlight.delete(task));
-    this.#inFlight.add(task);
+    const active: Active = { inbound, started: Date.now(), handedBack: false };
+    const task: Promise<void> = this.#run(active).finally(() => this.#active.delete(task));
+    this.#active.set(task, active);
   }
 
-  async #run(inbound: InboundMessage): Promise<void> {
-    const { id } = inbound.header;
-    const started = Date.now();
-    let results: RecipientResult[] | null = null;
-    let error = '';
+  async #run(d: Active): Promise<void> {
+    const { inbound } = d;
+    const h = inbound.header;
+    let delivered: Delivered | null = null;
+    let error: string | null = null;
     try {
-      results = await this.#deliver(inbound);
+      delivered = await this.#deliver(inbound);
     } catch (err) {
       // A local fault (e.g. the journal's disk): hand the message back, never ack.
       error = err instanceof Error ? err.message : String(err);
@@ -135,20 +204,48 @@ export class AgentSession {
       inbound.abandon();
     }
     await inbound.ended;
-    if (results === null) {
-      this.#log('deliver.error', { id, error });
-      this.#send({ type: FRAME.NACK, id, reason: 'unavailable', text: error.slice(0, 1000) });
+    if (d.handedBack) {
+      // Reported when its nack went out. If Dovecot answered after all, the journal has it.
+      if (delivered) this.#log('deliver.after-hand-back', { id: h.id, results: delivered.results.map((r) => `${r.outcome}:${r.code}`) });
       return;
     }
-    if (inbound.failure) {
-      this.#log('deliver.corrupt', { id, error: inbound.failure.message });
-      this.#send({ type: FRAME.NACK, id, reason: 'corrupt', text: inbound.failure.message.slice(0, 1000) });
-      return;
+    let outcome: Settlement;
+    if (this.#ws.readyState !== WebSocket.OPEN) outcome = 'disconnected';
+    else if (delivered === null) {
+      this.#send({ type: FRAME.NACK, id: h.id, reason: 'unavailable', text: (error ?? '').slice(0, 1000) });
+      outcome = 'unavailable';
+    } else if (inbound.failure) {
+      error = inbound.failure.message;
+      this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, 1000) });
+      outcome = 'corrupt';
+    } else {
+      this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results });
+      outcome = delivered.fromJournal ? 'journal' : 'acked';
     }
-    this.#send({ type: FRAME.ACK, id, results });
-    this.#log('deliver.acked', {
-      id, attempt: inbound.header.attempt, bytes: inbound.header.size, ms: Date.now() - started,
-      outcomes: results.map((r) => `${r.outcome}:${r.code}`),
+    this.#onSettled({
+      id: h.id, attempt: h.attempt, recipients: h.recipients.length, bytes: h.size, ms: Date.now() - d.started,
+      outcome, results: delivered?.results ?? null, error: error ?? inbound.failure?.message ?? null, note: delivered?.note ?? {},
+    });
+  }
+
+  /** Gives an in-flight message back to the object (nack shutdown) and stops its LMTP body. */
+  #handBack(d: Active): void {
+    if (d.handedBack) return;
+    d.handedBack = true;
+    if (this.#current === d.inbound) {
+      // The object stops sending its chunks on the nack; whatever is already on the wire is dropped.
+      this.#current = null;
+      this.#discarding = true;
+    }
+    // The LMTP client fails at its next read and never sends the final dot. A delivery already
+    // past its final dot may still get Dovecot's 250: the journal records it, so the
+    // redelivery this nack causes is answered from the journal.
+    d.inbound.abort('agent stopping: message handed back');
+    const h = d.inbound.header;
+    this.#send({ type: FRAME.NACK, id: h.id, reason: 'shutdown', text: 'agent stopping' });
+    this.#onSettled({
+      id: h.id, attempt: h.attempt, recipients: h.recipients.length, bytes: h.size, ms: Date.now() - d.started,
+      outcome: 'shutdown', results: null, error: null, note: {},
     });
   }
 
@@ -170,17 +267,16 @@ export class AgentSession {
     }
   }
 
-  #beat(): void {
-    if (Date.now() - this.#lastPong > 3 * this.#cfg.heartbeatMs) {
-      this.#log('heartbeat.lost', { session: this.#session, silentMs: Date.now() - this.#lastPong });
-      this.#ws.terminate();
-      return;
-    }
-    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(PING);
+  #lost(): void {
+    this.#heartbeatLost = true;
+    this.#log('heartbeat.lost', { session: this.#session, silentMs: Date.now() - this.#lastSeen });
+    this.#ws.terminate();
   }
 
-  #send(frame: AgentFrame): void {
-    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(encodeFrame(frame));
+  #send(frame: AgentFrame): boolean {
+    if (this.#ws.readyState !== WebSocket.OPEN) return false;
+    this.#ws.send(encodeFrame(frame));
+    return true;
   }
 
   #violation(why: string): void {
@@ -188,11 +284,28 @@ export class AgentSession {
     this.#ws.close(1008, why);
   }
 
-  /** Waits for in-flight deliveries (up to `ms`), then closes the socket. */
-  async close(ms: number): Promise<SessionEnd> {
+  /** Resolves true when every in-flight delivery settled within `ms`. */
+  async #settleWithin(ms: number): Promise<boolean> {
+    if (this.#active.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((r) => { timer = setTimeout(() => r(false), ms); });
+    const all = Promise.allSettled([...this.#active.keys()]).then(() => true);
+    const ok = await Promise.race([all, timeout]);
+    clearTimeout(timer);
+    return ok && this.#active.size === 0;
+  }
+
+  /**
+   * Graceful stop: takes no new message (each is nacked `shutdown` at once), lets in-flight
+   * deliveries finish for up to `graceMs`, hands back the rest, gives them `handBackMs` to
+   * unwind, then closes the socket. Bounded by graceMs + handBackMs + 5 s.
+   */
+  async close(graceMs: number, handBackMs = HAND_BACK_MS): Promise<SessionEnd> {
     this.#stopping = true;
-    const all = Promise.allSettled([...this.#inFlight]);
-    await Promise.race([all, new Promise((r) => setTimeout(r, ms).unref())]);
+    if (!(await this.#settleWithin(graceMs))) {
+      for (const d of this.#active.values()) this.#handBack(d);
+      await this.#settleWithin(handBackMs);
+    }
     this.#ws.close(1000, 'agent stopping');
     const timer = setTimeout(() => this.#ws.terminate(), 5_000);
     const end = await this.closed;

@@ -1,82 +1,16 @@
-// The edge-agent against a scripted queue object (a plain WebSocket server that
-// speaks wire frames by hand, so it can send what the real object never would:
-// corrupt transfers, redeliveries of an acked id) and the real embedded LMTP target.
+// The edge-agent against a scripted queue object (scripted-object.ts: it can send
+// what the real object never would: corrupt transfers, redeliveries of an acked
+// id) and the real embedded LMTP target.
 import t, { type Test } from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { startAgent, type Agent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
 import { jsonLogger, silentLogger } from '../../edge-agent/log.ts';
 import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
-import {
-  encodeFrame, parseAgentFrame, PING, PONG, PROTOCOL_VERSION,
-  type AgentFrame, type MessageFrame,
-} from '../../protocol/wire.ts';
 import { maildirNew, splitTrace, waitFor } from '../helpers/mail.ts';
-
-const TOKEN = 'test-token-0123456789abcdef';
-
-/** One agent connection as the object sees it. */
-interface Conn { ws: WebSocket; frames: AgentFrame[]; next(type: AgentFrame['type']): Promise<AgentFrame> }
-
-async function scriptedObject(t: Test) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise((r) => wss.once('listening', r));
-  const conns: Conn[] = [];
-  const waiting: ((c: Conn) => void)[] = [];
-  wss.on('connection', (ws, req) => {
-    if (req.headers.authorization !== `Bearer ${TOKEN}`) return ws.close(1008, 'token');
-    const frames: AgentFrame[] = [];
-    let wake: (() => void) | null = null;
-    const conn: Conn = {
-      ws, frames,
-      async next(type) {
-        const until = Date.now() + 10_000;
-        for (;;) {
-          if (Date.now() > until) throw new Error(`no ${type} frame within 10 s`);
-          const i = frames.findIndex((f) => f.type === type);
-          if (i >= 0) return frames.splice(i, 1)[0] as AgentFrame;
-          await new Promise<void>((r) => { wake = r; setTimeout(r, 200); });
-        }
-      },
-    };
-    ws.on('message', (data, binary) => {
-      const text = String(data);
-      if (binary) return;
-      if (text === PING) return ws.send(PONG);
-      const f = parseAgentFrame(text);
-      if (!f) return ws.close(1008, 'bad frame');
-      if (f.type === 'hello') {
-        ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: randomBytes(16).toString('hex'), window: f.window, maxChunk: 1 << 20 }));
-        conns.push(conn);
-        waiting.shift()?.(conn);
-      } else frames.push(f);
-      wake?.();
-    });
-  });
-  t.teardown(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
-  const port = (wss.address() as { port: number }).port;
-  return {
-    url: `ws://127.0.0.1:${port}/agent`,
-    /** The next connection, once it has its welcome. */
-    connection: (): Promise<Conn> => new Promise((r) => waiting.push(r)),
-  };
-}
-
-function header(id: string, body: Buffer, recipients: string[], attempt = 1, sha = createHash('sha256').update(body).digest('hex')): MessageFrame {
-  return { type: 'message', id, attempt, sender: 's@example.net', recipients, size: body.byteLength, sha256: sha, receivedAt: Date.UTC(2026, 10, 28, 12) };
-}
-
-/** Sends a message as the object does: header, binary chunks, end. */
-function push(c: Conn, h: MessageFrame, body: Buffer, chunk = 1000): void {
-  c.ws.send(encodeFrame(h));
-  let n = 0;
-  for (let i = 0; i < body.byteLength; i += chunk, n++) c.ws.send(body.subarray(i, i + chunk), { binary: true });
-  c.ws.send(encodeFrame({ type: 'end', id: h.id, chunks: n }));
-}
+import { header, push, scriptedObject, TOKEN } from './scripted-object.ts';
 
 async function setup(t: Test, stateDir?: string) {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-agent-'));

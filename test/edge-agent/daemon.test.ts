@@ -1,28 +1,17 @@
 // The agent as a process, the way systemd runs it: configured from the
-// environment, connected to the real Worker in workerd, stopped with SIGTERM.
+// environment alone (no config file), connected to the real Worker in workerd,
+// stopped with SIGTERM.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
-import { maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
+import { drained, maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
+import { runAgent } from './agent-process.ts';
+import { metric, poll } from './in-process.ts';
 
-const MAIN = fileURLToPath(new URL('../../edge-agent/main.ts', import.meta.url));
-
-function run(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN], {
-    env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });
-  child.stderr.on('data', (c: Buffer) => { stderr += c.toString('utf8'); });
-  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return { child, exit, out: () => stdout, err: () => stderr };
-}
+const run = (env: Record<string, string>) => runAgent(env);
 
 t.test('bad configuration: exit code 2 and a message naming the variable', async (t) => {
   const base = { MAILBRIDGE_WORKER_URL: 'wss://relay.example.workers.dev/agent', MAILBRIDGE_TOKEN: AGENT_TOKEN };
@@ -54,6 +43,7 @@ t.test('delivers from the real Worker, then stops on SIGTERM with exit 0', async
   const p = run({
     MAILBRIDGE_WORKER_URL: worker.agentUrl(), MAILBRIDGE_TOKEN_FILE: join(dir, 'token'),
     MAILBRIDGE_TARGET: target.url, MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_NAME: 'dell',
+    MAILBRIDGE_HTTP: '127.0.0.1:0',
   });
   t.teardown(() => { p.child.kill('SIGKILL'); });
   const raw = shiftJisMessage('daemon-1');
@@ -70,4 +60,44 @@ t.test('delivers from the real Worker, then stops on SIGTERM with exit 0', async
   const events = p.out().trim().split('\n').map((l) => (JSON.parse(l) as { event: string }).event);
   t.same(events.filter((e) => e.startsWith('agent.')), ['agent.started', 'agent.stopping', 'agent.stopped']);
   t.equal(p.err(), '', 'nothing on stderr');
+});
+
+t.test('reconnects after the Worker restarts; /healthz and /metrics tell what happened', async (t) => {
+  const worker = await startTestWorker();
+  t.teardown(() => worker.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
+  t.teardown(() => target.close());
+  const p = runAgent({
+    MAILBRIDGE_WORKER_URL: worker.agentUrl(), MAILBRIDGE_TOKEN: AGENT_TOKEN, MAILBRIDGE_TARGET: target.url,
+    MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_HTTP: '127.0.0.1:0', MAILBRIDGE_MAX_RECONNECT_MS: '1000',
+  });
+  t.teardown(() => { p.child.kill('SIGKILL'); });
+  const { port } = await p.waitEvent('http.listening');
+  const get = async (path: string) => {
+    const res = await fetch(`http://127.0.0.1:${String(port)}${path}`);
+    return { status: res.status, text: await res.text() };
+  };
+  await poll('/healthz 200', () => get('/healthz'), (r) => r.status === 200);
+  const box = join(target.root, 'alice@example.test');
+
+  t.equal((await worker.post('s@example.net', 'alice@example.test', shiftJisMessage('restart-1'))).status, 200);
+  await waitFor('first message', () => maildirNew(box), 1);
+  await worker.rt.restart();  // same storage, same port: the edge came back
+  await p.waitEvent('session.closed');
+  await p.waitEvent('session.ready', () => p.events().filter((e) => e.event === 'session.ready').length === 2);
+  t.equal((await worker.post('s@example.net', 'alice@example.test', shiftJisMessage('restart-2'))).status, 200);
+  await waitFor('second message', () => maildirNew(box), 2);
+  await drained(() => worker.summary());
+  t.equal((await maildirNew(box)).length, 2, 'each once');
+
+  t.match(await get('/healthz'), { status: 200, text: /"ok":true/ });
+  const m = (await get('/metrics')).text;
+  t.equal(metric(m, 'mailbridge_agent_sessions_total'), 2);
+  t.equal(metric(m, 'mailbridge_agent_reconnects_total'), 1);
+  t.equal(metric(m, 'mailbridge_agent_messages_total{outcome="acked"}'), 2);
+  t.equal(metric(m, 'mailbridge_agent_recipients_total{outcome="delivered"}'), 2);
+  p.child.kill('SIGTERM');
+  t.equal(await p.exit, 0);
 });

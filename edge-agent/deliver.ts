@@ -1,0 +1,134 @@
+// One message into the LMTP target, exactly once: the journal answers ids it
+// already knows; otherwise the message streams into an (idle, reused) LMTP
+// connection behind the trace header, and the final results are journaled
+// before the caller may ack them.
+import type { RecipientResult } from '../protocol/wire.ts';
+import { LmtpClient } from '../lmtp-proxy/client.ts';
+import type { Target } from '../lmtp-proxy/target.ts';
+import type { AgentConfig } from './config.ts';
+import type { TargetWatch } from './health.ts';
+import type { InboundMessage } from './inbound.ts';
+import type { Journal } from './journal.ts';
+import type { Logger } from './log.ts';
+import type { Delivered } from './session.ts';
+import { tapHeaders } from './subject.ts';
+import { traceHeader } from './trace.ts';
+
+export interface DeliveryStats {
+  delivered: number;
+  tempfail: number;
+  permfail: number;
+  fromJournal: number;
+}
+
+async function* withTrace(head: Uint8Array | null, body: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  if (head) yield head;
+  yield* body;
+}
+
+export class Deliverer {
+  readonly #cfg: AgentConfig;
+  readonly #target: Target;
+  readonly #journal: Journal;
+  readonly #watch: TargetWatch;
+  readonly #log: Logger;
+  readonly #stats: DeliveryStats;
+  readonly #logSubject: boolean;
+  readonly #now: () => number;
+  /** Idle connections, one per parallel delivery at most, reused after an RSET. */
+  readonly #idle: LmtpClient[] = [];
+  /**
+   * Deliveries by message id. A delivery outlives the connection it came on: when the
+   * object redelivers the id on a new connection while the old delivery still runs, the
+   * new one waits for it and then answers from the journal, never delivering twice.
+   */
+  readonly #running = new Map<string, Promise<unknown>>();
+  #closed = false;
+
+  constructor(o: {
+    cfg: AgentConfig; target: Target; journal: Journal; watch: TargetWatch; log: Logger;
+    stats: DeliveryStats; logSubject: boolean; now: () => number;
+  }) {
+    this.#cfg = o.cfg;
+    this.#target = o.target;
+    this.#journal = o.journal;
+    this.#watch = o.watch;
+    this.#log = o.log;
+    this.#stats = o.stats;
+    this.#logSubject = o.logSubject;
+    this.#now = o.now;
+  }
+
+  /** Deliveries running now, also those that outlived their connection. */
+  get running(): number {
+    return this.#running.size;
+  }
+
+  readonly deliver = async (msg: InboundMessage): Promise<Delivered> => {
+    const id = msg.header.id;
+    const before = this.#running.get(id);
+    const task = (async () => {
+      if (before) {
+        this.#log('deliver.wait', { id, reason: 'still being delivered from an earlier connection' });
+        await before.catch(() => undefined);
+      }
+      return this.#once(msg);
+    })();
+    this.#running.set(id, task);
+    try {
+      return await task;
+    } finally {
+      if (this.#running.get(id) === task) this.#running.delete(id);
+    }
+  };
+
+  async #once(msg: InboundMessage): Promise<Delivered> {
+    const h = msg.header;
+    if (this.#closed) throw new Error('agent stopped');
+    const known = this.#journal.lookup(h.id, h.recipients);
+    const todo = h.recipients.filter((r) => !known.has(r));
+    const answer = (fresh: RecipientResult[]): RecipientResult[] => h.recipients.map((r) => known.get(r) ?? fresh.find((x) => x.recipient === r) ?? {
+      recipient: r, code: 0, enhanced: null, text: 'no result from the LMTP client', outcome: 'tempfail',
+    });
+    if (todo.length === 0) {
+      msg.abandon();
+      this.#stats.fromJournal++;
+      return { results: answer([]), fromJournal: true };
+    }
+    const tap = this.#logSubject ? tapHeaders(msg) : null;
+    const client = this.#idle.pop() ?? new LmtpClient(this.#target, { localName: this.#cfg.name });
+    let fresh: RecipientResult[];
+    try {
+      const head = this.#cfg.traceHeader ? traceHeader(this.#cfg.name, h) : null;
+      fresh = await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, tap?.body ?? msg), {
+        size: h.size + (head?.byteLength ?? 0),
+        eightBit: true,
+      });
+    } finally {
+      if (this.#closed) void client.close();
+      else this.#idle.push(client);
+    }
+    if (!msg.failure) {
+      // Any SMTP reply shows the target answering; only local errors (code 0) say it did not.
+      const noReply = fresh.find((r) => r.code === 0);
+      this.#watch.seen(fresh.some((r) => r.code > 0), noReply?.text ?? null);
+      // Journal before the ack: from here on a redelivery is answered from the journal.
+      if (this.#closed) throw new Error('agent stopped before the journal write');
+      this.#journal.record(h.id, fresh, this.#now());
+      for (const r of fresh) this.#stats[r.outcome === 'delivered' ? 'delivered' : r.outcome]++;
+    }
+    const note = tap ? { subject: await tap.subject() } : {};
+    return { results: answer(fresh), fromJournal: false, note };
+  }
+
+  /** QUIT to idle connections (a hung target gets at most `ms`); later deliveries fail. */
+  async close(ms = 2_000): Promise<void> {
+    this.#closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.#idle.splice(0).map((c) => c.close())),
+      new Promise((r) => { timer = setTimeout(r, ms); }),
+    ]);
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,186 @@
+// The daemon's settings: a JSON file (`--config <path>`, default
+// /etc/mailbridge/agent.json) whose keys the MAILBRIDGE_* environment variables
+// override one by one. JSON because Node parses it without a dependency and it
+// has one obvious type per value; TOML would need a parser we do not ship.
+// Everything is checked before anything starts: an unknown key, a wrong type or
+// a bad value is a ConfigError whose message names the key where it was set
+// (`/etc/mailbridge/agent.json: concurrency: ...` or `MAILBRIDGE_CONCURRENCY: ...`).
+import { readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
+
+export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
+export const DEFAULT_TARGET = 'lmtp+unix:/var/run/dovecot/lmtp';
+export const DEFAULT_STATE_DIR = '/var/lib/mailbridge';
+export const DEFAULT_HTTP = '127.0.0.1:8025';
+
+export interface Listen { host: string; port: number }
+
+export interface DaemonSettings {
+  agent: AgentConfig;
+  stateDir: string;
+  /** Where /healthz and /metrics listen; null = no HTTP server. */
+  http: Listen | null;
+  logSubject: boolean;
+  journalRetentionDays: number;
+  /** How long in-flight deliveries may finish after SIGTERM before they are handed back. */
+  stopGraceMs: number;
+  /** The file read, or null when configured by the environment alone. */
+  file: string | null;
+}
+
+type Kind = 'string' | 'int' | 'bool' | 'listen';
+// Every key the file may hold; the environment variable is MAILBRIDGE_ + the key in UPPER_SNAKE.
+const KEYS = {
+  workerUrl: 'string', token: 'string', tokenFile: 'string', target: 'string', name: 'string',
+  concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
+  stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int',
+} as const satisfies Record<string, Kind>;
+type Key = keyof typeof KEYS;
+const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
+
+type Value = string | number | boolean;
+/** A value and where it was set, to name it in an error. */
+interface Origin { value: Value; label: string; fromFile: boolean }
+
+export const envName = (key: string): string => `MAILBRIDGE_${key.replace(/[A-Z]/g, '_$&').toUpperCase()}`;
+
+const fail = (label: string, msg: string): never => { throw new ConfigError(`${label}: ${msg}`); };
+
+function readFile(path: string, explicit: boolean): Record<string, unknown> | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    // No --config and no default file: the environment alone configures the agent.
+    if (!explicit && (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    return fail(path, `cannot read: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    return fail(path, `not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail(path, 'must hold one JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+function fromFile(path: string, obj: Record<string, unknown>, into: Map<Key, Origin>): void {
+  for (const [k, v] of Object.entries(obj)) {
+    if (!isKey(k)) fail(path, `unknown key ${JSON.stringify(k)} (known: ${Object.keys(KEYS).join(', ')})`);
+    const label = `${path}: ${k}`;
+    const kind: Kind = KEYS[k as Key];
+    const ok = kind === 'int' ? Number.isInteger(v) : kind === 'bool' ? typeof v === 'boolean'
+      : kind === 'listen' ? typeof v === 'string' || v === false : typeof v === 'string';
+    if (!ok) {
+      const want = { int: 'a whole number', bool: 'true or false', listen: '"host:port" or false', string: 'a string' }[kind];
+      fail(label, `must be ${want}, got ${JSON.stringify(v)}`);
+    }
+    if ((k === 'stateDir' || k === 'tokenFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
+    into.set(k as Key, { value: v as Value, label, fromFile: true });
+  }
+}
+
+function fromEnv(env: NodeJS.ProcessEnv, into: Map<Key, Origin>): void {
+  const known = new Set(Object.keys(KEYS).map(envName));
+  for (const name of Object.keys(env)) {
+    // A misspelt variable would otherwise be ignored without a word.
+    if (name.startsWith('MAILBRIDGE_') && !known.has(name)) fail(name, `unknown variable (known: ${[...known].join(', ')})`);
+  }
+  for (const k of Object.keys(KEYS) as Key[]) {
+    const name = envName(k);
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    let value: Value = raw;
+    if (KEYS[k] === 'int') {
+      if (!/^[0-9]+$/.test(raw)) fail(name, `not a whole number: ${JSON.stringify(raw)}`);
+      value = Number(raw);
+    } else if (KEYS[k] === 'bool') {
+      if (!/^(true|false|1|0|yes|no)$/i.test(raw)) fail(name, `must be true or false, got ${JSON.stringify(raw)}`);
+      value = /^(true|1|yes)$/i.test(raw);
+    } else if (KEYS[k] === 'listen' && raw.toLowerCase() === 'off') value = false;
+    into.set(k, { value, label: name, fromFile: false });
+  }
+}
+
+export function parseListen(label: string, v: string): Listen {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(v);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) return fail(label, `expected host:port such as 127.0.0.1:8025 (or off), got ${JSON.stringify(v)}`);
+  return { host: (m[1] ?? '').replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+function intIn(o: Origin | undefined, dflt: number, min: number, max: number): number {
+  if (!o) return dflt;
+  const v = o.value as number;
+  if (v < min || v > max) fail(o.label, `must be an integer from ${min} to ${max}, got ${v}`);
+  return v;
+}
+
+/** `configPath` from --config; undefined = the default path, used only if it exists. */
+export function loadSettings(configPath: string | undefined, env: NodeJS.ProcessEnv): DaemonSettings {
+  const path = configPath ?? DEFAULT_CONFIG_PATH;
+  const obj = readFile(path, configPath !== undefined);
+  const file = obj === null ? null : path;
+  const fileSet = new Map<Key, Origin>();
+  if (obj !== null) fromFile(path, obj, fileSet);
+  const envSet = new Map<Key, Origin>();
+  fromEnv(env, envSet);
+  if (fileSet.has('token') && fileSet.has('tokenFile')) fail(path, 'set token or tokenFile, not both');
+  // The token comes from one place: the environment's (TOKEN_FILE first) replaces the file's.
+  const envToken = envSet.get('tokenFile') ?? envSet.get('token');
+  for (const k of ['token', 'tokenFile'] as const) if (envToken) fileSet.delete(k);
+  const set = new Map([...fileSet, ...envSet]);
+  const where = (k: Key): string => (file ? `${k} must be set in ${file} or as ${envName(k)}` : `${envName(k)} must be set`);
+
+  const workerUrl = set.get('workerUrl') ?? fail(where('workerUrl'), 'wss://<your worker>/agent');
+  const tokenOrigin = set.get('tokenFile') ?? set.get('token');
+  if (!tokenOrigin) {
+    throw new ConfigError(file ? `token: set tokenFile (or token) in ${file}, or MAILBRIDGE_TOKEN_FILE (or MAILBRIDGE_TOKEN)`
+      : 'MAILBRIDGE_TOKEN or MAILBRIDGE_TOKEN_FILE must be set');
+  }
+  let token = String(tokenOrigin.value);
+  if (tokenOrigin === set.get('tokenFile')) {
+    try {
+      token = readFileSync(token, 'utf8').trim();
+    } catch (err) {
+      fail(tokenOrigin.label, `cannot read ${token}: ${(err as Error).message}`);
+    }
+  }
+
+  const input: Parameters<typeof validateConfig>[0] = {
+    workerUrl: String(workerUrl.value), token, target: String(set.get('target')?.value ?? DEFAULT_TARGET),
+  };
+  const name = set.get('name');
+  if (name) input.name = String(name.value);
+  for (const k of ['concurrency', 'creditBytes', 'heartbeatMs', 'maxReconnectMs'] as const) {
+    const o = set.get(k);
+    if (o) input[k] = o.value as number;
+  }
+  const trace = set.get('traceHeader');
+  if (trace) input.traceHeader = trace.value as boolean;
+  let agent: AgentConfig;
+  try {
+    agent = validateConfig(input);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // 'concurrency: ...' -> 'MAILBRIDGE_CONCURRENCY: ...' or '<file>: concurrency: ...': where the user set it.
+    const m = /^(\w+): ([\s\S]*)$/.exec(err.message);
+    const key = m?.[1] ?? '';
+    const origin = key === 'token' ? tokenOrigin : isKey(key) ? set.get(key) : undefined;
+    throw origin && m ? new ConfigError(`${origin.label}: ${m[2]}`) : err;
+  }
+
+  const http = set.get('http');
+  const logSubject = set.get('logSubject');
+  return {
+    agent,
+    stateDir: String(set.get('stateDir')?.value ?? DEFAULT_STATE_DIR),
+    http: http?.value === false ? null : parseListen(http?.label ?? 'http', String(http?.value ?? DEFAULT_HTTP)),
+    logSubject: logSubject ? (logSubject.value as boolean) : false,
+    journalRetentionDays: intIn(set.get('journalRetentionDays'), 7, 1, 3650),
+    stopGraceMs: intIn(set.get('stopGraceMs'), 20_000, 0, 600_000),
+    file,
+  };
+}

@@ -1,0 +1,46 @@
+// The agent as a process, the way systemd runs it (node edge-agent/main.ts),
+// with its JSON log lines collected so a test can wait for events.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../../edge-agent/main.ts', import.meta.url));
+
+export interface LogEvent { event: string; [k: string]: unknown }
+
+export interface AgentProcess {
+  child: ChildProcess;
+  /** Exit code (null when killed by a signal). */
+  exit: Promise<number | null>;
+  out(): string;
+  err(): string;
+  events(): LogEvent[];
+  /** The first event named `event` (matching `pred`), waiting at most `ms` for it. */
+  waitEvent(event: string, pred?: (e: LogEvent) => boolean, ms?: number): Promise<LogEvent>;
+}
+
+export function runAgent(env: Record<string, string>, args: string[] = []): AgentProcess {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });
+  child.stderr?.on('data', (c: Buffer) => { stderr += c.toString('utf8'); });
+  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const events = (): LogEvent[] => stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogEvent);
+  return {
+    child, exit, out: () => stdout, err: () => stderr, events,
+    async waitEvent(event, pred = () => true, ms = 20_000) {
+      const until = Date.now() + ms;
+      let afterExit = 0;  // output may still arrive just after the exit
+      for (;;) {
+        const hit = events().find((e) => e.event === event && pred(e));
+        if (hit) return hit;
+        if (Date.now() > until || (child.exitCode !== null && ++afterExit > 8)) {
+          throw new Error(`no ${event} event within ${ms} ms (exit ${child.exitCode}); log:\n${stdout}${stderr}`);
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// The daemon's settings: a JSON file with MAILBRIDGE_* overrides, every key
+// checked at start. A bad one stops the process with exit code 2 and a message
+// that names the key where it was set (the file's key or the variable).
+import t, { type Test } from 'tap';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError } from '../../edge-agent/config.ts';
+import { DEFAULT_CONFIG_PATH, loadSettings } from '../../edge-agent/settings.ts';
+import { runAgent } from './agent-process.ts';
+
+const TOKEN = 'file-token-0123456789abcdef';
+const ENV_TOKEN = 'env-token-0123456789abcdef';
+const URL = 'wss://relay.example.workers.dev/agent';
+
+/** A fresh dir with a token file and an agent.json holding `cfg` (tokenFile added unless given). */
+function configDir(t: Test, cfg: Record<string, unknown> | string): { dir: string; file: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'mailbridge-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'token'), `${TOKEN}\n`);
+  const file = join(dir, 'agent.json');
+  writeFileSync(file, typeof cfg === 'string' ? cfg : JSON.stringify({ workerUrl: URL, tokenFile: join(dir, 'token'), ...cfg }));
+  return { dir, file };
+}
+
+t.test('a complete file, read as written', async (t) => {
+  const { file } = configDir(t, {
+    target: 'lmtp://127.0.0.1:24', stateDir: '/srv/mailbridge', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
+    heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
+    journalRetentionDays: 14, stopGraceMs: 10_000,
+  });
+  t.same(loadSettings(file, {}), {
+    agent: {
+      workerUrl: URL, token: TOKEN, target: 'lmtp://127.0.0.1:24', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
+      heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000,
+    },
+    stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, journalRetentionDays: 14,
+    stopGraceMs: 10_000, file,
+  });
+});
+
+t.test('defaults for what the file leaves out', async (t) => {
+  const { file } = configDir(t, {});
+  t.match(loadSettings(file, {}), {
+    agent: { target: 'lmtp+unix:/var/run/dovecot/lmtp', name: 'edge-agent', concurrency: 4, heartbeatMs: 10_000, traceHeader: true },
+    stateDir: '/var/lib/mailbridge', http: { host: '127.0.0.1', port: 8025 }, logSubject: false, journalRetentionDays: 7, stopGraceMs: 20_000,
+  });
+});
+
+t.test('the environment wins over the file, key by key', async (t) => {
+  const { file } = configDir(t, { concurrency: 2, name: 'from-file', logSubject: true, http: '127.0.0.1:8025' });
+  const s = loadSettings(file, {
+    MAILBRIDGE_CONCURRENCY: '16', MAILBRIDGE_TOKEN: ENV_TOKEN, MAILBRIDGE_LOG_SUBJECT: 'false', MAILBRIDGE_HTTP: 'off',
+  });
+  t.match(s, { agent: { concurrency: 16, name: 'from-file', token: ENV_TOKEN }, logSubject: false, http: null });
+});
+
+t.test('"http": false turns the HTTP server off', async (t) => {
+  const { file } = configDir(t, { http: false });
+  t.equal(loadSettings(file, {}).http, null);
+});
+
+t.test('no --config and no default file: the environment alone', { skip: existsSync(DEFAULT_CONFIG_PATH) && `${DEFAULT_CONFIG_PATH} exists here` }, async (t) => {
+  const s = loadSettings(undefined, { MAILBRIDGE_WORKER_URL: URL, MAILBRIDGE_TOKEN: ENV_TOKEN, MAILBRIDGE_STATE_DIR: 'state' });
+  t.match(s, { file: null, stateDir: 'state', agent: { workerUrl: URL, token: ENV_TOKEN } });
+});
+
+t.test('every bad setting names its key', async (t) => {
+  const cases: [Record<string, unknown> | string, Record<string, string>, RegExp][] = [
+    ['{"workerUrl": ', {}, /agent\.json: not valid JSON/],
+    ['[1, 2]', {}, /agent\.json: must hold one JSON object/],
+    [{ concurency: 4 }, {}, /agent\.json: unknown key "concurency" \(known: workerUrl, /],
+    [{ concurrency: '4' }, {}, /agent\.json: concurrency: must be a whole number, got "4"/],
+    [{ concurrency: 0 }, {}, /agent\.json: concurrency: must be an integer from 1 to 64, got 0/],
+    [{ traceHeader: 'yes' }, {}, /agent\.json: traceHeader: must be true or false/],
+    [{ workerUrl: 'https://relay.example/agent' }, {}, /agent\.json: workerUrl: must start with wss:\/\//],
+    [{ target: 'http://dovecot' }, {}, /agent\.json: target: invalid target "http:\/\/dovecot"/],
+    [{ stateDir: 'state' }, {}, /agent\.json: stateDir: must be an absolute path/],
+    [{ tokenFile: '/nonexistent/token' }, {}, /agent\.json: tokenFile: cannot read \/nonexistent\/token/],
+    [{ token: 'short-token-0123456789' }, {}, /agent\.json: set token or tokenFile, not both/],
+    [{ http: 'localhost' }, {}, /agent\.json: http: expected host:port/],
+    [{ journalRetentionDays: 0 }, {}, /agent\.json: journalRetentionDays: must be an integer from 1 to 3650/],
+    [{ stopGraceMs: -1 }, {}, /agent\.json: stopGraceMs: must be an integer from 0 to 600000/],
+    [{}, { MAILBRIDGE_CONCURRENCY: '65' }, /^MAILBRIDGE_CONCURRENCY: must be an integer from 1 to 64, got 65/],
+    [{}, { MAILBRIDGE_LOG_SUBJECT: 'maybe' }, /^MAILBRIDGE_LOG_SUBJECT: must be true or false/],
+    [{}, { MAILBRIDGE_TOKEN: 'short' }, /^MAILBRIDGE_TOKEN: must be at least 16 printable characters/],
+    [{}, { MAILBRIDGE_CONCURENCY: '4' }, /^MAILBRIDGE_CONCURENCY: unknown variable/],
+  ];
+  for (const [cfg, env, message] of cases) {
+    const { file } = configDir(t, cfg);
+    t.throws(() => loadSettings(file, env), { name: 'ConfigError', message }, JSON.stringify([cfg, env]));
+  }
+  const missing = configDir(t, JSON.stringify({ tokenFile: '/etc/mailbridge/token' })).file;
+  t.throws(() => loadSettings(missing, {}), new ConfigError(`workerUrl must be set in ${missing} or as MAILBRIDGE_WORKER_URL: wss://<your worker>/agent`));
+  t.throws(() => loadSettings('/nonexistent/agent.json', {}), { message: /^\/nonexistent\/agent\.json: cannot read/ }, 'an explicit --config must exist');
+});
+
+t.test('as a process: a bad setting exits 2 with the message on stderr', async (t) => {
+  const bad = configDir(t, { concurrency: 0 }).file;
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [['--config', bad], {}, /^mailbridge-agent: .*agent\.json: concurrency: must be an integer from 1 to 64, got 0\n$/],
+    [['--config', '/nonexistent/agent.json'], {}, /\/nonexistent\/agent\.json: cannot read/],
+    [['--conf', bad], {}, /Unknown option '--conf'.*usage: main\.ts \[--config <file>\]/],
+    [['--config', configDir(t, {}).file], { MAILBRIDGE_HEARTBEAT_MS: '10s' }, /MAILBRIDGE_HEARTBEAT_MS: not a whole number: "10s"/],
+  ];
+  for (const [args, env, message] of cases) {
+    const p = runAgent(env, args);
+    t.equal(await p.exit, 2, `exit 2 for ${args.join(' ')} ${JSON.stringify(env)}`);
+    t.match(p.err(), message);
+    t.equal(p.out(), '', 'nothing started');
+  }
+});
