@@ -1,0 +1,66 @@
+// Soak messages: deterministic from a seed, so a failing run can be replayed.
+// Each carries an X-Soak-Id header to find it again in a Maildir.
+import { createHash } from 'node:crypto';
+
+/** mulberry32: small, fast, good enough to vary sizes, recipients and fault timing. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface SoakMessage {
+  index: number;
+  sender: string;
+  recipients: string[];
+  raw: Buffer;
+  sha256: string;
+}
+
+export const KNOWN = ['alice', 'bob', 'carol', 'dave', 'erin'].map((u) => `${u}@example.test`);
+export const UNKNOWN = ['nobody@example.test', 'ghost@example.test'];
+
+/** Sizes log-uniform from 1 KiB to maxBytes; 1-5 recipients, about one in eight unknown. */
+export function makeMessage(index: number, seed: number, maxBytes: number): SoakMessage {
+  const rnd = prng(seed * 100_003 + index);
+  const size = Math.round(Math.exp(Math.log(1024) + rnd() * (Math.log(maxBytes) - Math.log(1024))));
+  const count = 1 + Math.floor(rnd() * 5);
+  const pool = [...KNOWN, ...UNKNOWN, ...KNOWN];
+  const recipients = [...new Set(Array.from({ length: count }, () => pool[Math.floor(rnd() * pool.length)] ?? 'alice@example.test'))];
+  const head = Buffer.from(
+    `From: soak-${index}@example.net\r\nTo: ${recipients.join(', ')}\r\nSubject: soak ${index}\r\n` +
+    `Message-ID: <soak-${seed}-${index}@example.net>\r\nX-Soak-Id: ${seed}-${index}\r\n` +
+    'Content-Type: text/plain; charset=Shift_JIS\r\n\r\n', 'latin1');
+  // Body lines: ASCII, 8-bit bytes (Shift_JIS-like), and lines that start with '.'.
+  const parts: Buffer[] = [head];
+  let total = head.length;
+  let n = 0;
+  while (total < size) {
+    const kind = n++ % 7;
+    const len = 20 + Math.floor(rnd() * 60);
+    const line = Buffer.alloc(len + 2);
+    for (let i = 0; i < len; i++) line[i] = kind === 3 ? 0x81 + Math.floor(rnd() * 0x6f) : 0x20 + Math.floor(rnd() * 0x5f);
+    if (kind === 5) line[0] = 0x2e;
+    line[len] = 0x0d;
+    line[len + 1] = 0x0a;
+    parts.push(line);
+    total += line.length;
+  }
+  const raw = Buffer.concat(parts);
+  return { index, sender: `soak-${index}@example.net`, recipients, raw, sha256: createHash('sha256').update(raw).digest('hex') };
+}
+
+/** The X-Soak-Id of a stored message, and the message as we sent it (after our trace header). */
+export function identify(stored: Buffer): { soakId: string; body: Buffer } | null {
+  const at = stored.indexOf('Received: from cloudflare-email-routing by ');
+  if (at < 0) return null;
+  const traceEnd = stored.indexOf('\r\n', stored.indexOf('\r\n', at) + 2);  // two lines
+  const body = stored.subarray(traceEnd + 2);
+  const m = /X-Soak-Id: (\d+-\d+)\r\n/.exec(body.subarray(0, 1024).toString('latin1'));
+  return m?.[1] ? { soakId: m[1], body } : null;
+}
