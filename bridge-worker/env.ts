@@ -20,6 +20,8 @@ export interface Env {
   DEDUPE_WINDOW_MS?: string;
   /** How long messages of a dropped connection wait for the same agent, ms. Default 120 s. */
   AFFINITY_MS?: string;
+  /** An agent socket without a heartbeat for this long is closed, ms. Default 90 s (agent pings every 10 s). */
+  AGENT_SILENT_MS?: string;
   /** Number of queue objects recipients are spread over (1-64). Default 1. Only ever raise it. */
   SHARDS?: string;
   /** Bearer token of the admin API (/admin/...). Secret. Unset = the API is off (404). */
@@ -42,6 +44,7 @@ export interface Config {
   dedupeWindowMs: number;
   affinityMs: number;
   shards: number;
+  agentSilentMs: number;
   adminToken: string | null;
   devIngressToken: string | null;
 }
@@ -111,9 +114,10 @@ export function readConfig(env: Env): Config {
     shards = Number(env.SHARDS);
     if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new ConfigError(`SHARDS: must be an integer from 1 to ${MAX_SHARDS}`);
   }
+  const agentSilentMs = ms('AGENT_SILENT_MS', env.AGENT_SILENT_MS, 90_000);
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
 }

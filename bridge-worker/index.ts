@@ -35,7 +35,11 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
   };
   try {
     const out = await handleEmail(message, env);
-    return out.outcome === 'accepted' ? json(200, out) : json(550, { outcome: 'rejected', reason: rejected });
+    if (out.outcome === 'accepted') return json(200, out);
+    // Read what is left of the body before answering: an HTTP client still sending it would
+    // see a reset instead of the 550 (dev route only; Email Routing has no such problem).
+    if (!request.bodyUsed) await request.body.pipeTo(new WritableStream()).catch(() => undefined);
+    return json(550, { outcome: 'rejected', reason: rejected });
   } catch (err) {
     // What a thrown email() becomes at the edge: a temporary failure.
     log('email.tempfail', { to, error: String(err) });

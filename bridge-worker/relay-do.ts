@@ -29,6 +29,8 @@ interface Attachment {
   cursor: { id: string; seq: number; chunks: number } | null;
   /** After a shutdown nack: lease nothing more to this socket. */
   draining: boolean;
+  /** When the socket was accepted: its age before the first heartbeat. */
+  connectedAt?: number;
 }
 
 export type IngestResult =
@@ -67,7 +69,7 @@ export class RelayQueue extends DurableObject<Env> {
     const pair = new WebSocketPair();
     const session = randomId();
     this.ctx.acceptWebSocket(pair[1], [session]);
-    const a: Attachment = { v: 1, session, agent: null, window: 1, credit: 0, cursor: null, draining: false };
+    const a: Attachment = { v: 1, session, agent: null, window: 1, credit: 0, cursor: null, draining: false, connectedAt: Date.now() };
     pair[1].serializeAttachment(a);
     log('agent.connected', { session });
     return new Response(null, { status: 101, webSocket: pair[0] });
@@ -248,6 +250,7 @@ export class RelayQueue extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     // Alarms may run more than once: everything here is idempotent.
     const now = Date.now();
+    this.#closeSilentAgents(now);
     const woken = this.#store.wakeDeferred(now);
     this.#store.prune(now - readConfig(this.env).dedupeWindowMs, now - STALE_INCOMING_MS);
     if (woken > 0) log('deferred.due', { woken });
@@ -255,10 +258,29 @@ export class RelayQueue extends DurableObject<Env> {
     await this.#scheduleAlarm();
   }
 
+  /**
+   * A socket whose agent stopped sending heartbeats (a half-open path: the agent gone, the
+   * socket not closed) is closed, so its leases go back to the queue instead of waiting on it.
+   * Heartbeats are answered by the runtime; its timestamp of the last one tells.
+   */
+  #closeSilentAgents(now: number): void {
+    const staleMs = readConfig(this.env).agentSilentMs;
+    for (const ws of this.ctx.getWebSockets()) {
+      const a = this.#attachment(ws);
+      if (!a) continue;
+      const last = Math.max(this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0, a.connectedAt ?? now);
+      if (now - last < staleMs) continue;
+      log('agent.silent', { session: a.session, agent: a.agent, silentMs: now - last });
+      this.#disconnect(ws, `no heartbeat for ${now - last} ms`);
+    }
+  }
+
   async #scheduleAlarm(): Promise<void> {
-    const deadline = this.#store.nextDeadline(Date.now());
-    const housekeeping = Date.now() + HOUSEKEEPING_MS;
-    const at = deadline === null ? housekeeping : Math.min(deadline, housekeeping);
+    const now = Date.now();
+    const deadline = this.#store.nextDeadline(now);
+    let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
+    // While agents are connected, look for silent ones every half silence limit.
+    if (this.ctx.getWebSockets().length > 0) at = Math.min(at, now + Math.max(500, readConfig(this.env).agentSilentMs / 2));
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }

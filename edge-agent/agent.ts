@@ -86,7 +86,10 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
   const stats: AgentStats = { sessions: 0, delivered: 0, tempfail: 0, permfail: 0, fromJournal: 0 };
   let stopping = false;
   const abort = new AbortController();
-  let session: AgentSession | null = null;
+  // One connection per queue shard (docs/scaling.md); with one shard, the URL as configured.
+  const sessions: (AgentSession | null)[] = Array.from({ length: cfg.shards }, () => null);
+  const shardUrl = (i: number): string => (cfg.shards === 1 ? cfg.workerUrl : `${cfg.workerUrl}?shard=${i}`);
+  const allUp = (): boolean => sessions.every((s) => s?.up ?? false);
   let firstUp: () => void = () => {};
   const connected = new Promise<void>((r) => { firstUp = r; });
 
@@ -97,7 +100,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
   const metrics = new AgentMetrics({
     inFlight: () => deliverer.running,
     journalEntries: () => (journalOpen ? journal.size() : 0),
-    sessionUp: () => session?.up ?? false,
+    sessionUp: allUp,
     targetUp: () => watch.up(),
     targetLastOkAt: () => watch.status().lastOkAt,
   });
@@ -121,12 +124,13 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     log(EVENT[s.outcome], deliveryFields(s));
   };
 
-  const loop = async (): Promise<void> => {
+  const loop = async (shard: number): Promise<void> => {
+    const shardCfg: AgentConfig = { ...cfg, workerUrl: shardUrl(shard) };
     while (!stopping) {
       const s = await pRetry(async () => {
         if (stopping) return null;
-        const next = new AgentSession(cfg, deliverer.deliver, log, settled);
-        session = next;
+        const next = new AgentSession(shardCfg, deliverer.deliver, log, settled);
+        sessions[shard] = next;
         await next.ready;
         return next;
       }, {
@@ -138,7 +142,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
         signal: abort.signal,
         onFailedAttempt: ({ error, attemptNumber }) => {
           metrics.connectFailures.inc();
-          log('connect.failed', { attempt: attemptNumber, error: error.message });
+          log('connect.failed', { attempt: attemptNumber, error: error.message, ...(cfg.shards > 1 ? { shard } : {}) });
         },
       }).catch(() => null);
       if (!s) break;
@@ -148,17 +152,20 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
       firstUp();
       const end = await s.closed;
       if (end.heartbeatLost) metrics.heartbeatLost.inc();
-      log('session.closed', { code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost });
+      log('session.closed', { code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, ...(cfg.shards > 1 ? { shard } : {}) });
     }
   };
-  const running = loop();
+  const running = Promise.all(sessions.map((_, i) => loop(i)));
   let stopped: Promise<void> | undefined;  // stop() is idempotent
 
   const health = (): Health => {
-    const up = session?.up ?? false;
+    const up = allUp();
     const target = watch.status();
     const reasons: string[] = [];
-    if (!up) reasons.push('no WebSocket session to the queue');
+    if (!up) {
+      const down = sessions.flatMap((x, i) => (x?.up ? [] : [i]));
+      reasons.push(cfg.shards === 1 ? 'no WebSocket session to the queue' : `no WebSocket session to shard ${down.join(', ')}`);
+    }
     if (!target.ok) {
       const last = target.lastOkAt === null ? 'never' : new Date(target.lastOkAt).toISOString();
       reasons.push(`LMTP target not answering (${target.error ?? 'no answer recently'}; last answered: ${last})`);
@@ -177,8 +184,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
         abort.abort(new Error('agent stopping'));
         clearInterval(pruner);
         watch.stop();
-        const s: AgentSession | null = session;
-        if (s) await s.close(graceMs);
+        await Promise.all(sessions.map((x) => x?.close(graceMs)));
         await running;
         await deliverer.close();
         journalOpen = false;

@@ -21,6 +21,8 @@ export interface AgentConfig {
   traceHeader: boolean;
   /** Longest wait between reconnect attempts. */
   maxReconnectMs: number;
+  /** Queue shards of the Worker (its SHARDS): one connection to each. */
+  shards: number;
 }
 
 export class ConfigError extends Error {
@@ -34,6 +36,7 @@ export const DEFAULTS = {
   heartbeatMs: 10_000,
   traceHeader: true,
   maxReconnectMs: 60_000,
+  shards: 1,
 } as const;
 
 function int(key: string, v: number, min: number, max: number): number {
@@ -62,5 +65,6 @@ export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, '
   int('creditBytes', c.creditBytes, 1024 * 1024, MAX_CREDIT_BYTES);
   int('heartbeatMs', c.heartbeatMs, 100, 300_000);
   int('maxReconnectMs', c.maxReconnectMs, 100, 3_600_000);
+  int('shards', c.shards, 1, 64);
   return c;
 }

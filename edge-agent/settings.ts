@@ -34,7 +34,7 @@ type Kind = 'string' | 'int' | 'bool' | 'listen';
 const KEYS = {
   workerUrl: 'string', token: 'string', tokenFile: 'string', target: 'string', name: 'string',
   concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
-  stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int',
+  stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
 } as const satisfies Record<string, Kind>;
 type Key = keyof typeof KEYS;
 const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
@@ -154,7 +154,7 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   };
   const name = set.get('name');
   if (name) input.name = String(name.value);
-  for (const k of ['concurrency', 'creditBytes', 'heartbeatMs', 'maxReconnectMs'] as const) {
+  for (const k of ['concurrency', 'creditBytes', 'heartbeatMs', 'maxReconnectMs', 'shards'] as const) {
     const o = set.get(k);
     if (o) input[k] = o.value as number;
   }

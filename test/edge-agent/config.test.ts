@@ -27,12 +27,12 @@ t.test('a complete file, read as written', async (t) => {
   const { file } = configDir(t, {
     target: 'lmtp://127.0.0.1:24', stateDir: '/srv/mailbridge', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
     heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
-    journalRetentionDays: 14, stopGraceMs: 10_000,
+    journalRetentionDays: 14, stopGraceMs: 10_000, shards: 4,
   });
   t.same(loadSettings(file, {}), {
     agent: {
       workerUrl: URL, token: TOKEN, target: 'lmtp://127.0.0.1:24', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
-      heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000,
+      heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, shards: 4,
     },
     stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, journalRetentionDays: 14,
     stopGraceMs: 10_000, file,
