@@ -83,3 +83,56 @@ export class RawLmtp {
     this.#socket.destroy();
   }
 }
+
+/** The stored form of a message given as lines: each line followed by CRLF. */
+export function stored(lines: Buffer[]): Buffer {
+  return Buffer.concat(lines.flatMap((line) => [line, CRLF]));
+}
+
+/** DATA payload: dot-stuffed lines plus the terminating dot line. */
+export function wire(lines: Buffer[]): Buffer {
+  const stuffed = lines.map((line) => (line[0] === 0x2e ? Buffer.concat([Buffer.from('.'), line]) : line));
+  return Buffer.concat([stored(stuffed), Buffer.from('.\r\n')]);
+}
+
+export interface Outcome {
+  rcpt: Reply[];
+  data: Reply[];
+}
+
+/** Connected, greeted and LHLO'd. */
+export async function session(target: number | string): Promise<RawLmtp> {
+  const client = await RawLmtp.connect(target);
+  const greeting = await client.reply();
+  if (greeting.code !== 220) throw new Error(`greeting: ${greeting.lines.join(' | ')}`);
+  const lhlo = await client.command('LHLO client.example.test');
+  if (lhlo.code !== 250) throw new Error(`LHLO: ${lhlo.lines.join(' | ')}`);
+  return client;
+}
+
+/** MAIL, one RCPT per recipient, DATA with `payload` (already on the wire form) if any was accepted. */
+export async function transaction(client: RawLmtp, rcpts: string[], payload: Buffer): Promise<Outcome> {
+  const mail = await client.command('MAIL FROM:<sender@example.net>');
+  if (mail.code !== 250) throw new Error(`MAIL: ${mail.lines.join(' | ')}`);
+  const rcpt: Reply[] = [];
+  for (const to of rcpts) rcpt.push(await client.command(`RCPT TO:<${to}>`));
+  const accepted = rcpt.filter((r) => r.code === 250).length;
+  const data: Reply[] = [];
+  if (accepted > 0) {
+    const go = await client.command('DATA');
+    if (go.code !== 354) throw new Error(`DATA: ${go.lines.join(' | ')}`);
+    client.write(payload);
+    for (let i = 0; i < accepted; i++) data.push(await client.reply());
+  }
+  return { rcpt, data };
+}
+
+/** One whole session: connect, one transaction, QUIT. */
+export async function deliver(target: number | string, rcpts: string[], payload: Buffer): Promise<Outcome> {
+  const client = await session(target);
+  try {
+    return await transaction(client, rcpts, payload);
+  } finally {
+    await client.quit();
+  }
+}

@@ -1,17 +1,7 @@
 import t from 'tap';
 import { DotStuffer, dotStuffed } from '../../lmtp-proxy/dot-stream.ts';
+import { prng } from '../helpers/prng.ts';
 
-// mulberry32: a seeded PRNG, so a failing case can be reproduced from its seed.
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Reference receiver, written from RFC 5321 4.5.2 and not from the encoder: a line starts
 // at the beginning and after any LF (as smtp-server and Dovecot read it). A line-start dot

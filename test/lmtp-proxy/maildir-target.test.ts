@@ -9,7 +9,7 @@ import type { Test } from 'tap';
 import { ensureMaildir, uniqueName, writeMaildirMessage, writeTmp } from '../../lmtp-proxy/maildir.ts';
 import { mailboxName, startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
 import type { MaildirTarget, MaildirTargetOptions } from '../../lmtp-proxy/maildir-target.ts';
-import { RawLmtp, type Reply } from '../helpers/raw-lmtp.ts';
+import { deliver, RawLmtp, session, stored, transaction, wire } from '../helpers/raw-lmtp.ts';
 
 const CRLF = Buffer.from('\r\n');
 
@@ -29,54 +29,6 @@ function messageLines(extra: Buffer[] = []): Buffer[] {
   ];
 }
 
-function stored(lines: Buffer[]): Buffer {
-  return Buffer.concat(lines.flatMap((line) => [line, CRLF]));
-}
-
-/** DATA payload: dot-stuffed lines plus the terminating dot line. */
-function wire(lines: Buffer[]): Buffer {
-  const stuffed = lines.map((line) => (line[0] === 0x2e ? Buffer.concat([Buffer.from('.'), line]) : line));
-  return Buffer.concat([stored(stuffed), Buffer.from('.\r\n')]);
-}
-
-interface Outcome {
-  rcpt: Reply[];
-  data: Reply[];
-}
-
-async function transaction(client: RawLmtp, rcpts: string[], payload: Buffer): Promise<Outcome> {
-  const mail = await client.command('MAIL FROM:<sender@example.net>');
-  if (mail.code !== 250) throw new Error(`MAIL: ${mail.lines.join(' | ')}`);
-  const rcpt: Reply[] = [];
-  for (const to of rcpts) rcpt.push(await client.command(`RCPT TO:<${to}>`));
-  const accepted = rcpt.filter((r) => r.code === 250).length;
-  const data: Reply[] = [];
-  if (accepted > 0) {
-    const go = await client.command('DATA');
-    if (go.code !== 354) throw new Error(`DATA: ${go.lines.join(' | ')}`);
-    client.write(payload);
-    for (let i = 0; i < accepted; i++) data.push(await client.reply());
-  }
-  return { rcpt, data };
-}
-
-async function session(port: number): Promise<RawLmtp> {
-  const client = await RawLmtp.connect(port);
-  const greeting = await client.reply();
-  if (greeting.code !== 220) throw new Error(`greeting: ${greeting.lines.join(' | ')}`);
-  const lhlo = await client.command('LHLO client.example.test');
-  if (lhlo.code !== 250) throw new Error(`LHLO: ${lhlo.lines.join(' | ')}`);
-  return client;
-}
-
-async function deliver(port: number, rcpts: string[], payload: Buffer): Promise<Outcome> {
-  const client = await session(port);
-  try {
-    return await transaction(client, rcpts, payload);
-  } finally {
-    await client.quit();
-  }
-}
 
 async function tempRoot(t: Test): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'mailbridge-maildir-'));

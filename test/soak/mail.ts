@@ -1,18 +1,7 @@
 // Soak messages: deterministic from a seed, so a failing run can be replayed.
 // Each carries an X-Soak-Id header to find it again in a Maildir.
 import { createHash } from 'node:crypto';
-
-/** mulberry32: small, fast, good enough to vary sizes, recipients and fault timing. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.ts';
 
 export interface SoakMessage {
   index: number;

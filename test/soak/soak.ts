@@ -19,7 +19,8 @@ import { startDovecot } from '../fixtures/dovecot.ts';
 import { sendSmtp } from '../helpers/mail.ts';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import { readFile } from 'node:fs/promises';
-import { identify, KNOWN, makeMessage, prng, type SoakMessage } from './mail.ts';
+import { prng } from '../helpers/prng.ts';
+import { identify, KNOWN, makeMessage, type SoakMessage } from './mail.ts';
 import { startFaultProxy } from './proxy.ts';
 
 export interface SoakOptions {
