@@ -103,6 +103,9 @@ export class Deliverer {
       fresh = await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, tap?.body ?? msg), {
         size: h.size + (head?.byteLength ?? 0),
         eightBit: true,
+        // Journal each recipient the moment Dovecot answers for it: with several recipients,
+        // Dovecot has stored the first copy before it answers for the last one.
+        onFinal: (r) => this.#record(h.id, [r]),
       });
     } finally {
       if (this.#closed) void client.close();
@@ -112,13 +115,23 @@ export class Deliverer {
       // Any SMTP reply shows the target answering; only local errors (code 0) say it did not.
       const noReply = fresh.find((r) => r.code === 0);
       this.#watch.seen(fresh.some((r) => r.code > 0), noReply?.text ?? null);
-      // Journal before the ack: from here on a redelivery is answered from the journal.
-      if (this.#closed) throw new Error('agent stopped before the journal write');
-      this.#journal.record(h.id, fresh, this.#now());
+      // Every final result is journaled before the ack (those after the data already, as each
+      // arrived; now also refusals at RCPT): from here on a redelivery is answered from the journal.
+      this.#record(h.id, fresh);
       for (const r of fresh) this.#stats[r.outcome === 'delivered' ? 'delivered' : r.outcome]++;
     }
     const note = tap ? { subject: await tap.subject() } : {};
     return { results: answer(fresh), fromJournal: false, note };
+  }
+
+  #record(id: string, results: RecipientResult[]): void {
+    try {
+      this.#journal.record(id, results, this.#now());
+    } catch (err) {
+      // A journal closed at stop or a failing disk: the message may be delivered twice if the
+      // ack is lost too (docs/architecture.md names this window).
+      this.#log('journal.failed', { id, recipients: results.map((r) => r.recipient), error: (err as Error).message });
+    }
   }
 
   /** QUIT to idle connections (a hung target gets at most `ms`); later deliveries fail. */

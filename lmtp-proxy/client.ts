@@ -16,6 +16,19 @@ export type Outcome = 'delivered' | 'tempfail' | 'permfail';
 export interface RecipientResult { recipient: string; code: number; enhanced: string | null; text: string; outcome: Outcome }
 export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; final: number }
 export type Extension = 'PIPELINING' | 'CHUNKING' | '8BITMIME' | 'SMTPUTF8' | 'SIZE';
+export interface DeliverInfo {
+  /** Body size in bytes, for SIZE= when offered. */
+  size?: number;
+  /** The body has 8-bit bytes: BODY=8BITMIME when offered. */
+  eightBit?: boolean;
+  /**
+   * Called with each recipient's final reply after the body, as it arrives (LMTP answers one
+   * recipient at a time): a caller can record "stored for this one" before the server has
+   * answered for the next, so a crash in between cannot make it deliver that one twice.
+   */
+  onFinal?: (result: RecipientResult) => void;
+}
+
 export interface ClientOptions {
   localName?: string;
   timeouts?: Partial<Timeouts>;
@@ -252,7 +265,7 @@ export class LmtpClient {
    * Network and protocol outcomes are results; a bad address rejects with a TypeError
    * before anything is queued or sent. The body is read only once a recipient is accepted.
    */
-  async deliver(envelope: Envelope, body: AsyncIterable<Uint8Array>, info: { size?: number; eightBit?: boolean } = {}): Promise<RecipientResult[]> {
+  async deliver(envelope: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo = {}): Promise<RecipientResult[]> {
     checkAddress('sender', envelope.sender, true);
     for (const r of envelope.recipients) checkAddress('recipient', r, false);
     if (envelope.recipients.length === 0) return [];
@@ -272,7 +285,7 @@ export class LmtpClient {
     return run;
   }
 
-  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: { size?: number; eightBit?: boolean }): Promise<RecipientResult[]> {
+  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo): Promise<RecipientResult[]> {
     // An address given twice gets one RCPT (and so one LMTP reply) and shares its result.
     const rcpts = [...new Set(env.recipients)];
     const results = new Map<string, RecipientResult>();
@@ -355,6 +368,7 @@ export class LmtpClient {
       // been stored already (as after a lost reply). Say so: a later duplicate is explained.
       const got = results.get(r);
       if (got && !isLocalError(a) && a.code === 421) got.text += ` ${MAY_BE_DELIVERED}`;
+      if (got && got.outcome !== 'tempfail') info.onFinal?.(got);
     }
     return done();
   }

@@ -473,3 +473,25 @@ t.test('421 after the final dot: tempfail, and the text says the message may hav
     ['b@example.org', 421, '4.3.2', `shutting down ${MAY_BE_DELIVERED}`, 'tempfail'],
   ]);
 });
+
+t.test('onFinal: each recipient\'s final reply is reported as it arrives, before the next one', async (t) => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => { release = r; });
+  const { client } = await raw(t, async (p) => {
+    await hello(p);
+    await envelope(p, 2);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 first stored\r\n');
+    await held;  // the second copy is still being written
+    p.send('250 second stored\r\n');
+  });
+  const seen: string[] = [];
+  const done = client().deliver(ENV, chunks('x\r\n'), { onFinal: (r) => seen.push(`${r.recipient} ${r.outcome}`) });
+  for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(seen, ['a@example.org delivered'], 'the first is reported while the second is pending');
+  release();
+  await done;
+  t.same(seen, ['a@example.org delivered', 'b@example.org delivered']);
+});
