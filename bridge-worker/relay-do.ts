@@ -31,6 +31,8 @@ interface Attachment {
   draining: boolean;
   /** When the socket was accepted: its age before the first heartbeat. */
   connectedAt?: number;
+  /** Closed by us (violation, silence): leases released, never leased to again. */
+  closed?: boolean;
 }
 
 export type IngestResult =
@@ -72,12 +74,15 @@ export class RelayQueue extends DurableObject<Env> {
     const a: Attachment = { v: 1, session, agent: null, window: 1, credit: 0, cursor: null, draining: false, connectedAt: Date.now() };
     pair[1].serializeAttachment(a);
     log('agent.connected', { session });
+    // Arms the silence check now: a socket that never sends a frame must not live forever.
+    await this.#scheduleAlarm();
     return new Response(null, { status: 101, webSocket: pair[0] });
   }
 
   override async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
     const a = this.#attachment(ws);
     if (!a) return this.#violation(ws, null, 'socket without attachment');
+    if (a.closed) return;  // we closed it; its leases are already released
     if (typeof data !== 'string') return this.#violation(ws, a, 'binary frame from agent');
     const frame = parseAgentFrame(data);
     if (!frame) return this.#violation(ws, a, 'malformed or unknown frame');
@@ -267,7 +272,7 @@ export class RelayQueue extends DurableObject<Env> {
     const staleMs = readConfig(this.env).agentSilentMs;
     for (const ws of this.ctx.getWebSockets()) {
       const a = this.#attachment(ws);
-      if (!a) continue;
+      if (!a || a.closed) continue;
       const last = Math.max(this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0, a.connectedAt ?? now);
       if (now - last < staleMs) continue;
       log('agent.silent', { session: a.session, agent: a.agent, silentMs: now - last });
@@ -354,7 +359,7 @@ export class RelayQueue extends DurableObject<Env> {
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except) continue;
       const a = this.#attachment(ws);
-      if (a && a.agent !== null) this.#pump(ws, a);
+      if (a && a.agent !== null && !a.closed) this.#pump(ws, a);
     }
   }
 
@@ -408,6 +413,11 @@ export class RelayQueue extends DurableObject<Env> {
   #disconnect(ws: WebSocket, why: string): void {
     const a = this.#attachment(ws);
     if (a) {
+      // A closed socket can stay in getWebSockets() until its TCP connection ends: mark it
+      // so no pump leases to it again.
+      a.closed = true;
+      a.cursor = null;
+      ws.serializeAttachment(a);
       // Its own agent may have delivered them (the ack lost on the way): give it the first
       // chance to answer from its journal before another agent delivers them again.
       const released = this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
@@ -424,7 +434,11 @@ export class RelayQueue extends DurableObject<Env> {
   #violation(ws: WebSocket, a: Attachment | null, why: string): void {
     log('agent.violation', { session: a?.session ?? null, why });
     ws.close(1008, why);
-    if (a) this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
+    if (!a) return;
+    a.closed = true;
+    a.cursor = null;
+    ws.serializeAttachment(a);
+    this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
   }
 }
 

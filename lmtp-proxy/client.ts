@@ -64,6 +64,7 @@ interface Caps { pipelining: boolean; chunking: boolean; eightBitMime: boolean; 
 const NO_CAPS: Caps = { pipelining: false, chunking: false, eightBitMime: false, smtpUtf8: false, size: false, enhanced: false };
 const BDAT_CHUNK = 1024 * 1024;    // coalesce body chunks up to this before sending a BDAT
 const BAD_ADDRESS = /[\x00-\x1f\x7f<>]/;
+const NON_ASCII = /[^\x00-\x7f]/;
 
 const isOk = (a: Answer): a is Reply => !isLocalError(a) && a.code >= 200 && a.code < 300;
 const noReply = (state: State): LocalError => localError('EPROTOCOL', state, 'no reply');
@@ -287,7 +288,7 @@ export class LmtpClient {
 
   async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo): Promise<RecipientResult[]> {
     // An address given twice gets one RCPT (and so one LMTP reply) and shares its result.
-    const rcpts = [...new Set(env.recipients)];
+    let rcpts = [...new Set(env.recipients)];
     const results = new Map<string, RecipientResult>();
     const settle = (rs: readonly string[], a: Answer): void => {
       for (const r of rs) if (!results.has(r)) results.set(r, result(r, a));
@@ -307,10 +308,25 @@ export class LmtpClient {
     const refusal = (state: State, a: Answer): Answer => (isLocalError(a) || a.code >= 400 ? a : s.unexpected(state, a));
 
     const { caps } = s;
+    // RFC 6531 3.4: a UTF-8 address must not go to a server that does not offer SMTPUTF8 (Dovecot
+    // 2.3 would misread it, even as the null sender). Refuse it for good, never rewrite it.
+    if (!caps.smtpUtf8) {
+      const refuse = (r: string, whose: string): void => {
+        results.set(r, { recipient: r, code: 553, enhanced: '5.6.7', outcome: 'permfail',
+          text: `${whose} needs SMTPUTF8, which the destination does not offer (RFC 6531)` });
+      };
+      if (NON_ASCII.test(env.sender)) {
+        for (const r of rcpts) refuse(r, 'the sender address');
+        return done();
+      }
+      for (const r of rcpts) if (NON_ASCII.test(r)) refuse(r, 'this address');
+      rcpts = rcpts.filter((r) => !results.has(r));
+      if (rcpts.length === 0) return done();
+    }
     let mail = `MAIL FROM:<${env.sender}>`;
     if (caps.eightBitMime && info.eightBit) mail += ' BODY=8BITMIME';
     if (caps.size && info.size !== undefined && Number.isSafeInteger(info.size) && info.size >= 0) mail += ` SIZE=${info.size}`;
-    if (caps.smtpUtf8 && [env.sender, ...rcpts].some((a) => /[^\x00-\x7f]/.test(a))) mail += ' SMTPUTF8';
+    if (caps.smtpUtf8 && [env.sender, ...rcpts].some((a) => NON_ASCII.test(a))) mail += ' SMTPUTF8';
     const useData = !caps.chunking;
 
     // Envelope: with PIPELINING, MAIL + every RCPT (+ DATA) in one write; otherwise step by step.

@@ -34,8 +34,23 @@ function reply(code: number, text: string): Error {
   return Object.assign(new Error(text), { responseCode: code });
 }
 
+// RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
+const MAX_TEXT = 500;
+
+/** Cuts a reply text to one valid line, saying how much was left out. */
+function fit(text: string, more: string): string {
+  if (Buffer.byteLength(text) <= MAX_TEXT) return text;
+  const room = MAX_TEXT - Buffer.byteLength(more) - 4;
+  return `${Buffer.from(text).subarray(0, room).toString('utf8').replace(/\uFFFD$/, '')} ...${more}`;
+}
+
 /** The single SMTP answer for a DATA whose recipients were handed off one by one. */
 export function summarize(results: { recipient: string; result: HandoffResult }[]): { code: number; text: string } {
+  const s = summarizeLong(results);
+  return { code: s.code, text: fit(s.text, ` (${results.length} recipients; see the log)`) };
+}
+
+function summarizeLong(results: { recipient: string; result: HandoffResult }[]): { code: number; text: string } {
   const temp = results.filter((r) => !r.result.ok && !r.result.permanent);
   const perm = results.filter((r) => !r.result.ok && r.result.permanent);
   const ok = results.filter((r) => r.result.ok);
@@ -64,7 +79,14 @@ export async function startIngress(opts: IngressOptions): Promise<Ingress> {
     size: opts.maxBytes,
     maxClients: opts.maxClients ?? 20,
     logger: false,
+    // smtp-server decodes commands as UTF-8: bytes that are not UTF-8 became U+FFFD. Such an
+    // address names no mailbox in any SMTP dialect; refuse it before accepting the mail.
+    onMailFrom(address, _session, cb) {
+      if (address.address.includes('\uFFFD')) return cb(reply(501, '5.1.7 Sender address is not valid UTF-8'));
+      cb();
+    },
     onRcptTo(address, session: SMTPServerSession, cb) {
+      if (address.address.includes('\uFFFD')) return cb(reply(501, '5.1.3 Recipient address is not valid UTF-8'));
       if (session.envelope.rcptTo.length >= (opts.maxRecipients ?? 100)) {
         return cb(reply(452, '4.5.3 Too many recipients'));
       }
@@ -97,7 +119,11 @@ export async function startIngress(opts: IngressOptions): Promise<Ingress> {
             results.push({ recipient, result });
           }
           const s = summarize(results);
-          log('ingress.done', { recipients: recipients.length, size, code: s.code });
+          log('ingress.done', {
+            recipients: recipients.length, size, code: s.code,
+            ids: results.flatMap((r) => (r.result.ok ? [r.result.id] : [])),
+            refused: results.flatMap((r) => (r.result.ok ? [] : [{ recipient: r.recipient, reason: r.result.reason }])),
+          });
           finish(s.code === 250 ? null : reply(s.code, s.text), s.text);
         })
         .catch((err: unknown) => {

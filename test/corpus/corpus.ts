@@ -381,15 +381,6 @@ export function forgetBig(): void {
 const GENERATED = 'generated in test/corpus/corpus.ts';
 const BYTE_EXACT = 'delivered byte for byte (Dovecot: its bare-LF normalisation applies)';
 
-const SMTPUTF8_BUG = 'the relay\'s LMTP client sends a UTF-8 address to a server that did not offer SMTPUTF8 ' +
-  '(RFC 6531 3.4: MUST NOT); Dovecot 2.3 answers "501 5.5.4 Invalid TO: Missing \'>\' at end of path", so the sender ' +
-  'gets 550 5.5.4 with a misleading reason instead of a 5.6.7 naming SMTPUTF8 (lmtp-proxy/client.ts #transact)';
-const SENDER_UTF8_BUG = 'the relay\'s LMTP client sends MAIL FROM:<jörg@example.net> although Dovecot did not offer ' +
-  'SMTPUTF8 (RFC 6531 3.4: MUST NOT); Dovecot 2.3 takes the unparseable path as the null sender, answers 250 and stores ' +
-  'the message with "Return-Path: <>" and "(envelope-from <>)": the sender is silently lost and the mail looks like a ' +
-  'bounce to Sieve and auto-responders (lmtp-proxy/client.ts #transact adds SMTPUTF8 only when offered, and sends anyway when not)';
-const NOT_UTF8_BUG = 'the ingress accepts an address whose 8-bit bytes are not UTF-8: smtp-server decodes the command ' +
-  'line as UTF-8 and turns each bad byte into U+FFFD, and lmtp-proxy/ingress.ts onRcptTo does not check; ';
 const DOT_LF_BUG = 'smtp-server (node_modules/smtp-server/dist/esm/smtp-stream.js _feedDataStream) looks for a stuffed ' +
   'dot from index 2 of the first DATA chunk, so a dot line right after a bare LF at byte 0 keeps its stuffing dot: ' +
   'the ingress stores "\\n...x" for "\\n..x" (lmtp-proxy/ingress.ts relies on it; the embedded target uses the same parser)';
@@ -607,7 +598,6 @@ export const CASES: CorpusCase[] = [
       dovecot: { kind: 'refused', stage: 'end of DATA', code: 550, text: /^5\.6\.7 .*SMTPUTF8/, reason: 'Dovecot 2.3 LMTP does not offer SMTPUTF8: the address cannot be delivered there' },
       embedded: { kind: 'delivered', mailbox: 'jörg@example.test', stored: raw, rule: 'the embedded target offers SMTPUTF8 and names the Maildir in UTF-8' },
     }),
-    bug: { dovecot: SMTPUTF8_BUG },
   },
   {
     id: 'sender-utf8', title: 'a UTF-8 sender with SMTPUTF8: <jörg@example.net>', source: GENERATED,
@@ -617,16 +607,11 @@ export const CASES: CorpusCase[] = [
       dovecot: { kind: 'refused', stage: 'end of DATA', code: 550, text: /^5\.6\.7 .*SMTPUTF8/, reason: 'Dovecot 2.3 LMTP does not offer SMTPUTF8, so the reverse path cannot be handed over intact (RFC 6531 3.4): refuse, never rewrite it' },
       embedded: { kind: 'delivered', mailbox: ALICE, stored: raw, rule: 'the embedded target offers SMTPUTF8' },
     }),
-    bug: { dovecot: SENDER_UTF8_BUG },
   },
   {
     id: 'rcpt-8bit-not-utf8', title: 'an 8-bit recipient that is not UTF-8 (Latin-1 "j\\xf6rg")', source: GENERATED,
     sender: 'sender@example.net', recipients: [], raw: lazy(() => addressMessage('rcpt-8bit-not-utf8')),
     transport: dialog('rcpt-8bit-not-utf8', 'MAIL FROM:<sender@example.net>', [ascii('RCPT TO:<j\xf6rg@example.test>')]),
     expect: () => both({ kind: 'refused', stage: 'RCPT TO', code: 501, text: /./, reason: 'not UTF-8, so not an address in any SMTP dialect: refuse it before accepting the mail' }),
-    bug: {
-      embedded: `${NOT_UTF8_BUG}the embedded target then stores the message in a Maildir named "j\\uFFFDrg@example.test" (a mailbox the sender never named)`,
-      dovecot: `${NOT_UTF8_BUG}the mangled address is stored, handed on and refused only at the end of DATA by Dovecot (550 5.5.4, see the SMTPUTF8 bug)`,
-    },
   },
 ];

@@ -495,3 +495,26 @@ t.test('onFinal: each recipient\'s final reply is reported as it arrives, before
   await done;
   t.same(seen, ['a@example.org delivered', 'b@example.org delivered']);
 });
+
+t.test('no SMTPUTF8 offered: a UTF-8 address is refused with 5.6.7 and never sent', async (t) => {
+  const { peers, client } = await raw(t, async (p, n) => {
+    await hello(p, 'ENHANCEDSTATUSCODES');
+    if (n > 1) return;
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 2.0.0 ok\r\n');
+  });
+  const c = client();
+  const res = await c.deliver({ sender: 's@example.net', recipients: ['jörg@example.org', 'a@example.org'] }, chunks('x\r\n'));
+  t.same(res.map((r) => [r.recipient, r.code, r.enhanced, r.outcome]), [
+    ['jörg@example.org', 553, '5.6.7', 'permfail'], ['a@example.org', 250, '2.0.0', 'delivered'],
+  ]);
+  t.match(res[0]?.text, /needs SMTPUTF8/);
+  t.notOk(peers[0]?.lines.some((l) => /[^\x00-\x7f]/.test(l)), 'no non-ASCII byte on the wire');
+  const bySender = await c.deliver({ sender: 'jörg@example.net', recipients: ['a@example.org'] }, chunks('x\r\n'));
+  t.same(bySender.map((r) => [r.code, r.enhanced, r.outcome]), [[553, '5.6.7', 'permfail']], 'a UTF-8 sender fails every recipient');
+  t.match(bySender[0]?.text, /the sender address needs SMTPUTF8/);
+  t.notOk(peers.some((p) => p.lines.some((l) => l.startsWith('MAIL FROM:<jörg'))), 'never rewritten, never sent');
+});
