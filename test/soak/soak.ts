@@ -46,7 +46,11 @@ export interface SoakSummary {
   expectedCopies: number;
   delivered: number;
   duplicates: number;
-  /** Duplicates after a lost final LMTP reply (the agent logged "may have been delivered"): LMTP's own window. */
+  /**
+   * Duplicates in LMTP's own window: the final reply was lost after the dot (the agent logged
+   * "may have been delivered"), or the agent was killed during an attempt (kill -9 after the
+   * dot, before the reply): the message was stored but nobody could know.
+   */
   explainedDuplicates: number;
   lost: number;
   byteMismatches: number;
@@ -203,7 +207,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     let queueLeft: Record<string, number> = {};
     for (const until = Date.now() + 120_000; Date.now() < until;) {
       queueLeft = await runtime.summary();
-      const live = (queueLeft.incoming ?? 0) + (queueLeft.queued ?? 0) + (queueLeft['in-flight'] ?? 0) + (queueLeft.deferred ?? 0);
+      // 'incoming' rows are ingests cut short by a Worker restart (the sender was answered with an
+      // error and retried); housekeeping removes them. Only the rest is mail still to deliver.
+      const live = (queueLeft.queued ?? 0) + (queueLeft['in-flight'] ?? 0) + (queueLeft.deferred ?? 0);
       if (live === 0) break;
       await sleep(250);
     }
@@ -225,13 +231,24 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       }
     }
     // Which (queue id, recipient) had an attempt whose final reply was lost after the dot.
+    // Also which ids had an attempt the agent never finished: it was killed (kill -9) during
+    // it, perhaps after the final dot, before Dovecot's reply could be read and journaled.
     const ambiguous = new Set<string>();
+    const attemptsSeen = new Map<string, Set<number>>();
     await new Promise<void>((r) => agentLog.end(r));
     for (const line of (await readFile(agentLogPath, 'utf8')).split('\n')) {
-      if (!line.includes('"deliver.acked"')) continue;
-      const e = JSON.parse(line) as { id: string; notes?: { recipient: string; text: string }[] };
+      if (!line.startsWith('{') || !line.includes('"deliver.')) continue;
+      const e = JSON.parse(line) as { id?: string; attempt?: number; notes?: { recipient: string; text: string }[] };
+      if (e.id === undefined) continue;
+      if (e.attempt !== undefined) attemptsSeen.set(e.id, (attemptsSeen.get(e.id) ?? new Set()).add(e.attempt));
       for (const n of e.notes ?? []) if (n.text.includes(MAY_BE_DELIVERED)) ambiguous.add(`${e.id} ${n.recipient}`);
     }
+    const unfinished = (id: string): boolean => {
+      const seen = attemptsSeen.get(id) ?? new Set<number>();
+      const last = Math.max(0, ...seen);
+      for (let k = 1; k < last; k++) if (!seen.has(k)) return true;
+      return false;
+    };
     let expectedCopies = 0, delivered = 0, duplicates = 0, explainedDuplicates = 0, lost = 0;
     let unknownRefusedAtSmtp = 0, unknownPermfailJournaled = 0, unknownUnaccounted = 0;
     const problems: string[] = [];
@@ -247,7 +264,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
           if (!x.accepted) { if (n > 0) strays += n; continue; }
           expectedCopies++;
           if (n >= 1) delivered++;
-          if (n > 1 && ambiguous.has(`${x.ids.get(r) ?? ''} ${r}`)) explainedDuplicates += n - 1;
+          const qid = x.ids.get(r) ?? '';
+          if (n > 1 && (ambiguous.has(`${qid} ${r}`) || unfinished(qid))) explainedDuplicates += n - 1;
           else if (n > 1) { duplicates += n - 1; problem(`${n} copies`, x, r); }
           if (n === 0) { lost++; problem('lost', x, r); }
           continue;
@@ -260,7 +278,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       }
     }
     journal.close();
-    const liveLeft = Object.entries(queueLeft).filter(([k, v]) => k !== 'dead-letter' && v > 0).length;
+    const liveLeft = Object.entries(queueLeft).filter(([k, v]) => k !== 'dead-letter' && k !== 'incoming' && v > 0).length;
     const summary: SoakSummary = {
       seed: o.seed, sent: o.messages, accepted: outcomes.filter((x) => x.accepted).length, refused: outcomes.filter((x) => !x.accepted).length,
       expectedCopies, delivered, duplicates, explainedDuplicates, lost, byteMismatches, strays, unknownRefusedAtSmtp, unknownPermfailJournaled, unknownUnaccounted,
@@ -279,7 +297,7 @@ export function formatSummary(s: SoakSummary): string {
   const rows: [string, string | number][] = [
     ['seed', s.seed], ['sent', s.sent], ['accepted', s.accepted], ['refused (all recipients unknown)', s.refused],
     ['expected copies (accepted x valid recipients)', s.expectedCopies], ['delivered', s.delivered],
-    ['duplicates', s.duplicates], ['duplicates after a lost final LMTP reply (at-least-once window)', s.explainedDuplicates], ['lost', s.lost], ['byte mismatches', s.byteMismatches], ['strays', s.strays],
+    ['duplicates', s.duplicates], ['duplicates in the LMTP window (reply lost after the dot, or agent killed mid-delivery)', s.explainedDuplicates], ['lost', s.lost], ['byte mismatches', s.byteMismatches], ['strays', s.strays],
     ['unknown recipients refused at SMTP', s.unknownRefusedAtSmtp], ['unknown recipients journaled as permfail', s.unknownPermfailJournaled],
     ['unknown recipients unaccounted', s.unknownUnaccounted],
     ['faults injected', Object.entries(s.faults).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'],
