@@ -42,7 +42,7 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
   const queue = shardStub(env, shardOf(message.to, cfg.shards));
-  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes);
+  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }

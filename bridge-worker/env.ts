@@ -70,7 +70,18 @@ function ms(name: string, v: string | undefined, dflt: number): number {
   return n;
 }
 
+// Parsed once per env object: it is read on every request, frame and ack.
+const parsed = new WeakMap<Env, Config>();
+
 export function readConfig(env: Env): Config {
+  const known = parsed.get(env);
+  if (known) return known;
+  const cfg = parseConfig(env);
+  parsed.set(env, cfg);
+  return cfg;
+}
+
+function parseConfig(env: Env): Config {
   const agentTokens = list(env.AGENT_TOKENS);
   for (const t of agentTokens) {
     if (t.length < 16) throw new ConfigError('AGENT_TOKENS: each token must be at least 16 characters');

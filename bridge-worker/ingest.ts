@@ -13,21 +13,25 @@ export async function storeChunks(
   id: string,
   raw: ReadableStream<Uint8Array>,
   maxBytes: number,
+  /** The size Email Routing announced: buffers are no bigger than needed (a 10 KiB message needs no 1 MiB one). */
+  sizeHint = MAX_CHUNK_BYTES,
 ): Promise<ChunkResult> {
   const digest = new crypto.DigestStream('SHA-256');
   const hash = digest.getWriter();
   const reader = raw.getReader();
-  let buf = new Uint8Array(MAX_CHUNK_BYTES);
+  let buf: Uint8Array | null = null;  // allocated when bytes come, sized by what is still expected
   let fill = 0;
+  let flushed = 0;
   let size = 0;
   let seq = 0;
   const flush = async (): Promise<void> => {
-    if (fill === 0) return;
+    if (fill === 0 || !buf) return;
     const data = buf.subarray(0, fill);
     store.appendChunk(id, seq++, data);
     await hash.write(data);
-    // The row and the hash have their copies; start a fresh buffer so none is shared.
-    buf = new Uint8Array(MAX_CHUNK_BYTES);
+    // The row and the hash have their copies; the next bytes get a fresh buffer.
+    flushed += fill;
+    buf = null;
     fill = 0;
   };
   for (;;) {
@@ -41,7 +45,17 @@ export async function storeChunks(
     }
     let off = 0;
     while (off < value.byteLength) {
-      const n = Math.min(value.byteLength - off, MAX_CHUNK_BYTES - fill);
+      if (!buf) {
+        const left = sizeHint - flushed;
+        buf = new Uint8Array(left > 0 ? Math.min(MAX_CHUNK_BYTES, left) : MAX_CHUNK_BYTES);
+      }
+      if (fill === buf.length) {
+        // More than announced: grow to a whole chunk (rare: the hint was wrong).
+        const bigger = new Uint8Array(MAX_CHUNK_BYTES);
+        bigger.set(buf.subarray(0, fill));
+        buf = bigger;
+      }
+      const n = Math.min(value.byteLength - off, buf.length - fill);
       buf.set(value.subarray(off, off + n), fill);
       fill += n;
       off += n;

@@ -131,13 +131,13 @@ export class RelayQueue extends DurableObject<Env> {
    * Stores one message durably and returns only once it is committed: the
    * runtime holds this RPC's answer until the writes are on disk.
    */
-  async ingest(sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number): Promise<IngestResult> {
+  async ingest(sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number): Promise<IngestResult> {
     const id = randomId();
     const now = Date.now();
     this.#store.begin(id, sender, recipients, now);
     let stored;
     try {
-      stored = await storeChunks(this.#store, id, raw, maxBytes);
+      stored = await storeChunks(this.#store, id, raw, maxBytes, sizeHint);
     } catch (err) {
       this.#store.remove(id);
       log('ingest.failed', { id, error: String(err) });

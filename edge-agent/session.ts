@@ -92,6 +92,9 @@ export class AgentSession {
     this.#ws = new WebSocket(cfg.workerUrl, {
       headers: { Authorization: `Bearer ${cfg.token}` },
       maxPayload: 2 * 1024 * 1024,
+      // Mail is mostly compressed already (base64 of images, archives), and deflating each
+      // 1 MiB chunk costs the object and the agent more CPU than the bytes saved on the wire.
+      perMessageDeflate: false,
       // A path that swallows the upgrade (half-open network) must not hold the reconnect loop long.
       handshakeTimeout: 10_000,
     });
@@ -132,7 +135,8 @@ export class AgentSession {
     this.#ws.on('message', (data, isBinary) => {
       this.#lastSeen = Date.now();
       this.#deadline?.refresh();
-      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      // ws hands us a Buffer (binaryType 'nodebuffer'): no copy.
+      const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
       if (isBinary) return this.#onChunk(buf);
       const text = buf.toString('utf8');
       if (text === PONG) return;
