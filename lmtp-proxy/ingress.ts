@@ -2,6 +2,7 @@
 // machine. Accepts a message over SMTP, spools it to disk (bounded memory),
 // then hands it off once per recipient, as Email Routing calls email() once per
 // recipient. It answers the SMTP client only after every handoff has answered.
+import './smtp-server-fix.ts';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';

@@ -6,6 +6,7 @@
 // file is removed. Replies are per recipient (LMTP): one recipient's failure does not fail
 // the others. The stored bytes are exactly the dot-unstuffed DATA bytes; nothing is added.
 
+import './smtp-server-fix.ts';
 import path from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { SMTPServer } from 'smtp-server';

@@ -381,9 +381,6 @@ export function forgetBig(): void {
 const GENERATED = 'generated in test/corpus/corpus.ts';
 const BYTE_EXACT = 'delivered byte for byte (Dovecot: its bare-LF normalisation applies)';
 
-const DOT_LF_BUG = 'smtp-server (node_modules/smtp-server/dist/esm/smtp-stream.js _feedDataStream) looks for a stuffed ' +
-  'dot from index 2 of the first DATA chunk, so a dot line right after a bare LF at byte 0 keeps its stuffing dot: ' +
-  'the ingress stores "\\n...x" for "\\n..x" (lmtp-proxy/ingress.ts relies on it; the embedded target uses the same parser)';
 
 export const CASES: CorpusCase[] = [
   {
@@ -439,7 +436,6 @@ export const CASES: CorpusCase[] = [
     source: GENERATED, sender: 'sender@example.net', recipients: [ALICE],
     raw: lazy(() => ascii('\n..x\r\nMessage-ID: <dot-after-bare-lf-at-start@corpus.example.net>\r\n\r\nbody\r\n')), transport: client(),
     expect: (raw) => deliveredToAlice(raw, 'byte-exact: our client stuffs a dot after any LF and the ingress must unstuff it'),
-    bug: { dovecot: DOT_LF_BUG, embedded: DOT_LF_BUG },
   },
   {
     id: 'no-trailing-crlf', title: 'the last line has no CRLF', source: GENERATED,
