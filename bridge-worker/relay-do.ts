@@ -412,17 +412,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   #disconnect(ws: WebSocket, why: string): void {
     const a = this.#attachment(ws);
-    if (a) {
-      // A closed socket can stay in getWebSockets() until its TCP connection ends: mark it
-      // so no pump leases to it again.
-      a.closed = true;
-      a.cursor = null;
-      ws.serializeAttachment(a);
-      // Its own agent may have delivered them (the ack lost on the way): give it the first
-      // chance to answer from its journal before another agent delivers them again.
-      const released = this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
-      log('agent.disconnected', { session: a.session, agent: a.agent, why, released });
-    }
+    if (a) log('agent.disconnected', { session: a.session, agent: a.agent, why, released: this.#retire(ws, a) });
     try {
       ws.close(1000, 'bye');
     } catch {
@@ -434,11 +424,19 @@ export class RelayQueue extends DurableObject<Env> {
   #violation(ws: WebSocket, a: Attachment | null, why: string): void {
     log('agent.violation', { session: a?.session ?? null, why });
     ws.close(1008, why);
-    if (!a) return;
+    if (a) this.#retire(ws, a);
+  }
+
+  /** A socket we are done with: never leased to again, its messages back in the queue. */
+  #retire(ws: WebSocket, a: Attachment): number {
+    // A closed socket can stay in getWebSockets() until its TCP connection ends: mark it so no
+    // pump leases to it again.
     a.closed = true;
     a.cursor = null;
     ws.serializeAttachment(a);
-    this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
+    // Its own agent may have delivered them (the ack lost on the way): give it the first
+    // chance to answer from its journal before another agent delivers them again.
+    return this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
   }
 }
 

@@ -4,6 +4,7 @@
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { fileURLToPath } from 'node:url';
+import { shardName } from '../bridge-worker/shard-hash.ts';
 
 const entry = fileURLToPath(new URL('../bridge-worker/index.ts', import.meta.url));
 
@@ -77,12 +78,12 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
     get url() { return url; },
     get mf() { return mf; },
     async summary() {
-      // Summed over every shard (SHARDS, default 1; shard 0 is 'queue').
+      // Summed over every shard (SHARDS, default 1).
       const ns = await mf.getDurableObjectNamespace('RELAY');
       const shards = Number(opts.vars?.SHARDS ?? '1') || 1;
       const total: Record<string, number> = {};
       for (let i = 0; i < shards; i++) {
-        const stub = ns.get(ns.idFromName(i === 0 ? 'queue' : `queue-${i}`)) as unknown as { summary(): Promise<Record<string, number>> };
+        const stub = ns.get(ns.idFromName(shardName(i))) as unknown as { summary(): Promise<Record<string, number>> };
         // A plain copy: Miniflare's proxy of the result dies with the runtime.
         for (const [k, v] of Object.entries(await stub.summary())) total[k] = (total[k] ?? 0) + v;
       }
