@@ -11,8 +11,8 @@
 // --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> (agent).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LmtpClient } from '../lmtp-proxy/client.ts';
@@ -21,7 +21,7 @@ import { drive, type Outgoing, type Sent } from './lib/driver.ts';
 import { ctimeGranularity, MaildirWatcher } from './lib/maildir-watch.ts';
 import { eightBitMessage, pieces, SENDER, sentPart, template, wholeMessage, type Template } from './lib/messages.ts';
 import {
-  bundleAgent, directPath, PATHS, startHttpApi, startPostfixPath, startRelay,
+  directPath, PATHS, startHttpApi, startPostfixPath, startRelay,
   type AgentOptions, type HttpApiPath, type PathName, type PathUnderTest, type RelayPath,
 } from './lib/paths.ts';
 import { freePort, postfixVersion } from './lib/postfix.ts';
@@ -553,7 +553,7 @@ async function main(): Promise<void> {
           : name === 'postfix' ? await startPostfixPath(dovecot.lmtpPort)
           : await startHttpApi(dovecot.lmtpPort);
         paths.push(p);
-        const detail = name === 'relay' ? 'ingress + workerd (Worker, Durable Object) in one process tree, edge-agent (default window 4, 8 MiB credit) as its own process, LMTP over TCP'
+        const detail = name === 'relay' ? 'ingress + workerd (Worker, Durable Object) in one process tree, edge-agent as deployed (dist/edge-agent.mjs, --expose-gc; default window 4, 8 MiB credit) as its own process, LMTP over TCP'
           : name === 'postfix' ? `Postfix ${(p as Awaited<ReturnType<typeof startPostfixPath>>).instance.version}, private instance, default concurrency settings, lmtp:inet to Dovecot`
           : name === 'http-api' ? 'BASELINE: seed 002 (bench/baselines/http-api): ingress + Worker (TextDecoder, JSON) in workerd, Node HTTP API, one LMTP connection per message, one delivery at a time'
           : 'LmtpClient, one connection per concurrent sender, reused (RSET), LMTP over TCP';
@@ -576,17 +576,9 @@ async function main(): Promise<void> {
       for (const p of paths) memory.push(await runMemory(ctx, p, memorySize));
       const relayPath = paths.find((p) => p.name === 'relay');
       if (relayPath) {
-        // The same agent code without Node's type stripping (which loads a WebAssembly
-        // TypeScript parser into every process that runs .ts): what a JS build would use.
-        const dir = await mkdtemp(join(tmpdir(), 'mailbridge-bench-agentjs-'));
-        try {
-          const script = await bundleAgent(dir);
-          memory.push(await runMemory(ctx, relayPath, memorySize, { name: 'agent run from an esbuild JS bundle', agent: { script } }));
-        } catch (err) {
-          log(`agent bundle variant skipped: ${String(err)}`);
-        } finally {
-          await rm(dir, { recursive: true, force: true });
-        }
+        // The same agent code run from its TypeScript source, as the tests run it: Node's type
+        // stripping loads a WebAssembly TypeScript parser, and there is no --expose-gc.
+        memory.push(await runMemory(ctx, relayPath, memorySize, { name: 'agent run from TypeScript source, without --expose-gc', agent: { source: true } }));
       }
     }
 

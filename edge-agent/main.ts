@@ -1,4 +1,5 @@
-// The edge-agent daemon: `node edge-agent/main.ts [--config <file>]` (`npm run agent`).
+// The edge-agent daemon: `node edge-agent/main.ts [--config <file>]`; deployed as one JS file
+// (edge-agent/build.ts → dist/edge-agent.mjs, run by `npm run agent` and the systemd unit).
 // Settings: the JSON file (default /etc/mailbridge/agent.json, skipped if absent)
 // with MAILBRIDGE_* environment overrides (settings.ts). A bad setting exits with
 // code 2 and a message naming it. SIGTERM/SIGINT stop it gracefully, exit 0.
@@ -7,6 +8,7 @@ import type { Agent } from './agent.ts';
 import { ConfigError } from './config.ts';
 import type { HttpServer } from './http.ts';
 import { jsonLogger } from './log.ts';
+import { reclaiming } from './reclaim.ts';
 import { loadSettings, type DaemonSettings } from './settings.ts';
 
 function fail(msg: string): never {
@@ -43,7 +45,7 @@ try {
 }
 log('agent.started', {
   name: s.agent.name, target: s.agent.target, stateDir: s.stateDir, config: s.file ?? 'environment',
-  concurrency: s.agent.concurrency, http: s.http ? `${s.http.host}:${s.http.port}` : 'off',
+  concurrency: s.agent.concurrency, reclaim: reclaiming, http: s.http ? `${s.http.host}:${s.http.port}` : 'off',
 });
 
 // Monitoring is secondary to mail: if the port is taken, say so and keep delivering.

@@ -9,6 +9,7 @@ import {
 import type { AgentConfig } from './config.ts';
 import { InboundMessage } from './inbound.ts';
 import type { Logger } from './log.ts';
+import { relayed } from './reclaim.ts';
 
 /** What a delivery produced: one final result per recipient. */
 export interface Delivered {
@@ -264,6 +265,7 @@ export class AgentSession {
 
   /** Gives consumed bytes back as credit, in batches to keep frames few. */
   #grant(n: number): void {
+    relayed(n);
     this.#pendingGrant += n;
     if (this.#pendingGrant >= Math.min(1024 * 1024, this.#cfg.creditBytes / 4)) {
       this.#send({ type: FRAME.CREDIT, bytes: this.#pendingGrant });

@@ -11,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/build.ts';
 import { parseTarget, type Target } from '../../lmtp-proxy/target.ts';
 import { freePort, startPostfix, type PostfixInstance } from './postfix.ts';
 import { childrenNamed, NODE, NODE_FLAGS, spawnChild, type Child } from './proc.ts';
@@ -44,21 +45,12 @@ export interface AgentOptions {
   /** Write a V8 CPU profile of the agent into this directory (written when it exits). */
   cpuProfDir?: string;
   concurrency?: number;
-  /** Run this JS file (an esbuild bundle of edge-agent/main.ts) instead of the .ts source. */
-  script?: string;
+  /**
+   * Run edge-agent/main.ts through Node's type stripping (as the tests do) instead of the
+   * agent as deployed: dist/edge-agent.mjs from edge-agent/build.ts, with AGENT_NODE_FLAGS.
+   */
+  source?: boolean;
   creditBytes?: number;
-}
-
-/** edge-agent/main.ts bundled to one ES module, to run the agent without type stripping. */
-export async function bundleAgent(outDir: string): Promise<string> {
-  const { build } = await import('esbuild');
-  const outfile = join(outDir, 'edge-agent.bundle.mjs');
-  await build({
-    entryPoints: [AGENT_MAIN], bundle: true, platform: 'node', format: 'esm', target: 'node22', outfile, logLevel: 'silent',
-    // ws and other CommonJS dependencies call require() for Node built-ins.
-    banner: { js: "import { createRequire as __bench_cr } from 'node:module'; const require = __bench_cr(import.meta.url);" },
-  });
-  return outfile;
 }
 
 export interface RelayPath extends PathUnderTest {
@@ -90,6 +82,7 @@ export interface RelayOptions {
 export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Promise<RelayPath> {
   const defaults = opts.agent ?? {};
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-bench-relay-'));
+  const bundle = await buildAgent();
   const agentToken = randomBytes(24).toString('base64url');
   const devToken = randomBytes(24).toString('base64url');
   const flags = [...NODE_FLAGS, ...(opts.edgeProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.edgeProfDir}`] : [])];
@@ -110,7 +103,8 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
     const spawnedAt = performance.now();
     const profDir = o.cpuProfDir ?? defaults.cpuProfDir;
     const aflags = [...NODE_FLAGS, ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-    const a = spawnChild(NODE, [...aflags, o.script ?? defaults.script ?? AGENT_MAIN], {
+    const entry = o.source ?? defaults.source ? [AGENT_MAIN] : [...AGENT_NODE_FLAGS, bundle];
+    const a = spawnChild(NODE, [...aflags, ...entry], {
       MAILBRIDGE_WORKER_URL: agentUrl.href,
       MAILBRIDGE_TOKEN: agentToken,
       MAILBRIDGE_TARGET: `lmtp://127.0.0.1:${lmtpPort}`,

@@ -1,4 +1,4 @@
-// The agent as a process, the way systemd runs it (node edge-agent/main.ts),
+// The agent as a process, the way systemd runs it (node edge-agent/main.ts, or its build),
 // with its JSON log lines collected so a test can wait for events.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -18,8 +18,10 @@ export interface AgentProcess {
   waitEvent(event: string, pred?: (e: LogEvent) => boolean, ms?: number): Promise<LogEvent>;
 }
 
-export function runAgent(env: Record<string, string>, args: string[] = []): AgentProcess {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, ...args], {
+/** `script`: run this file (e.g. the built dist/edge-agent.mjs) with these Node flags instead of main.ts. */
+export function runAgent(env: Record<string, string>, args: string[] = [], script?: { file: string; nodeFlags: string[] }): AgentProcess {
+  const entry = script ? [...script.nodeFlags, script.file] : [MAIN];
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...entry, ...args], {
     env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

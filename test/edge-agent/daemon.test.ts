@@ -2,7 +2,7 @@
 // environment alone (no config file), connected to the real Worker in workerd,
 // stopped with SIGTERM.
 import t from 'tap';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
@@ -100,4 +100,39 @@ t.test('reconnects after the Worker restarts; /healthz and /metrics tell what ha
   t.equal(metric(m, 'mailbridge_agent_recipients_total{outcome="delivered"}'), 2);
   p.child.kill('SIGTERM');
   t.equal(await p.exit, 0);
+});
+
+t.test('the built agent (dist/edge-agent.mjs, as the systemd unit runs it) delivers, logs a Subject, reclaims', async (t) => {
+  const { AGENT_BUNDLE, AGENT_NODE_FLAGS, buildAgent } = await import('../../edge-agent/build.ts');
+  const unit = await readFile(new URL('../../edge-agent/systemd/mailbridge-agent.service', import.meta.url), 'utf8');
+  const exec = /^ExecStart=\/usr\/bin\/node (.*)$/m.exec(unit)?.[1]?.split(' ') ?? [];
+  t.equal(exec.at(-1), '/opt/mailbridge/dist/edge-agent.mjs', 'the unit runs the bundle');
+  for (const f of AGENT_NODE_FLAGS) t.ok(exec.includes(f), `the unit passes ${f}`);
+  const file = await buildAgent();
+  t.equal(file, AGENT_BUNDLE);
+
+  const worker = await startTestWorker();
+  t.teardown(() => worker.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
+  t.teardown(() => target.close());
+  const p = runAgent({
+    MAILBRIDGE_WORKER_URL: worker.agentUrl(), MAILBRIDGE_TOKEN: AGENT_TOKEN, MAILBRIDGE_TARGET: target.url,
+    MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_NAME: 'dell', MAILBRIDGE_HTTP: '127.0.0.1:0',
+    // mailparser is left out of the bundle and loaded from node_modules on first use.
+    MAILBRIDGE_LOG_SUBJECT: 'true',
+  }, [], { file, nodeFlags: AGENT_NODE_FLAGS });
+  t.teardown(() => { p.child.kill('SIGKILL'); });
+  const started = await p.waitEvent('agent.started');
+  t.equal(started.reclaim, true, 'garbage is reclaimed as messages pass (--expose-gc)');
+  const raw = shiftJisMessage('bundle-1');
+  t.equal((await worker.post('s@example.net', 'alice@example.test', raw)).status, 200);
+  const [stored] = await waitFor('delivered message', () => maildirNew(join(target.root, 'alice@example.test')), 1);
+  t.ok(splitTrace(stored ?? Buffer.alloc(0))?.rest.equals(raw), 'byte-exact');
+  const acked = await p.waitEvent('deliver.acked');
+  t.equal(acked.subject, '日本語', 'the Subject, decoded by mailparser loaded from node_modules');
+  p.child.kill('SIGTERM');
+  t.equal(await p.exit, 0);
+  t.equal(p.err(), '', 'nothing on stderr');
 });
