@@ -51,6 +51,8 @@ export interface AgentOptions {
    */
   source?: boolean;
   creditBytes?: number;
+  /** Run the agent on these CPUs only (taskset list, e.g. '1'). */
+  cpus?: string;
 }
 
 export interface RelayPath extends PathUnderTest {
@@ -104,7 +106,9 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
     const profDir = o.cpuProfDir ?? defaults.cpuProfDir;
     const aflags = [...NODE_FLAGS, ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
     const entry = o.source ?? defaults.source ? [AGENT_MAIN] : [...AGENT_NODE_FLAGS, bundle];
-    const a = spawnChild(NODE, [...aflags, ...entry], {
+    // taskset execs node: the pid stays the agent's.
+    const cpus = o.cpus ?? defaults.cpus;
+    const a = spawnChild(cpus ? 'taskset' : NODE, [...(cpus ? ['-c', cpus, NODE] : []), ...aflags, ...entry], {
       MAILBRIDGE_WORKER_URL: agentUrl.href,
       MAILBRIDGE_TOKEN: agentToken,
       MAILBRIDGE_TARGET: `lmtp://127.0.0.1:${lmtpPort}`,

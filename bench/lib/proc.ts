@@ -227,3 +227,21 @@ export function rssSampler(roots: Record<string, number>, everyMs = 20): { stop(
   const timer = setInterval(tick, everyMs);
   return { stop: () => { clearInterval(timer); tick(); return max; } };
 }
+
+/**
+ * Pins `root` and every descendant, all their threads, to `cpus` (taskset list syntax, e.g. '1').
+ * Processes forked later inherit it (Dovecot's lmtp workers from its master). Returns the
+ * pids pinned; throws if taskset is missing or refuses.
+ */
+export function pinTree(root: number, cpus: string): number[] {
+  const pids = treePids(root);
+  for (const p of pids) {
+    try {
+      execFileSync('taskset', ['-a', '-c', '-p', cpus, String(p)], { stdio: 'ignore' });
+    } catch (err) {
+      // A process that exited meanwhile is fine; anything else is not.
+      if (procStatus(p) !== null) throw err;
+    }
+  }
+  return pids;
+}

@@ -57,6 +57,16 @@ export interface BacklogResult {
   leftInQueue: Record<string, number> | null;
 }
 
+/** The home side (Dovecot, agent) on one core, everything else on the other: see runHomeCore. */
+export interface HomeCoreResult {
+  homeCpu: string;
+  elsewhereCpu: string;
+  direct: CellResult;
+  relayLive: CellResult;
+  drain: BacklogResult;
+  drainVsDirect: number;
+}
+
 export interface MemoryResult {
   path: PathName;
   /** A variant of the path's set-up (e.g. the agent run from a JS bundle), or null. */
@@ -87,6 +97,8 @@ export interface RunResult {
   paths: PathInfo[];
   cells: CellResult[];
   backlog: BacklogResult | null;
+  /** Absent in runs before it existed. */
+  homeCore?: HomeCoreResult | null;
   memory: MemoryResult[];
   fidelity: FidelityResult[];
   profiles: ProfileSummary[];
@@ -218,6 +230,21 @@ export function markdown(run: RunResult, history: RunResult[]): string {
     out.push('');
     out.push(`Drain rate by tenth of the backlog (msg/s): ${b.rateByDecile.map((x) => f1(x)).join(', ')}`);
   }
+  const h = run.homeCore;
+  if (h) {
+    const cpu = (c: Record<string, number>, k: string): string => f1(c[k] ?? Number.NaN);
+    out.push('');
+    out.push(`### The home side on a core of its own (CPU ${h.homeCpu}: Dovecot, agent; CPU ${h.elsewhereCpu}: sender, ingress, workerd), 10 KiB`);
+    out.push('');
+    out.push('| | msg/s | p50 / p99 ms | Dovecot CPU/msg | agent CPU/msg | ingress + workerd CPU/msg |');
+    out.push('|---|---:|---:|---:|---:|---:|');
+    const l = (c: CellResult): string => `${f1(c.latencyMs.dataEndToMaildir.p50)} / ${f1(c.latencyMs.dataEndToMaildir.p99)}`;
+    out.push(`| direct LMTP, c8 | ${f1(h.direct.msgsPerSec)} | ${l(h.direct)} | ${cpu(h.direct.cpuMsPerMsg, 'dovecot')} ms | – | – |`);
+    out.push(`| relay live, c8 (bounded by CPU ${h.elsewhereCpu}) | ${f1(h.relayLive.msgsPerSec)} | ${l(h.relayLive)} | ${cpu(h.relayLive.cpuMsPerMsg, 'dovecot')} ms | ${cpu(h.relayLive.cpuMsPerMsg, 'agent')} ms | ${f1((h.relayLive.cpuMsPerMsg['ingress (node)'] ?? 0) + (h.relayLive.cpuMsPerMsg.workerd ?? 0))} ms |`);
+    out.push(`| relay draining ${h.drain.count} queued | ${f1(h.drain.rateFromSpawn)} (steady ${f1(h.drain.rateSteady)}) | – | ${f1(h.drain.dovecotCpuMsPerMsg)} ms | ${f1(h.drain.agentCpuMsPerMsg)} ms | workerd ${f1(h.drain.workerdCpuMsPerMsg)} ms |`);
+    out.push('');
+    out.push(`Drain ÷ direct: **${h.drainVsDirect.toFixed(2)}×**.`);
+  }
   if (run.fidelity.length) {
     out.push('');
     out.push('### Bytes: an 8-bit Shift_JIS message, stored byte for byte?');
@@ -271,6 +298,7 @@ export function varianceRows(runs: RunResult[]): [string, Spread][] {
     if (k.concurrency === 1) rows.push([`${label} p50 ms`, spread(pick((c) => c.latencyMs.dataEndToMaildir.p50))]);
   }
   rows.push(['backlog drain msg/s', spread(runs.map((r) => r.backlog?.rateFromSpawn ?? Number.NaN))]);
+  rows.push(['home core: drain ÷ direct', spread(runs.map((r) => r.homeCore?.drainVsDirect ?? Number.NaN))]);
   for (const p of ['relay', 'http-api'] as const) {
     const peaks = runs.map((r) => {
       const m = r.memory.find((x) => x.path === p && x.variant === null);
