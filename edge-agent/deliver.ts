@@ -97,6 +97,18 @@ export class Deliverer {
     }
     const tap = this.#logSubject ? tapHeaders(msg) : null;
     const client = this.#idle.pop() ?? new LmtpClient(this.#target, { localName: this.#cfg.name });
+    // Every final result is journaled before this returns, and so before the ack: those after
+    // the data as each arrives, refusals at RCPT at the end. Commits are grouped (journal.ts).
+    const journaled: Promise<void>[] = [];
+    const written = new Set<string>();
+    const journal = (rs: RecipientResult[]): void => {
+      for (const r of rs) written.add(r.recipient);
+      journaled.push(this.#journal.add(h.id, rs, this.#now()).catch((err: unknown) => {
+        // A journal closed at stop or a failing disk: the message may be delivered twice if the
+        // ack is lost too (docs/architecture.md names this window).
+        this.#log('journal.failed', { id: h.id, recipients: rs.map((r) => r.recipient), error: (err as Error).message });
+      }));
+    };
     let fresh: RecipientResult[];
     try {
       const head = this.#cfg.traceHeader ? traceHeader(this.#cfg.name, h) : null;
@@ -105,33 +117,22 @@ export class Deliverer {
         eightBit: true,
         // Journal each recipient the moment Dovecot answers for it: with several recipients,
         // Dovecot has stored the first copy before it answers for the last one.
-        onFinal: (r) => this.#record(h.id, [r]),
+        onFinal: (r) => journal([r]),
       });
+      if (!msg.failure) journal(fresh.filter((r) => !written.has(r.recipient)));
     } finally {
       if (this.#closed) void client.close();
       else this.#idle.push(client);
+      await Promise.all(journaled);
     }
     if (!msg.failure) {
       // Any SMTP reply shows the target answering; only local errors (code 0) say it did not.
       const noReply = fresh.find((r) => r.code === 0);
       this.#watch.seen(fresh.some((r) => r.code > 0), noReply?.text ?? null);
-      // Every final result is journaled before the ack (those after the data already, as each
-      // arrived; now also refusals at RCPT): from here on a redelivery is answered from the journal.
-      this.#record(h.id, fresh);
       for (const r of fresh) this.#stats[r.outcome === 'delivered' ? 'delivered' : r.outcome]++;
     }
     const note = tap ? { subject: await tap.subject() } : {};
     return { results: answer(fresh), fromJournal: false, note };
-  }
-
-  #record(id: string, results: RecipientResult[]): void {
-    try {
-      this.#journal.record(id, results, this.#now());
-    } catch (err) {
-      // A journal closed at stop or a failing disk: the message may be delivered twice if the
-      // ack is lost too (docs/architecture.md names this window).
-      this.#log('journal.failed', { id, recipients: results.map((r) => r.recipient), error: (err as Error).message });
-    }
   }
 
   /** QUIT to idle connections (a hung target gets at most `ms`); later deliveries fail. */

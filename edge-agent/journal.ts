@@ -1,23 +1,52 @@
 // The delivery journal: for each message id and recipient, the final answer
-// Dovecot gave. Written (synchronously, SQLite WAL, synchronous=FULL) before
-// the ack goes out, so a message redelivered after a crash or a lost ack is
-// answered from here instead of being delivered twice. Temporary failures are
-// not journaled: those recipients must be tried again.
+// Dovecot gave. Durable (SQLite WAL, synchronous=FULL) before the ack goes out, so
+// a message redelivered after a crash or a lost ack is answered from here instead
+// of being delivered twice. Temporary failures are not journaled: those
+// recipients must be tried again.
+//
+// Group commit: add() queues entries and a flush at setImmediate writes everything
+// queued in one transaction, one fsync. Replies that arrive in the same event-loop
+// turn share it, and while a commit blocks the loop new replies pile up for the
+// next one, so the fsyncs per second stay bounded however many deliveries run. A
+// queued entry is already visible to lookup(); the caller acks only after add()'s
+// promise resolves.
 //
 // Entries are pruned after the retention window. It must be longer than the
 // time the queue object may still redeliver a message (its MAX_AGE_MS, 5 days
 // by default): a redelivery of a forgotten id would be stored a second time.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { RecipientResult } from '../protocol/wire.ts';
 
 export const DAY_MS = 24 * 60 * 60_000;
 export const JOURNAL_RETENTION_MS = 7 * DAY_MS;
 
+interface Entry { id: string; result: RecipientResult; at: number }
+interface Batch { entries: Entry[]; done: Promise<void>; settle(err: Error | null): void }
+
+const key = (id: string, recipient: string): string => `${id}\0${recipient}`;
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const done = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+  // A batch nobody awaits (e.g. all its adders gave up) must not crash the process.
+  done.catch(() => undefined);
+  return { entries: [], done, settle: (err) => (err ? reject(err) : resolve()) };
+}
+
 export class Journal {
   readonly #db: DatabaseSync;
+  readonly #get: StatementSync;
+  readonly #put: StatementSync;
   readonly retentionMs: number;
+  /** Queued, not yet committed; lookup() answers from here first. */
+  readonly #queued = new Map<string, RecipientResult>();
+  #batch: Batch | null = null;
+  #closed = false;
+  /** Transactions committed so far (tests and metrics: how well commits are grouped). */
+  commits = 0;
 
   constructor(stateDir: string, retentionMs = JOURNAL_RETENTION_MS) {
     this.retentionMs = retentionMs;
@@ -27,29 +56,68 @@ export class Journal {
       CREATE TABLE IF NOT EXISTS results (
         id TEXT NOT NULL, recipient TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL,
         PRIMARY KEY (id, recipient))`);
+    this.#get = this.#db.prepare('SELECT result FROM results WHERE id = ? AND recipient = ?');
+    this.#put = this.#db.prepare('INSERT OR REPLACE INTO results (id, recipient, result, at) VALUES (?, ?, ?, ?)');
   }
 
-  /** Final results already known for these recipients of message `id`. */
+  /** Final results already known (committed or queued) for these recipients of message `id`. */
   lookup(id: string, recipients: string[]): Map<string, RecipientResult> {
     const out = new Map<string, RecipientResult>();
-    const q = this.#db.prepare('SELECT result FROM results WHERE id = ? AND recipient = ?');
     for (const r of recipients) {
-      const row = q.get(id, r);
+      const queued = this.#queued.get(key(id, r));
+      if (queued) {
+        out.set(r, queued);
+        continue;
+      }
+      const row = this.#get.get(id, r);
       if (row) out.set(r, JSON.parse(String(row.result)) as RecipientResult);
     }
     return out;
   }
 
-  record(id: string, results: RecipientResult[], now = Date.now()): void {
-    const q = this.#db.prepare('INSERT OR REPLACE INTO results (id, recipient, result, at) VALUES (?, ?, ?, ?)');
-    this.#db.exec('BEGIN');
-    try {
-      for (const r of results) if (r.outcome !== 'tempfail') q.run(id, r.recipient, JSON.stringify(r), now);
-      this.#db.exec('COMMIT');
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
+  /**
+   * Queues the final results of `id` (temporary failures are skipped). Resolves once they
+   * are committed to disk; rejects if that commit failed (they are then not journaled).
+   */
+  add(id: string, results: readonly RecipientResult[], now = Date.now()): Promise<void> {
+    const final = results.filter((r) => r.outcome !== 'tempfail');
+    if (final.length === 0) return Promise.resolve();
+    if (this.#closed) return Promise.reject(new Error('journal closed'));
+    if (!this.#batch) {
+      this.#batch = newBatch();
+      setImmediate(() => this.#flush());
     }
+    for (const result of final) {
+      this.#batch.entries.push({ id, result, at: now });
+      this.#queued.set(key(id, result.recipient), result);
+    }
+    return this.#batch.done;
+  }
+
+  #flush(): void {
+    const batch = this.#batch;
+    this.#batch = null;
+    if (!batch) return;
+    let error: Error | null = null;
+    try {
+      this.#db.exec('BEGIN');
+      try {
+        for (const e of batch.entries) this.#put.run(e.id, e.result.recipient, JSON.stringify(e.result), e.at);
+        this.#db.exec('COMMIT');
+        this.commits++;
+      } catch (err) {
+        this.#db.exec('ROLLBACK');
+        throw err;
+      }
+    } catch (err) {
+      error = err instanceof Error ? err : new Error(String(err));
+    }
+    for (const e of batch.entries) {
+      const k = key(e.id, e.result.recipient);
+      // A later add() of the same recipient may have replaced it meanwhile: keep that one.
+      if (this.#queued.get(k) === e.result) this.#queued.delete(k);
+    }
+    batch.settle(error);
   }
 
   /** Forgets entries older than the retention window; returns how many. */
@@ -61,7 +129,10 @@ export class Journal {
     return Number(this.#db.prepare('SELECT COUNT(*) AS n FROM results').get()?.n ?? 0);
   }
 
+  /** Commits what is still queued (its promises settle as usual), then closes. */
   close(): void {
+    this.#closed = true;
+    this.#flush();
     this.#db.close();
   }
 }
