@@ -34,6 +34,8 @@ export interface ClientOptions {
   timeouts?: Partial<Timeouts>;
   /** Extensions not to use even when offered: a workaround for a peer that handles one badly. */
   disable?: readonly Extension[];
+  /** A kept connection idle longer than this is probed with RSET before its next MAIL (ms). */
+  probeAfterMs?: number;
 }
 
 // RFC 5321 4.5.3.2, in ms. dataBlock bounds each wait for the socket to drain while sending.
@@ -63,6 +65,10 @@ type Answer = Reply | LocalError;  // what an expected reply resolves to; it nev
 interface Caps { pipelining: boolean; chunking: boolean; eightBitMime: boolean; smtpUtf8: boolean; size: boolean; enhanced: boolean }
 const NO_CAPS: Caps = { pipelining: false, chunking: false, eightBitMime: false, smtpUtf8: false, size: false, enhanced: false };
 const BDAT_CHUNK = 1024 * 1024;    // coalesce body chunks up to this before sending a BDAT
+const ONE_WRITE = 64 * 1024;       // a BDAT this small goes out with its command in one write
+// A connection idle for longer may have been dropped by the server (Dovecot after minutes, a
+// proxy sooner): it is probed with RSET before the next MAIL. A fresher one is used as it is.
+export const PROBE_AFTER_MS = 10_000;
 const BAD_ADDRESS = /[\x00-\x1f\x7f<>]/;
 const NON_ASCII = /[^\x00-\x7f]/;
 
@@ -74,6 +80,10 @@ class Session {
   readonly socket: net.Socket;
   readonly greeting: Promise<Answer>;
   failure: LocalError | null = null;
+  /** When its last transaction ended with every reply read (the server is ready for MAIL); else null. */
+  idleAt: number | null = null;
+  /** Reused without an RSET: until MAIL is answered, nobody knows whether the server is still there. */
+  unprobed = false;
   #caps: Caps = NO_CAPS;
   readonly #t: Timeouts;
   readonly #reader = new ReplyReader();
@@ -247,6 +257,7 @@ export class LmtpClient {
   readonly #t: Timeouts;
   readonly #localName: string;
   readonly #disable: ReadonlySet<Extension>;
+  readonly #probeAfterMs: number;
   #session: Session | null = null;
   #chain: Promise<unknown> = Promise.resolve();  // serializes deliver() and close()
 
@@ -254,6 +265,7 @@ export class LmtpClient {
     this.target = target;
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#disable = new Set(options.disable ?? []);
+    this.#probeAfterMs = options.probeAfterMs ?? PROBE_AFTER_MS;
     const host = os.hostname();
     this.#localName = options.localName ?? (/^[A-Za-z0-9.-]+$/.test(host) ? host : 'localhost');
     if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Za-z:.]+\])$/.test(this.#localName)) {
@@ -286,7 +298,7 @@ export class LmtpClient {
     return run;
   }
 
-  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo): Promise<RecipientResult[]> {
+  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo, retry = true): Promise<RecipientResult[]> {
     // An address given twice gets one RCPT (and so one LMTP reply) and shares its result.
     let rcpts = [...new Set(env.recipients)];
     const results = new Map<string, RecipientResult>();
@@ -304,6 +316,8 @@ export class LmtpClient {
       for (const r of rcpts) results.set(r, { ...result(r, s), outcome: 'tempfail' });
       return done();
     }
+    // The early returns below send nothing: the session stays ready for the next MAIL.
+    const idle = (): RecipientResult[] => { s.idleAt = performance.now(); return done(); };
     // A refusal is a 4xx/5xx reply or a local error; anything else there breaks the protocol.
     const refusal = (state: State, a: Answer): Answer => (isLocalError(a) || a.code >= 400 ? a : s.unexpected(state, a));
 
@@ -317,11 +331,11 @@ export class LmtpClient {
       };
       if (NON_ASCII.test(env.sender)) {
         for (const r of rcpts) refuse(r, 'the sender address');
-        return done();
+        return idle();
       }
       for (const r of rcpts) if (NON_ASCII.test(r)) refuse(r, 'this address');
       rcpts = rcpts.filter((r) => !results.has(r));
-      if (rcpts.length === 0) return done();
+      if (rcpts.length === 0) return idle();
     }
     let mail = `MAIL FROM:<${env.sender}>`;
     if (caps.eightBitMime && info.eightBit) mail += ' BODY=8BITMIME';
@@ -345,6 +359,14 @@ export class LmtpClient {
       if (isOk(mailA)) for (const r of rcpts) rcptA.push(await s.command('RCPT', `RCPT TO:<${r}>`));
       if (useData && rcptA.some(isOk)) dataA = await s.command('DATA', 'DATA');
     }
+    // A reused connection that was gone before MAIL was answered (closed, or 421 as the server
+    // timed it out): no body was sent, so nothing can have been accepted. Once more, on a new one.
+    const gone = isLocalError(mailA) ? mailA.code === 'ECONNECTION' : mailA.code === 421;
+    if (s.unprobed && gone && retry) {
+      s.fail(localError('ECONNECTION', 'MAIL', 'reused connection was closed'));
+      return this.#transact(env, body, info, false);
+    }
+    s.unprobed = false;
 
     const accepted: string[] = [];
     if (!isOk(mailA)) settle(rcpts, refusal('MAIL', mailA));
@@ -361,7 +383,7 @@ export class LmtpClient {
       // for a message we will not send, so the connection is dropped instead of RSET.
       if (dataOpen) s.fail(localError('EPROTOCOL', 'DATA', '354 to DATA without an accepted recipient'));
       else if (!s.failure && !isOk(await s.command('RSET', 'RSET'))) s.fail(localError('EPROTOCOL', 'RSET', 'RSET refused'));
-      return done();
+      return s.failure ? done() : idle();
     }
     if (useData && !dataOpen) {
       settle(accepted, refusal('DATA', dataA ?? noReply('DATA')));
@@ -386,14 +408,23 @@ export class LmtpClient {
       if (got && !isLocalError(a) && a.code === 421) got.text += ` ${MAY_BE_DELIVERED}`;
       if (got && got.outcome !== 'tempfail') info.onFinal?.(got);
     }
-    return done();
+    // Every final reply is in: the transaction is over and the server ready for the next MAIL.
+    return s.failure ? done() : idle();
   }
 
-  // A connection ready for MAIL: the idle one if it still answers RSET, else a new one.
+  // A connection ready for MAIL: the idle one as it is after a clean transaction (RFC 5321
+  // 4.1.4: the server is back in its initial state; no RSET round trip), or if it still
+  // answers RSET; else a new one.
   async #ready(): Promise<Session | Answer> {
     const old = this.#session;
     this.#session = null;
     if (old && !old.failure) {
+      const idleAt = old.idleAt;
+      old.idleAt = null;
+      if (idleAt !== null && performance.now() - idleAt < this.#probeAfterMs) {
+        old.unprobed = true;
+        return (this.#session = old);
+      }
       if (isOk(await old.command('RSET', 'RSET'))) return (this.#session = old);
       old.fail(localError('ECONNECTION', 'RSET', 'RSET failed, reconnecting'));
     }
@@ -451,8 +482,11 @@ export class LmtpClient {
         if (!isOk(a)) return a;  // the caller sorts a refusal from a protocol error
       }
       const answers = last ? Array.from({ length: count }, () => s.expect('DOT')) : [s.expect('BDAT')];
-      let e = await s.write(Buffer.from(`BDAT ${size}${last ? ' LAST' : ''}\r\n`));
-      for (const p of parts) if (!e) e = await s.write(p);
+      const command = Buffer.from(`BDAT ${size}${last ? ' LAST' : ''}\r\n`);
+      // A small message (the usual case) costs one write and one read on the server, not several.
+      const writes = size <= ONE_WRITE ? [Buffer.concat([command, ...parts])] : [command, ...parts];
+      let e: LocalError | null = null;
+      for (const w of writes) if (!e) e = await s.write(w);
       parts = [];
       size = 0;
       if (e) return e;

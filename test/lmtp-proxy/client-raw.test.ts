@@ -99,8 +99,8 @@ async function raw(t: Tap, script: (p: Peer, n: number) => Promise<void>) {
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
-  const client = (timeouts: ClientOptions['timeouts'] = {}, protocol: 'lmtp' | 'smtp' = 'lmtp', disable: ClientOptions['disable'] = []): LmtpClient => {
-    const c = new LmtpClient({ protocol, host: '127.0.0.1', port }, { localName: 'client.test', timeouts: { ...FAST, ...timeouts }, disable });
+  const client = (timeouts: ClientOptions['timeouts'] = {}, protocol: 'lmtp' | 'smtp' = 'lmtp', disable: ClientOptions['disable'] = [], more: ClientOptions = {}): LmtpClient => {
+    const c = new LmtpClient({ protocol, host: '127.0.0.1', port }, { localName: 'client.test', timeouts: { ...FAST, ...timeouts }, disable, ...more });
     clients.push(c);
     return c;
   };
@@ -190,7 +190,7 @@ t.test('CHUNKING: exact BDAT framing, no dot-stuffing, nothing added, chunks coa
   t.same(frames.map((f) => f.header), ['BDAT 1228800', 'BDAT 614400 LAST']);
   t.ok(Buffer.concat(frames.map((f) => f.data)).equals(Buffer.concat(big)), 'the body, byte for byte');
   t.equal(peers.length, 1, 'second message on the same connection');
-  t.ok(peers[0]?.lines.includes('RSET'), 'RSET before the second message');
+  t.notOk(peers[0]?.lines.includes('RSET'), 'no RSET after a transaction that ended with its final replies');
 });
 
 t.test('connection dropped after the final dot: every accepted recipient tempfails', async (t) => {
@@ -345,11 +345,10 @@ t.test('RSET refused on a kept connection: reconnect and deliver', async (t) => 
   const { peers, client } = await raw(t, async (p, n) => {
     await hello(p);
     if (n === 1) {
+      // DATA refused: the transaction is still open, so the next one starts with RSET.
       await envelope(p, 1);
       await p.line();
-      p.send('354 go\r\n');
-      await p.until('\r\n.\r\n');
-      p.send('250 one\r\n');
+      p.send('451 not now\r\n');
       await p.line();
       p.send('502 no RSET here\r\n');
       return;
@@ -363,9 +362,91 @@ t.test('RSET refused on a kept connection: reconnect and deliver', async (t) => 
   const c = client();
   const one = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
   const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
-  t.same([one[0]?.text, two[0]?.text], ['one', 'two']);
+  t.same([one[0]?.text, two[0]?.text], ['not now', 'two']);
   t.equal(peers.length, 2);
   t.same(peers[0]?.lines.slice(-1), ['RSET']);
+});
+
+// A kept connection is reused without RSET after a clean transaction. If it turns out to be
+// gone before MAIL is answered, nothing of the message was sent: once more on a new connection.
+async function oneMessage(p: Peer, reply: string): Promise<void> {
+  await envelope(p, 1);
+  await p.line();
+  p.send('354 go\r\n');
+  await p.until('\r\n.\r\n');
+  p.send(reply);
+}
+
+t.test('kept connection closed by the server while idle: the next message goes out once, on a new connection', async (t) => {
+  const { peers, client } = await raw(t, async (p, n) => {
+    await hello(p);
+    await oneMessage(p, `250 saved ${n}\r\n`);
+    if (n === 1) p.socket.end();  // an idle timeout on the server's side, without a 421
+  });
+  const c = client();
+  t.equal((await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n')))[0]?.text, 'saved 1');
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal((await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n')))[0]?.text, 'saved 2');
+  t.equal(peers.length, 2);
+  t.same(peers[1]?.lines.filter((l) => l.startsWith('MAIL')).length, 1, 'one transaction on the new connection');
+});
+
+t.test('kept connection that drops after reading MAIL, or answers it 421: retried once on a new connection', async (t) => {
+  for (const caps of [[], ['PIPELINING']]) {
+    for (const how of ['drop', '421'] as const) {
+      const { peers, client } = await raw(t, async (p, n) => {
+        await hello(p, ...caps);
+        await oneMessage(p, `250 saved ${n}\r\n`);
+        if (n > 1) return;
+        await p.line();  // the next MAIL, on the kept connection: never answered as a MAIL
+        if (how === '421') p.send('421 4.4.2 idle too long\r\n');
+        p.socket.end();
+      });
+      const c = client();
+      const what = `${how}${caps.length ? ', pipelined' : ''}`;
+      t.equal((await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n')))[0]?.text, 'saved 1', what);
+      const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+      t.same(two.map((r) => [r.text, r.outcome]), [['saved 2', 'delivered']], `${what}: delivered on the new connection`);
+      t.equal(peers.length, 2, `${what}: one new connection, no more`);
+      t.equal(peers[0]?.lines.filter((l) => l === 'DATA').length, 1, `${what}: no second DATA on the old connection`);
+      t.equal(peers[1]?.lines.filter((l) => l.startsWith('MAIL')).length, 1, `${what}: one transaction on the new one`);
+    }
+  }
+});
+
+t.test('kept connection that drops after the body: not retried, the result says it may be delivered', async (t) => {
+  const { peers, client } = await raw(t, async (p, n) => {
+    await hello(p);
+    await oneMessage(p, `250 saved ${n}\r\n`);
+    if (n > 1) return;
+    await envelope(p, 1);
+    await p.line();
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.socket.destroy();
+  });
+  const c = client();
+  await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+  const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.equal(two[0]?.outcome, 'tempfail');
+  t.match(two[0]?.text, MAY_BE_DELIVERED);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(peers.length, 1, 'no second attempt of a message whose body was sent');
+});
+
+t.test('a kept connection idle longer than probeAfterMs is probed with RSET first', async (t) => {
+  const { peers, client } = await raw(t, async (p) => {
+    await hello(p);
+    await oneMessage(p, '250 saved 1\r\n');
+    t.equal(await p.line(), 'RSET');
+    p.send('250 ok\r\n');
+    await oneMessage(p, '250 saved 2\r\n');
+  });
+  const c = client({}, 'lmtp', [], { probeAfterMs: 30 });
+  await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+  await new Promise((r) => setTimeout(r, 60));
+  t.equal((await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n')))[0]?.text, 'saved 2');
+  t.same(peers[0]?.lines.filter((l) => !l.startsWith('RCPT')), ['LHLO client.test', 'MAIL FROM:<>', 'DATA', 'RSET', 'MAIL FROM:<>', 'DATA']);
 });
 
 t.test('421 in a transaction: tempfail with that reply, and the next deliver reconnects', async (t) => {
