@@ -80,7 +80,11 @@ class Session {
   readonly socket: net.Socket;
   readonly greeting: Promise<Answer>;
   failure: LocalError | null = null;
-  /** When its last transaction ended with every reply read (the server is ready for MAIL); else null. */
+  /**
+   * Since when the server has been known to wait for MAIL with no transaction open (after
+   * LHLO, an answered RSET, or a transaction that ended with every reply read); null from
+   * MAIL on until then, so a transaction that ends any other way leaves it null.
+   */
   idleAt: number | null = null;
   /** Reused without an RSET: until MAIL is answered, nobody knows whether the server is still there. */
   unprobed = false;
@@ -316,7 +320,7 @@ export class LmtpClient {
       for (const r of rcpts) results.set(r, { ...result(r, s), outcome: 'tempfail' });
       return done();
     }
-    // The early returns below send nothing: the session stays ready for the next MAIL.
+    // A transaction that ended with every reply read: the server waits for MAIL from now on.
     const idle = (): RecipientResult[] => { s.idleAt = performance.now(); return done(); };
     // A refusal is a 4xx/5xx reply or a local error; anything else there breaks the protocol.
     const refusal = (state: State, a: Answer): Answer => (isLocalError(a) || a.code >= 400 ? a : s.unexpected(state, a));
@@ -324,6 +328,7 @@ export class LmtpClient {
     const { caps } = s;
     // RFC 6531 3.4: a UTF-8 address must not go to a server that does not offer SMTPUTF8 (Dovecot
     // 2.3 would misread it, even as the null sender). Refuse it for good, never rewrite it.
+    // Nothing is sent then: the session stays as it was, and as long idle.
     if (!caps.smtpUtf8) {
       const refuse = (r: string, whose: string): void => {
         results.set(r, { recipient: r, code: 553, enhanced: '5.6.7', outcome: 'permfail',
@@ -331,17 +336,18 @@ export class LmtpClient {
       };
       if (NON_ASCII.test(env.sender)) {
         for (const r of rcpts) refuse(r, 'the sender address');
-        return idle();
+        return done();
       }
       for (const r of rcpts) if (NON_ASCII.test(r)) refuse(r, 'this address');
       rcpts = rcpts.filter((r) => !results.has(r));
-      if (rcpts.length === 0) return idle();
+      if (rcpts.length === 0) return done();
     }
     let mail = `MAIL FROM:<${env.sender}>`;
     if (caps.eightBitMime && info.eightBit) mail += ' BODY=8BITMIME';
     if (caps.size && info.size !== undefined && Number.isSafeInteger(info.size) && info.size >= 0) mail += ` SIZE=${info.size}`;
     if (caps.smtpUtf8 && [env.sender, ...rcpts].some((a) => NON_ASCII.test(a))) mail += ' SMTPUTF8';
     const useData = !caps.chunking;
+    s.idleAt = null;  // a transaction is open until every reply to it has been read
 
     // Envelope: with PIPELINING, MAIL + every RCPT (+ DATA) in one write; otherwise step by step.
     let mailA: Answer;
@@ -412,20 +418,20 @@ export class LmtpClient {
     return s.failure ? done() : idle();
   }
 
-  // A connection ready for MAIL: the idle one as it is after a clean transaction (RFC 5321
-  // 4.1.4: the server is back in its initial state; no RSET round trip), or if it still
-  // answers RSET; else a new one.
+  // A connection ready for MAIL: the kept one as it is when it has been idle briefly since a
+  // clean end (RFC 5321 4.1.4: the server is back in its initial state; no RSET round trip),
+  // else the kept one if it answers RSET, else a new one.
   async #ready(): Promise<Session | Answer> {
     const old = this.#session;
     this.#session = null;
     if (old && !old.failure) {
-      const idleAt = old.idleAt;
-      old.idleAt = null;
-      if (idleAt !== null && performance.now() - idleAt < this.#probeAfterMs) {
-        old.unprobed = true;
+      const { idleAt } = old;
+      old.unprobed = idleAt !== null && performance.now() - idleAt < this.#probeAfterMs;
+      if (old.unprobed) return (this.#session = old);
+      if (isOk(await old.command('RSET', 'RSET'))) {
+        old.idleAt = performance.now();
         return (this.#session = old);
       }
-      if (isOk(await old.command('RSET', 'RSET'))) return (this.#session = old);
       old.fail(localError('ECONNECTION', 'RSET', 'RSET failed, reconnecting'));
     }
     const s = await Session.connect(this.target, this.#t);
@@ -446,6 +452,7 @@ export class LmtpClient {
         eightBitMime: c.eightBitMime && !off.has('8BITMIME'), smtpUtf8: c.smtpUtf8 && !off.has('SMTPUTF8'), size: c.size && !off.has('SIZE'),
       };
     }
+    s.idleAt = performance.now();
     return (this.#session = s);
   }
 

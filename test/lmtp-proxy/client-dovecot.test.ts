@@ -76,6 +76,24 @@ t.test('unix socket, and two messages on one connection', { skip }, async (t) =>
   t.match(stored[0]?.toString('latin1'), /^Return-Path: <>\r\n/, 'null sender stored as <>');
 });
 
+t.test('kept connection: messages follow one another without RSET; after a Dovecot restart the next one goes out once on a new connection', { skip }, async (t) => {
+  const d = await withDovecot(t);
+  for (const disable of [[], ['CHUNKING']] as const) {
+    // The unix socket keeps its path across the restart (the TCP port may not).
+    const c = client(t, { protocol: 'lmtp', path: d.lmtpSocket }, { disable });
+    const send = async (): Promise<string[]> =>
+      (await c.deliver({ sender: '', recipients: ['alice@example.test', 'bob@example.test'] }, pieces(BODY, 4096))).map((r) => r.outcome);
+    t.same([...await send(), ...await send()], ['delivered', 'delivered', 'delivered', 'delivered'], `${disable.length ? 'DATA' : 'BDAT'}: back to back`);
+    await d.restart();  // closes the kept connection under the client
+    t.same(await send(), ['delivered', 'delivered'], 'after the restart');
+  }
+  for (const user of ['alice', 'bob']) {
+    const stored = await d.readMessages(user);
+    t.equal(stored.length, 6, `${user}: each message stored exactly once`);
+    t.ok(stored.every((m) => endsWith(m, BODY)));
+  }
+});
+
 t.test('over quota: 552 5.2.2 for that recipient only; with quota_full_tempfail 452 4.2.2', { skip }, async (t) => {
   const big = Buffer.concat([BODY, Buffer.alloc(8192, 'x'), Buffer.from('\r\n')]);
   for (const [tempfail, code, enhanced, outcome] of [[false, 552, '5.2.2', 'permfail'], [true, 452, '4.2.2', 'tempfail']] as const) {

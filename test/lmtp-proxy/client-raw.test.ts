@@ -449,6 +449,142 @@ t.test('a kept connection idle longer than probeAfterMs is probed with RSET firs
   t.same(peers[0]?.lines.filter((l) => !l.startsWith('RCPT')), ['LHLO client.test', 'MAIL FROM:<>', 'DATA', 'RSET', 'MAIL FROM:<>', 'DATA']);
 });
 
+// A well-behaved server for dialogue tests: 250 to MAIL, RCPT and RSET, 354 to DATA, then one
+// final reply per RCPT (LMTP). `own` answers a line itself instead (null: the default answer).
+async function serve(p: Peer, own: (line: string) => string | null = () => null): Promise<void> {
+  let rcpts = 0;
+  for (;;) {
+    const l = await p.line();
+    const mine = own(l);
+    if (mine !== null) { p.send(mine); continue; }
+    if (l.startsWith('MAIL')) rcpts = 0;
+    if (l.startsWith('RCPT')) rcpts++;
+    if (l !== 'DATA') { p.send('250 ok\r\n'); continue; }
+    p.send('354 go\r\n');
+    await p.until('\r\n.\r\n');
+    p.send('250 saved\r\n'.repeat(rcpts));
+  }
+}
+
+t.test('consecutive messages on a kept connection: no RSET between them; with PIPELINING the next envelope is one write', async (t) => {
+  for (const caps of [[], ['PIPELINING']]) {
+    const { peers, client } = await raw(t, async (p) => { await hello(p, ...caps); await serve(p); });
+    const c = client();
+    const what = caps.length ? 'pipelined' : 'step by step';
+    const res = [
+      await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n')),
+      await c.deliver({ sender: 's@example.net', recipients: ['b@example.org', 'c@example.org'] }, chunks('2\r\n')),
+    ];
+    await new Promise((r) => setTimeout(r, 30));  // idle, but far below probeAfterMs
+    res.push(await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('3\r\n')));
+    t.same(res.flat().map((r) => r.outcome), ['delivered', 'delivered', 'delivered', 'delivered'], what);
+    t.equal(peers.length, 1, `${what}: one connection`);
+    t.same(peers[0]?.lines, [
+      'LHLO client.test',
+      'MAIL FROM:<>', 'RCPT TO:<a@example.org>', 'DATA',
+      'MAIL FROM:<s@example.net>', 'RCPT TO:<b@example.org>', 'RCPT TO:<c@example.org>', 'DATA',
+      'MAIL FROM:<>', 'RCPT TO:<a@example.org>', 'DATA',
+    ], `${what}: the server sees no RSET`);
+    if (caps.length) {
+      t.ok(peers[0]?.chunks.some((b) => b.toString() === 'MAIL FROM:<s@example.net>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n'),
+        'the second envelope arrives in one write, right after the first final reply');
+    }
+  }
+});
+
+t.test('a kept connection found gone at MAIL is retried once, not twice', async (t) => {
+  const { peers, client } = await raw(t, async (p, n) => {
+    await hello(p);
+    if (n === 1) await oneMessage(p, '250 saved 1\r\n');
+    await p.line();  // MAIL, never answered
+    p.socket.end();
+  });
+  const c = client();
+  await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+  const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.same(two.map((r) => [r.code, r.outcome]), [[0, 'tempfail']]);
+  t.match(two[0]?.text, /^ECONNECTION: connection closed by the server while waiting for the reply to MAIL FROM/);
+  t.notMatch(two[0]?.text, MAY_BE_DELIVERED, 'no body byte was sent');
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(peers.length, 2, 'the new connection was not given up on for a third');
+});
+
+t.test('a kept connection that drops once MAIL is answered: not retried, whatever followed', async (t) => {
+  for (const caps of [[], ['PIPELINING']]) {
+    const { peers, client } = await raw(t, async (p, n) => {
+      await hello(p, ...caps);
+      if (n > 1) return serve(p);
+      await oneMessage(p, '250 saved 1\r\n');
+      await p.line();
+      if (caps.length) { await p.line(); await p.line(); }  // RCPT and DATA came with MAIL
+      p.send('250 sender ok\r\n');
+      p.socket.end();
+    });
+    const what = caps.length ? 'pipelined' : 'step by step';
+    const c = client();
+    await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+    let read = false;
+    async function* body(): AsyncGenerator<Uint8Array> { read = true; yield Buffer.from('2\r\n'); }
+    const two = await c.deliver({ sender: '', recipients: ['a@example.org'] }, body());
+    t.same(two.map((r) => [r.code, r.outcome]), [[0, 'tempfail']], what);
+    t.match(two[0]?.text, /^ECONNECTION: .*RCPT TO/, `${what}: the RCPT's reply is what was lost`);
+    t.equal(read, false, `${what}: the body was never read`);
+    await new Promise((r) => setTimeout(r, 50));
+    t.equal(peers.length, 1, `${what}: no second attempt by the client`);
+    // The next message is another matter: a new connection.
+    t.same((await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('3\r\n'))).map((r) => r.outcome), ['delivered'], what);
+    t.equal(peers.length, 2);
+  }
+});
+
+t.test('after a transaction that did not end with its final replies: RSET, or a new connection', async (t) => {
+  // DATA refused: the transaction stays open, so RSET first; after that, clean again.
+  const refused = await raw(t, async (p) => {
+    await hello(p, 'PIPELINING');
+    let datas = 0;
+    await serve(p, (l) => (l === 'DATA' && ++datas === 1 ? '451 4.3.0 not now\r\n' : null));
+  });
+  const c = refused.client();
+  const send = (body: string): Promise<RecipientResult[]> => c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks(body));
+  t.same([...await send('1\r\n'), ...await send('2\r\n'), ...await send('3\r\n')].map((r) => r.outcome), ['tempfail', 'delivered', 'delivered']);
+  t.same(refused.peers[0]?.lines.filter((l) => !l.startsWith('RCPT')), ['LHLO client.test', 'MAIL FROM:<>', 'DATA', 'RSET', 'MAIL FROM:<>', 'DATA', 'MAIL FROM:<>', 'DATA']);
+
+  // Every recipient refused: the RSET that closes the transaction is sent then, once.
+  const none = await raw(t, async (p) => {
+    await hello(p);
+    let rcpts = 0;
+    await serve(p, (l) => (l.startsWith('RCPT') && ++rcpts === 1 ? '550 5.1.1 no such user\r\n' : null));
+  });
+  const d = none.client();
+  const one = await d.deliver({ sender: '', recipients: ['x@example.org'] }, chunks('1\r\n'));
+  const two = await d.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.same([...one, ...two].map((r) => r.outcome), ['permfail', 'delivered']);
+  t.same(none.peers[0]?.lines, ['LHLO client.test', 'MAIL FROM:<>', 'RCPT TO:<x@example.org>', 'RSET', 'MAIL FROM:<>', 'RCPT TO:<a@example.org>', 'DATA']);
+
+  // A body that broke off: the connection was dropped, the next message takes a new one.
+  const broken = await raw(t, async (p) => { await hello(p); await serve(p); });
+  const e = broken.client();
+  async function* failing(): AsyncGenerator<Uint8Array> { yield Buffer.from('half\r\n'); throw new Error('gone'); }
+  const first = await e.deliver({ sender: '', recipients: ['a@example.org'] }, failing());
+  const second = await e.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('2\r\n'));
+  t.same([...first, ...second].map((r) => r.outcome), ['tempfail', 'delivered']);
+  t.equal(broken.peers.length, 2, 'a new connection after the broken-off body');
+  t.same(broken.peers[1]?.lines, ['LHLO client.test', 'MAIL FROM:<>', 'RCPT TO:<a@example.org>', 'DATA']);
+});
+
+t.test('a message refused before anything is sent does not make a kept connection look less idle', async (t) => {
+  const { peers, client } = await raw(t, async (p) => { await hello(p); await serve(p); });
+  const c = client({}, 'lmtp', [], { probeAfterMs: 80 });
+  await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('1\r\n'));
+  await new Promise((r) => setTimeout(r, 50));
+  // No SMTPUTF8 offered: refused here, not a byte sent.
+  t.same((await c.deliver({ sender: 'jörg@example.net', recipients: ['a@example.org'] }, chunks('x\r\n'))).map((r) => r.code), [553]);
+  await new Promise((r) => setTimeout(r, 50));
+  await c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks('3\r\n'));
+  t.same(peers[0]?.lines.filter((l) => !l.startsWith('RCPT')), ['LHLO client.test', 'MAIL FROM:<>', 'DATA', 'RSET', 'MAIL FROM:<>', 'DATA'],
+    'idle 100 ms since its last transaction: probed');
+});
+
 t.test('421 in a transaction: tempfail with that reply, and the next deliver reconnects', async (t) => {
   const { peers, client } = await raw(t, async (p, n) => {
     await hello(p, 'ENHANCEDSTATUSCODES');

@@ -118,7 +118,7 @@ t.test('a 1.5 MiB body in many small chunks arrives exactly', async (t) => {
   t.ok(state.messages[0]?.body.equals(body), 'same bytes');
 });
 
-t.test('two messages reuse one connection (RSET between them)', async (t) => {
+t.test('two messages reuse one connection, one transaction after the other (no RSET needed)', async (t) => {
   const { state, client } = await start(t);
   const c = client();
   const r1 = await c.deliver({ sender: 'a@example.net', recipients: ['r@example.org'] }, chunks('one\r\n'));

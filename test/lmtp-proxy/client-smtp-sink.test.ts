@@ -243,7 +243,7 @@ t.test('SMTP: one 250 2.0.0 for all; a body ending in a line-start dot without C
   t.same(d?.message, Buffer.from('Subject: x\n\nline\n.\n\n', 'latin1'));
 });
 
-t.test('two messages on one connection (RSET between), each captured', { skip }, async (t) => {
+t.test('two messages on one connection, back to back, each captured', { skip }, async (t) => {
   const s = await sink(t, ['-L']);
   const c = s.client('lmtp');
   const one = await c.deliver({ sender: '', recipients: ['a@example.org'] }, tracked('one\r\n').body);
