@@ -10,22 +10,39 @@ function bearer(request: Request): string | null {
   return m?.[1] ?? null;
 }
 
-/** Constant-time equality; lengths are hashed first so they leak nothing either. */
-async function tokenEquals(a: string, b: string): Promise<boolean> {
-  const [da, db] = await Promise.all([
-    crypto.subtle.digest('SHA-256', encoder.encode(a)),
-    crypto.subtle.digest('SHA-256', encoder.encode(b)),
-  ]);
-  return crypto.subtle.timingSafeEqual(da, db);
+function digest(s: string): Promise<ArrayBuffer> {
+  return crypto.subtle.digest('SHA-256', encoder.encode(s));
 }
 
-/** True when the request carries one of `tokens`; every token is compared, match or not. */
+/**
+ * Digests of the configured tokens, once per isolate: they were digested again on every
+ * request. Keyed by the token itself, so a changed secret gets its own entry. Only configured
+ * tokens go in (a handful per deployment), never a presented one: that would let any client
+ * grow the map. The bytes are kept, not the promise: a promise of one request awaited by
+ * another is what workerd warns about.
+ */
+const configured = new Map<string, ArrayBuffer>();
+
+async function configuredDigest(token: string): Promise<ArrayBuffer> {
+  const known = configured.get(token);
+  if (known !== undefined) return known;
+  const d = await digest(token);
+  configured.set(token, d);
+  return d;
+}
+
+/**
+ * True when the request carries one of `tokens`; every token is compared, match or not.
+ * Digests are compared, not the strings, so the comparison is constant-time whatever the
+ * lengths, and says nothing about them.
+ */
 export async function hasToken(request: Request, tokens: readonly string[]): Promise<boolean> {
   const given = bearer(request);
   if (given === null || tokens.length === 0) return false;
+  const [dg, dt] = await Promise.all([digest(given), Promise.all(tokens.map(configuredDigest))]);
   let ok = false;
-  for (const t of tokens) {
-    if (await tokenEquals(given, t)) ok = true;
+  for (const d of dt) {
+    if (crypto.subtle.timingSafeEqual(dg, d)) ok = true;
   }
   return ok;
 }

@@ -4,7 +4,7 @@
 import { isAddress } from '../protocol/wire.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
-import { rejectReason } from './verdict.ts';
+import { rejectReason, type Verdict } from './verdict.ts';
 import { shardOf, shardStub } from './shards.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
@@ -47,12 +47,14 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
   // Stored durably: from here the answer is 'accepted' unless Dovecot refuses for good.
+  let verdict: Verdict['kind'] | null = null;  // null: not waited for (VERDICT_WAIT_MS=0)
   if (cfg.verdictWaitMs > 0) {
-    const verdict = await queue.verdict(result.id, cfg.verdictWaitMs);
-    const refused = verdict.kind === 'final' ? rejectReason(verdict.results) : null;
+    const v = await queue.verdict(result.id, cfg.verdictWaitMs);
+    const refused = v.kind === 'final' ? rejectReason(v.results) : null;
     if (refused !== null) return reject(refused);
-    log('email.verdict', { id: result.id, verdict: verdict.kind });
+    verdict = v.kind;
   }
-  log('email.accepted', { id: result.id, duplicate: result.duplicate, size: message.rawSize });
+  // The one line per accepted message (the verdict used to be a line of its own).
+  log('email.accepted', { id: result.id, duplicate: result.duplicate, size: message.rawSize, verdict });
   return { outcome: 'accepted', id: result.id, duplicate: result.duplicate };
 }

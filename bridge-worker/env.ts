@@ -32,6 +32,8 @@ export interface Env {
   MAX_AGE_MS?: string;
   /** Dev-only: enables POST /dev/email for the local SMTP ingress. Never set in production. */
   DEV_INGRESS_TOKEN?: string;
+  /** `info` (default): one event per message and side. `debug` adds ingest.queued and message.leased. */
+  LOG_LEVEL?: string;
 }
 
 export interface Config {
@@ -47,7 +49,10 @@ export interface Config {
   agentSilentMs: number;
   adminToken: string | null;
   devIngressToken: string | null;
+  logLevel: LogLevel;
 }
+
+export type LogLevel = 'info' | 'debug';
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 /** Well inside email()'s ~30 s: the message is already stored, only the verdict is waited for. */
@@ -130,5 +135,7 @@ function parseConfig(env: Env): Config {
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev };
+  const logLevel = env.LOG_LEVEL === undefined || env.LOG_LEVEL === '' ? 'info' : env.LOG_LEVEL;
+  if (logLevel !== 'info' && logLevel !== 'debug') throw new ConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev, logLevel };
 }

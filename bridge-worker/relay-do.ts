@@ -156,7 +156,7 @@ export class RelayQueue extends DurableObject<Env> {
       return { status: 'accepted', id: earlier, duplicate: true };
     }
     this.#store.commit(id, stored.size, stored.sha256, stored.chunks, key);
-    log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
+    if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
     return { status: 'accepted', id, duplicate: false };
@@ -314,7 +314,11 @@ export class RelayQueue extends DurableObject<Env> {
     switch (s.kind) {
       case 'done':
         this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
-        log('message.acked', { id: msg.id, attempt: msg.attempts, outcomes });
+        // The message's one info line in the object: what ingest.queued and message.leased said too.
+        log('message.acked', {
+          id: msg.id, attempt: msg.attempts, outcomes, size: msg.size, chunks: msg.chunks,
+          recipients: msg.recipients.length, session: msg.leaseSession, ageMs: now - msg.receivedAt,
+        });
         this.#verdicts.settled(msg.id, { kind: 'final', results: s.results }, now);
         break;
       case 'deferred':
@@ -391,7 +395,7 @@ export class RelayQueue extends DurableObject<Env> {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
           recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
         });
-        log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
+        if (readConfig(this.env).logLevel === 'debug') log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
         a.cursor = { id: next.id, seq: 0, chunks: next.chunks };
       }
     } catch (err) {

@@ -1,37 +1,45 @@
-// The ingress -> Worker hop on one machine: POSTs a spooled message to the
+// The ingress -> Worker hop on one machine: POSTs a received message to the
 // Worker's dev-only /dev/email route, which runs the same handleEmail() as
 // Email Routing's email() (wrangler's own local email route stops at 1 MiB).
 import { createReadStream } from 'node:fs';
 import { request } from 'node:http';
-import type { HandoffResult, Spooled } from '../lmtp-proxy/ingress.ts';
+import type { Handoff, HandoffResult, Received } from '../lmtp-proxy/ingress.ts';
 
-export function workerHandoff(workerUrl: URL, token: string) {
-  return (sender: string, recipient: string, message: Spooled): Promise<HandoffResult> => {
-    const url = new URL('/dev/email', workerUrl);
-    url.searchParams.set('from', sender);
-    url.searchParams.set('to', recipient);
-    return new Promise((resolve) => {
-      const req = request(url, {
-        method: 'POST',
-        headers: { Authorization: `Bearer ${token}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822' },
-      }, (res) => {
-        const parts: Buffer[] = [];
-        res.on('data', (c: Buffer) => parts.push(c));
-        res.on('end', () => {
-          let body: { id?: unknown; reason?: unknown; error?: unknown } = {};
-          try {
-            body = JSON.parse(Buffer.concat(parts).toString('utf8')) as typeof body;
-          } catch {
-            // keep {}: reported below with the status
-          }
-          if (res.statusCode === 200 && typeof body.id === 'string') return resolve({ ok: true, id: body.id });
-          if (res.statusCode === 550) return resolve({ ok: false, permanent: true, reason: String(body.reason ?? 'rejected') });
-          resolve({ ok: false, permanent: false, reason: `worker answered HTTP ${res.statusCode}: ${String(body.error ?? '')}` });
-        });
-        res.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker response: ${err.message}` }));
+export function workerHandoff(workerUrl: URL, token: string): Handoff {
+  return { send: (sender, recipient, message) => post(workerUrl, token, sender, recipient, message) };
+}
+
+function post(workerUrl: URL, token: string, sender: string, recipient: string, message: Received): Promise<HandoffResult> {
+  const url = new URL('/dev/email', workerUrl);
+  url.searchParams.set('from', sender);
+  url.searchParams.set('to', recipient);
+  return new Promise((resolve) => {
+    const req = request(url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822' },
+    }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => {
+        let body: { id?: unknown; reason?: unknown; error?: unknown } = {};
+        try {
+          body = JSON.parse(Buffer.concat(parts).toString('utf8')) as typeof body;
+        } catch {
+          // keep {}: reported below with the status
+        }
+        if (res.statusCode === 200 && typeof body.id === 'string') return resolve({ ok: true, id: body.id });
+        if (res.statusCode === 550) return resolve({ ok: false, permanent: true, reason: String(body.reason ?? 'rejected') });
+        resolve({ ok: false, permanent: false, reason: `worker answered HTTP ${res.statusCode}: ${String(body.error ?? '')}` });
       });
-      req.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` }));
-      createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
+      res.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker response: ${err.message}` }));
     });
-  };
+    req.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` }));
+    if (message.kind === 'file') {
+      createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
+    } else {
+      // One write of the held bytes (a copy only when smtp-server gave more than one chunk).
+      const [only] = message.chunks;
+      req.end(message.chunks.length === 1 && only ? only : Buffer.concat(message.chunks, message.size));
+    }
+  });
 }

@@ -634,7 +634,7 @@ t.test('a 100-recipient message: one reply line naming every queue id', async (t
   let handoffs = 0;
   const ingress = await startIngress({
     port: 0, spoolDir, maxBytes: MiB,
-    handoff: async () => ({ ok: true, id: (++handoffs).toString(16).padStart(32, '0') }),
+    handoff: { send: async () => ({ ok: true, id: (++handoffs).toString(16).padStart(32, '0') }) },
   });
   t.teardown(async () => {
     await ingress.close();

@@ -15,7 +15,7 @@ import { open } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startIngress, type HandoffResult, type Spooled } from '../../../lmtp-proxy/ingress.ts';
+import { startIngress, type HandoffResult, type Received } from '../../../lmtp-proxy/ingress.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -43,27 +43,35 @@ const mf = new Miniflare({
 });
 const workerUrl = await mf.ready;
 
-/** The Subject header, unfolded, from the spooled message's header section. */
-async function subjectOf(path: string): Promise<string | null> {
-  const fh = await open(path, 'r');
+/** The first 64 KiB of the message, from memory or its spool file. */
+async function headOf(message: Received): Promise<Buffer> {
+  if (message.kind === 'memory') return Buffer.concat(message.chunks).subarray(0, 65536);
+  const fh = await open(message.path, 'r');
   try {
     const buf = Buffer.alloc(65536);
     const { bytesRead } = await fh.read(buf, 0, buf.byteLength, 0);
-    const text = buf.subarray(0, bytesRead).toString('latin1');
-    const end = text.search(/\r?\n\r?\n/);
-    const head = (end < 0 ? text : text.slice(0, end)).replace(/\r?\n[ \t]+/g, ' ');
-    const m = /^subject:[ \t]*(.*)$/im.exec(head);
-    return m?.[1] ? m[1].replace(/[^\x20-\x7e]/g, '?') : null;
+    return buf.subarray(0, bytesRead);
   } finally {
     await fh.close();
   }
 }
 
-function handoff(sender: string, recipient: string, message: Spooled): Promise<HandoffResult> {
+/** The Subject header, unfolded, from the message's header section. */
+async function subjectOf(message: Received): Promise<string | null> {
+  {
+    const text = (await headOf(message)).toString('latin1');
+    const end = text.search(/\r?\n\r?\n/);
+    const head = (end < 0 ? text : text.slice(0, end)).replace(/\r?\n[ \t]+/g, ' ');
+    const m = /^subject:[ \t]*(.*)$/im.exec(head);
+    return m?.[1] ? m[1].replace(/[^\x20-\x7e]/g, '?') : null;
+  }
+}
+
+function send(sender: string, recipient: string, message: Received): Promise<HandoffResult> {
   const url = new URL('/dev/email', workerUrl);
   url.searchParams.set('from', sender);
   url.searchParams.set('to', recipient);
-  return subjectOf(message.path).then((subject) => new Promise((resolve) => {
+  return subjectOf(message).then((subject) => new Promise((resolve) => {
     const headers: Record<string, string | number> = {
       Authorization: `Bearer ${env('BENCH_DEV_TOKEN')}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822',
     };
@@ -85,12 +93,13 @@ function handoff(sender: string, recipient: string, message: Spooled): Promise<H
       res.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker response: ${err.message}` }));
     });
     req.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` }));
-    createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
+    if (message.kind === 'file') createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
+    else req.end(Buffer.concat(message.chunks, message.size));
   }));
 }
 
 const ingress = await startIngress({
-  port: 0, spoolDir: join(env('BENCH_DIR'), 'spool'), maxBytes: Number(env('BENCH_MAX_BYTES')), maxClients: 200, handoff,
+  port: 0, spoolDir: join(env('BENCH_DIR'), 'spool'), maxBytes: Number(env('BENCH_MAX_BYTES')), maxClients: 200, handoff: { send },
 });
 process.stdout.write(JSON.stringify({ ready: true, smtpPort: ingress.port, workerUrl: workerUrl.href }) + '\n');
 

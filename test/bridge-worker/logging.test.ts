@@ -1,0 +1,84 @@
+// What the Worker and its queue object log per delivered message: one info line a side
+// (email.accepted with the verdict, message.acked with what ingest and lease knew); the steps
+// between only with LOG_LEVEL=debug. A bad LOG_LEVEL fails like any bad var.
+import t, { type Test } from 'tap';
+import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { RawAgent } from '../helpers/raw-agent.ts';
+import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+
+type Event = { event: string } & Record<string, unknown>;
+
+function events(w: TestWorker): Event[] {
+  return w.logs.flatMap((l) => {
+    try {
+      const e: unknown = JSON.parse(l);
+      return typeof e === 'object' && e !== null && typeof (e as Event).event === 'string' ? [e as Event] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+async function eventually<T>(what: string, read: () => T | undefined, ms = 10_000): Promise<T> {
+  for (const until = Date.now() + ms; ;) {
+    const v = read();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** One message through an agent that acks it; returns its id once the object logged the ack. */
+async function deliverOne(t: Test, w: TestWorker, body: Buffer): Promise<string> {
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await a.opened;
+  t.teardown(() => a.close());
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'log-agent', window: 4, credit: 8 << 20 });
+  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  const post = w.post('s@sender.test', 'alice@example.test', body);
+  const m = await a.until((s) => s.flatMap((x) => (x.kind === 'frame' && x.frame.type === 'message' ? [x.frame] : []))[0]) as MessageFrame;
+  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === m.id));
+  a.send({ type: 'ack', id: m.id, results: [{ recipient: 'alice@example.test', code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' }] });
+  const r = await post;
+  t.equal(r.status, 200);
+  t.equal(r.body.id, m.id);
+  await eventually('message.acked', () => events(w).find((e) => e.event === 'message.acked' && e.id === m.id));
+  return m.id;
+}
+
+const body = Buffer.from('Subject: log\r\n\r\nhello\r\n');
+
+t.test('info (default): one line per delivered message in the Worker and one in the object', async (t) => {
+  const w = await startTestWorker({ verdictWaitMs: 5_000 });
+  t.teardown(() => w.stop());
+  const id = await deliverOne(t, w, body);
+  const mine = events(w).filter((e) => JSON.stringify(e).includes(id));
+  t.same(mine.map((e) => e.event).sort(), ['email.accepted', 'message.acked'], 'two lines name the message: one per side');
+  t.match(mine.find((e) => e.event === 'email.accepted'), { event: 'email.accepted', id, duplicate: false, size: body.length, verdict: 'final' }, 'the verdict is in email.accepted');
+  t.match(mine.find((e) => e.event === 'message.acked'), {
+    event: 'message.acked', id, attempt: 1, outcomes: ['delivered'], size: body.length, chunks: 1, recipients: 1,
+    session: String, ageMs: Number,
+  }, 'message.acked carries what ingest.queued and message.leased said');
+  const names = new Set(events(w).map((e) => e.event));
+  for (const gone of ['email.verdict', 'ingest.queued', 'message.leased']) t.notOk(names.has(gone), `no ${gone}`);
+});
+
+t.test('LOG_LEVEL=debug adds ingest.queued and message.leased', async (t) => {
+  const w = await startTestWorker({ verdictWaitMs: 5_000, vars: { LOG_LEVEL: 'debug' } });
+  t.teardown(() => w.stop());
+  const id = await deliverOne(t, w, body);
+  const mine = events(w).filter((e) => e.id === id);
+  t.same(mine.map((e) => e.event).sort(), ['email.accepted', 'ingest.queued', 'message.acked', 'message.leased']);
+  t.match(mine.find((e) => e.event === 'ingest.queued'), { size: body.length, chunks: 1, recipients: 1 });
+  t.match(mine.find((e) => e.event === 'message.leased'), { attempt: 1, size: body.length });
+});
+
+t.test('a bad LOG_LEVEL fails the Worker with a message naming it', async (t) => {
+  const w = await startTestWorker({ vars: { LOG_LEVEL: 'verbose' } });
+  t.teardown(() => w.stop());
+  const res = await fetch(new URL('/healthz', w.rt.url));
+  t.equal(res.status, 500);
+  await res.body?.cancel();
+  const e = await eventually('config.invalid', () => events(w).find((x) => x.event === 'config.invalid'));
+  t.match(e, { error: 'LOG_LEVEL: must be info or debug, not "verbose"' });
+});
