@@ -273,7 +273,9 @@ async function runBacklog(ctx: Ctx, relay: RelayPath, count: number, live: CellR
   const t = tmpl(ctx, 10 * KiB);
   await relay.stopAgent();
   await ctx.watcher.clear();
-  const ids = Array.from({ length: count }, (_, i) => idFor('backlog', i));
+  // Ids new to this run: a message sent twice within DEDUPE_WINDOW_MS is dropped as a duplicate.
+  const tag = `b${runSeq++}`;
+  const ids = Array.from({ length: count }, (_, i) => idFor(tag, i));
   let next = 0;
   let refused = 0;
   const tp0 = performance.now();
@@ -354,11 +356,15 @@ async function runHomeCore(ctx: Ctx, relay: RelayPath, count: number): Promise<H
     await relay.stopAgent();
     await relay.startAgent({ cpus: HOME_CPU });
     const directCell = await runCell(ctx, direct, cell);
+    // The same with the sender on the home core too: what any LMTP client next to Dovecot costs.
+    pinTree(process.pid, HOME_CPU);
+    const directLocal = await runCell(ctx, direct, cell);
+    pinTree(process.pid, ELSEWHERE_CPU);
     const relayCell = await runCell(ctx, relay, cell);
     const drain = await runBacklog(ctx, relay, count, relayCell, { cpus: HOME_CPU });
     const ratio = drain.rateFromSpawn / directCell.msgsPerSec;
     log(`home core: direct ${directCell.msgsPerSec.toFixed(1)} msg/s, relay live ${relayCell.msgsPerSec.toFixed(1)}, drain ${drain.rateFromSpawn.toFixed(1)} (${ratio.toFixed(2)}× direct)`);
-    return { homeCpu: HOME_CPU, elsewhereCpu: ELSEWHERE_CPU, direct: directCell, relayLive: relayCell, drain, drainVsDirect: ms(ratio) };
+    return { homeCpu: HOME_CPU, elsewhereCpu: ELSEWHERE_CPU, direct: directCell, directLocal, relayLive: relayCell, drain, drainVsDirect: ms(ratio) };
   } finally {
     unpin();
     await relay.stopAgent();

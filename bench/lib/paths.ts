@@ -133,16 +133,15 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
     const code = await a.exited;
     if (code !== 0) throw new Error(`agent exited with ${code}: ${a.stderr().slice(-2000)}`);
   };
+  let asked = 0;
   const summary = async (): Promise<Record<string, number>> => {
-    const p = edge.waitLine((l) => l.startsWith('{"summary"') && !seen.has(l), 30_000, 'summary');
-    edge.proc.stdin?.write('summary\n');
-    const line = await p;
-    seen.add(line);
-    const s = JSON.parse(line) as { summary: Record<string, number> | null; error?: string };
+    const seq = ++asked;
+    const p = edge.waitLine((l) => l.startsWith('{"summary"') && (JSON.parse(l) as { seq?: unknown }).seq === seq, 30_000, 'summary');
+    edge.proc.stdin?.write(`summary ${seq}\n`);
+    const s = JSON.parse(await p) as { summary: Record<string, number> | null; error?: string };
     if (!s.summary) throw new Error(`summary failed: ${s.error ?? ''}`);
     return s.summary;
   };
-  const seen = new Set<string>();
   await startAgent();
   return {
     name: 'relay',

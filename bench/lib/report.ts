@@ -62,6 +62,8 @@ export interface HomeCoreResult {
   homeCpu: string;
   elsewhereCpu: string;
   direct: CellResult;
+  /** Direct LMTP with the sender on the home core as well (absent in earlier runs). */
+  directLocal?: CellResult;
   relayLive: CellResult;
   drain: BacklogResult;
   drainVsDirect: number;
@@ -240,6 +242,7 @@ export function markdown(run: RunResult, history: RunResult[]): string {
     out.push('|---|---:|---:|---:|---:|---:|');
     const l = (c: CellResult): string => `${f1(c.latencyMs.dataEndToMaildir.p50)} / ${f1(c.latencyMs.dataEndToMaildir.p99)}`;
     out.push(`| direct LMTP, c8 | ${f1(h.direct.msgsPerSec)} | ${l(h.direct)} | ${cpu(h.direct.cpuMsPerMsg, 'dovecot')} ms | – | – |`);
+    if (h.directLocal) out.push(`| direct LMTP, c8, sender on CPU ${h.homeCpu} too | ${f1(h.directLocal.msgsPerSec)} | ${l(h.directLocal)} | ${cpu(h.directLocal.cpuMsPerMsg, 'dovecot')} ms | sender ${cpu(h.directLocal.cpuMsPerMsg, 'bench driver')} ms | – |`);
     out.push(`| relay live, c8 (bounded by CPU ${h.elsewhereCpu}) | ${f1(h.relayLive.msgsPerSec)} | ${l(h.relayLive)} | ${cpu(h.relayLive.cpuMsPerMsg, 'dovecot')} ms | ${cpu(h.relayLive.cpuMsPerMsg, 'agent')} ms | ${f1((h.relayLive.cpuMsPerMsg['ingress (node)'] ?? 0) + (h.relayLive.cpuMsPerMsg.workerd ?? 0))} ms |`);
     out.push(`| relay draining ${h.drain.count} queued | ${f1(h.drain.rateFromSpawn)} (steady ${f1(h.drain.rateSteady)}) | – | ${f1(h.drain.dovecotCpuMsPerMsg)} ms | ${f1(h.drain.agentCpuMsPerMsg)} ms | workerd ${f1(h.drain.workerdCpuMsPerMsg)} ms |`);
     out.push('');

@@ -11,8 +11,8 @@
 // Env: BENCH_DIR, BENCH_AGENT_TOKEN, BENCH_DEV_TOKEN, BENCH_MAX_BYTES, optional
 // BENCH_VERDICT_WAIT_MS (the Worker's VERDICT_WAIT_MS; unset = its default),
 // BENCH_WORKERD_INSPECT_PORT (profiling: workerd's V8 inspector on that port).
-// Prints one JSON line {"ready":true,smtpPort,workerUrl} on stdout; "summary" on stdin
-// answers {"summary":{...}}. SIGTERM stops it.
+// Prints one JSON line {"ready":true,smtpPort,workerUrl} on stdout; "summary <n>" on stdin
+// answers {"summary":{...},"seq":n}. SIGTERM stops it.
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startIngress } from '../../lmtp-proxy/ingress.ts';
@@ -50,10 +50,13 @@ const ingress = await startIngress({
 process.stdout.write(JSON.stringify({ ready: true, smtpPort: ingress.port, workerUrl: runtime.url.href }) + '\n');
 
 createInterface({ input: process.stdin }).on('line', (line) => {
-  if (line.trim() === 'summary') {
+  // "summary <n>": the answer names n, so that two equal answers are told apart.
+  const m = /^summary (\d+)$/.exec(line.trim());
+  if (m) {
+    const seq = Number(m[1]);
     runtime.summary().then(
-      (s) => process.stdout.write(JSON.stringify({ summary: s }) + '\n'),
-      (err: unknown) => process.stdout.write(JSON.stringify({ summary: null, error: String(err) }) + '\n'),
+      (s) => process.stdout.write(JSON.stringify({ summary: s, seq }) + '\n'),
+      (err: unknown) => process.stdout.write(JSON.stringify({ summary: null, seq, error: String(err) }) + '\n'),
     );
   }
 });
