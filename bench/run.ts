@@ -11,6 +11,7 @@
 // --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> (agent),
 // --no-home-core (skip the comparison with the home side on a core of its own).
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
@@ -346,20 +347,25 @@ const ELSEWHERE_CPU = '0';
 async function runHomeCore(ctx: Ctx, relay: RelayPath, count: number): Promise<HomeCoreResult> {
   const direct = ctx.paths.find((p) => p.name === 'direct-lmtp') ?? directPath(ctx.dovecot.lmtpPort);
   const cell: Cell = { size: 10 * KiB, concurrency: 8, count };
+  // The bench process alone, not its tree: Dovecot and the relay are its children.
+  const pinSelf = (cpus: string): number[] => pinTree(process.pid, cpus, false);
   const unpin = (): void => {
-    for (const root of [ctx.dovecotPid, relay.edgePid, process.pid, relay.agentPid()]) if (root) pinTree(root, '0-1');
+    pinSelf('0-1');
+    for (const root of [ctx.dovecotPid, relay.edgePid, relay.agentPid()]) if (root) pinTree(root, '0-1');
   };
   try {
-    if (ctx.dovecotPid) pinTree(ctx.dovecotPid, HOME_CPU);
+    pinSelf(ELSEWHERE_CPU);
     pinTree(relay.edgePid, ELSEWHERE_CPU);
-    pinTree(process.pid, ELSEWHERE_CPU);
+    if (ctx.dovecotPid) pinTree(ctx.dovecotPid, HOME_CPU);
     await relay.stopAgent();
     await relay.startAgent({ cpus: HOME_CPU });
+    const allowed = (pid: number | null): string => (pid ? /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?' : '-');
+    log(`home core: CPUs allowed — bench ${allowed(process.pid)}, ingress ${allowed(relay.edgePid)}, workerd ${allowed(relay.workerdPid())}, dovecot ${allowed(ctx.dovecotPid)}, agent ${allowed(relay.agentPid())}`);
     const directCell = await runCell(ctx, direct, cell);
     // The same with the sender on the home core too: what any LMTP client next to Dovecot costs.
-    pinTree(process.pid, HOME_CPU);
+    pinSelf(HOME_CPU);
     const directLocal = await runCell(ctx, direct, cell);
-    pinTree(process.pid, ELSEWHERE_CPU);
+    pinSelf(ELSEWHERE_CPU);
     const relayCell = await runCell(ctx, relay, cell);
     const drain = await runBacklog(ctx, relay, count, relayCell, { cpus: HOME_CPU });
     const ratio = drain.rateFromSpawn / directCell.msgsPerSec;

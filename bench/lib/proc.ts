@@ -229,12 +229,13 @@ export function rssSampler(roots: Record<string, number>, everyMs = 20): { stop(
 }
 
 /**
- * Pins `root` and every descendant, all their threads, to `cpus` (taskset list syntax, e.g. '1').
+ * Pins `root` and (with `tree`) every descendant, all their threads, to `cpus` (taskset list
+ * syntax, e.g. '1').
  * Processes forked later inherit it (Dovecot's lmtp workers from its master). Returns the
  * pids pinned; throws if taskset is missing or refuses.
  */
-export function pinTree(root: number, cpus: string): number[] {
-  const pids = treePids(root);
+export function pinTree(root: number, cpus: string, tree = true): number[] {
+  const pids = tree ? treePids(root) : [root];
   for (const p of pids) {
     try {
       execFileSync('taskset', ['-a', '-c', '-p', cpus, String(p)], { stdio: 'ignore' });
