@@ -1,7 +1,7 @@
 // The agent as a process, the way systemd runs it: configured from the
 // environment alone (no config file), connected to the real Worker in workerd,
 // stopped with SIGTERM.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,17 @@ import { runAgent } from './agent-process.ts';
 import { metric, poll } from './in-process.ts';
 
 const run = (env: Record<string, string>) => runAgent(env);
+
+/** A real Worker, a temp dir and an embedded Maildir target, all gone after the test. */
+async function setup(t: Test) {
+  const worker = await startTestWorker();
+  t.teardown(() => worker.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
+  t.teardown(() => target.close());
+  return { worker, dir, target };
+}
 
 t.test('bad configuration: exit code 2 and a message naming the variable', async (t) => {
   const base = { MAILBRIDGE_WORKER_URL: 'wss://relay.example.workers.dev/agent', MAILBRIDGE_TOKEN: AGENT_TOKEN };
@@ -32,12 +43,7 @@ t.test('bad configuration: exit code 2 and a message naming the variable', async
 });
 
 t.test('delivers from the real Worker, then stops on SIGTERM with exit 0', async (t) => {
-  const worker = await startTestWorker();
-  t.teardown(() => worker.stop());
-  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
-  t.teardown(() => target.close());
+  const { worker, dir, target } = await setup(t);
   await writeFile(join(dir, 'token'), `${AGENT_TOKEN}\n`, { mode: 0o600 });
 
   const p = run({
@@ -63,12 +69,7 @@ t.test('delivers from the real Worker, then stops on SIGTERM with exit 0', async
 });
 
 t.test('reconnects after the Worker restarts; /healthz and /metrics tell what happened', async (t) => {
-  const worker = await startTestWorker();
-  t.teardown(() => worker.stop());
-  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
-  t.teardown(() => target.close());
+  const { worker, dir, target } = await setup(t);
   const p = runAgent({
     MAILBRIDGE_WORKER_URL: worker.agentUrl(), MAILBRIDGE_TOKEN: AGENT_TOKEN, MAILBRIDGE_TARGET: target.url,
     MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_HTTP: '127.0.0.1:0', MAILBRIDGE_MAX_RECONNECT_MS: '1000',
@@ -111,12 +112,7 @@ t.test('the built agent (dist/edge-agent.mjs, as the systemd unit runs it) deliv
   const file = await buildAgent();
   t.equal(file, AGENT_BUNDLE);
 
-  const worker = await startTestWorker();
-  t.teardown(() => worker.stop());
-  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-daemon-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const target = await startMaildirTarget({ root: join(dir, 'maildir') });
-  t.teardown(() => target.close());
+  const { worker, dir, target } = await setup(t);
   const p = runAgent({
     MAILBRIDGE_WORKER_URL: worker.agentUrl(), MAILBRIDGE_TOKEN: AGENT_TOKEN, MAILBRIDGE_TARGET: target.url,
     MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_NAME: 'dell', MAILBRIDGE_HTTP: '127.0.0.1:0',
