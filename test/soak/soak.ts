@@ -78,6 +78,9 @@ async function startTempfailLmtp(): Promise<{ port: number; close(): Promise<voi
     lmtp: true, disabledCommands: ['AUTH', 'STARTTLS'], authOptional: true, logger: false,
     onRcptTo(_a, _s, cb) { cb(Object.assign(new Error('4.3.0 Mailbox temporarily unavailable'), { responseCode: 451 })); },
   });
+  // A client cut by the fault proxy mid-reply is expected here: without a listener, an EPIPE
+  // on the server would end the whole soak.
+  server.on('error', () => undefined);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const addr = server.server.address();
   return { port: typeof addr === 'object' && addr ? addr.port : 0, close: () => new Promise((r) => server.close(() => r())) };
