@@ -10,11 +10,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { fileURLToPath } from 'node:url';
 import { SMTPServer } from 'smtp-server';
 import { startIngress } from '../../lmtp-proxy/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
+import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/build.ts';
 import { startDovecot } from '../fixtures/dovecot.ts';
 import { sendSmtp } from '../helpers/mail.ts';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
@@ -69,7 +69,6 @@ export interface SoakSummary {
 
 const TOKEN = 'soak-agent-token-0123456789';
 const DEV = 'soak-dev-token-0123456789abc';
-const AGENT_MAIN = fileURLToPath(new URL('../../edge-agent/main.ts', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A stand-in for Dovecot answering 451 to every recipient (e.g. a storage outage). */
@@ -106,12 +105,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const wsProxy = await startFaultProxy(Number(runtime.url.port));
     cleanups.push(() => wsProxy.close());
 
-    // The agent, as a process: kill -9 is a real crash.
+    // The agent, as a process and as deployed (one JS file, --expose-gc): kill -9 is a real crash.
+    // Built into this run's own dir: other tests may rebuild dist/ meanwhile.
+    const agentFile = await buildAgent(join(dir, 'edge-agent.mjs'));
     const agentLogPath = join(dir, 'agent.log');
     const agentLog = createWriteStream(agentLogPath);
     let agent: ChildProcess | null = null;
     const startAgentProcess = (): void => {
-      const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', AGENT_MAIN], {
+      const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...AGENT_NODE_FLAGS, agentFile], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
           PATH: process.env.PATH ?? '', MAILBRIDGE_WORKER_URL: `ws://127.0.0.1:${wsProxy.port}/agent`, MAILBRIDGE_TOKEN: TOKEN,
