@@ -6,17 +6,20 @@ import { request } from 'node:http';
 import type { Handoff, HandoffResult, Received } from '../lmtp-proxy/ingress.ts';
 
 export function workerHandoff(workerUrl: URL, token: string): Handoff {
-  return { send: (sender, recipient, message) => post(workerUrl, token, sender, recipient, message) };
+  return { send: (sender, recipient, message) => postToWorker(workerUrl, token, sender, recipient, message) };
 }
 
-function post(workerUrl: URL, token: string, sender: string, recipient: string, message: Received): Promise<HandoffResult> {
+/** One recipient's copy to /dev/email, with `headers` added to the request (the HTTP-API baseline adds one). */
+export function postToWorker(
+  workerUrl: URL, token: string, sender: string, recipient: string, message: Received, headers: Record<string, string> = {},
+): Promise<HandoffResult> {
   const url = new URL('/dev/email', workerUrl);
   url.searchParams.set('from', sender);
   url.searchParams.set('to', recipient);
   return new Promise((resolve) => {
     const req = request(url, {
       method: 'POST',
-      headers: { Authorization: `Bearer ${token}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822' },
+      headers: { ...headers, Authorization: `Bearer ${token}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822' },
     }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));

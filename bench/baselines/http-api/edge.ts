@@ -2,7 +2,7 @@
 // one machine: its Email Worker (./worker.ts) in workerd via Miniflare, and the project's
 // SMTP ingress standing in for Email Routing, exactly as on the relay path.
 //
-// The stand-in hands each spooled message to the Worker like local/handoff.ts does, plus
+// The stand-in hands each message to the Worker through local/handoff.ts, as the relay does, plus
 // the Subject header in X-Mail-Subject: Email Routing parses headers outside the Worker,
 // and message.headers.get('subject') is all seed 002 uses of them.
 //
@@ -10,12 +10,11 @@
 // Prints {"ready":true,smtpPort,workerUrl} on stdout. SIGTERM stops it.
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startIngress, type HandoffResult, type Received } from '../../../lmtp-proxy/ingress.ts';
+import { postToWorker } from '../../../local/handoff.ts';
 
 const env = (k: string): string => {
   const v = process.env[k];
@@ -43,12 +42,23 @@ const mf = new Miniflare({
 });
 const workerUrl = await mf.ready;
 
+const HEAD_BYTES = 65536;
+
 /** The first 64 KiB of the message, from memory or its spool file. */
 async function headOf(message: Received): Promise<Buffer> {
-  if (message.kind === 'memory') return Buffer.concat(message.chunks).subarray(0, 65536);
+  if (message.kind === 'memory') {
+    const head: Buffer[] = [];
+    let n = 0;
+    for (const c of message.chunks) {
+      if (n >= HEAD_BYTES) break;
+      head.push(c);
+      n += c.byteLength;
+    }
+    return Buffer.concat(head).subarray(0, HEAD_BYTES);
+  }
   const fh = await open(message.path, 'r');
   try {
-    const buf = Buffer.alloc(65536);
+    const buf = Buffer.alloc(HEAD_BYTES);
     const { bytesRead } = await fh.read(buf, 0, buf.byteLength, 0);
     return buf.subarray(0, bytesRead);
   } finally {
@@ -58,44 +68,17 @@ async function headOf(message: Received): Promise<Buffer> {
 
 /** The Subject header, unfolded, from the message's header section. */
 async function subjectOf(message: Received): Promise<string | null> {
-  {
-    const text = (await headOf(message)).toString('latin1');
-    const end = text.search(/\r?\n\r?\n/);
-    const head = (end < 0 ? text : text.slice(0, end)).replace(/\r?\n[ \t]+/g, ' ');
-    const m = /^subject:[ \t]*(.*)$/im.exec(head);
-    return m?.[1] ? m[1].replace(/[^\x20-\x7e]/g, '?') : null;
-  }
+  const text = (await headOf(message)).toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  const head = (end < 0 ? text : text.slice(0, end)).replace(/\r?\n[ \t]+/g, ' ');
+  const m = /^subject:[ \t]*(.*)$/im.exec(head);
+  return m?.[1] ? m[1].replace(/[^\x20-\x7e]/g, '?') : null;
 }
 
-function send(sender: string, recipient: string, message: Received): Promise<HandoffResult> {
-  const url = new URL('/dev/email', workerUrl);
-  url.searchParams.set('from', sender);
-  url.searchParams.set('to', recipient);
-  return subjectOf(message).then((subject) => new Promise((resolve) => {
-    const headers: Record<string, string | number> = {
-      Authorization: `Bearer ${env('BENCH_DEV_TOKEN')}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822',
-    };
-    if (subject !== null) headers['X-Mail-Subject'] = subject;
-    const req = request(url, { method: 'POST', headers }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (c: Buffer) => parts.push(c));
-      res.on('end', () => {
-        let body: { id?: unknown; reason?: unknown; error?: unknown } = {};
-        try {
-          body = JSON.parse(Buffer.concat(parts).toString('utf8')) as typeof body;
-        } catch {
-          // reported with the status below
-        }
-        if (res.statusCode === 200 && typeof body.id === 'string') return resolve({ ok: true, id: body.id });
-        if (res.statusCode === 550) return resolve({ ok: false, permanent: true, reason: String(body.reason ?? 'rejected') });
-        resolve({ ok: false, permanent: false, reason: `worker answered HTTP ${res.statusCode}: ${String(body.error ?? '')}` });
-      });
-      res.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker response: ${err.message}` }));
-    });
-    req.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` }));
-    if (message.kind === 'file') createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
-    else req.end(Buffer.concat(message.chunks, message.size));
-  }));
+// The same ingress -> Worker hop as the relay's (local/handoff.ts), plus the Subject header.
+async function send(sender: string, recipient: string, message: Received): Promise<HandoffResult> {
+  const subject = await subjectOf(message);
+  return postToWorker(workerUrl, env('BENCH_DEV_TOKEN'), sender, recipient, message, subject === null ? {} : { 'X-Mail-Subject': subject });
 }
 
 const ingress = await startIngress({
