@@ -8,7 +8,7 @@
 //
 // Flags: --full, --paths=direct-lmtp,relay,postfix,http-api, --no-profile, --no-backlog,
 // --no-memory, --no-fidelity, --backlog=N, --out=<file>, --scale=<factor of messages per cell>,
-// --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> (agent),
+// --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> and --window=<n> (agent),
 // --no-home-core (skip the comparison with the home side on a core of its own).
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULTS } from '../edge-agent/config.ts';
 import { LmtpClient } from '../lmtp-proxy/client.ts';
 import { startDovecot, type DovecotFixture } from '../test/fixtures/dovecot.ts';
 import { drive, type Outgoing, type Sent } from './lib/driver.ts';
@@ -108,6 +109,10 @@ const verdictWaitOpt = opt('verdict-wait');
 const verdictWait = verdictWaitOpt === undefined ? undefined : Number(verdictWaitOpt);
 // --credit=<bytes>: the agent's creditBytes (MAILBRIDGE_CREDIT_BYTES; default 8 MiB).
 const creditOpt = opt('credit');
+// --window=<n>: the agent's concurrency (MAILBRIDGE_CONCURRENCY; default DEFAULTS.concurrency).
+const windowOpt = opt('window');
+const agentWindow = windowOpt ? Number(windowOpt) : DEFAULTS.concurrency;
+const agentCredit = creditOpt ? Number(creditOpt) : DEFAULTS.creditBytes;
 // --memory-size=<bytes>: the size of the one-message memory test (default 25 MiB).
 const memorySize = Number(opt('memory-size') ?? mode.memoryBytes);
 
@@ -559,7 +564,7 @@ function targets(run: RunResult): TargetResult[] {
     : { id: 'agent-rss', target: 'agent peak RSS < 100 MB on a 25 MiB message', value: '–', met: null, basis: 'not measured' });
   const h = run.homeCore;
   out.push(h
-    ? { id: 'home-core-vs-direct', target: '≥ 0.8× direct-LMTP throughput, home side on a core of its own (10 KiB)', value: `${h.drainVsDirect.toFixed(2)}× (relay drain ${h.drain.rateFromSpawn.toFixed(1)} vs direct c8 ${h.direct.msgsPerSec.toFixed(1)} msg/s)`, met: h.drain.delivered === h.drain.count && h.drainVsDirect >= 0.8, basis: `Dovecot + agent on CPU ${h.homeCpu}, sender and Cloudflare stand-ins on CPU ${h.elsewhereCpu}; relay drains ${h.drain.count} queued messages (agent window 4) vs direct LMTP c8; a proxy for target 1 with the Cloudflare side off the home machine, as in production` }
+    ? { id: 'home-core-vs-direct', target: '≥ 0.8× direct-LMTP throughput, home side on a core of its own (10 KiB)', value: `${h.drainVsDirect.toFixed(2)}× (relay drain ${h.drain.rateFromSpawn.toFixed(1)} vs direct c8 ${h.direct.msgsPerSec.toFixed(1)} msg/s)`, met: h.drain.delivered === h.drain.count && h.drainVsDirect >= 0.8, basis: `Dovecot + agent on CPU ${h.homeCpu}, sender and Cloudflare stand-ins on CPU ${h.elsewhereCpu}; relay drains ${h.drain.count} queued messages (agent window ${agentWindow}) vs direct LMTP c8; a proxy for target 1 with the Cloudflare side off the home machine, as in production` }
     : { id: 'home-core-vs-direct', target: '≥ 0.8× direct-LMTP throughput, home side on a core of its own (10 KiB)', value: '–', met: null, basis: 'not measured' });
   const b = run.backlog;
   out.push(b && b.liveRate
@@ -602,12 +607,12 @@ async function main(): Promise<void> {
         const p = name === 'direct-lmtp' ? directPath(dovecot.lmtpPort)
           : name === 'relay' ? await startRelay(dovecot.lmtpPort, {
             ...(verdictWait === undefined ? {} : { verdictWaitMs: verdictWait }),
-            agent: creditOpt ? { creditBytes: Number(creditOpt) } : {},
+            agent: { ...(creditOpt ? { creditBytes: Number(creditOpt) } : {}), ...(windowOpt ? { concurrency: Number(windowOpt) } : {}) },
           })
           : name === 'postfix' ? await startPostfixPath(dovecot.lmtpPort)
           : await startHttpApi(dovecot.lmtpPort);
         paths.push(p);
-        const detail = name === 'relay' ? 'ingress + workerd (Worker, Durable Object) in one process tree, edge-agent as deployed (dist/edge-agent.mjs, --expose-gc; default window 4, 8 MiB credit) as its own process, LMTP over TCP'
+        const detail = name === 'relay' ? `ingress + workerd (Worker, Durable Object) in one process tree, edge-agent as deployed (dist/edge-agent.mjs, --expose-gc; window ${agentWindow}, ${agentCredit / MiB} MiB credit) as its own process, LMTP over TCP`
           : name === 'postfix' ? `Postfix ${(p as Awaited<ReturnType<typeof startPostfixPath>>).instance.version}, private instance, default concurrency settings, lmtp:inet to Dovecot`
           : name === 'http-api' ? 'BASELINE: seed 002 (bench/baselines/http-api): ingress + Worker (TextDecoder, JSON) in workerd, Node HTTP API, one LMTP connection per message, one delivery at a time'
           : 'LmtpClient, one connection per concurrent sender, reused (RSET), LMTP over TCP';
@@ -679,7 +684,7 @@ async function main(): Promise<void> {
         kernel: release(), node: process.versions.node, dovecot: dovecotVersion(), postfix: await postfixVersion(),
         loadavgAtStart: '',
       },
-      config: { timing, verdictWaitMs: verdictWait ?? 'worker default', agentCreditBytes: creditOpt ? Number(creditOpt) : 'agent default', cells: mode.cells, warmup: mode.warmup, backlog: backlogCount, memoryBytes: memorySize, recipients: RECIPIENTS, profileCount: mode.profileCount },
+      config: { timing, verdictWaitMs: verdictWait ?? 'worker default', agentCreditBytes: agentCredit, agentWindow, cells: mode.cells, warmup: mode.warmup, backlog: backlogCount, memoryBytes: memorySize, recipients: RECIPIENTS, profileCount: mode.profileCount },
       paths: info, cells, backlog, homeCore, memory, fidelity, profiles, targets: [], notes,
     };
     run.machine.loadavgAtStart = loadAtStart;
