@@ -31,7 +31,10 @@ export class ConfigError extends Error {
 
 export const DEFAULTS = {
   name: 'edge-agent',
-  concurrency: 4,
+  // Like Postfix's 20 parallel deliveries per destination: a backlog drains 15-35% faster at
+  // 16 than at 4 (docs/performance.md). Connections open only as load needs them, and the
+  // bytes in transit stay bounded by creditBytes, whatever the window.
+  concurrency: 16,
   creditBytes: 8 * 1024 * 1024,
   heartbeatMs: 10_000,
   traceHeader: true,

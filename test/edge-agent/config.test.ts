@@ -42,7 +42,7 @@ t.test('a complete file, read as written', async (t) => {
 t.test('defaults for what the file leaves out', async (t) => {
   const { file } = configDir(t, {});
   t.match(loadSettings(file, {}), {
-    agent: { target: 'lmtp+unix:/var/run/dovecot/lmtp', name: 'edge-agent', concurrency: 4, heartbeatMs: 10_000, traceHeader: true },
+    agent: { target: 'lmtp+unix:/var/run/dovecot/lmtp', name: 'edge-agent', concurrency: 16, heartbeatMs: 10_000, traceHeader: true },
     stateDir: '/var/lib/mailbridge', http: { host: '127.0.0.1', port: 8025 }, logSubject: false, journalRetentionDays: 7, stopGraceMs: 20_000,
   });
 });
