@@ -4,7 +4,7 @@
 import { isAddress } from '../protocol/wire.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
-import { rejectReason, type Verdict } from './verdict.ts';
+import { rejectReason } from './verdict.ts';
 import { shardOf, shardStub } from './shards.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
@@ -42,19 +42,16 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
   const queue = shardStub(env, shardOf(message.to, cfg.shards));
-  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize);
+  // One call stores the message and, with VERDICT_WAIT_MS > 0, waits for the agent's answer.
+  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
-  // Stored durably: from here the answer is 'accepted' unless Dovecot refuses for good.
-  let verdict: Verdict['kind'] | null = null;  // null: not waited for (VERDICT_WAIT_MS=0)
-  if (cfg.verdictWaitMs > 0) {
-    const v = await queue.verdict(result.id, cfg.verdictWaitMs);
-    const refused = v.kind === 'final' ? rejectReason(v.results) : null;
-    if (refused !== null) return reject(refused);
-    verdict = v.kind;
-  }
+  // Stored durably: from here the answer is 'accepted' unless Dovecot refused for good.
+  const v = result.verdict;  // null: not waited for (VERDICT_WAIT_MS=0)
+  const refused = v?.kind === 'final' ? rejectReason(v.results) : null;
+  if (refused !== null) return reject(refused);
   // The one line per accepted message (the verdict used to be a line of its own).
-  log('email.accepted', { id: result.id, duplicate: result.duplicate, size: message.rawSize, verdict });
+  log('email.accepted', { id: result.id, duplicate: result.duplicate, size: message.rawSize, verdict: v?.kind ?? null });
   return { outcome: 'accepted', id: result.id, duplicate: result.duplicate };
 }

@@ -36,7 +36,8 @@ interface Attachment {
 }
 
 export type IngestResult =
-  | { status: 'accepted'; id: string; duplicate: boolean }
+  /** `verdict`: the agent's answer within the wait asked for; null when none was asked for. */
+  | { status: 'accepted'; id: string; duplicate: boolean; verdict: Verdict | null }
   | { status: 'too-large'; size: number };
 
 /** An ingest that has not finished after this long crashed; its rows are removed. */
@@ -129,9 +130,13 @@ export class RelayQueue extends DurableObject<Env> {
 
   /**
    * Stores one message durably and returns only once it is committed: the
-   * runtime holds this RPC's answer until the writes are on disk.
+   * runtime holds this RPC's answer until the writes are on disk. With
+   * `verdictWaitMs` > 0 it then waits that long for the agent's answer, in the
+   * same call: one round trip from the Worker to the object, not two.
    */
-  async ingest(sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number): Promise<IngestResult> {
+  async ingest(
+    sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number, verdictWaitMs = 0,
+  ): Promise<IngestResult> {
     const id = randomId();
     const now = Date.now();
     this.#store.begin(id, sender, recipients, now);
@@ -153,20 +158,22 @@ export class RelayQueue extends DurableObject<Env> {
     if (earlier !== null) {
       this.#store.remove(id);
       log('ingest.duplicate', { id: earlier, size: stored.size });
-      return { status: 'accepted', id: earlier, duplicate: true };
+      return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, verdictWaitMs) };
     }
     this.#store.commit(id, stored.size, stored.sha256, stored.chunks, key);
     if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
-    return { status: 'accepted', id, duplicate: false };
+    return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, verdictWaitMs) };
   }
 
   /**
    * Waits up to `waitMs` for the agent's answer about message `id` (the email()
-   * handler's synchronous verdict). Returns at once when no agent is connected.
+   * handler's synchronous verdict). Returns at once when no agent is connected;
+   * null when no wait was asked for.
    */
-  async verdict(id: string, waitMs: number): Promise<Verdict> {
+  async #verdict(id: string, waitMs: number): Promise<Verdict | null> {
+    if (waitMs <= 0) return null;
     const known = this.#verdicts.recent(id);
     if (known) return known;
     const msg = this.#store.get(id);
