@@ -607,7 +607,7 @@ async function main(): Promise<void> {
         const p = name === 'direct-lmtp' ? directPath(dovecot.lmtpPort)
           : name === 'relay' ? await startRelay(dovecot.lmtpPort, {
             ...(verdictWait === undefined ? {} : { verdictWaitMs: verdictWait }),
-            agent: { ...(creditOpt ? { creditBytes: Number(creditOpt) } : {}), ...(windowOpt ? { concurrency: Number(windowOpt) } : {}) },
+            agent: { creditBytes: agentCredit, concurrency: agentWindow },
           })
           : name === 'postfix' ? await startPostfixPath(dovecot.lmtpPort)
           : await startHttpApi(dovecot.lmtpPort);
@@ -615,7 +615,7 @@ async function main(): Promise<void> {
         const detail = name === 'relay' ? `ingress + workerd (Worker, Durable Object) in one process tree, edge-agent as deployed (dist/edge-agent.mjs, --expose-gc; window ${agentWindow}, ${agentCredit / MiB} MiB credit) as its own process, LMTP over TCP`
           : name === 'postfix' ? `Postfix ${(p as Awaited<ReturnType<typeof startPostfixPath>>).instance.version}, private instance, default concurrency settings, lmtp:inet to Dovecot`
           : name === 'http-api' ? 'BASELINE: seed 002 (bench/baselines/http-api): ingress + Worker (TextDecoder, JSON) in workerd, Node HTTP API, one LMTP connection per message, one delivery at a time'
-          : 'LmtpClient, one connection per concurrent sender, reused (RSET), LMTP over TCP';
+          : 'LmtpClient, one connection per concurrent sender, kept (no RSET between clean transactions), LMTP over TCP';
         info.push({ name, available: true, reason: null, detail });
         log(`${name} up`);
       } catch (err) {
