@@ -3,7 +3,7 @@
 // attachment or in SQLite, so any handler may be the first after a wake-up.
 import { DurableObject } from 'cloudflare:workers';
 import {
-  FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, PING, PONG, PROTOCOL_VERSION,
+  FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, PING, PONG, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
   ackCovers, encodeFrame, parseAgentFrame,
   type AckFrame, type NackFrame, type ObjectFrame, type RecipientResult,
 } from '../protocol/wire.ts';
@@ -91,9 +91,9 @@ export class RelayQueue extends DurableObject<Env> {
     switch (frame.type) {
       case FRAME.HELLO:
         if (a.agent !== null) return this.#violation(ws, a, 'second hello');
-        if (frame.v !== PROTOCOL_VERSION) {
+        if (!SUPPORTED_VERSIONS.includes(frame.v)) {
           log('agent.version', { session: a.session, v: frame.v });
-          ws.close(1008, `protocol version ${frame.v} unsupported; this object speaks ${PROTOCOL_VERSION}`);
+          ws.close(1008, `protocol version ${frame.v} unsupported; this object speaks ${SUPPORTED_VERSIONS.join(' and ')}`);
           return;
         }
         a.agent = frame.agent;

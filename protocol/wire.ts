@@ -1,4 +1,4 @@
-// The agent <-> object wire protocol, version 1 (docs/protocol.md).
+// The agent <-> object wire protocol, version 2 (docs/protocol.md).
 // Imported by bridge-worker (workerd) and edge-agent (Node): keep it free of
 // runtime-specific APIs. Every frame from the other end goes through a parser
 // here that checks each field and returns null instead of throwing.
@@ -7,7 +7,9 @@
 // each one a chunk of the message whose `message` frame came last; messages are
 // never interleaved on one socket, so a binary frame needs no header.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/** Versions the object accepts in hello: a v1 agent neither publishes recipients nor sends bounces. */
+export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];
 
 /** Largest control frame either end accepts (bytes of UTF-16 text, roughly). */
 export const MAX_CONTROL_FRAME = 64 * 1024;
@@ -15,8 +17,16 @@ export const MAX_CONTROL_FRAME = 64 * 1024;
 export const MAX_CHUNK_BYTES = 1024 * 1024;
 /** Largest byte credit an agent may hold out at once. */
 export const MAX_CREDIT_BYTES = 64 * 1024 * 1024;
+/** Longest reply text in a result, nack or bounced frame (UTF-16 code units). */
+export const MAX_RESULT_TEXT = 1000;
 /** Largest number of unacknowledged messages per connection. */
 export const MAX_WINDOW = 64;
+/** Parts of one published recipients list (each a control frame): about 10 MB of addresses. */
+export const MAX_RECIPIENT_PARTS = 200;
+/** Longest entry of a recipients list: an address or '@domain'. */
+export const MAX_RECIPIENT_ENTRY = 320;
+/** Header bytes of a failed message that travel with its bounce task (RFC 3462 allows a cut). */
+export const MAX_BOUNCE_HEADER_BYTES = 32 * 1024;
 /** Text the agent sends as heartbeat; the object answers PONG without waking. */
 export const PING = 'ping';
 export const PONG = 'pong';
@@ -30,12 +40,20 @@ export const FRAME = {
   ACK: 'ack',
   // agent -> object: hands a message back undelivered (shutdown, corrupt transfer)
   NACK: 'nack',
+  // agent -> object (v2): one part of the list of deliverable recipients; others get 550 5.1.1
+  RECIPIENTS: 'recipients',
+  // agent -> object (v2): the delivery target answers again: try deferred messages now
+  RETRY: 'retry',
+  // agent -> object (v2): what became of a bounce task
+  BOUNCED: 'bounced',
   // object -> agent: answer to hello
   WELCOME: 'welcome',
   // object -> agent: header of the message whose binary chunks follow
   MESSAGE: 'message',
   // object -> agent: all chunks of the current message were sent
   END: 'end',
+  // object -> agent (v2): send a delivery status notification (RFC 3464) for a failed message
+  BOUNCE: 'bounce',
 } as const;
 
 export type Outcome = 'delivered' | 'tempfail' | 'permfail';
@@ -54,11 +72,36 @@ export interface RecipientResult {
 export type NackReason = 'shutdown' | 'corrupt' | 'unavailable';
 const NACK_REASONS: readonly string[] = ['shutdown', 'corrupt', 'unavailable'];
 
-export interface HelloFrame { type: 'hello'; v: number; agent: string; window: number; credit: number }
+export interface HelloFrame {
+  type: 'hello'; v: number; agent: string; window: number; credit: number;
+  /** v2: this agent has a bounce relay and takes bounce tasks. */
+  bounces?: boolean;
+}
 export interface CreditFrame { type: 'credit'; bytes: number }
 export interface AckFrame { type: 'ack'; id: string; results: RecipientResult[] }
 export interface NackFrame { type: 'nack'; id: string; reason: NackReason; text: string }
-export type AgentFrame = HelloFrame | CreditFrame | AckFrame | NackFrame;
+/**
+ * One part of the recipients list. `digest` (SHA-256 hex of the whole list, entries joined
+ * with '\n') names the list its parts belong to; a list becomes active once all its parts
+ * arrived. No entries at all = no list: every recipient is accepted, as without one.
+ */
+export interface RecipientsFrame {
+  type: 'recipients'; digest: string; part: number; parts: number;
+  /** recipient_delimiter of the home server ('' = none): 'a+x@d' is known when 'a@d' is. */
+  delimiter: string;
+  /** Lowercase 'local@domain' or '@domain' (every address of the domain). */
+  entries: string[];
+}
+export interface RetryFrame { type: 'retry' }
+export type BounceStatus = 'sent' | 'deferred' | 'failed';
+const BOUNCE_STATUSES: readonly string[] = ['sent', 'deferred', 'failed'];
+/**
+ * sent: the bounce relay took the DSN (or the journal says it did earlier); deferred: try
+ * again later (relay down, 4xx); failed: the relay refused it for good (the message goes to
+ * dead-letter). `code`/`text`: the relay's reply, 0 for a local error.
+ */
+export interface BouncedFrame { type: 'bounced'; id: string; status: BounceStatus; code: number; text: string }
+export type AgentFrame = HelloFrame | CreditFrame | AckFrame | NackFrame | RecipientsFrame | RetryFrame | BouncedFrame;
 
 export interface WelcomeFrame { type: 'welcome'; v: number; session: string; window: number; maxChunk: number }
 export interface MessageFrame {
@@ -75,7 +118,21 @@ export interface MessageFrame {
   receivedAt: number;
 }
 export interface EndFrame { type: 'end'; id: string; chunks: number }
-export type ObjectFrame = WelcomeFrame | MessageFrame | EndFrame;
+/** Why a message failed for good: refused by the target, too old, or too many attempts that never settled. */
+export type FailureReason = 'refused' | 'expired' | 'attempts';
+const FAILURE_REASONS: readonly string[] = ['refused', 'expired', 'attempts'];
+/**
+ * A bounce task, sent to agents whose hello said `bounces`: one DSN to `sender` (never '')
+ * reporting `results` (the recipients that failed, each with the reply that failed it).
+ * Counts against the window like a message; answered with `bounced`.
+ */
+export interface BounceFrame {
+  type: 'bounce'; id: string; sender: string; receivedAt: number; reason: FailureReason;
+  results: RecipientResult[];
+  /** Base64 of the message's header section, at most MAX_BOUNCE_HEADER_BYTES, cut at a line end. */
+  headers: string;
+}
+export type ObjectFrame = WelcomeFrame | MessageFrame | EndFrame | BounceFrame;
 
 // ---- field checks -----------------------------------------------------------
 
@@ -114,7 +171,7 @@ function isResult(v: unknown): v is RecipientResult {
   return isAddress(r.recipient) &&
     (r.code === 0 || isInt(r.code, 200, 599)) &&
     (r.enhanced === null || (typeof r.enhanced === 'string' && /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.enhanced))) &&
-    isText(r.text, 1000) &&
+    isText(r.text, MAX_RESULT_TEXT) &&
     typeof r.outcome === 'string' && OUTCOMES.includes(r.outcome);
 }
 
@@ -138,8 +195,9 @@ export function parseAgentFrame(raw: string): AgentFrame | null {
   switch (f.type) {
     case FRAME.HELLO:
       return isInt(f.v, 1, 1000) && typeof f.agent === 'string' && AGENT_RE.test(f.agent) &&
-        isInt(f.window, 1, MAX_WINDOW) && isInt(f.credit, 0, MAX_CREDIT_BYTES)
-        ? { type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit }
+        isInt(f.window, 1, MAX_WINDOW) && isInt(f.credit, 0, MAX_CREDIT_BYTES) &&
+        (f.bounces === undefined || typeof f.bounces === 'boolean')
+        ? { type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit, ...(f.bounces === true ? { bounces: true } : {}) }
         : null;
     case FRAME.CREDIT:
       return isInt(f.bytes, 1, MAX_CREDIT_BYTES) ? { type: 'credit', bytes: f.bytes } : null;
@@ -150,12 +208,39 @@ export function parseAgentFrame(raw: string): AgentFrame | null {
         : null;
     case FRAME.NACK:
       return isMessageId(f.id) && typeof f.reason === 'string' && NACK_REASONS.includes(f.reason) &&
-        isText(f.text, 1000)
+        isText(f.text, MAX_RESULT_TEXT)
         ? { type: 'nack', id: f.id, reason: f.reason as NackReason, text: f.text }
+        : null;
+    case FRAME.RECIPIENTS:
+      return typeof f.digest === 'string' && SHA_RE.test(f.digest) && isInt(f.parts, 1, MAX_RECIPIENT_PARTS) &&
+        isInt(f.part, 0, f.parts - 1) && typeof f.delimiter === 'string' && /^[+\-_.=]?$/.test(f.delimiter) &&
+        Array.isArray(f.entries) && f.entries.every(isRecipientEntry)
+        ? { type: 'recipients', digest: f.digest, part: f.part, parts: f.parts, delimiter: f.delimiter, entries: f.entries as string[] }
+        : null;
+    case FRAME.RETRY:
+      return { type: 'retry' };
+    case FRAME.BOUNCED:
+      return isMessageId(f.id) && typeof f.status === 'string' && BOUNCE_STATUSES.includes(f.status) &&
+        (f.code === 0 || isInt(f.code, 200, 599)) && isText(f.text, MAX_RESULT_TEXT)
+        ? { type: 'bounced', id: f.id, status: f.status as BounceStatus, code: f.code, text: f.text }
         : null;
     default:
       return null;
   }
+}
+
+/** A recipients-list entry: lowercase 'local@domain' or '@domain'. */
+export function isRecipientEntry(v: unknown): v is string {
+  return typeof v === 'string' && v.length <= MAX_RECIPIENT_ENTRY && /^[^\x00-\x20<>@\x7f]*@[a-z0-9.-]+$/.test(v) && v === v.toLowerCase();
+}
+
+/**
+ * The id of the message a frame that failed to parse is about, when it says one: an ack or
+ * bounced the object cannot accept then affects that message only, not the connection.
+ */
+export function frameMessageId(raw: string): string | null {
+  const f = parseJson(raw);
+  return f && (f.type === FRAME.ACK || f.type === FRAME.NACK || f.type === FRAME.BOUNCED) && isMessageId(f.id) ? f.id : null;
 }
 
 /** Parses a text frame sent by the object; null when it is not a valid v1 frame. */
@@ -180,6 +265,16 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
         : null;
     case FRAME.END:
       return isMessageId(f.id) && isInt(f.chunks, 0, 2 ** 32) ? { type: 'end', id: f.id, chunks: f.chunks } : null;
+    case FRAME.BOUNCE:
+      return isMessageId(f.id) && isAddress(f.sender) && isInt(f.receivedAt, 0, 2 ** 53) &&
+        typeof f.reason === 'string' && FAILURE_REASONS.includes(f.reason) &&
+        Array.isArray(f.results) && f.results.length > 0 && f.results.length <= 100 && f.results.every(isResult) &&
+        typeof f.headers === 'string' && f.headers.length <= Math.ceil(MAX_BOUNCE_HEADER_BYTES / 3) * 4 && /^[A-Za-z0-9+/]*={0,2}$/.test(f.headers)
+        ? {
+          type: 'bounce', id: f.id, sender: f.sender, receivedAt: f.receivedAt, reason: f.reason as FailureReason,
+          results: f.results as RecipientResult[], headers: f.headers,
+        }
+        : null;
     default:
       return null;
   }

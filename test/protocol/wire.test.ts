@@ -1,5 +1,8 @@
 import t from 'tap';
-import { ackCovers, encodeFrame, parseAgentFrame, parseObjectFrame, PROTOCOL_VERSION, type AckFrame, type HelloFrame, type MessageFrame } from '../../protocol/wire.ts';
+import {
+  ackCovers, encodeFrame, frameMessageId, parseAgentFrame, parseObjectFrame, PROTOCOL_VERSION,
+  type AckFrame, type BouncedFrame, type BounceFrame, type HelloFrame, type MessageFrame, type RecipientsFrame,
+} from '../../protocol/wire.ts';
 
 const id = 'a'.repeat(32);
 const sha = 'b'.repeat(64);
@@ -42,3 +45,33 @@ t.test('an ack must answer each recipient exactly once', async (t) => {
   t.notOk(ackCovers([r('a'), r('a')], ['a', 'b']), 'duplicate');
   t.notOk(ackCovers([r('a'), r('c')], ['a', 'b']), 'stranger');
 });
+
+t.test('v2 frames round-trip, and each field is checked', async (t) => {
+  const hello: HelloFrame = { type: 'hello', v: 2, agent: 'dell-1', window: 4, credit: 8 << 20, bounces: true };
+  t.same(parseAgentFrame(encodeFrame(hello)), hello);
+  const list: RecipientsFrame = { type: 'recipients', digest: sha, part: 0, parts: 2, delimiter: '+', entries: ['alice@example.test', '@catchall.test'] };
+  t.same(parseAgentFrame(encodeFrame(list)), list);
+  t.equal(parseAgentFrame(encodeFrame({ ...list, part: 2 })), null, 'part beyond parts');
+  t.equal(parseAgentFrame(encodeFrame({ ...list, entries: ['Alice@example.test'] })), null, 'entries are lowercase');
+  t.equal(parseAgentFrame(encodeFrame({ ...list, entries: ['alice'] })), null, 'an entry needs a domain');
+  t.equal(parseAgentFrame(encodeFrame({ ...list, delimiter: '++' })), null, 'one delimiter character');
+  t.same(parseAgentFrame('{"type":"retry"}'), { type: 'retry' });
+  const bounced: BouncedFrame = { type: 'bounced', id, status: 'sent', code: 250, text: '2.0.0 Ok: queued' };
+  t.same(parseAgentFrame(encodeFrame(bounced)), bounced);
+  t.equal(parseAgentFrame(JSON.stringify({ ...bounced, status: 'lost' })), null);
+  const bounce: BounceFrame = {
+    type: 'bounce', id, sender: 's@example.net', receivedAt: 1_700_000_000_000, reason: 'refused',
+    results: [{ recipient: 'a@x.test', code: 550, enhanced: '5.1.1', text: 'no such user', outcome: 'permfail' }],
+    headers: Buffer.from('Subject: hi\r\n').toString('base64'),
+  };
+  t.same(parseObjectFrame(encodeFrame(bounce)), bounce);
+  t.equal(parseObjectFrame(encodeFrame({ ...bounce, sender: '' })), null, 'never a bounce to the null sender');
+  t.equal(parseObjectFrame(encodeFrame({ ...bounce, headers: 'not base64!' })), null);
+});
+
+t.test('frameMessageId names the message of an ack the object cannot accept', async (t) => {
+  t.equal(frameMessageId(JSON.stringify({ type: 'ack', id, results: [{ text: 'x'.repeat(5000) }] })), id);
+  t.equal(frameMessageId(JSON.stringify({ type: 'credit', id })), null);
+  t.equal(frameMessageId('not json'), null);
+});
+
