@@ -1,6 +1,6 @@
 // The admin HTTP API: the queue seen and steered from outside, behind ADMIN_TOKEN
 // (a separate secret from the agents' tokens). Read-only views and three actions:
-// retry a deferred message now, replay a dead-lettered one, purge a dead-lettered one.
+// retry a deferred message now, replay a dead-lettered one, purge a dead-lettered or bounced one.
 //
 //   GET    /admin/queue                     counts by state, agents online, oldest message
 //   GET    /admin/messages?state=&limit=    oldest first (state: one of STATES)
@@ -8,15 +8,14 @@
 //   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
 //   POST   /admin/messages/<id>/retry       deferred -> queued now
 //   POST   /admin/messages/<id>/replay      dead-letter -> queued, with a fresh retry clock
-//   DELETE /admin/messages/<id>             purge; dead-letter only
+//   DELETE /admin/messages/<id>             purge; dead-letter and bounced only
 //   GET    /admin/dead-letter               = /admin/messages?state=dead-letter
 import { hasToken } from './auth.ts';
 import type { QueueStub } from './shards.ts';
 import { parseHeaders } from './headers.ts';
-import { STATES, type State } from './schema.ts';
+import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
 import { isMessageId } from '../protocol/wire.ts';
 
-const MAX_LIST = 500;
 
 function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body, null, 2), { status, headers: { 'Content-Type': 'application/json' } });

@@ -47,6 +47,10 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
+  if (result.status === 'unknown-recipient') {
+    // Postfix's relay_recipient_maps answer: refused at SMTP time, whether or not home is up.
+    return reject(`5.1.1 <${message.to}>: Recipient address rejected: User unknown`);
+  }
   // Stored durably: from here the answer is 'accepted' unless Dovecot refused for good.
   const v = result.verdict;  // null: not waited for (VERDICT_WAIT_MS=0)
   const refused = v?.kind === 'final' ? rejectReason(v.results) : null;

@@ -1,6 +1,6 @@
 // Bindings and configuration of the Worker, validated once per use so that a
 // bad value fails with a message naming the variable, not deep inside a handler.
-import { DEFAULT_RETRY, type RetryPolicy } from './queue.ts';
+import { DEFAULT_MAX_UNSETTLED_LEASES, DEFAULT_RETENTION_MS, DEFAULT_RETRY, type RetryPolicy } from './queue.ts';
 import { MAX_SHARDS } from './shard-hash.ts';
 import type { RelayQueue } from './relay-do.ts';
 
@@ -30,6 +30,10 @@ export interface Env {
   RETRY_FIRST_MS?: string;
   RETRY_MAX_MS?: string;
   MAX_AGE_MS?: string;
+  /** Leases that may end without an answer before a message is given up (bounced). Default 5. */
+  MAX_UNSETTLED_LEASES?: string;
+  /** How long a bounced message stays visible after its DSN went out, ms. Default 5 days. */
+  RETENTION_MS?: string;
   /** Dev-only: enables POST /dev/email for the local SMTP ingress. Never set in production. */
   DEV_INGRESS_TOKEN?: string;
   /** `info` (default): one event per message and side. `debug` adds ingest.queued and message.leased. */
@@ -47,6 +51,8 @@ export interface Config {
   affinityMs: number;
   shards: number;
   agentSilentMs: number;
+  maxUnsettledLeases: number;
+  retentionMs: number;
   adminToken: string | null;
   devIngressToken: string | null;
   logLevel: LogLevel;
@@ -131,11 +137,19 @@ function parseConfig(env: Env): Config {
     if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new ConfigError(`SHARDS: must be an integer from 1 to ${MAX_SHARDS}`);
   }
   const agentSilentMs = ms('AGENT_SILENT_MS', env.AGENT_SILENT_MS, 90_000);
+  let maxUnsettledLeases = DEFAULT_MAX_UNSETTLED_LEASES;
+  if (env.MAX_UNSETTLED_LEASES !== undefined && env.MAX_UNSETTLED_LEASES !== '') {
+    maxUnsettledLeases = Number(env.MAX_UNSETTLED_LEASES);
+    if (!Number.isInteger(maxUnsettledLeases) || maxUnsettledLeases < 1 || maxUnsettledLeases > 1000) {
+      throw new ConfigError('MAX_UNSETTLED_LEASES: must be an integer from 1 to 1000');
+    }
+  }
+  const retentionMs = ms('RETENTION_MS', env.RETENTION_MS, DEFAULT_RETENTION_MS);
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
   const logLevel = env.LOG_LEVEL === undefined || env.LOG_LEVEL === '' ? 'info' : env.LOG_LEVEL;
   if (logLevel !== 'info' && logLevel !== 'debug') throw new ConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev, logLevel };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev, logLevel };
 }

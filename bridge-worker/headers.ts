@@ -1,5 +1,8 @@
-// The header section of a stored message, for the admin API's display only: the
-// message itself is never decoded, and nothing decoded here goes back into mail.
+// The header section of a stored message, for the admin API's display and for the
+// bounce task (as bytes): the message itself is never decoded, and nothing decoded
+// here goes back into mail.
+
+import { MAX_BOUNCE_HEADER_BYTES } from '../protocol/wire.ts';
 
 const MAX_HEADER_BYTES = 64 * 1024;
 
@@ -29,4 +32,19 @@ export function parseHeaders(section: Uint8Array): { name: string; value: string
     if (colon > 0) fields.push({ name: line.slice(0, colon), value: line.slice(colon + 1).trim() });
   }
   return fields;
+}
+
+/**
+ * The header section as it travels with a bounce task: base64 of at most
+ * MAX_BOUNCE_HEADER_BYTES, cut after the last whole line that fits (RFC 3462 allows a cut).
+ */
+export function bounceHeaders(section: Uint8Array): string {
+  let end = section.byteLength;
+  if (end > MAX_BOUNCE_HEADER_BYTES) {
+    end = section.lastIndexOf(0x0a, MAX_BOUNCE_HEADER_BYTES - 1) + 1;
+    if (end <= 0) end = MAX_BOUNCE_HEADER_BYTES;
+  }
+  let bin = '';
+  for (let i = 0; i < end; i += 0x8000) bin += String.fromCharCode(...section.subarray(i, Math.min(end, i + 0x8000)));
+  return btoa(bin);
 }

@@ -3,6 +3,8 @@
 // message.acked (the object) carry what the steps between said. Those steps (ingest.queued,
 // message.leased) are logged only with LOG_LEVEL=debug: at five lines a message, log() was
 // a fifth of the isolate's CPU. Errors, retries and admin/agent events are always logged.
+// A field `level: 'warning'` marks what needs an operator (a message failed, a bounce that
+// cannot go out): Workers Logs and `wrangler tail` filter on it.
 export function log(event: string, fields: Record<string, unknown> = {}): void {
   console.log(JSON.stringify({ event, ...fields }));
 }

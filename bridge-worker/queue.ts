@@ -24,10 +24,39 @@ export function retryDelay(attempts: number, p: RetryPolicy): number {
   return Math.min(p.maxRetryMs, p.firstRetryMs * 2 ** Math.min(n - 1, 30));
 }
 
+/** Leases that may end without an answer (the connection closed) before a message is given up. */
+export const DEFAULT_MAX_UNSETTLED_LEASES = 5;
+/** How long a bounced message stays visible after its DSN went out (like the 5-day queue). */
+export const DEFAULT_RETENTION_MS = 5 * 24 * 60 * 60_000;
+
+/**
+ * When a message whose lease ended unanswered for the n-th time in a row may be leased again:
+ * the first time at once (an agent restart should not delay mail), then 2 s doubling to 5 min,
+ * so a message that breaks every connection it is sent on cannot make a tight loop.
+ */
+export function releaseDelay(leaseEnds: number): number {
+  return leaseEnds <= 1 ? 0 : Math.min(5 * 60_000, 1000 * 2 ** Math.min(leaseEnds - 1, 20));
+}
+
+/** Next try of a bounce that could not be sent: after a delay equal to its age, within the retry bounds (Postfix). */
+export function bounceRetryAt(settledAt: number, now: number, p: RetryPolicy): number {
+  return now + Math.min(p.maxRetryMs, Math.max(p.firstRetryMs, now - settledAt));
+}
+
+/**
+ * Where a message that failed for good goes: a bounce to its sender, or dead-letter with the
+ * reason none is sent. Never a bounce to the null sender (that would bounce a bounce).
+ */
+export function failedTo(sender: string, agentsBounce: boolean): { state: 'bouncing' } | { state: 'dead-letter'; why: string } {
+  if (sender === '') return { state: 'dead-letter', why: 'no bounce: the sender is the null sender <>' };
+  if (!agentsBounce) return { state: 'dead-letter', why: 'no bounce: the agent has no bounce relay configured' };
+  return { state: 'bouncing' };
+}
+
 export type Settlement =
   | { kind: 'done'; results: RecipientResult[] }
   | { kind: 'deferred'; results: RecipientResult[]; pending: string[]; nextAttemptAt: number }
-  | { kind: 'dead-letter'; results: RecipientResult[]; pending: string[] };
+  | { kind: 'expired'; results: RecipientResult[]; pending: string[] };
 
 /**
  * Folds one attempt's results into a message. Delivered and permanently failed
@@ -48,7 +77,7 @@ export function settle(
   if (pending.length === 0) return { kind: 'done', results };
   const lastTempfail = attempt.filter((r) => r.outcome === 'tempfail');
   if (now - since >= policy.maxAgeMs) {
-    return { kind: 'dead-letter', results: [...results, ...lastTempfail], pending };
+    return { kind: 'expired', results: [...results, ...lastTempfail], pending };
   }
   const nextAttemptAt = Math.min(now + retryDelay(attempts, policy), since + policy.maxAgeMs);
   return { kind: 'deferred', results, pending, nextAttemptAt };

@@ -3,18 +3,19 @@
 // attachment or in SQLite, so any handler may be the first after a wake-up.
 import { DurableObject } from 'cloudflare:workers';
 import {
-  FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, PING, PONG, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
-  ackCovers, encodeFrame, parseAgentFrame,
-  type AckFrame, type NackFrame, type ObjectFrame, type RecipientResult,
+  FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+  ackCovers, encodeFrame, frameMessageId, parseAgentFrame,
+  type AckFrame, type BouncedFrame, type FailureReason, type NackFrame, type ObjectFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
+import { recipientKnown } from '../protocol/recipients.ts';
 import { readConfig, type Env } from './env.ts';
 import { storeChunks } from './ingest.ts';
 import { hex, log, randomId } from './log.ts';
-import { settle, type RetryPolicy } from './queue.ts';
+import { bounceRetryAt, failedTo, releaseDelay, settle, type RetryPolicy } from './queue.ts';
 import { migrate, type State } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
-import { VerdictBoard, type Verdict } from './verdict.ts';
-import { headerSection } from './headers.ts';
+import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
+import { bounceHeaders, headerSection } from './headers.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -33,12 +34,19 @@ interface Attachment {
   connectedAt?: number;
   /** Closed by us (violation, silence): leases released, never leased to again. */
   closed?: boolean;
+  /** The agent's hello said it has a bounce relay: bounce tasks may go to it. */
+  bounces?: boolean;
 }
 
 export type IngestResult =
   /** `verdict`: the agent's answer within the wait asked for; null when none was asked for. */
   | { status: 'accepted'; id: string; duplicate: boolean; verdict: Verdict | null }
-  | { status: 'too-large'; size: number };
+  | { status: 'too-large'; size: number }
+  /** The recipients list in force does not name these: refused before anything is stored. */
+  | { status: 'unknown-recipient'; recipients: string[] };
+
+/** meta key: whether the last agent that said hello can send bounces ('1') or not ('0'). */
+const AGENTS_BOUNCE = 'agents_bounce';
 
 /** An ingest that has not finished after this long crashed; its rows are removed. */
 const STALE_INCOMING_MS = 60 * 60_000;
@@ -47,6 +55,8 @@ const HOUSEKEEPING_MS = 60 * 60_000;
 export class RelayQueue extends DurableObject<Env> {
   readonly #store: MessageStore;
   readonly #verdicts = new VerdictBoard();
+  /** The recipients list in force, as a set; undefined until first needed after a wake-up. */
+  #recipients: { delimiter: string; entries: Set<string> } | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -57,8 +67,9 @@ export class RelayQueue extends DurableObject<Env> {
       migrate(ctx.storage.sql);
       // Leases of connections that did not survive a restart go back to the queue.
       const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
-      const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs);
-      if (released > 0) log('lease.recovered', { released });
+      const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs, this.#notBefore(Date.now()));
+      if (released.length > 0) log('lease.recovered', { released: released.length });
+      this.#giveUpUnsettled(released);
     });
   }
 
@@ -86,7 +97,16 @@ export class RelayQueue extends DurableObject<Env> {
     if (a.closed) return;  // we closed it; its leases are already released
     if (typeof data !== 'string') return this.#violation(ws, a, 'binary frame from agent');
     const frame = parseAgentFrame(data);
-    if (!frame) return this.#violation(ws, a, 'malformed or unknown frame');
+    if (!frame) {
+      // An answer about one message that breaks the protocol's limits affects that message only.
+      const id = frameMessageId(data);
+      if (id === null || a.cursor?.id === id || !this.#rejectAnswer(a, id, 'the agent\'s answer broke the wire protocol (malformed frame)')) {
+        return this.#violation(ws, a, 'malformed or unknown frame');
+      }
+      this.#pump(ws, a);
+      await this.#scheduleAlarm();
+      return;
+    }
     if (a.agent === null && frame.type !== FRAME.HELLO) return this.#violation(ws, a, 'frame before hello');
     switch (frame.type) {
       case FRAME.HELLO:
@@ -99,6 +119,8 @@ export class RelayQueue extends DurableObject<Env> {
         a.agent = frame.agent;
         a.window = frame.window;
         a.credit = frame.credit;
+        a.bounces = frame.bounces === true;
+        this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
         break;
@@ -110,6 +132,18 @@ export class RelayQueue extends DurableObject<Env> {
         break;
       case FRAME.NACK:
         this.#onNack(a, frame);
+        break;
+      case FRAME.RECIPIENTS:
+        this.#onRecipients(a, frame);
+        break;
+      case FRAME.RETRY: {
+        const woken = this.#store.wakeAllDeferred();
+        if (woken > 0) log('deferred.retry', { session: a.session, agent: a.agent, woken });
+        this.#pumpAll(ws);
+        break;
+      }
+      case FRAME.BOUNCED:
+        this.#onBounced(a, frame);
         break;
     }
     this.#pump(ws, a);
@@ -137,6 +171,11 @@ export class RelayQueue extends DurableObject<Env> {
   async ingest(
     sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number, verdictWaitMs = 0,
   ): Promise<IngestResult> {
+    const unknown = this.#unknownRecipients(recipients);
+    if (unknown.length > 0) {
+      log('ingest.unknown-recipient', { recipients: unknown });
+      return { status: 'unknown-recipient', recipients: unknown };
+    }
     const id = randomId();
     const now = Date.now();
     this.#store.begin(id, sender, recipients, now);
@@ -243,10 +282,10 @@ export class RelayQueue extends DurableObject<Env> {
     return true;
   }
 
-  /** Deletes a dead-lettered message for good. Only dead-letter: live mail is never purged. */
+  /** Deletes a dead-lettered or bounced message for good. Live mail is never purged. */
   async adminPurge(id: string): Promise<boolean> {
     const msg = this.#store.get(id);
-    if (!msg || msg.state !== 'dead-letter') return false;
+    if (!msg || (msg.state !== 'dead-letter' && msg.state !== 'bounced')) return false;
     this.#store.remove(id);
     log('admin.purge', { id, sender: msg.sender, recipients: msg.recipients.length });
     return true;
@@ -264,7 +303,8 @@ export class RelayQueue extends DurableObject<Env> {
     const now = Date.now();
     this.#closeSilentAgents(now);
     const woken = this.#store.wakeDeferred(now);
-    this.#store.prune(now - readConfig(this.env).dedupeWindowMs, now - STALE_INCOMING_MS);
+    const cfg = readConfig(this.env);
+    this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
     if (woken > 0) log('deferred.due', { woken });
     this.#pumpAll();
     await this.#scheduleAlarm();
@@ -308,8 +348,31 @@ export class RelayQueue extends DurableObject<Env> {
       log('ack.ignored', { session: a.session, id: frame.id, state: msg?.state ?? null });
       return true;
     }
-    if (!ackCovers(frame.results, msg.recipients)) return this.#violation(ws, a, 'ack does not match recipients'), false;
+    if (!ackCovers(frame.results, msg.recipients)) {
+      this.#rejectAnswer(a, msg.id, 'the agent\'s ack does not answer each recipient exactly once');
+      return true;
+    }
     this.#settle(msg, frame.results, tempfailText(frame));
+    return true;
+  }
+
+  /**
+   * An answer about message `id` the object cannot accept: the message is deferred with the
+   * reason (a tempfail of every pending recipient, with the usual backoff), the connection stays.
+   * False when `id` is not a message this connection holds.
+   */
+  #rejectAnswer(a: Attachment, id: string, why: string): boolean {
+    const msg = this.#store.get(id);
+    if (!msg || msg.leaseSession !== a.session) return false;
+    log('agent.answer-rejected', { session: a.session, id, why });
+    if (msg.state === 'bouncing') {
+      this.#bounceLater(msg, why);
+      return true;
+    }
+    if (msg.state !== 'in-flight') return false;
+    const results = msg.recipients.map((recipient): RecipientResult =>
+      ({ recipient, code: 0, enhanced: null, text: why, outcome: 'tempfail' }));
+    this.#settle(msg, results, why);
     return true;
   }
 
@@ -319,26 +382,143 @@ export class RelayQueue extends DurableObject<Env> {
     const s = settle(msg.results, results, msg.retryFrom, msg.attempts, now, this.#retry());
     const outcomes = results.map((r) => r.outcome);
     switch (s.kind) {
-      case 'done':
+      case 'done': {
+        // A recipient refused for good: the sender heard 250 unless email() is waiting for this
+        // very verdict and turns it into its SMTP reply. Otherwise the sender gets a bounce.
+        const refused = s.results.some((r) => r.outcome === 'permfail');
+        const told = this.#verdicts.settled(msg.id, { kind: 'final', results: s.results }, now) > 0 && rejectReason(s.results) !== null;
+        if (refused && !told) {
+          this.#fail(msg, 'refused', [], s.results, error);
+          break;
+        }
         this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
         // The message's one info line in the object: what ingest.queued and message.leased said too.
         log('message.acked', {
           id: msg.id, attempt: msg.attempts, outcomes, size: msg.size, chunks: msg.chunks,
           recipients: msg.recipients.length, session: msg.leaseSession, ageMs: now - msg.receivedAt,
         });
-        this.#verdicts.settled(msg.id, { kind: 'final', results: s.results }, now);
         break;
+      }
       case 'deferred':
         this.#store.defer(msg.id, s.pending, s.results, s.nextAttemptAt, error);
         log('message.deferred', { id: msg.id, attempt: msg.attempts, outcomes, nextAttemptAt: s.nextAttemptAt });
         this.#verdicts.settled(msg.id, { kind: 'deferred' }, now);
         break;
-      case 'dead-letter':
-        this.#store.deadLetter(msg.id, s.pending, s.results, error);
-        log('message.dead-letter', { id: msg.id, attempt: msg.attempts, outcomes });
-        this.#verdicts.settled(msg.id, { kind: 'dead-letter' }, now);
+      case 'expired':
+        this.#fail(msg, 'expired', s.pending, s.results, error);
         break;
     }
+  }
+
+  /**
+   * A message failed for good: it owes its sender a bounce (bouncing) or, when none can be
+   * sent, goes to dead-letter for the operator. `results` covers every recipient: final ones
+   * and, for `pending` ones, the last reason they were not delivered.
+   */
+  #fail(msg: MessageRow, reason: FailureReason, pending: string[], results: RecipientResult[], error: string): void {
+    const now = Date.now();
+    const to = failedTo(msg.sender, this.#store.meta(AGENTS_BOUNCE) === '1');
+    const why = to.state === 'dead-letter' ? to.why : null;
+    this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
+    // Not silent: a warning with everything an operator needs to find it (relayctl show <id>).
+    log('message.failed', {
+      level: 'warning', id: msg.id, reason, state: to.state, attempt: msg.attempts, sender: msg.sender,
+      failed: results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient} ${r.code} ${r.text.slice(0, 200)}`),
+      ...(why !== null ? { why } : {}),
+    });
+    this.#verdicts.settled(msg.id, { kind: 'dead-letter' }, now);
+  }
+
+  /** `results` for recipients that never got a final answer: they failed with this text. */
+  #unanswered(msg: MessageRow, text: string): RecipientResult[] {
+    const final = new Set(msg.results.map((r) => r.recipient));
+    const last = (r: string): string => msg.lastError?.includes(r) ? `${text}; last error: ${msg.lastError}` : text;
+    return msg.recipients.filter((r) => !final.has(r)).map((recipient): RecipientResult =>
+      ({ recipient, code: 0, enhanced: null, text: last(recipient).slice(0, MAX_RESULT_TEXT), outcome: 'tempfail' }));
+  }
+
+  /** Messages whose lease ended unanswered too often in a row are given up: a bounce, not a loop. */
+  #giveUpUnsettled(released: MessageRow[]): void {
+    const max = readConfig(this.env).maxUnsettledLeases;
+    for (const m of released) {
+      if (m.leaseEnds < max) continue;
+      const text = `delivery given up: ${m.leaseEnds} attempts in a row ended without an answer from the agent`;
+      this.#fail(m, 'attempts', m.recipients, [...m.results, ...this.#unanswered(m, text)], text);
+    }
+  }
+
+  /** When released messages may be leased again, by how often in a row their lease ended unanswered. */
+  #notBefore(now: number): (leaseEnds: number) => number {
+    return (n) => {
+      const d = releaseDelay(n);
+      return d > 0 ? now + d : 0;
+    };
+  }
+
+  // ---- bounces and the recipients list -------------------------------------------
+
+  /** Remembers whether agents can bounce; when they cannot, owed bounces go to the operator. */
+  #onBounceCapability(bounces: boolean): void {
+    this.#store.setMeta(AGENTS_BOUNCE, bounces ? '1' : '0');
+    if (bounces) return;
+    for (const id of this.#store.idleBounces()) {
+      this.#store.bounceFailed(id, 'no bounce: the agent has no bounce relay configured');
+      log('bounce.impossible', { level: 'warning', id, why: 'the agent has no bounce relay configured' });
+    }
+  }
+
+  #onBounced(a: Attachment, frame: BouncedFrame): void {
+    const msg = this.#store.get(frame.id);
+    if (!msg || msg.state !== 'bouncing' || msg.leaseSession !== a.session) {
+      log('bounced.ignored', { session: a.session, id: frame.id, state: msg?.state ?? null });
+      return;
+    }
+    const reply = `${frame.code} ${frame.text}`.slice(0, MAX_RESULT_TEXT);
+    switch (frame.status) {
+      case 'sent':
+        this.#store.bounced(msg.id, `sent: ${reply}`, Date.now());
+        log('bounce.sent', { id: msg.id, sender: msg.sender, reason: msg.failure, reply });
+        break;
+      case 'deferred':
+        this.#bounceLater(msg, reply);
+        break;
+      case 'failed':
+        this.#store.bounceFailed(msg.id, `bounce refused: ${reply}`);
+        log('bounce.failed', { level: 'warning', id: msg.id, sender: msg.sender, reply });
+        break;
+    }
+  }
+
+  /** A bounce that could not go out now: again later, for as long as a message is retried. */
+  #bounceLater(msg: MessageRow, why: string): void {
+    const now = Date.now();
+    const since = msg.settledAt ?? now;
+    const retry = this.#retry();
+    if (now - since >= retry.maxAgeMs) {
+      this.#store.bounceFailed(msg.id, `bounce not sent within ${Math.round(retry.maxAgeMs / 3_600_000)} h: ${why}`);
+      log('bounce.failed', { level: 'warning', id: msg.id, sender: msg.sender, why });
+      return;
+    }
+    const at = bounceRetryAt(since, now, retry);
+    this.#store.bounceLater(msg.id, `deferred: ${why}`, at);
+    log('bounce.deferred', { id: msg.id, why, nextAttemptAt: at });
+  }
+
+  #onRecipients(a: Attachment, frame: RecipientsFrame): void {
+    const list = this.#store.putRecipientPart(frame, Date.now());
+    if (list === 'incomplete') return;
+    this.#recipients = list === null ? null : { delimiter: list.delimiter, entries: new Set(list.entries) };
+    log('recipients.published', { session: a.session, agent: a.agent, digest: frame.digest.slice(0, 12), entries: list?.entries.length ?? 0 });
+  }
+
+  /** Recipients the list in force does not name; none when no list is in force. */
+  #unknownRecipients(recipients: string[]): string[] {
+    if (this.#recipients === undefined) {
+      const list = this.#store.recipients();
+      this.#recipients = list === null ? null : { delimiter: list.delimiter, entries: new Set(list.entries) };
+    }
+    const known = this.#recipients;
+    return known === null ? [] : recipients.filter((r) => !recipientKnown(known.entries, known.delimiter, r));
   }
 
   #onNack(a: Attachment, frame: NackFrame): void {
@@ -395,8 +575,27 @@ export class RelayQueue extends DurableObject<Env> {
           a.cursor = null;
         }
         if (a.draining || this.#store.countLeased(a.session) >= a.window) break;
-        const next = this.#store.nextQueued(a.agent ?? '', Date.now());
+        const now = Date.now();
+        const bounce = a.bounces ? this.#store.nextBounce(now) : null;
+        if (bounce) {
+          this.#store.leaseBounce(bounce.id, a.session);
+          this.#send(ws, {
+            type: FRAME.BOUNCE, id: bounce.id, sender: bounce.sender, receivedAt: bounce.receivedAt, reason: bounce.failure ?? 'refused',
+            results: bounce.results.filter((r) => r.outcome !== 'delivered'),
+            headers: bounce.chunks > 0 ? bounceHeaders(headerSection(this.#store.chunk(bounce.id, 0))) : '',
+          });
+          continue;
+        }
+        const next = this.#store.nextQueued(a.agent ?? '', now);
         if (!next) break;
+        // The age limit holds at every lease, not only when an attempt settles (the grace of one
+        // minimal backoff lets the last attempt, which settle() schedules at the limit, run).
+        const retry = this.#retry();
+        if (now - next.retryFrom >= retry.maxAgeMs + retry.firstRetryMs) {
+          const text = `delivery given up: not delivered within ${Math.round(retry.maxAgeMs / 3_600_000)} h`;
+          this.#fail(next, 'expired', next.recipients, [...next.results, ...this.#unanswered(next, text)], text);
+          continue;
+        }
         this.#store.lease(next.id, a.session, a.agent ?? '');
         this.#send(ws, {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
@@ -447,7 +646,10 @@ export class RelayQueue extends DurableObject<Env> {
     ws.serializeAttachment(a);
     // Its own agent may have delivered them (the ack lost on the way): give it the first
     // chance to answer from its journal before another agent delivers them again.
-    return this.#store.releaseSession(a.session, Date.now() + readConfig(this.env).affinityMs);
+    const now = Date.now();
+    const released = this.#store.releaseSession(a.session, now + readConfig(this.env).affinityMs, this.#notBefore(now));
+    this.#giveUpUnsettled(released);
+    return released.length;
   }
 }
 

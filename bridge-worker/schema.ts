@@ -1,18 +1,20 @@
 // The queue's SQLite schema. Each migration runs once, in order; the applied
 // version is kept in `meta` so a redeployed object upgrades its own storage.
 
-/** Queue states, the one list used by SQL, code, metrics and docs. */
-export const STATES = ['incoming', 'queued', 'in-flight', 'deferred', 'dead-letter'] as const;
-export type State = (typeof STATES)[number];
+import { STATES, type State } from '../protocol/queue.ts';
 
-const stateCheck = STATES.map((s) => `'${s}'`).join(', ');
+export { STATES, type State };
+
+const check = (states: readonly string[]): string => states.map((s) => `'${s}'`).join(', ');
+// Migration 1 wrote this CHECK; migration 4 rebuilds the table with the list of today.
+const FIRST_STATES = ['incoming', 'queued', 'in-flight', 'deferred', 'dead-letter'];
 
 const MIGRATIONS: readonly string[] = [
   // 1: messages, their chunks, and the dedupe memory of acknowledged messages.
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    CREATE TABLE messages (
      id TEXT PRIMARY KEY,
-     state TEXT NOT NULL CHECK (state IN (${stateCheck})),
+     state TEXT NOT NULL CHECK (state IN (${check(FIRST_STATES)})),
      sender TEXT NOT NULL,
      recipients TEXT NOT NULL,          -- JSON array of recipients still pending
      results TEXT NOT NULL DEFAULT '[]',-- JSON array of final RecipientResults so far
@@ -46,6 +48,52 @@ const MIGRATIONS: readonly string[] = [
   // knows whether it was delivered), then any agent may.
   `ALTER TABLE messages ADD COLUMN agent TEXT;
    ALTER TABLE messages ADD COLUMN affinity_until INTEGER;`,
+  // 4: failed messages owe their sender a bounce (states bouncing, bounced); SQLite cannot
+  // change a CHECK, so the table is rebuilt. lease_ends: leases that ended without an answer
+  // since the last settlement (a message that keeps breaking its connection is given up);
+  // failure: why it failed for good; bounce_status: what the bounce relay answered;
+  // settled_at: when it reached bounced/dead-letter (retention). The recipients list the
+  // agent publishes, one row per part.
+  `CREATE TABLE messages_v4 (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN (${check(STATES)})),
+     sender TEXT NOT NULL,
+     recipients TEXT NOT NULL,
+     results TEXT NOT NULL DEFAULT '[]',
+     size INTEGER NOT NULL DEFAULT 0,
+     sha256 TEXT,
+     chunks INTEGER NOT NULL DEFAULT 0,
+     dedupe_key TEXT,
+     received_at INTEGER NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER,
+     lease_session TEXT,
+     last_error TEXT,
+     retry_from INTEGER,
+     agent TEXT,
+     affinity_until INTEGER,
+     lease_ends INTEGER NOT NULL DEFAULT 0,
+     failure TEXT,
+     bounce_status TEXT,
+     settled_at INTEGER
+   );
+   INSERT INTO messages_v4 (id, state, sender, recipients, results, size, sha256, chunks, dedupe_key, received_at,
+     attempts, next_attempt_at, lease_session, last_error, retry_from, agent, affinity_until)
+   SELECT id, state, sender, recipients, results, size, sha256, chunks, dedupe_key, received_at,
+     attempts, next_attempt_at, lease_session, last_error, retry_from, agent, affinity_until FROM messages;
+   DROP TABLE messages;
+   ALTER TABLE messages_v4 RENAME TO messages;
+   CREATE INDEX messages_by_state ON messages (state, received_at);
+   CREATE INDEX messages_by_dedupe ON messages (dedupe_key);
+   CREATE TABLE recipient_parts (
+     digest TEXT NOT NULL,
+     part INTEGER NOT NULL,
+     parts INTEGER NOT NULL,
+     delimiter TEXT NOT NULL,
+     entries TEXT NOT NULL,             -- JSON array
+     received_at INTEGER NOT NULL,
+     PRIMARY KEY (digest, part)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,7 +1,7 @@
 // The message store: every SQL statement the queue runs, with parameters.
 // Message bytes live in `chunks`, at most MAX_CHUNK_BYTES a row.
-import type { RecipientResult } from '../protocol/wire.ts';
-import type { State } from './schema.ts';
+import type { FailureReason, RecipientResult, RecipientsFrame } from '../protocol/wire.ts';
+import { STATES, type State } from './schema.ts';
 
 export interface MessageRow {
   id: string;
@@ -19,7 +19,18 @@ export interface MessageRow {
   nextAttemptAt: number | null;
   leaseSession: string | null;
   lastError: string | null;
+  /** Leases that ended without an answer since the last settlement. */
+  leaseEnds: number;
+  /** Why it failed for good (bouncing, bounced, dead-letter). */
+  failure: FailureReason | null;
+  /** What became of its bounce: the relay's reply, or why none could be sent. */
+  bounceStatus: string | null;
+  /** When it reached bouncing, bounced or dead-letter. */
+  settledAt: number | null;
 }
+
+/** The recipients list in force: entries are lowercase addresses and '@domain's. */
+export interface RecipientList { digest: string; delimiter: string; entries: string[] }
 
 type Row = Record<string, SqlStorageValue>;
 
@@ -39,6 +50,10 @@ function toMessage(r: Row): MessageRow {
     nextAttemptAt: r.next_attempt_at === null ? null : Number(r.next_attempt_at),
     leaseSession: r.lease_session === null ? null : String(r.lease_session),
     lastError: r.last_error === null ? null : String(r.last_error),
+    leaseEnds: Number(r.lease_ends ?? 0),
+    failure: r.failure === null || r.failure === undefined ? null : (String(r.failure) as FailureReason),
+    bounceStatus: r.bounce_status === null || r.bounce_status === undefined ? null : String(r.bounce_status),
+    settledAt: r.settled_at === null || r.settled_at === undefined ? null : Number(r.settled_at),
   };
 }
 
@@ -108,12 +123,22 @@ export class MessageStore {
     ).rowsWritten > 0;
   }
 
-  /** dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before dead-letter). */
+  /** dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before it fails again). */
   replay(id: string, now: number): boolean {
     return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ? WHERE id = ? AND state = 'dead-letter'`,
+      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0,
+         failure = NULL, bounce_status = NULL, settled_at = NULL WHERE id = ? AND state = 'dead-letter'`,
       now, id,
     ).rowsWritten > 0;
+  }
+
+  meta(key: string): string | null {
+    const r = this.#sql.exec(`SELECT value FROM meta WHERE key = ?`, key).toArray()[0];
+    return r ? String(r.value) : null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.#sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value);
   }
 
   /**
@@ -124,17 +149,33 @@ export class MessageStore {
     const r = this.#sql.exec(
       `SELECT * FROM messages WHERE state = 'queued'
          AND (affinity_until IS NULL OR affinity_until <= ? OR agent = ?)
+         AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
        ORDER BY received_at, id LIMIT 1`,
-      now, agent,
+      now, agent, now,
     ).toArray()[0];
     return r ? toMessage(r) : null;
   }
 
-  countLeased(session: string): number {
+  /** The oldest bounce task no connection holds and whose time has come. */
+  nextBounce(now: number): MessageRow | null {
     const r = this.#sql.exec(
-      `SELECT COUNT(*) AS n FROM messages WHERE state = 'in-flight' AND lease_session = ?`, session,
-    ).one();
+      `SELECT * FROM messages WHERE state = 'bouncing' AND lease_session IS NULL
+         AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+       ORDER BY settled_at, id LIMIT 1`,
+      now,
+    ).toArray()[0];
+    return r ? toMessage(r) : null;
+  }
+
+  /** Messages and bounce tasks this connection holds: both count against its window. */
+  countLeased(session: string): number {
+    const r = this.#sql.exec(`SELECT COUNT(*) AS n FROM messages WHERE lease_session = ?`, session).one();
     return Number(r.n);
+  }
+
+  /** A bounce task goes to one connection; it stays bouncing until the agent answers. */
+  leaseBounce(id: string, session: string): void {
+    this.#sql.exec(`UPDATE messages SET lease_session = ? WHERE id = ? AND state = 'bouncing'`, session, id);
   }
 
   /** queued -> in-flight, leased to one agent connection; counts the attempt. */
@@ -152,23 +193,36 @@ export class MessageStore {
     return new Uint8Array(r.data as ArrayBuffer);
   }
 
-  /** Every in-flight message of a gone connection goes back to queued, kept for its agent until `until`. */
-  releaseSession(session: string, until: number): number {
-    return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', lease_session = NULL, affinity_until = ?
-       WHERE state = 'in-flight' AND lease_session = ?`,
-      until, session,
-    ).rowsWritten;
+  /**
+   * Every lease of a gone connection ends: in-flight messages go back to queued, kept for
+   * their agent until `until` and not offered again before `notBefore(leaseEnds)` (a message
+   * that keeps ending its connection is spaced out, not redelivered in a tight loop); bounce
+   * tasks are offered again. Returns the released messages, lease_ends counted.
+   */
+  releaseSession(session: string, until: number, notBefore: (leaseEnds: number) => number): MessageRow[] {
+    return this.#release(`lease_session = ?`, [session], until, notBefore);
   }
 
-  /** in-flight leases whose connection no longer exists (after an eviction) go back to queued. */
-  releaseAllExcept(sessions: string[], until: number): number {
-    const keep = JSON.stringify(sessions);
-    return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', lease_session = NULL, affinity_until = ?
-       WHERE state = 'in-flight' AND lease_session NOT IN (SELECT value FROM json_each(?))`,
-      until, keep,
-    ).rowsWritten;
+  /** Leases whose connection no longer exists (after an eviction) end the same way. */
+  releaseAllExcept(sessions: string[], until: number, notBefore: (leaseEnds: number) => number): MessageRow[] {
+    return this.#release(`lease_session NOT IN (SELECT value FROM json_each(?))`, [JSON.stringify(sessions)], until, notBefore);
+  }
+
+  #release(where: string, args: SqlStorageValue[], until: number, notBefore: (leaseEnds: number) => number): MessageRow[] {
+    this.#sql.exec(`UPDATE messages SET lease_session = NULL WHERE state = 'bouncing' AND lease_session IS NOT NULL AND ${where}`, ...args);
+    const rows = this.#sql.exec(`SELECT * FROM messages WHERE state = 'in-flight' AND ${where}`, ...args).toArray().map(toMessage);
+    for (const m of rows) {
+      m.leaseEnds++;
+      const at = notBefore(m.leaseEnds);
+      this.#sql.exec(
+        `UPDATE messages SET state = 'queued', lease_session = NULL, affinity_until = ?, lease_ends = ?, next_attempt_at = ?
+         WHERE id = ? AND state = 'in-flight'`,
+        until, m.leaseEnds, at > 0 ? at : null, m.id,
+      );
+      m.state = 'queued';
+      m.leaseSession = null;
+    }
+    return rows;
   }
 
   /** Acknowledged to the end: drop the bytes, remember the key for dedupe. */
@@ -190,17 +244,61 @@ export class MessageStore {
   defer(id: string, pending: string[], results: RecipientResult[], nextAttemptAt: number, error: string): void {
     this.#sql.exec(
       `UPDATE messages SET state = 'deferred', lease_session = NULL, recipients = ?, results = ?,
-         next_attempt_at = ?, last_error = ? WHERE id = ?`,
+         next_attempt_at = ?, last_error = ?, lease_ends = 0 WHERE id = ?`,
       JSON.stringify(pending), JSON.stringify(results), nextAttemptAt, error, id,
     );
   }
 
-  deadLetter(id: string, pending: string[], results: RecipientResult[], error: string): void {
+  /**
+   * Failed for good: `bouncing` (a DSN to the sender is owed) or `dead-letter` (the operator's;
+   * `bounceStatus` says why no bounce). `results` are every final result, `pending` the
+   * recipients that never got one. Keeps the bytes: the DSN quotes the header, relayctl exports it.
+   */
+  fail(
+    id: string, state: 'bouncing' | 'dead-letter', failure: FailureReason, pending: string[], results: RecipientResult[],
+    error: string, bounceStatus: string | null, now: number,
+  ): void {
     this.#sql.exec(
-      `UPDATE messages SET state = 'dead-letter', lease_session = NULL, recipients = ?, results = ?,
-         next_attempt_at = NULL, last_error = ? WHERE id = ?`,
-      JSON.stringify(pending), JSON.stringify(results), error, id,
+      `UPDATE messages SET state = ?, lease_session = NULL, recipients = ?, results = ?, next_attempt_at = NULL,
+         last_error = ?, failure = ?, bounce_status = ?, settled_at = ?, lease_ends = 0 WHERE id = ?`,
+      state, JSON.stringify(pending), JSON.stringify(results), error, failure, bounceStatus, now, id,
     );
+  }
+
+  /** The bounce relay took the DSN: bounced, kept for the retention period. */
+  bounced(id: string, status: string, now: number): boolean {
+    return this.#sql.exec(
+      `UPDATE messages SET state = 'bounced', lease_session = NULL, next_attempt_at = NULL, bounce_status = ?, settled_at = ?
+       WHERE id = ? AND state = 'bouncing'`,
+      status, now, id,
+    ).rowsWritten > 0;
+  }
+
+  /** The bounce could not be sent now: offered again at `nextAttemptAt`. */
+  bounceLater(id: string, status: string, nextAttemptAt: number): void {
+    this.#sql.exec(
+      `UPDATE messages SET lease_session = NULL, next_attempt_at = ?, bounce_status = ? WHERE id = ? AND state = 'bouncing'`,
+      nextAttemptAt, status, id,
+    );
+  }
+
+  /** A bounce no agent can send: the message goes to the operator. */
+  bounceFailed(id: string, status: string): void {
+    this.#sql.exec(
+      `UPDATE messages SET state = 'dead-letter', lease_session = NULL, next_attempt_at = NULL, bounce_status = ?
+       WHERE id = ? AND state = 'bouncing'`,
+      status, id,
+    );
+  }
+
+  /** Bounce tasks no connection holds (to move them to dead-letter when no agent can bounce). */
+  idleBounces(): string[] {
+    return this.#sql.exec(`SELECT id FROM messages WHERE state = 'bouncing' AND lease_session IS NULL`).toArray().map((r) => String(r.id));
+  }
+
+  /** Every deferred message is due now (the agent saw its target come back). */
+  wakeAllDeferred(): number {
+    return this.#sql.exec(`UPDATE messages SET state = 'queued', next_attempt_at = NULL WHERE state = 'deferred'`).rowsWritten;
   }
 
   /** in-flight -> queued without counting a failure (the agent handed it back). */
@@ -225,23 +323,64 @@ export class MessageStore {
       `SELECT MIN(t) AS t FROM (
          SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'deferred'
          UNION ALL
-         SELECT MIN(affinity_until) AS t FROM messages WHERE state = 'queued' AND affinity_until > ?)`,
-      now,
+         SELECT MIN(affinity_until) AS t FROM messages WHERE state = 'queued' AND affinity_until > ?
+         UNION ALL
+         SELECT MIN(next_attempt_at) AS t FROM messages WHERE state IN ('queued', 'bouncing') AND next_attempt_at > ?)`,
+      now, now,
     ).one();
     return r.t === null ? null : Number(r.t);
   }
 
-  /** Drops dedupe memory older than `before`, and incoming leftovers of crashed ingests. */
-  prune(before: number, incomingBefore: number): void {
+  /**
+   * Drops dedupe memory older than `before`, incoming leftovers of crashed ingests, and
+   * bounced messages kept since before `bouncedBefore` (their senders have the DSN).
+   */
+  prune(before: number, incomingBefore: number, bouncedBefore: number): void {
     this.#sql.exec(`DELETE FROM delivered WHERE acked_at < ?`, before);
     const stale = this.#sql.exec(
-      `SELECT id FROM messages WHERE state = 'incoming' AND received_at < ?`, incomingBefore,
+      `SELECT id FROM messages WHERE (state = 'incoming' AND received_at < ?) OR (state = 'bounced' AND settled_at < ?)`,
+      incomingBefore, bouncedBefore,
     ).toArray();
     for (const r of stale) this.remove(String(r.id));
   }
 
+  // ---- the recipients list -------------------------------------------------------
+
+  /**
+   * Stores one part of a published list. Once every part of its digest is here, that list
+   * replaces the one in force (an empty list removes it). Returns the list when it changed.
+   */
+  putRecipientPart(f: RecipientsFrame, now: number): RecipientList | null | 'incomplete' {
+    this.#sql.exec(
+      `INSERT OR REPLACE INTO recipient_parts (digest, part, parts, delimiter, entries, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      f.digest, f.part, f.parts, f.delimiter, JSON.stringify(f.entries), now,
+    );
+    const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_parts WHERE digest = ? AND parts = ?`, f.digest, f.parts).one().n);
+    if (have < f.parts) return 'incomplete';
+    this.#sql.exec(`DELETE FROM recipient_parts WHERE digest != ?`, f.digest);
+    const list = this.recipients();
+    if (list === null) this.#sql.exec(`DELETE FROM recipient_parts`);
+    return list;
+  }
+
+  /** The list in force, or null when none is (never published, or published empty). */
+  recipients(): RecipientList | null {
+    const rows = this.#sql.exec(`SELECT digest, parts, delimiter, entries FROM recipient_parts ORDER BY part`).toArray();
+    const first = rows[0];
+    if (!first || rows.length !== Number(first.parts)) return null;
+    const entries = rows.flatMap((r) => JSON.parse(String(r.entries)) as string[]);
+    return entries.length === 0 ? null : { digest: String(first.digest), delimiter: String(first.delimiter), entries };
+  }
+
+  /** Digest of the list in force, cheaply (to tell whether a cached copy is still current). */
+  recipientsDigest(): string | null {
+    const r = this.#sql.exec(`SELECT digest, parts, COUNT(*) AS n FROM recipient_parts GROUP BY digest`).toArray();
+    const only = r.length === 1 ? r[0] : undefined;
+    return only && Number(only.n) === Number(only.parts) ? String(only.digest) : null;
+  }
+
   counts(): Record<State, number> {
-    const out: Record<State, number> = { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, 'dead-letter': 0 };
+    const out = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>;
     for (const r of this.#sql.exec(`SELECT state, COUNT(*) AS n FROM messages GROUP BY state`)) {
       out[String(r.state) as State] = Number(r.n);
     }

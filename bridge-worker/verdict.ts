@@ -19,13 +19,17 @@ export class VerdictBoard {
   readonly #recent = new Map<string, { verdict: Verdict; at: number }>();
   readonly #waiting = new Map<string, ((v: Verdict) => void)[]>();
 
-  /** The queue settled message `id` (ack or nack). */
-  settled(id: string, verdict: Verdict, now = Date.now()): void {
+  /**
+   * The queue settled message `id` (ack or nack). Returns how many email() calls were
+   * waiting for it: they answer the sender with this verdict.
+   */
+  settled(id: string, verdict: Verdict, now = Date.now()): number {
     for (const [k, v] of this.#recent) if (v.at < now - KEEP_MS) this.#recent.delete(k);
     this.#recent.set(id, { verdict, at: now });
     const waiters = this.#waiting.get(id) ?? [];
     this.#waiting.delete(id);
     for (const w of waiters) w(verdict);
+    return waiters.length;
   }
 
   recent(id: string): Verdict | null {

@@ -2,15 +2,11 @@
 // Every answer is checked field by field before anything uses it, so a wrong URL,
 // a proxy's error page or a Worker of another version becomes a clear error, not
 // `undefined` in a table. Errors carry the exit code relayctl ends with.
+import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
 import { isMessageId, type Outcome, type RecipientResult } from '../protocol/wire.ts';
 
-/** Queue states, as bridge-worker/schema.ts lists them (a test checks the two agree). */
-export const STATES = ['incoming', 'queued', 'in-flight', 'deferred', 'dead-letter'] as const;
-export type State = (typeof STATES)[number];
+export { MAX_LIST, STATES, type State };
 const OUTCOMES: readonly Outcome[] = ['delivered', 'tempfail', 'permfail'];
-
-/** Largest page the API lists at once. */
-export const MAX_LIST = 500;
 /** How long relayctl waits for an answer (for export: for each piece of the body). */
 const TIMEOUT_MS = 30_000;
 
@@ -58,6 +54,11 @@ export interface Message {
   nextAttemptAt: number | null;
   leaseSession: string | null;
   lastError: string | null;
+  /** Why it failed for good: refused, expired, attempts (bouncing, bounced, dead-letter). */
+  failure: string | null;
+  /** What became of its bounce, or why none was sent. */
+  bounceStatus: string | null;
+  settledAt: number | null;
 }
 export interface HeaderField { name: string; value: string }
 export interface MessageDetail extends Message { headers: HeaderField[] }
@@ -134,6 +135,10 @@ function message(v: unknown, at: string): Message {
     nextAttemptAt: intOrNull(o.nextAttemptAt, `${at}.nextAttemptAt`),
     leaseSession: strOrNull(o.leaseSession, `${at}.leaseSession`),
     lastError: strOrNull(o.lastError, `${at}.lastError`),
+    // Absent from a Worker older than the bounce states: read as null.
+    failure: o.failure === undefined ? null : strOrNull(o.failure, `${at}.failure`),
+    bounceStatus: o.bounceStatus === undefined ? null : strOrNull(o.bounceStatus, `${at}.bounceStatus`),
+    settledAt: o.settledAt === undefined ? null : intOrNull(o.settledAt, `${at}.settledAt`),
   };
 }
 

@@ -98,6 +98,8 @@ export function formatMessage(m: MessageDetail, now: number): string {
   rows.push(['attempts', String(m.attempts)]);
   if (m.leaseSession !== null) rows.push(['leased to', `session ${clean(m.leaseSession)}`]);
   rows.push(['last error', m.lastError === null ? '-' : clean(m.lastError)]);
+  if (m.failure !== null) rows.push(['failed', m.failure]);
+  if (m.bounceStatus !== null) rows.push(['bounce', clean(m.bounceStatus)]);
   let out = pairs(rows);
   out += '\nreplies\n';
   out += m.results.length === 0

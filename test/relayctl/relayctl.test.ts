@@ -300,7 +300,7 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   const s = parse(statusJson);
   t.same(Object.keys(s).sort(), ['agents', 'oldest', 'oldestAgeMs', 'states', 'total', 'url']);
-  t.same(s.states, { incoming: 0, queued: 1, 'in-flight': 0, deferred: 2, 'dead-letter': 0 });
+  t.same(s.states, { incoming: 0, queued: 1, 'in-flight': 0, deferred: 2, bouncing: 0, bounced: 0, 'dead-letter': 0 });
   t.same(s.agents, []);
   t.equal(s.total, 3);
   t.equal(s.url, w.rt.url.href);
@@ -316,7 +316,7 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   t.same(ids(queueJson), [D1, D2, M], 'oldest first');
   const m = (parse(queueJson).messages as Record<string, unknown>[])[2];
-  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'chunks', 'id', 'lastError', 'leaseSession', 'nextAttemptAt', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'sha256', 'size', 'state']);
+  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'nextAttemptAt', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
   t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: BINARY.length, sha256: sha(BINARY), chunks: 3, attempts: 0, lastError: null });
   t.same(ids(deferred), [D1, D2]);
   t.match(limited.out, /^-- 1 message, \d+ B \(the first 1; --limit up to 500\)$/m);

@@ -97,10 +97,13 @@ async function adminGet(path: string, token: string | null = ADMIN, method = 'GE
 }
 
 /** A message's row as the admin API shows it, or null once it has left the queue. */
-async function row(id: string): Promise<{ state: string; leaseSession: string | null; attempts: number } | null> {
+async function row(id: string): Promise<{ state: string; leaseSession: string | null; attempts: number; lastError: string | null } | null> {
   const r = await adminGet(`/admin/messages/${id}`);
   if (r.status === 404) return null;
-  return { state: String(r.body.state), leaseSession: (r.body.leaseSession as string | null) ?? null, attempts: Number(r.body.attempts) };
+  return {
+    state: String(r.body.state), leaseSession: (r.body.leaseSession as string | null) ?? null, attempts: Number(r.body.attempts),
+    lastError: (r.body.lastError as string | null) ?? null,
+  };
 }
 
 const connectedEvents = (): number => w.logs.filter((l) => l.includes('"event":"agent.connected"')).length;
@@ -399,14 +402,42 @@ t.test('frames out of order', async (t) => {
   await ended(next, id);
   t.equal(next.bytesOf(id).length, MAX_CHUNK_BYTES + 10 + Buffer.byteLength(`Message-ID: <access-${posted}@example.net>\r\nSubject: access ${posted}\r\n\r\n`) + 2, 'delivered whole to the next connection');
   next.send({ ...ackOf(again), results: [{ recipient: 'bob@example.test', code: 250, enhanced: null, text: '', outcome: 'delivered' }] });
-  t.same(await within(next.closed, 5_000, 'close'), { code: 1008, reason: 'ack does not match recipients' }, 'an ack for other recipients: 1008');
-  const last = await agent('ooo', { window: 1 });
-  const fin = await leased(last, id);
-  await ended(last, id);
-  last.send(ackOf(fin));
+  // An answer the object cannot accept affects that message only: deferred with the reason.
+  await eventually('the message to be deferred', async () => (await row(id))?.state === 'deferred');
+  t.equal(next.ws.readyState, WebSocket.OPEN, 'an ack for other recipients: the connection stays (no 1008)');
+  t.ok(logged('agent.answer-rejected', id), 'the object logs why it did not take the ack');
+  const retried = await fetch(new URL(`/admin/messages/${id}/retry`, w.rt.url), { method: 'POST', headers: { Authorization: `Bearer ${ADMIN}` } });
+  t.equal(retried.status, 200, 'an operator can retry it at once');
+  const fin = await leased(next, id);
+  await ended(next, id);
+  next.send(ackOf(fin));
   await eventually('acked', async () => (await row(id)) === null);
-  last.close();
-  await last.closed;
+  next.close();
+  await next.closed;
+});
+
+t.test('an ack that breaks the frame limits defers its message; the connection and the rest of the queue go on', async (t) => {
+  const a = await agent('limits', { window: 2 });
+  const bad = await post();
+  const good = await post();
+  const mb = await leased(a, bad);
+  const mg = await leased(a, good);
+  await ended(a, bad);
+  await ended(a, good);
+  // A target's long reply, sent unclamped: 5,000 characters where the wire allows 1,000.
+  a.send({ ...ackOf(mb, 'tempfail'), results: [{ recipient: mb.recipients[0] ?? '', code: 451, enhanced: '4.3.0', text: 'x'.repeat(5000), outcome: 'tempfail' }] });
+  await eventually('the bad one to be deferred', async () => (await row(bad))?.state === 'deferred');
+  t.equal(a.ws.readyState, WebSocket.OPEN, 'no 1008: the connection stays');
+  a.send(ackOf(mg));
+  await eventually('the good one to be acked on the same connection', async () => (await row(good)) === null);
+  t.match(await row(bad), { state: 'deferred', lastError: /broke the wire protocol/ }, 'the reason is kept with the message');
+  await fetch(new URL(`/admin/messages/${bad}/retry`, w.rt.url), { method: 'POST', headers: { Authorization: `Bearer ${ADMIN}` } });
+  const again = await leased(a, bad);
+  await ended(a, bad);
+  a.send(ackOf(again));
+  await eventually('acked', async () => (await row(bad)) === null);
+  a.close();
+  await a.closed;
 });
 
 t.test('acks and nacks for a message leased to another connection are ignored', async (t) => {
