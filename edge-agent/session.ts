@@ -3,7 +3,7 @@
 // answered with an ack only after its end frame and its final LMTP replies.
 import WebSocket from 'ws';
 import {
-  FRAME, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
+  FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
   type AgentFrame, type MessageFrame, type RecipientResult,
 } from '../protocol/wire.ts';
 import type { AgentConfig } from './config.ts';
@@ -217,11 +217,11 @@ export class AgentSession {
     let outcome: Settlement;
     if (this.#ws.readyState !== WebSocket.OPEN) outcome = 'disconnected';
     else if (delivered === null) {
-      this.#send({ type: FRAME.NACK, id: h.id, reason: 'unavailable', text: (error ?? '').slice(0, 1000) });
+      this.#send({ type: FRAME.NACK, id: h.id, reason: 'unavailable', text: (error ?? '').slice(0, MAX_RESULT_TEXT) });
       outcome = 'unavailable';
     } else if (inbound.failure) {
       error = inbound.failure.message;
-      this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, 1000) });
+      this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, MAX_RESULT_TEXT) });
       outcome = 'corrupt';
     } else {
       this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results });
