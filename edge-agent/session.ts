@@ -115,14 +115,14 @@ export class AgentSession {
         resolve(end);
       });
     });
+    // Before the welcome, an error only fails `ready`: the agent's reconnect loop logs a
+    // streak of failed attempts once (agent.ts), not each attempt.
     this.#ws.on('error', (err) => {
-      this.#log('ws.error', { error: err.message });
+      if (this.#session !== null) this.#log('ws.error', { session: this.#session, error: err.message });
       readyFail(err);
     });
     this.#ws.on('unexpected-response', (_req, res) => {
-      const err = new Error(`upgrade refused: HTTP ${res.statusCode}`);
-      this.#log('ws.refused', { status: res.statusCode });
-      readyFail(err);
+      readyFail(new Error(`upgrade refused: HTTP ${res.statusCode}`));
       this.#ws.terminate();
     });
     this.#ws.on('open', () => {
