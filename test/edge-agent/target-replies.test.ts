@@ -1,8 +1,10 @@
-// Issue #16: a target's legal but long multi-line replies must never make an ack the object
-// refuses (the scripted object, like the real one, closes with 1008 on a frame its parser
-// rejects): the agent cuts each text to the wire's limits, and a redelivery answered from
-// the journal gets the same, valid ack.
+// Issue #16, what the target answers and what the agent acks. Long multi-line replies must
+// never make an ack the object refuses (the scripted object, like the real one, closes with
+// 1008 on a frame its parser rejects): the agent cuts each text to the wire's limits, and a
+// redelivery answered from the journal gets the same, valid ack. A reply the LMTP client
+// cannot read after the final dot is a tempfail like any other: not journaled, delivered again.
 import t from 'tap';
+import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import { CUT_MARK, encodeFrame, MAX_CONTROL_FRAME, MAX_RESULT_TEXT, type AckFrame } from '../../protocol/wire.ts';
 import { inProcess } from './in-process.ts';
 import { header, msgId, push } from './scripted-object.ts';
@@ -36,4 +38,24 @@ t.test('100 recipients answered with long multi-line replies: the ack fits and i
   push(c, { ...h, attempt: 2 }, body);
   t.same(await c.next('ack'), ack, 'the same ack, answered from the journal');
   t.equal(peer.stored.length, 1, 'not delivered twice');
+});
+
+t.test('a garbage line after the final dot: acked tempfail (may have been delivered), then delivered again, not from the journal', async (t) => {
+  const { object, agent, peer } = await inProcess(t);
+  peer.finalReply = () => 'this is not a reply\r\n';
+  const conn = object.connection();
+  const a = agent();
+  const c = await conn;
+  const h = header(msgId(17), body, ['alice@example.test']);
+  push(c, h, body);
+  const first = (await c.next('ack')) as AckFrame;
+  t.match(first.results, [{ recipient: 'alice@example.test', code: 0, enhanced: null, outcome: 'tempfail', text: /^EPROTOCOL: malformed reply line/ }]);
+  t.match(first.results[0]?.text, MAY_BE_DELIVERED);
+
+  // The object defers the tempfail recipient and offers the message again later.
+  peer.finalReply = (r) => `250 2.0.0 <${r}> Saved\r\n`;
+  push(c, { ...h, attempt: 2 }, body);
+  t.match(await c.next('ack'), { id: h.id, results: [{ outcome: 'delivered', code: 250 }] });
+  t.equal(a.stats.fromJournal, 0, 'a tempfail is not journaled: the redelivery went to the target');
+  t.equal(peer.stored.length, 2, 'the target had stored the first one: the duplicate the text warned of');
 });
