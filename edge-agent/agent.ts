@@ -163,7 +163,9 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
       const end = await s.closed;
       if (end.heartbeatLost) metrics.heartbeatLost.inc();
       const upMs = Date.now() - upAt;
-      attempts = upMs >= HEALTHY_SESSION_MS ? 1 : attempts + 1;
+      // 1008: the object refused a frame of ours. However long the session ran, the next one
+      // may well end the same way (the same message again): no fresh start for the backoff.
+      attempts = upMs >= HEALTHY_SESSION_MS && end.code !== 1008 ? 1 : attempts + 1;
       wait = stopping ? 0 : backoffMs(attempts, cfg.maxReconnectMs);
       log('session.closed', {
         code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, upMs, ...(stopping ? {} : { retryInMs: wait }), ...where,

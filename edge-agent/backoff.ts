@@ -7,7 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
  * A session up at least this long proved the path and the object healthy: the next wait
- * starts over from the first one. A shorter one counts as a failed attempt. Acks do not
+ * starts over from the first one. A shorter one counts as a failed attempt, and so does one
+ * the object closed with 1008 (it refused a frame of ours), however long it ran. Acks do not
  * prove it: the object confirms none, and in #16 every session sent one before its 1008.
  */
 export const HEALTHY_SESSION_MS = 30_000;
