@@ -2,8 +2,8 @@
 // and replays each pushed message into the LMTP target (deliver.ts). Also owns
 // what lives across connections: the journal and its pruning, the target's
 // health, the metrics, and the graceful stop.
-import pRetry from 'p-retry';
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
+import { backoffMs, HEALTHY_SESSION_MS, pause } from './backoff.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
 import { TargetWatch, type TargetStatus } from './health.ts';
@@ -124,35 +124,52 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     log(EVENT[s.outcome], deliveryFields(s));
   };
 
+  // One connection to one shard, again and again until stopped. Each state change is logged
+  // once: a streak of failed attempts with the same error is one 'connect.failed' line (the
+  // metrics count every attempt), and its end one 'connect.recovered'.
   const loop = async (shard: number): Promise<void> => {
     const shardCfg: AgentConfig = { ...cfg, workerUrl: shardUrl(shard) };
+    const where = cfg.shards > 1 ? { shard } : {};
+    let attempts = 0;               // since the last healthy session (backoff.ts)
+    let failedConnects = 0;         // of those, the ones that never got a welcome
+    let reported: string | null = null;  // the error last logged in this streak
+    let wait = 0;
     while (!stopping) {
-      const s = await pRetry(async () => {
-        if (stopping) return null;
-        const next = new AgentSession(shardCfg, deliverer.deliver, log, settled);
-        sessions[shard] = next;
-        await next.ready;
-        return next;
-      }, {
-        retries: Number.POSITIVE_INFINITY,
-        minTimeout: 500,
-        maxTimeout: cfg.maxReconnectMs,
-        factor: 2,
-        randomize: true,
-        signal: abort.signal,
-        onFailedAttempt: ({ error, attemptNumber }) => {
-          metrics.connectFailures.inc();
-          log('connect.failed', { attempt: attemptNumber, error: error.message, ...(cfg.shards > 1 ? { shard } : {}) });
-        },
-      }).catch(() => null);
-      if (!s) break;
+      if (wait > 0) await pause(wait, abort.signal);
+      if (stopping) break;
+      const s = new AgentSession(shardCfg, deliverer.deliver, log, settled);
+      sessions[shard] = s;
+      try {
+        await s.ready;
+      } catch (err) {
+        if (stopping) break;
+        attempts++;
+        failedConnects++;
+        metrics.connectFailures.inc();
+        wait = backoffMs(attempts, cfg.maxReconnectMs);
+        const error = err instanceof Error ? err.message : String(err);
+        if (error !== reported) log('connect.failed', { attempt: failedConnects, error, retryInMs: wait, ...where });
+        reported = error;
+        continue;
+      }
+      const upAt = Date.now();
+      if (reported !== null) log('connect.recovered', { failedAttempts: failedConnects, ...where });
+      failedConnects = 0;
+      reported = null;
       stats.sessions++;
       metrics.sessions.inc();
       if (stats.sessions > 1) metrics.reconnects.inc();
       firstUp();
       const end = await s.closed;
       if (end.heartbeatLost) metrics.heartbeatLost.inc();
-      log('session.closed', { code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, ...(cfg.shards > 1 ? { shard } : {}) });
+      const upMs = Date.now() - upAt;
+      // 1008: the object refused a frame of ours. However long the session ran, the next one
+      // may well end the same way (the same message again): no fresh start for the backoff.
+      attempts = upMs >= HEALTHY_SESSION_MS && end.code !== 1008 ? 1 : attempts + 1;
+      wait = stopping ? 0 : backoffMs(attempts, cfg.maxReconnectMs);
+      log('session.closed', {
+        code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, upMs, ...(stopping ? {} : { retryInMs: wait }), ...where,
+      });
     }
   };
   const running = Promise.all(sessions.map((_, i) => loop(i)));

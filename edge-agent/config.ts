@@ -38,7 +38,8 @@ export const DEFAULTS = {
   creditBytes: 8 * 1024 * 1024,
   heartbeatMs: 10_000,
   traceHeader: true,
-  maxReconnectMs: 60_000,
+  // A wait doubles up to this after sessions the object ends early or failed attempts (backoff.ts).
+  maxReconnectMs: 120_000,
   shards: 1,
 } as const;
 

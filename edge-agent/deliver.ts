@@ -1,8 +1,10 @@
 // One message into the LMTP target, exactly once: the journal answers ids it
 // already knows; otherwise the message streams into an (idle, reused) LMTP
 // connection behind the trace header, and the final results are journaled
-// before the caller may ack them.
-import type { RecipientResult } from '../protocol/wire.ts';
+// before the caller may ack them. Results are shaped for the wire (wireResults) before
+// they are journaled or acked: a target's long reply must never make an ack the object
+// refuses, and a redelivery answered from the journal must not either.
+import { wireResults, type RecipientResult } from '../protocol/wire.ts';
 import { LmtpClient } from '../lmtp-proxy/client.ts';
 import type { Target } from '../lmtp-proxy/target.ts';
 import type { AgentConfig } from './config.ts';
@@ -20,6 +22,9 @@ export interface DeliveryStats {
   permfail: number;
   fromJournal: number;
 }
+
+/** One result as the wire takes it on its own: its text within MAX_RESULT_TEXT, codes valid. */
+const alone = (r: RecipientResult): RecipientResult => wireResults([r])[0] ?? r;
 
 async function* withTrace(head: Uint8Array | null, body: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
   if (head) yield head;
@@ -87,9 +92,11 @@ export class Deliverer {
     if (this.#closed) throw new Error('agent stopped');
     const known = this.#journal.lookup(h.id, h.recipients);
     const todo = h.recipients.filter((r) => !known.has(r));
-    const answer = (fresh: RecipientResult[]): RecipientResult[] => h.recipients.map((r) => known.get(r) ?? fresh.find((x) => x.recipient === r) ?? {
+    // The ack: each text within its own limit (as journaled), then all of them cut to fit one
+    // frame. The same results in give the same ack out, so a redelivery gets the same answer.
+    const answer = (fresh: RecipientResult[]): RecipientResult[] => wireResults(h.recipients.map((r) => known.get(r) ?? fresh.find((x) => x.recipient === r) ?? {
       recipient: r, code: 0, enhanced: null, text: 'no result from the LMTP client', outcome: 'tempfail',
-    });
+    }));
     if (todo.length === 0) {
       msg.abandon();
       this.#stats.fromJournal++;
@@ -112,13 +119,13 @@ export class Deliverer {
     let fresh: RecipientResult[];
     try {
       const head = this.#cfg.traceHeader ? traceHeader(this.#cfg.name, h) : null;
-      fresh = await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, tap?.body ?? msg), {
+      fresh = (await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, tap?.body ?? msg), {
         size: h.size + (head?.byteLength ?? 0),
         eightBit: true,
         // Journal each recipient the moment Dovecot answers for it: with several recipients,
         // Dovecot has stored the first copy before it answers for the last one.
-        onFinal: (r) => journal([r]),
-      });
+        onFinal: (r) => journal([alone(r)]),
+      })).map(alone);
       if (!msg.failure) journal(fresh.filter((r) => !written.has(r.recipient)));
     } finally {
       if (this.#closed) void client.close();

@@ -3,7 +3,7 @@
 // answered with an ack only after its end frame and its final LMTP replies.
 import WebSocket from 'ws';
 import {
-  FRAME, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
+  FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
   type AgentFrame, type MessageFrame, type RecipientResult,
 } from '../protocol/wire.ts';
 import type { AgentConfig } from './config.ts';
@@ -115,14 +115,14 @@ export class AgentSession {
         resolve(end);
       });
     });
+    // Before the welcome, an error only fails `ready`: the agent's reconnect loop logs a
+    // streak of failed attempts once (agent.ts), not each attempt.
     this.#ws.on('error', (err) => {
-      this.#log('ws.error', { error: err.message });
+      if (this.#session !== null) this.#log('ws.error', { session: this.#session, error: err.message });
       readyFail(err);
     });
     this.#ws.on('unexpected-response', (_req, res) => {
-      const err = new Error(`upgrade refused: HTTP ${res.statusCode}`);
-      this.#log('ws.refused', { status: res.statusCode });
-      readyFail(err);
+      readyFail(new Error(`upgrade refused: HTTP ${res.statusCode}`));
       this.#ws.terminate();
     });
     this.#ws.on('open', () => {
@@ -217,11 +217,11 @@ export class AgentSession {
     let outcome: Settlement;
     if (this.#ws.readyState !== WebSocket.OPEN) outcome = 'disconnected';
     else if (delivered === null) {
-      this.#send({ type: FRAME.NACK, id: h.id, reason: 'unavailable', text: (error ?? '').slice(0, 1000) });
+      this.#send({ type: FRAME.NACK, id: h.id, reason: 'unavailable', text: (error ?? '').slice(0, MAX_RESULT_TEXT) });
       outcome = 'unavailable';
     } else if (inbound.failure) {
       error = inbound.failure.message;
-      this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, 1000) });
+      this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, MAX_RESULT_TEXT) });
       outcome = 'corrupt';
     } else {
       this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results });

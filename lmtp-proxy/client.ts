@@ -408,10 +408,13 @@ export class LmtpClient {
     for (const [i, r] of accepted.entries()) {
       const a = (await finals[lmtp ? i : 0]) ?? noReply('DOT');
       settle([r], isOk(a) ? a : refusal('DOT', a));
-      // A 421 here is the server going away, not an answer about this message: it may have
-      // been stored already (as after a lost reply). Say so: a later duplicate is explained.
+      // After the final dot only a 2xx, 4xx or 5xx reply says what became of the message. A
+      // 421 (the server going away), a timeout, a lost connection, a line that is no reply or
+      // a reply of the wrong kind leave it unknown: it may have been stored already. Such a
+      // result is a tempfail, and its text says so, so that a later duplicate is explained.
       const got = results.get(r);
-      if (got && !isLocalError(a) && a.code === 421) got.text += ` ${MAY_BE_DELIVERED}`;
+      const unknown = isLocalError(a) || a.code === 421 || (a.code < 400 && !isOk(a));
+      if (got && unknown && !got.text.includes(MAY_BE_DELIVERED)) got.text += ` ${MAY_BE_DELIVERED}`;
       if (got && got.outcome !== 'tempfail') info.onFinal?.(got);
     }
     // Every final reply is in: the transaction is over and the server ready for the next MAIL.

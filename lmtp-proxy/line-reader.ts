@@ -19,26 +19,27 @@ export class LineReader {
   }
 
   /**
-   * Complete lines in this chunk (without CRLF), or null once a line is too long.
-   * A bare LF also ends a line: some servers send it, and a reply is never binary.
+   * Complete lines in this chunk (without CRLF), and whether a line then was too long: the
+   * lines before it still count (an LMTP 250 in the same chunk is not thrown away), nothing
+   * after it does. A bare LF also ends a line: some servers send it, and a reply is never binary.
    */
-  push(chunk: Uint8Array): string[] | null {
+  push(chunk: Uint8Array): { lines: string[]; tooLong: boolean } {
     const buf = this.#rest.length
       ? Buffer.concat([this.#rest, chunk])
       : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const lines: string[] = [];
     let start = 0;
     for (let lf = buf.indexOf(LF); lf !== -1; lf = buf.indexOf(LF, start)) {
-      if (lf + 1 - start > this.#max) return null;
+      if (lf + 1 - start > this.#max) return { lines, tooLong: true };
       const end = lf > start && buf[lf - 1] === CR ? lf - 1 : lf;
       // Replies are ASCII; anything else is only ever shown, so lossy UTF-8 is fine.
       lines.push(buf.toString('utf8', start, end));
       start = lf + 1;
     }
-    if (buf.length - start >= this.#max) return null;  // cannot end within the limit any more
+    if (buf.length - start >= this.#max) return { lines, tooLong: true };  // cannot end within the limit any more
     // Copy the remainder so the caller's chunk is not kept alive by a small slice.
     this.#rest = Buffer.from(buf.subarray(start));
-    return lines;
+    return { lines, tooLong: false };
   }
 }
 
@@ -51,8 +52,7 @@ export class ReplyReader {
   /** The replies completed by this chunk, and the violation that stopped parsing, if any. */
   push(chunk: Uint8Array): { replies: Reply[]; error: string | null } {
     const replies: Reply[] = [];
-    const lines = this.#lines.push(chunk);
-    if (lines === null) return { replies, error: `reply line longer than ${MAX_REPLY_LINE} bytes` };
+    const { lines, tooLong } = this.#lines.push(chunk);
     for (const line of lines) {
       const l = parseReplyLine(line);
       if (!l) return { replies, error: `malformed reply line ${JSON.stringify(line.slice(0, 100))}` };
@@ -64,6 +64,6 @@ export class ReplyReader {
       if (!reply) return { replies, error: 'multiline reply with mixed codes' };
       replies.push(reply);
     }
-    return { replies, error: null };
+    return { replies, error: tooLong ? `reply line longer than ${MAX_REPLY_LINE} bytes` : null };
   }
 }

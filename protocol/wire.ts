@@ -13,12 +13,12 @@ export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];
 
 /** Largest control frame either end accepts (bytes of UTF-16 text, roughly). */
 export const MAX_CONTROL_FRAME = 64 * 1024;
+/** Longest `text` of an ack's result, a nack or a bounced frame, in UTF-16 code units. */
+export const MAX_RESULT_TEXT = 1000;
 /** Largest binary chunk frame: one stored chunk row (a SQLite row holds at most 2 MB). */
 export const MAX_CHUNK_BYTES = 1024 * 1024;
 /** Largest byte credit an agent may hold out at once. */
 export const MAX_CREDIT_BYTES = 64 * 1024 * 1024;
-/** Longest reply text in a result, nack or bounced frame (UTF-16 code units). */
-export const MAX_RESULT_TEXT = 1000;
 /** Largest number of unacknowledged messages per connection. */
 export const MAX_WINDOW = 64;
 /** Parts of one published recipients list (each a control frame): about 10 MB of addresses. */
@@ -141,6 +141,7 @@ type Obj = Record<string, unknown>;
 const ID_RE = /^[0-9a-f]{32}$/;
 const SHA_RE = /^[0-9a-f]{64}$/;
 const AGENT_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const ENHANCED_RE = /^[245]\.\d{1,3}\.\d{1,3}$/;
 
 export function isMessageId(v: unknown): v is string {
   return typeof v === 'string' && ID_RE.test(v);
@@ -170,7 +171,7 @@ function isResult(v: unknown): v is RecipientResult {
   const r = v as Obj;
   return isAddress(r.recipient) &&
     (r.code === 0 || isInt(r.code, 200, 599)) &&
-    (r.enhanced === null || (typeof r.enhanced === 'string' && /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.enhanced))) &&
+    (r.enhanced === null || (typeof r.enhanced === 'string' && ENHANCED_RE.test(r.enhanced))) &&
     isText(r.text, MAX_RESULT_TEXT) &&
     typeof r.outcome === 'string' && OUTCOMES.includes(r.outcome);
 }
@@ -184,6 +185,87 @@ function parseJson(raw: string): Obj | null {
     return null;
   }
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
+}
+
+// ---- results as they may go on the wire ---------------------------------------
+
+/** Ends a result text the agent shortened; plain ASCII, so JSON adds nothing to it. */
+export const CUT_MARK = ' [cut]';
+
+/** Characters JSON.stringify writes for one UTF-16 code unit of a string. */
+function escapedLength(unit: number, lone: boolean): number {
+  if (unit === 0x22 || unit === 0x5c) return 2;                 // \" \\
+  if (unit === 0x08 || unit === 0x09 || unit === 0x0a || unit === 0x0c || unit === 0x0d) return 2;
+  if (unit < 0x20 || lone) return 6;                            // \u00XX, a lone surrogate \uDXXX
+  return 1;
+}
+
+/** What `text` costs inside a JSON string: its length once escaped, quotes not counted. */
+function encodedLength(text: string): number {
+  return JSON.stringify(text).length - 2;
+}
+
+/**
+ * `text` itself when it is at most `units` long and costs at most `budget` once escaped; else its
+ * longest prefix that, with CUT_MARK after it, stays within both. '' when not even the mark fits.
+ */
+function cutText(text: string, units: number, budget: number): string {
+  if (text.length <= units && encodedLength(text) <= budget) return text;
+  const maxUnits = units - CUT_MARK.length;
+  const maxCost = budget - CUT_MARK.length;
+  if (maxUnits < 0 || maxCost < 0) return '';
+  let end = 0;
+  let cost = 0;
+  while (end < text.length) {
+    const u = text.charCodeAt(end);
+    const next = text.charCodeAt(end + 1);
+    const surrogate = u >= 0xd800 && u <= 0xdfff;
+    const pair = u <= 0xdbff && surrogate && next >= 0xdc00 && next <= 0xdfff;
+    // A surrogate pair is kept whole or not at all: half of one would be a broken character.
+    const n = pair ? 2 : 1;
+    const c = pair ? 2 : escapedLength(u, surrogate);
+    if (end + n > maxUnits || cost + c > maxCost) break;
+    end += n;
+    cost += c;
+  }
+  return text.slice(0, end) + CUT_MARK;
+}
+
+/** A placeholder message id: every id is 32 characters, so it costs what the real one will. */
+const SOME_ID = '0'.repeat(32);
+
+/**
+ * The results as an ack may carry them, so that the object never refuses the ack (1008) and
+ * the message never loops: a code outside 0 / 200-599 becomes 0 and an enhanced code that is
+ * not x.y.z becomes null (the outcome is kept either way); each text is cut to MAX_RESULT_TEXT
+ * and, when the whole ack would exceed MAX_CONTROL_FRAME (100 recipients, long multi-line
+ * replies, characters JSON escapes), the longest texts are cut further until it fits. A cut
+ * text ends with CUT_MARK. Recipients are never changed (the ack must name each one): only
+ * when they alone fill the frame can the ack still be too large.
+ */
+export function wireResults(results: readonly RecipientResult[]): RecipientResult[] {
+  const fixed = results.map((r): RecipientResult => ({
+    recipient: r.recipient,
+    code: r.code === 0 || isInt(r.code, 200, 599) ? r.code : 0,
+    enhanced: typeof r.enhanced === 'string' && ENHANCED_RE.test(r.enhanced) ? r.enhanced : null,
+    text: cutText(r.text, MAX_RESULT_TEXT, Number.POSITIVE_INFINITY),
+    outcome: r.outcome,
+  }));
+  const frame = (rs: RecipientResult[]): number => encodeFrame({ type: 'ack', id: SOME_ID, results: rs }).length;
+  if (frame(fixed) <= MAX_CONTROL_FRAME) return fixed;
+  // What the texts may cost together, shared max-min fair: a text shorter than an equal share
+  // keeps all of it, and what it leaves goes to the longer ones.
+  let left = MAX_CONTROL_FRAME - frame(fixed.map((r) => ({ ...r, text: '' })));
+  const order = fixed.map((r, i) => ({ i, cost: encodedLength(r.text) })).sort((x, y) => x.cost - y.cost);
+  const out = [...fixed];
+  for (const [k, { i, cost }] of order.entries()) {
+    const share = Math.max(0, Math.floor(left / (order.length - k)));
+    const r = fixed[i] as RecipientResult;
+    const text = cost <= share ? r.text : cutText(r.text, MAX_RESULT_TEXT, share);
+    out[i] = { ...r, text };
+    left -= encodedLength(text);
+  }
+  return out;
 }
 
 // ---- parsers ----------------------------------------------------------------

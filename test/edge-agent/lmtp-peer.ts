@@ -32,6 +32,8 @@ export interface LmtpPeer {
   dataBytes: number;
   /** LHLO commands seen (deliveries and probes). */
   hellos: number;
+  /** The final reply for one recipient, CRLF-terminated lines (default: one 250 line). */
+  finalReply: (recipient: string) => string;
   /** Drops every connection, e.g. to make the target vanish. */
   close(): Promise<void>;
 }
@@ -61,7 +63,7 @@ export async function startLmtpPeer(mode: PeerMode = 'store'): Promise<LmtpPeer>
       const msg = { sender, recipients: rcpts, body: unstuff(body) };
       const reply = (): void => {
         peer.stored.push(msg.body);
-        for (const r of msg.recipients) send(`250 2.0.0 <${r}> Saved\r\n`);
+        for (const r of msg.recipients) send(peer.finalReply(r));
       };
       sender = '';
       rcpts = [];
@@ -150,6 +152,7 @@ export async function startLmtpPeer(mode: PeerMode = 'store'): Promise<LmtpPeer>
     stalled: 0,
     dataBytes: 0,
     hellos: 0,
+    finalReply: (r) => `250 2.0.0 <${r}> Saved\r\n`,
     close: () => new Promise((r) => {
       for (const s of sockets) s.destroy();
       server.close(() => r());

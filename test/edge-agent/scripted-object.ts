@@ -29,7 +29,7 @@ export async function scriptedObject(t: Test) {
   await new Promise((r) => wss.once('listening', r));
   const conns: Conn[] = [];
   const waiting: ((c: Conn) => void)[] = [];
-  const state = { refuse: false };
+  const state: { refuse: boolean; kick: string | null } = { refuse: false, kick: null };
   wss.on('connection', (ws, req) => {
     if (state.refuse) return ws.terminate();
     if (req.headers.authorization !== `Bearer ${TOKEN}`) return ws.close(1008, 'token');
@@ -59,7 +59,8 @@ export async function scriptedObject(t: Test) {
       if (f.type === 'hello') {
         ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: randomBytes(16).toString('hex'), window: f.window, maxChunk: 1 << 20 }));
         conns.push(conn);
-        waiting.shift()?.(conn);
+        if (state.kick !== null) ws.close(1008, state.kick);
+        else waiting.shift()?.(conn);
       } else {
         frames.push(f);
         conn.log.push(f);
@@ -79,6 +80,12 @@ export async function scriptedObject(t: Test) {
       state.refuse = v;
       if (v) for (const c of wss.clients) c.terminate();
     },
+    /**
+     * While set, every session is closed with 1008 and this reason right after its welcome, as
+     * the object does with a frame it refuses (issue #16). Such sessions are in `conns` only.
+     */
+    get kick() { return state.kick; },
+    set kick(v: string | null) { state.kick = v; },
     /** The next connection, once it has its welcome. */
     connection: (): Promise<Conn> => new Promise((r) => waiting.push(r)),
   };

@@ -691,6 +691,39 @@ t.test('421 after the final dot: tempfail, and the text says the message may hav
   ]);
 });
 
+t.test('after the final dot, what is no reply is an unknown outcome: tempfail, may have been delivered', async (t) => {
+  // The first recipient's 250 is read; then the server sends something the client cannot
+  // take as an answer about the second. It may have stored that copy: never a refusal.
+  const cases: [string, RegExp][] = [
+    ['garbage line', /^EPROTOCOL: malformed reply line "this is not a reply"/],
+    ['over-long line', /^EPROTOCOL: reply line longer than 4096 bytes/],
+    ['mixed multi-line codes', /^EPROTOCOL: multiline reply with mixed codes/],
+    ['a 3xx reply', /^EPROTOCOL: unexpected reply to end of data .* 354 more\?/],
+  ];
+  const after: Record<string, string> = {
+    'garbage line': 'this is not a reply\r\n',
+    'over-long line': `250 ${'x'.repeat(5000)}\r\n`,
+    'mixed multi-line codes': '250-stored\r\n550 not stored\r\n',
+    'a 3xx reply': '354 more?\r\n',
+  };
+  for (const [name, text] of cases) {
+    const { client } = await raw(t, async (p) => {
+      await hello(p);
+      await envelope(p, 2);
+      await p.line();
+      p.send('354 go\r\n');
+      await p.until('\r\n.\r\n');
+      p.send(`250 first stored\r\n${after[name] ?? ''}`);
+    });
+    const finals: string[] = [];
+    const res = await client().deliver(ENV, chunks('x\r\n'), { onFinal: (r) => finals.push(r.recipient) });
+    t.same(res.map((r) => [r.code, r.outcome]), [[250, 'delivered'], [0, 'tempfail']], name);
+    t.match(res[1]?.text, text, `${name}: the reason`);
+    t.equal(res[1]?.text.split(MAY_BE_DELIVERED).length, 2, `${name}: marked as maybe delivered, once`);
+    t.same(finals, ['a@example.org'], `${name}: only the stored one is reported final`);
+  }
+});
+
 t.test('onFinal: each recipient\'s final reply is reported as it arrives, before the next one', async (t) => {
   let release: () => void = () => {};
   const held = new Promise<void>((r) => { release = r; });

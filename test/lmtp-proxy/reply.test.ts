@@ -44,12 +44,15 @@ t.test('formatReply is the wire form', async (t) => {
 
 t.test('line reader: split CRLF, bare LF, over-long lines', async (t) => {
   const r = new LineReader(10);
-  t.same(r.push(Buffer.from('250-a\r')), []);
-  t.same(r.push(Buffer.from('\n250 b\n2')), ['250-a', '250 b']);
-  t.same(r.push(Buffer.from('50 c\r\n')), ['250 c']);
-  t.same(r.push(Buffer.from('0123456789')), null, 'a partial line already over the limit');
-  t.same(new LineReader(10).push(Buffer.from('012345678\r\n')), null, 'CRLF counts');
-  t.same(new LineReader(10).push(Buffer.from('01234567\r\n')), ['01234567']);
+  const ok = (lines: string[]) => ({ lines, tooLong: false });
+  t.same(r.push(Buffer.from('250-a\r')), ok([]));
+  t.same(r.push(Buffer.from('\n250 b\n2')), ok(['250-a', '250 b']));
+  t.same(r.push(Buffer.from('50 c\r\n')), ok(['250 c']));
+  t.same(r.push(Buffer.from('0123456789')), { lines: [], tooLong: true }, 'a partial line already over the limit');
+  t.same(new LineReader(10).push(Buffer.from('012345678\r\n')), { lines: [], tooLong: true }, 'CRLF counts');
+  t.same(new LineReader(10).push(Buffer.from('01234567\r\n')), ok(['01234567']));
+  t.same(new LineReader(10).push(Buffer.from('250 a\r\n0123456789\r\n250 b\r\n')), { lines: ['250 a'], tooLong: true },
+    'lines before an over-long one are kept, none after it');
 });
 
 t.test('reply reader keeps replies completed before a violation', async (t) => {
@@ -60,4 +63,6 @@ t.test('reply reader keeps replies completed before a violation', async (t) => {
   t.match(out.error, /malformed reply line "HTTP/);
   t.match(new ReplyReader().push(Buffer.from('250-x\r\n'.repeat(101))).error, /longer than 100 lines/);
   t.match(new ReplyReader().push(Buffer.from('250 ' + 'x'.repeat(5000))).error, /longer than 4096 bytes/);
+  const long = new ReplyReader().push(Buffer.from(`250 stored\r\n250 ${'x'.repeat(5000)}\r\n`));
+  t.same([long.replies.map((x) => x.lines), long.error], [[['stored']], 'reply line longer than 4096 bytes'], 'also before an over-long line');
 });

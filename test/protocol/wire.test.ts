@@ -1,8 +1,11 @@
 import t from 'tap';
 import {
-  ackCovers, encodeFrame, frameMessageId, parseAgentFrame, parseObjectFrame, PROTOCOL_VERSION,
-  type AckFrame, type BouncedFrame, type BounceFrame, type HelloFrame, type MessageFrame, type RecipientsFrame,
+  ackCovers, CUT_MARK, encodeFrame, frameMessageId, MAX_CONTROL_FRAME, MAX_RESULT_TEXT, parseAgentFrame, parseObjectFrame,
+  PROTOCOL_VERSION, wireResults,
+  type AckFrame, type BouncedFrame, type BounceFrame, type HelloFrame, type MessageFrame, type Outcome,
+  type RecipientResult, type RecipientsFrame,
 } from '../../protocol/wire.ts';
+import { prng } from '../helpers/prng.ts';
 
 const id = 'a'.repeat(32);
 const sha = 'b'.repeat(64);
@@ -75,3 +78,73 @@ t.test('frameMessageId names the message of an ack the object cannot accept', as
   t.equal(frameMessageId('not json'), null);
 });
 
+// What a delivery target may answer, and worse: long multi-line replies, characters JSON
+// escapes six-fold (control characters, lone surrogates) or two-fold (quotes, backslashes),
+// non-ASCII and astral characters, codes and enhanced codes the wire does not take.
+const ALPHABET = ['a', ' ', '"', '\\', '\n', '\x01', '\x7f', 'é', '€', '😀', '\ud800', '\udc00', '\u2028'];
+
+function randomResult(rand: () => number, i: number): RecipientResult {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
+  const length = pick([0, 5, 999, 1000, 1001, 3000]);
+  const heavy = pick(ALPHABET);  // most texts lean on one character, to reach the extremes
+  let text = '';
+  while (text.length < length) text += rand() < 0.7 ? heavy.repeat(1 + Math.floor(rand() * 20)) : pick(ALPHABET);
+  return {
+    recipient: `user${i}${rand() < 0.3 ? '"\\' : ''}@example.test`,
+    code: pick([0, 250, 452, 550, 199, 600, 1000, -1, 2.5]),
+    enhanced: pick([null, '2.0.0', '4.2.2', '5.1.1', '9.9.9', '', 'x', '5.1.1 extra']),
+    text,
+    outcome: pick<Outcome>(['delivered', 'tempfail', 'permfail']),
+  };
+}
+
+t.test('wireResults: every ack it shapes passes the parser, with 1 to 100 recipients of any reply', async (t) => {
+  const id = 'f'.repeat(32);
+  let cut = 0;
+  for (let seed = 1; seed <= 300; seed++) {
+    const rand = prng(seed);
+    const n = seed % 4 === 0 ? 100 : 1 + Math.floor(rand() * 100);
+    const raw = Array.from({ length: n }, (_, i) => randomResult(rand, i));
+    const results = wireResults(raw);
+    const encoded = encodeFrame({ type: 'ack', id, results });
+    if (parseAgentFrame(encoded) === null) {
+      t.fail(`seed ${seed}: ack of ${n} results refused (${encoded.length} chars)`);
+      continue;
+    }
+    if (encoded.length > MAX_CONTROL_FRAME) t.fail(`seed ${seed}: ${encoded.length} chars`);
+    for (const [i, r] of results.entries()) {
+      const was = raw[i] as RecipientResult;
+      if (r.recipient !== was.recipient || r.outcome !== was.outcome) t.fail(`seed ${seed}: recipient or outcome changed`);
+      if (r.text !== was.text) {
+        cut++;
+        if (!r.text.endsWith(CUT_MARK) || !was.text.startsWith(r.text.slice(0, -CUT_MARK.length))) {
+          t.fail(`seed ${seed}: a changed text must be a prefix of the original, marked as cut`);
+        }
+      }
+    }
+  }
+  t.ok(cut > 0, `every ack passed; ${cut} texts were cut`);
+});
+
+t.test('wireResults: short valid results pass unchanged; bad codes are mended, outcomes kept', async (t) => {
+  const ok: RecipientResult = { recipient: 'a@x.test', code: 452, enhanced: '4.2.2', text: 'mailbox full', outcome: 'tempfail' };
+  t.same(wireResults([ok]), [ok]);
+  t.same(wireResults([{ ...ok, code: 600, enhanced: '4.2.2 quota' }]), [{ ...ok, code: 0, enhanced: null }]);
+  const long = wireResults([{ ...ok, text: 'x'.repeat(5000) }])[0];
+  t.equal(long?.text.length, MAX_RESULT_TEXT, 'cut to the per-result limit');
+  t.ok(long?.text.endsWith(CUT_MARK));
+  const astral = wireResults([{ ...ok, text: '😀'.repeat(600) }])[0]?.text ?? '';
+  t.notMatch(astral, /[\ud800-\udbff](?![\udc00-\udfff])/, 'no surrogate pair is split');
+});
+
+t.test('wireResults: 100 long replies share the frame, the short ones kept whole', async (t) => {
+  const results = Array.from({ length: 100 }, (_, i): RecipientResult => ({
+    recipient: `r${i}@x.test`, code: 451, enhanced: '4.3.0', outcome: 'tempfail',
+    text: i === 0 ? 'short' : '"\\'.repeat(500),
+  }));
+  const out = wireResults(results);
+  t.equal(out[0]?.text, 'short');
+  t.ok(out.slice(1).every((r) => r.text.endsWith(CUT_MARK)));
+  t.ok(encodeFrame({ type: 'ack', id, results: out }).length <= MAX_CONTROL_FRAME);
+  t.not(parseAgentFrame(encodeFrame({ type: 'ack', id, results: out })), null);
+});
