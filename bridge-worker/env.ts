@@ -36,6 +36,21 @@ export interface Env {
   LOG_LEVEL?: string;
 }
 
+/** The Worker's settings without its bindings: what wrangler.toml [vars] and secrets hold. */
+export type Vars = Omit<Env, 'RELAY'>;
+
+/** Secrets: `wrangler secret put`, never [vars]. */
+export const SECRET_NAMES = ['AGENT_TOKENS', 'ADMIN_TOKEN', 'DEV_INGRESS_TOKEN'] as const satisfies readonly (keyof Vars)[];
+/** Plain [vars], in the order of Env. The local relay (local/settings.ts) reads these from its environment. */
+export const VAR_NAMES = [
+  'ALLOWED_DOMAINS', 'ALLOWED_RECIPIENTS', 'MAX_MESSAGE_BYTES', 'VERDICT_WAIT_MS', 'DEDUPE_WINDOW_MS', 'AFFINITY_MS',
+  'AGENT_SILENT_MS', 'SHARDS', 'RETRY_FIRST_MS', 'RETRY_MAX_MS', 'MAX_AGE_MS', 'LOG_LEVEL',
+] as const satisfies readonly (keyof Vars)[];
+// A setting added to Env but to neither list fails to compile here, so the local relay cannot miss it.
+type Unlisted = Exclude<keyof Vars, (typeof SECRET_NAMES)[number] | (typeof VAR_NAMES)[number]>;
+const everyVarListed: [Unlisted] extends [never] ? true : Unlisted = true;
+void everyVarListed;
+
 export interface Config {
   agentTokens: string[];
   allowedDomains: string[];
@@ -86,7 +101,8 @@ export function readConfig(env: Env): Config {
   return cfg;
 }
 
-function parseConfig(env: Env): Config {
+/** Validates every setting; throws a ConfigError naming the first bad one. Uncached: see readConfig. */
+export function parseConfig(env: Vars): Config {
   const agentTokens = list(env.AGENT_TOKENS);
   for (const t of agentTokens) {
     if (t.length < 16) throw new ConfigError('AGENT_TOKENS: each token must be at least 16 characters');
