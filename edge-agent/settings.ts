@@ -36,12 +36,12 @@ const KEYS = {
   concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
   stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
 } as const satisfies Record<string, Kind>;
-type Key = keyof typeof KEYS;
+export type Key = keyof typeof KEYS;
 const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
 
 type Value = string | number | boolean;
 /** A value and where it was set, to name it in an error. */
-interface Origin { value: Value; label: string; fromFile: boolean }
+export interface Origin { value: Value; label: string; fromFile: boolean }
 
 export const envName = (key: string): string => `MAILBRIDGE_${key.replace(/[A-Z]/g, '_$&').toUpperCase()}`;
 
@@ -111,6 +111,48 @@ export function parseListen(label: string, v: string): Listen {
   return { host: (m[1] ?? '').replace(/^\[(.*)\]$/, '$1'), port };
 }
 
+/** The MAILBRIDGE_* variables of `env`, typed; an unknown one is an error. The local relay (local/settings.ts) uses this too. */
+export function agentEnv(env: NodeJS.ProcessEnv): Map<Key, Origin> {
+  const set = new Map<Key, Origin>();
+  fromEnv(env, set);
+  return set;
+}
+
+type AgentInput = Parameters<typeof validateConfig>[0];
+
+/** validateConfig over `base` plus the agent keys in `set`; an error names where the bad value was set. */
+export function validateAgent(base: AgentInput, set: Map<Key, Origin>, tokenOrigin?: Origin): AgentConfig {
+  const input: AgentInput = { ...base };
+  const name = set.get('name');
+  if (name) input.name = String(name.value);
+  for (const k of ['concurrency', 'creditBytes', 'heartbeatMs', 'maxReconnectMs', 'shards'] as const) {
+    const o = set.get(k);
+    if (o) input[k] = o.value as number;
+  }
+  const trace = set.get('traceHeader');
+  if (trace) input.traceHeader = trace.value as boolean;
+  try {
+    return validateConfig(input);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // 'concurrency: ...' -> 'MAILBRIDGE_CONCURRENCY: ...' or '<file>: concurrency: ...': where the user set it.
+    const m = /^(\w+): ([\s\S]*)$/.exec(err.message);
+    const key = m?.[1] ?? '';
+    const origin = key === 'token' ? tokenOrigin : isKey(key) ? set.get(key) : undefined;
+    throw origin && m ? new ConfigError(`${origin.label}: ${m[2]}`) : err;
+  }
+}
+
+/** The daemon's settings besides AgentConfig that also apply to an agent run in-process. */
+export function agentExtras(set: Map<Key, Origin>): Pick<DaemonSettings, 'logSubject' | 'journalRetentionDays' | 'stopGraceMs'> {
+  const logSubject = set.get('logSubject');
+  return {
+    logSubject: logSubject ? (logSubject.value as boolean) : false,
+    journalRetentionDays: intIn(set.get('journalRetentionDays'), 7, 1, 3650),
+    stopGraceMs: intIn(set.get('stopGraceMs'), 20_000, 0, 600_000),
+  };
+}
+
 function intIn(o: Origin | undefined, dflt: number, min: number, max: number): number {
   if (!o) return dflt;
   const v = o.value as number;
@@ -125,8 +167,7 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   const file = obj === null ? null : path;
   const fileSet = new Map<Key, Origin>();
   if (obj !== null) fromFile(path, obj, fileSet);
-  const envSet = new Map<Key, Origin>();
-  fromEnv(env, envSet);
+  const envSet = agentEnv(env);
   if (fileSet.has('token') && fileSet.has('tokenFile')) fail(path, 'set token or tokenFile, not both');
   // The token comes from one place: the environment's (TOKEN_FILE first) replaces the file's.
   const envToken = envSet.get('tokenFile') ?? envSet.get('token');
@@ -149,38 +190,15 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
     }
   }
 
-  const input: Parameters<typeof validateConfig>[0] = {
-    workerUrl: String(workerUrl.value), token, target: String(set.get('target')?.value ?? DEFAULT_TARGET),
-  };
-  const name = set.get('name');
-  if (name) input.name = String(name.value);
-  for (const k of ['concurrency', 'creditBytes', 'heartbeatMs', 'maxReconnectMs', 'shards'] as const) {
-    const o = set.get(k);
-    if (o) input[k] = o.value as number;
-  }
-  const trace = set.get('traceHeader');
-  if (trace) input.traceHeader = trace.value as boolean;
-  let agent: AgentConfig;
-  try {
-    agent = validateConfig(input);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    // 'concurrency: ...' -> 'MAILBRIDGE_CONCURRENCY: ...' or '<file>: concurrency: ...': where the user set it.
-    const m = /^(\w+): ([\s\S]*)$/.exec(err.message);
-    const key = m?.[1] ?? '';
-    const origin = key === 'token' ? tokenOrigin : isKey(key) ? set.get(key) : undefined;
-    throw origin && m ? new ConfigError(`${origin.label}: ${m[2]}`) : err;
-  }
+  const agent = validateAgent(
+    { workerUrl: String(workerUrl.value), token, target: String(set.get('target')?.value ?? DEFAULT_TARGET) }, set, tokenOrigin);
 
   const http = set.get('http');
-  const logSubject = set.get('logSubject');
   return {
     agent,
     stateDir: String(set.get('stateDir')?.value ?? DEFAULT_STATE_DIR),
     http: http?.value === false ? null : parseListen(http?.label ?? 'http', String(http?.value ?? DEFAULT_HTTP)),
-    logSubject: logSubject ? (logSubject.value as boolean) : false,
-    journalRetentionDays: intIn(set.get('journalRetentionDays'), 7, 1, 3650),
-    stopGraceMs: intIn(set.get('stopGraceMs'), 20_000, 0, 600_000),
+    ...agentExtras(set),
     file,
   };
 }

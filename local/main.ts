@@ -1,58 +1,58 @@
 // `npm start`: the local relay. SMTP on 127.0.0.1:2525, mail into ./data/maildir
 // (or RELAY_TARGET), everything through the real Worker code in local workerd.
+// Settings come from the environment and are checked first (settings.ts): a bad
+// one, or a port in use, exits 2 before workerd starts.
+import { ConfigError } from '../edge-agent/config.ts';
 import { jsonLogger } from '../edge-agent/log.ts';
-import { parseTarget } from '../lmtp-proxy/target.ts';
-import { startLocalRelay } from './relay.ts';
+import { ADMIN_FILE } from './admin-file.ts';
+import { PortInUseError, startLocalRelay, type LocalRelay } from './relay.ts';
+import { readLocalSettings, type LocalSettings } from './settings.ts';
 
 function fail(msg: string): never {
   process.stderr.write(`mailbridge: ${msg}\n`);
   process.exit(2);
 }
 
-const env = process.env;
-const smtpPort = Number(env.SMTP_PORT ?? '2525');
-if (!Number.isInteger(smtpPort) || smtpPort < 0 || smtpPort > 65535) fail(`SMTP_PORT: not a port: ${env.SMTP_PORT}`);
-const target = env.RELAY_TARGET && env.RELAY_TARGET !== '' ? env.RELAY_TARGET : undefined;
-if (target !== undefined) {
+function settings(): LocalSettings {
   try {
-    parseTarget(target);
+    return readLocalSettings(process.env);
   } catch (err) {
-    fail(`RELAY_TARGET: ${(err as Error).message}`);
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
   }
 }
-const verbose = env.LOG_LEVEL === 'debug';
+
+const s = settings();
 const log = jsonLogger();
-const relay = await startLocalRelay({
-  dataDir: env.DATA_DIR ?? 'data',
-  smtpPort,
-  target,
-  allowedDomains: (env.ALLOWED_DOMAINS ?? '').split(',').filter((d) => d !== ''),
-  log: (event, fields) => { if (verbose || event !== 'worker') log(event, fields); },
-}).catch((err: unknown) => fail(`could not start: ${String(err)}`));
 
-process.stdout.write([
-  'mailbridge local relay is running',
-  `  SMTP ingress   smtp://127.0.0.1:${relay.smtpPort}`,
-  `  Worker (local) ${relay.workerUrl.href}`,
-  `  delivering to  ${relay.target}${relay.maildirRoot ? `  (Maildir under ${relay.maildirRoot}/<recipient>/)` : ''}`,
-  '  Ctrl-C to stop',
-  '',
-].join('\n'));
-
+// Installed before the start, so a signal during it stops what has started so far. Miniflare's
+// own exit hook would answer SIGINT/SIGTERM with an immediate exit; its listeners are removed
+// below (its 'exit' hook still kills workerd whichever way this process ends).
+let relay: LocalRelay | null = null;
 let stopping = false;
-const shutdown = (sig: NodeJS.Signals) => {
+let firstAt = 0;
+const shutdown = (why: string) => {
   if (stopping) {
-    process.stdout.write(`${sig} again: exiting now\n`);
+    // Ctrl-C reaches this process twice: from the terminal and forwarded by npm. Only a
+    // second press, later, forces the exit.
+    if (Date.now() - firstAt < 500) return;
+    process.stdout.write(`${why} again: exiting now\n`);
     process.exit(130);
   }
   stopping = true;
-  process.stdout.write(`\n${sig}: stopping (twice to force)...\n`);
+  firstAt = Date.now();
+  process.stdout.write(`\n${why}: stopping (twice to force)...\n`);
+  if (relay === null) return; // still starting: stopped as soon as the start returns
+  stop(relay);
+};
+const stop = (r: LocalRelay) => {
   // Messages not yet acked stay in the queue's storage: nothing is lost by a slow stop being cut.
+  const limitMs = s.stopGraceMs + 20_000;
   setTimeout(() => {
-    process.stderr.write('mailbridge: stop took longer than 30 s, exiting\n');
+    process.stderr.write(`mailbridge: stop took longer than ${limitMs / 1000} s, exiting\n`);
     process.exit(1);
-  }, 30_000).unref();
-  relay.stop().then(() => {
+  }, limitMs).unref();
+  r.stop().then(() => {
     process.stdout.write('stopped\n');
     process.exit(0);
   }, (err: unknown) => {
@@ -60,9 +60,51 @@ const shutdown = (sig: NodeJS.Signals) => {
     process.exit(1);
   });
 };
-// Miniflare's exit hook answers SIGINT/SIGTERM with an immediate exit; stop in order
-// instead (its 'exit' hook still kills workerd whichever way this process ends).
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.removeAllListeners(sig);
-  process.on(sig, () => shutdown(sig));
+const listen = () => {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.removeAllListeners(sig);
+    process.on(sig, () => shutdown(sig));
+  }
+};
+listen();
+// Under npm, npm forwards SIGINT/SIGTERM to this process (the script execs node, so no shell
+// sits in between to swallow them). If npm itself is killed outright, this process and
+// workerd would be left behind: stop when the parent goes away.
+if (process.env.npm_lifecycle_event !== undefined) {
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(watch);
+    shutdown('npm went away');
+  }, 1000).unref();
+}
+
+const started = await startLocalRelay({
+  dataDir: s.dataDir,
+  smtpPort: s.smtpPort,
+  target: s.target,
+  maxBytes: s.maxBytes,
+  vars: s.workerVars,
+  agent: s.agent,
+  agentOptions: s.agentOptions,
+  stopGraceMs: s.stopGraceMs,
+  log: (event, fields) => { if (s.verbose || event !== 'worker') log(event, fields); },
+}).catch((err: unknown) => {
+  if (err instanceof PortInUseError) fail(`SMTP_PORT: ${err.message}`);
+  return fail(`could not start: ${String(err)}`);
+});
+relay = started;
+listen(); // again: Miniflare added its listeners during the start
+if (stopping) {
+  stop(started);
+} else {
+  process.stdout.write([
+    'mailbridge local relay is running',
+    `  SMTP ingress   smtp://127.0.0.1:${started.smtpPort}`,
+    `  Worker (local) ${started.workerUrl.href}`,
+    `  admin API      ${started.workerUrl.href}admin (token in ${s.dataDir}/${ADMIN_FILE}; npm run relayctl -- status)`,
+    `  delivering to  ${started.target}${started.maildirRoot ? `  (Maildir under ${started.maildirRoot}/<recipient>/)` : ''}`,
+    '  Ctrl-C to stop',
+    '',
+  ].join('\n'));
 }

@@ -2,12 +2,15 @@
 // local workerd -> WebSocket -> edge-agent -> LMTP target. Used by `npm start`
 // and by the end-to-end tests.
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { startAgent, type Agent } from '../edge-agent/agent.ts';
+import { startAgent, type Agent, type AgentOptions } from '../edge-agent/agent.ts';
 import { validateConfig, type AgentConfig } from '../edge-agent/config.ts';
 import type { Logger } from '../edge-agent/log.ts';
 import { startIngress, type Ingress } from '../lmtp-proxy/ingress.ts';
 import { startMaildirTarget, type MaildirTarget } from '../lmtp-proxy/maildir-target.ts';
+import { adminToken, writeRunning, writeStopped } from './admin-file.ts';
 import { workerHandoff } from './handoff.ts';
 import { startWorkerRuntime, type WorkerRuntime } from './worker-runtime.ts';
 
@@ -19,8 +22,34 @@ export interface LocalRelayOptions {
   workerPort?: number;
   maxBytes?: number;
   allowedDomains?: string[];
+  /** More Worker vars (VERDICT_WAIT_MS, SHARDS, ...), as wrangler.toml [vars] would set them. */
+  vars?: Record<string, string>;
   agent?: Partial<AgentConfig>;
+  agentOptions?: AgentOptions;
+  /** How long in-flight deliveries may finish at stop (default 10 s). */
+  stopGraceMs?: number;
   log: Logger;
+}
+
+/** The SMTP port is taken: reported before anything else starts. */
+export class PortInUseError extends Error {
+  override name = 'PortInUseError';
+}
+
+/**
+ * Holds `port` until the ingress takes it over, so that a port in use is reported at
+ * once and not after workerd has started. 0 (any free port) needs no holding.
+ */
+async function holdPort(port: number, host: string): Promise<() => Promise<void>> {
+  if (port === 0) return () => Promise.resolve();
+  const server = createServer();
+  await new Promise<void>((ok, fail) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      fail(err.code === 'EADDRINUSE' ? new PortInUseError(`${host}:${port} is already in use (another npm start, or set SMTP_PORT)`) : err);
+    });
+    server.listen(port, host, () => ok());
+  });
+  return () => new Promise<void>((ok) => server.close(() => ok()));
 }
 
 export interface LocalRelay {
@@ -31,6 +60,8 @@ export interface LocalRelay {
   maildirRoot: string | null;
   runtime: WorkerRuntime;
   agent: Agent;
+  /** The Worker's ADMIN_TOKEN, also in <dataDir>/admin.json for relayctl. */
+  adminToken: string;
   stop(): Promise<void>;
 }
 
@@ -45,7 +76,12 @@ export async function startLocalRelay(opts: LocalRelayOptions): Promise<LocalRel
   const stop = async () => {
     for (const s of stops.reverse()) await s().catch((err: unknown) => log('relay.stop-error', { error: String(err) }));
   };
+  const releasePort = await holdPort(opts.smtpPort, '127.0.0.1');
+  stops.push(releasePort);
   try {
+    mkdirSync(dataDir, { recursive: true });
+    // One per data dir, kept across starts: a relayctl already pointed at it keeps working.
+    const admin = adminToken(dataDir);
     let embedded: MaildirTarget | null = null;
     let target = opts.target;
     if (target === undefined) {
@@ -60,15 +96,19 @@ export async function startLocalRelay(opts: LocalRelayOptions): Promise<LocalRel
       allowedDomains: opts.allowedDomains ?? [],
       maxMessageBytes: maxBytes,
       port: opts.workerPort ?? 0,
+      vars: { ...opts.vars, ADMIN_TOKEN: admin },
       onLog: (line) => log('worker', { line }),
     });
     stops.push(() => runtime.dispose());
+    writeRunning(dataDir, runtime.url, admin);
+    stops.push(() => Promise.resolve(writeStopped(dataDir, admin)));
     const agentUrl = new URL('/agent', runtime.url);
     agentUrl.protocol = 'ws:';
     const cfg = validateConfig({ name: 'local-agent', ...opts.agent, workerUrl: agentUrl.href, token: agentToken, target });
-    const agent = startAgent(cfg, join(dataDir, 'agent'), log);
-    stops.push(() => agent.stop(10_000));
+    const agent = startAgent(cfg, join(dataDir, 'agent'), log, opts.agentOptions);
+    stops.push(() => agent.stop(opts.stopGraceMs ?? 10_000));
     await agent.connected;
+    await releasePort();
     const ingress: Ingress = await startIngress({
       port: opts.smtpPort,
       spoolDir: join(dataDir, 'spool'),
@@ -84,6 +124,7 @@ export async function startLocalRelay(opts: LocalRelayOptions): Promise<LocalRel
       maildirRoot: embedded ? embedded.root : null,
       runtime,
       agent,
+      adminToken: admin,
       stop,
     };
   } catch (err) {

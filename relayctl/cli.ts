@@ -29,6 +29,7 @@ commands:
 options:
   --url <url>                 the Worker's base URL (or RELAYCTL_URL)
   --token-file <file>         file holding ADMIN_TOKEN (or RELAYCTL_TOKEN, RELAYCTL_TOKEN_FILE)
+                              neither set: the local relay's, from ./data/admin.json (DATA_DIR)
   --json                      machine-readable output
   -h, --help                  this text
 
@@ -83,6 +84,8 @@ function noMore(rest: string[], command: string): void {
 
 export interface Io {
   env: Record<string, string | undefined>;
+  /** Where to look for the local relay's data/admin.json; unset = do not look. */
+  cwd?: string;
   stdout: Writable & { isTTY?: boolean };
   stderr: Writable;
 }
@@ -136,7 +139,7 @@ async function run(argv: string[], io: Io): Promise<void> {
   const state = stateArg(o.state);
   const limit = limitArg(o.limit);
 
-  const cfg = resolveConfig({ url: o.url, tokenFile: o['token-file'] }, io.env);
+  const cfg = resolveConfig({ url: o.url, tokenFile: o['token-file'] }, io.env, io.cwd);
   const api = new AdminClient(cfg);
   const now = () => Date.now();
 
