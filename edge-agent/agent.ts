@@ -4,6 +4,7 @@
 // health, the metrics, and the graceful stop.
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
 import { backoffMs, HEALTHY_SESSION_MS, pause } from './backoff.ts';
+import { Bouncer } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
 import { TargetWatch, type TargetStatus } from './health.ts';
@@ -11,7 +12,8 @@ import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
 import { AgentMetrics } from './metrics.ts';
 import { probeTarget } from './probe.ts';
-import { AgentSession, type Settled, type Settlement } from './session.ts';
+import { RecipientsSource } from './recipients.ts';
+import { AgentSession, type SessionHooks, type Settled, type Settlement } from './session.ts';
 
 export interface AgentOptions {
   /** Journal entries older than this are pruned (default 7 days). */
@@ -26,6 +28,8 @@ export interface AgentOptions {
   targetFreshMs?: number;
   /** The clock for journal entries and pruning; tests move it. */
   now?: () => number;
+  /** How often the recipients file is checked for changes (default 2 s). */
+  recipientsPollMs?: number;
 }
 
 export interface Health {
@@ -81,6 +85,8 @@ function deliveryFields(s: Settled): Record<string, unknown> {
 export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts: AgentOptions = {}): Agent {
   const now = opts.now ?? Date.now;
   const target: Target = parseTarget(cfg.target);
+  // Read before anything opens: a bad recipients file is a ConfigError and the agent does not start.
+  const recipients = new RecipientsSource({ file: cfg.recipientsFile, delimiter: cfg.recipientDelimiter, log, pollMs: opts.recipientsPollMs });
   const journal = new Journal(stateDir, opts.journalRetentionMs ?? JOURNAL_RETENTION_MS);
   let journalOpen = true;
   const stats: AgentStats = { sessions: 0, delivered: 0, tempfail: 0, permfail: 0, fromJournal: 0 };
@@ -105,7 +111,24 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     targetLastOkAt: () => watch.status().lastOkAt,
   });
   watch.onProbe = (ok) => metrics.probes.inc(ok ? 'ok' : 'failed');
-  watch.onChange = (ok, error) => log(ok ? 'target.up' : 'target.down', ok ? { target: cfg.target } : { target: cfg.target, error });
+  let targetDown = false;
+  watch.onChange = (ok, error) => {
+    log(ok ? 'target.up' : 'target.down', ok ? { target: cfg.target } : { target: cfg.target, error });
+    if (!ok) targetDown = true;
+    else if (targetDown) {
+      // Back after being down (a probe or a delivery saw it): the object retries its deferred
+      // messages now instead of at their backoff time. Once per down→up, on every live session.
+      targetDown = false;
+      const told = sessions.filter((x) => x?.retry() ?? false).length;
+      log('target.retry', { sessions: told });
+    }
+  };
+  const bouncer = cfg.bounceRelay === null ? null : new Bouncer({
+    relay: cfg.bounceRelay, journal, log, reportingMta: cfg.reportingMta, localName: cfg.reportingMta, now,
+  });
+  const hooks: SessionHooks = { recipients: () => recipients.frames, ...(bouncer ? { bounce: bouncer.run } : {}) };
+  recipients.onChange = (frames) => { for (const x of sessions) x?.publishRecipients(frames); };
+  recipients.start();
 
   const prune = (): void => {
     if (!journalOpen) return;
@@ -137,7 +160,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     while (!stopping) {
       if (wait > 0) await pause(wait, abort.signal);
       if (stopping) break;
-      const s = new AgentSession(shardCfg, deliverer.deliver, log, settled);
+      const s = new AgentSession(shardCfg, deliverer.deliver, log, settled, hooks);
       sessions[shard] = s;
       try {
         await s.ready;
@@ -201,6 +224,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
         abort.abort(new Error('agent stopping'));
         clearInterval(pruner);
         watch.stop();
+        recipients.stop();
         await Promise.all(sessions.map((x) => x?.close(graceMs)));
         await running;
         await deliverer.close();

@@ -1,5 +1,7 @@
 // The agent's settings, validated before anything connects: a bad value stops
 // the agent with a message that names the key.
+import { isAbsolute } from 'node:path';
+import { hostname } from 'node:os';
 import { parseTarget } from '../lmtp-proxy/target.ts';
 import { MAX_CREDIT_BYTES, MAX_WINDOW } from '../protocol/wire.ts';
 
@@ -23,6 +25,14 @@ export interface AgentConfig {
   maxReconnectMs: number;
   /** Queue shards of the Worker (its SHARDS): one connection to each. */
   shards: number;
+  /** The deliverable addresses, published to the object (recipients.ts); null = no list. */
+  recipientsFile: string | null;
+  /** The home server's recipient_delimiter ('' = none): 'a+x@d' is known when 'a@d' is. */
+  recipientDelimiter: string;
+  /** smtp://host:port that sends bounces (DSNs) out; null = this agent takes no bounce tasks. */
+  bounceRelay: string | null;
+  /** The DSN's Reporting-MTA and the domain of its From: MAILER-DAEMON@<domain>. */
+  reportingMta: string;
 }
 
 export class ConfigError extends Error {
@@ -41,7 +51,18 @@ export const DEFAULTS = {
   // A wait doubles up to this after sessions the object ends early or failed attempts (backoff.ts).
   maxReconnectMs: 120_000,
   shards: 1,
+  recipientsFile: null,
+  recipientDelimiter: '',
+  bounceRelay: null,
 } as const;
+
+const DOMAIN = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+/** The host's name when it is a usable domain (the DSN's default Reporting-MTA), else 'localhost'. */
+export function defaultReportingMta(): string {
+  const h = hostname();
+  return DOMAIN.test(h) ? h : 'localhost';
+}
 
 function int(key: string, v: number, min: number, max: number): number {
   if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${key}: must be an integer from ${min} to ${max}, got ${v}`);
@@ -49,7 +70,7 @@ function int(key: string, v: number, min: number, max: number): number {
 }
 
 export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, 'workerUrl' | 'token' | 'target'>): AgentConfig {
-  const c: AgentConfig = { ...DEFAULTS, ...input };
+  const c: AgentConfig = { ...DEFAULTS, reportingMta: input.reportingMta ?? defaultReportingMta(), ...input };
   let url: URL;
   try {
     url = new URL(c.workerUrl);
@@ -70,5 +91,23 @@ export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, '
   int('heartbeatMs', c.heartbeatMs, 100, 300_000);
   int('maxReconnectMs', c.maxReconnectMs, 100, 3_600_000);
   int('shards', c.shards, 1, 64);
+  if (c.recipientsFile !== null && !isAbsolute(c.recipientsFile)) {
+    throw new ConfigError(`recipientsFile: must be an absolute path, got ${JSON.stringify(c.recipientsFile)}`);
+  }
+  // The wire's rule (parseAgentFrame): one of + - _ . = or none; Postfix's usual is '+'.
+  if (!/^[+\-_.=]?$/.test(c.recipientDelimiter)) {
+    throw new ConfigError(`recipientDelimiter: must be one of + - _ . = or empty, got ${JSON.stringify(c.recipientDelimiter)}`);
+  }
+  if (c.bounceRelay !== null) {
+    let relay;
+    try {
+      relay = parseTarget(c.bounceRelay);
+    } catch (err) {
+      throw new ConfigError(`bounceRelay: ${(err as Error).message}`);
+    }
+    // A bounce goes out to the Internet: through an MTA that queues it, never into LMTP.
+    if (relay.protocol !== 'smtp') throw new ConfigError(`bounceRelay: must be smtp://host:port, got ${JSON.stringify(c.bounceRelay)}`);
+  }
+  if (!DOMAIN.test(c.reportingMta)) throw new ConfigError(`reportingMta: must be a domain name, got ${JSON.stringify(c.reportingMta)}`);
   return c;
 }

@@ -11,6 +11,10 @@
 // queued entry is already visible to lookup(); the caller acks only after add()'s
 // promise resolves.
 //
+// Bounces (bounce.ts) are journaled the same way, in their own table: a DSN the relay took
+// is recorded before the object hears `bounced sent`, so a redelivered bounce task is
+// answered from here instead of mailing the sender a second DSN.
+//
 // Entries are pruned after the retention window. It must be longer than the
 // time the queue object may still redeliver a message (its MAX_AGE_MS, 5 days
 // by default): a redelivery of a forgotten id would be stored a second time.
@@ -22,7 +26,12 @@ import type { RecipientResult } from '../protocol/wire.ts';
 export const DAY_MS = 24 * 60 * 60_000;
 export const JOURNAL_RETENTION_MS = 7 * DAY_MS;
 
-interface Entry { id: string; result: RecipientResult; at: number }
+/** The bounce relay's reply to a DSN it took. */
+export interface BounceSent { code: number; text: string }
+
+type Entry =
+  | { kind: 'result'; id: string; result: RecipientResult; at: number }
+  | { kind: 'bounce'; id: string; sent: BounceSent; at: number };
 interface Batch { entries: Entry[]; done: Promise<void>; settle(err: Error | null): void }
 
 const key = (id: string, recipient: string): string => `${id}\0${recipient}`;
@@ -40,9 +49,12 @@ export class Journal {
   readonly #db: DatabaseSync;
   readonly #get: StatementSync;
   readonly #put: StatementSync;
+  readonly #getBounce: StatementSync;
+  readonly #putBounce: StatementSync;
   readonly retentionMs: number;
   /** Queued, not yet committed; lookup() answers from here first. */
   readonly #queued = new Map<string, RecipientResult>();
+  readonly #queuedBounces = new Map<string, BounceSent>();
   #batch: Batch | null = null;
   #closed = false;
   /** Transactions committed so far (tests and metrics: how well commits are grouped). */
@@ -55,9 +67,12 @@ export class Journal {
     this.#db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
       CREATE TABLE IF NOT EXISTS results (
         id TEXT NOT NULL, recipient TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL,
-        PRIMARY KEY (id, recipient))`);
+        PRIMARY KEY (id, recipient));
+      CREATE TABLE IF NOT EXISTS bounces (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL)`);
     this.#get = this.#db.prepare('SELECT result FROM results WHERE id = ? AND recipient = ?');
     this.#put = this.#db.prepare('INSERT OR REPLACE INTO results (id, recipient, result, at) VALUES (?, ?, ?, ?)');
+    this.#getBounce = this.#db.prepare('SELECT reply FROM bounces WHERE id = ?');
+    this.#putBounce = this.#db.prepare('INSERT OR REPLACE INTO bounces (id, reply, at) VALUES (?, ?, ?)');
   }
 
   /** Final results already known (committed or queued) for these recipients of message `id`. */
@@ -83,15 +98,38 @@ export class Journal {
     const final = results.filter((r) => r.outcome !== 'tempfail');
     if (final.length === 0) return Promise.resolve();
     if (this.#closed) return Promise.reject(new Error('journal closed'));
+    const batch = this.#open();
+    for (const result of final) {
+      batch.entries.push({ kind: 'result', id, result, at: now });
+      this.#queued.set(key(id, result.recipient), result);
+    }
+    return batch.done;
+  }
+
+  /** The relay's reply when the DSN of bounce task `id` was sent (committed or queued), else null. */
+  bounceSent(id: string): BounceSent | null {
+    const queued = this.#queuedBounces.get(id);
+    if (queued) return queued;
+    const row = this.#getBounce.get(id);
+    return row ? (JSON.parse(String(row.reply)) as BounceSent) : null;
+  }
+
+  /** Records that the DSN of bounce task `id` was sent; resolves once committed (group commit, as add()). */
+  addBounce(id: string, sent: BounceSent, now = Date.now()): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('journal closed'));
+    const batch = this.#open();
+    batch.entries.push({ kind: 'bounce', id, sent, at: now });
+    this.#queuedBounces.set(id, sent);
+    return batch.done;
+  }
+
+  /** The batch the next flush commits, flushed at the next setImmediate. */
+  #open(): Batch {
     if (!this.#batch) {
       this.#batch = newBatch();
       setImmediate(() => this.#flush());
     }
-    for (const result of final) {
-      this.#batch.entries.push({ id, result, at: now });
-      this.#queued.set(key(id, result.recipient), result);
-    }
-    return this.#batch.done;
+    return this.#batch;
   }
 
   #flush(): void {
@@ -102,7 +140,10 @@ export class Journal {
     try {
       this.#db.exec('BEGIN');
       try {
-        for (const e of batch.entries) this.#put.run(e.id, e.result.recipient, JSON.stringify(e.result), e.at);
+        for (const e of batch.entries) {
+          if (e.kind === 'result') this.#put.run(e.id, e.result.recipient, JSON.stringify(e.result), e.at);
+          else this.#putBounce.run(e.id, JSON.stringify(e.sent), e.at);
+        }
         this.#db.exec('COMMIT');
         this.commits++;
       } catch (err) {
@@ -113,6 +154,10 @@ export class Journal {
       error = err instanceof Error ? err : new Error(String(err));
     }
     for (const e of batch.entries) {
+      if (e.kind === 'bounce') {
+        if (this.#queuedBounces.get(e.id) === e.sent) this.#queuedBounces.delete(e.id);
+        continue;
+      }
       const k = key(e.id, e.result.recipient);
       // A later add() of the same recipient may have replaced it meanwhile: keep that one.
       if (this.#queued.get(k) === e.result) this.#queued.delete(k);
@@ -122,7 +167,9 @@ export class Journal {
 
   /** Forgets entries older than the retention window; returns how many. */
   prune(now = Date.now()): number {
-    return Number(this.#db.prepare('DELETE FROM results WHERE at < ?').run(now - this.retentionMs).changes);
+    const before = now - this.retentionMs;
+    const results = Number(this.#db.prepare('DELETE FROM results WHERE at < ?').run(before).changes);
+    return results + Number(this.#db.prepare('DELETE FROM bounces WHERE at < ?').run(before).changes);
   }
 
   size(): number {

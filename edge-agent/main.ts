@@ -45,7 +45,8 @@ try {
 }
 log('agent.started', {
   name: s.agent.name, target: s.agent.target, stateDir: s.stateDir, config: s.file ?? 'environment',
-  concurrency: s.agent.concurrency, reclaim: reclaiming, http: s.http ? `${s.http.host}:${s.http.port}` : 'off',
+  concurrency: s.agent.concurrency, reclaim: reclaiming,
+  recipients: s.agent.recipientsFile ?? 'none', bounceRelay: s.agent.bounceRelay ?? 'off', http: s.http ? `${s.http.host}:${s.http.port}` : 'off',
 });
 
 // Monitoring is secondary to mail: if the port is taken, say so and keep delivering.

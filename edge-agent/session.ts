@@ -4,7 +4,7 @@
 import WebSocket from 'ws';
 import {
   FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
-  type AgentFrame, type MessageFrame, type RecipientResult,
+  type AgentFrame, type BounceFrame, type BouncedFrame, type MessageFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
 import type { AgentConfig } from './config.ts';
 import { InboundMessage } from './inbound.ts';
@@ -59,6 +59,14 @@ interface Active {
   handedBack: boolean;
 }
 
+/** What a session needs from the agent beyond deliveries (protocol v2). */
+export interface SessionHooks {
+  /** The recipients list, published right after each welcome. */
+  recipients?: () => readonly RecipientsFrame[];
+  /** Runs a bounce task; set only with a bounce relay (then hello says `bounces`). Never rejects. */
+  bounce?: (task: BounceFrame) => Promise<BouncedFrame>;
+}
+
 /** After the grace period, how long handed-back deliveries get to unwind (and journal a late 250). */
 export const HAND_BACK_MS = 5_000;
 /** Missed heartbeat intervals (no frame at all from the object) before the socket is dropped. */
@@ -82,11 +90,15 @@ export class AgentSession {
   #stopping = false;
   #closed = false;
   readonly #active = new Map<Promise<void>, Active>();
+  readonly #hooks: SessionHooks;
+  /** Bounce tasks running; like messages, they count against the window until answered. */
+  readonly #bounces = new Set<Promise<void>>();
   readonly closed: Promise<SessionEnd>;
   readonly ready: Promise<string>;
 
-  constructor(cfg: AgentConfig, deliver: Deliver, log: Logger, onSettled: (s: Settled) => void = () => {}) {
+  constructor(cfg: AgentConfig, deliver: Deliver, log: Logger, onSettled: (s: Settled) => void = () => {}, hooks: SessionHooks = {}) {
     this.#cfg = cfg;
+    this.#hooks = hooks;
     this.#deliver = deliver;
     this.#log = log;
     this.#onSettled = onSettled;
@@ -126,7 +138,10 @@ export class AgentSession {
       this.#ws.terminate();
     });
     this.#ws.on('open', () => {
-      this.#send({ type: FRAME.HELLO, v: PROTOCOL_VERSION, agent: cfg.name, window: cfg.concurrency, credit: cfg.creditBytes });
+      this.#send({
+        type: FRAME.HELLO, v: PROTOCOL_VERSION, agent: cfg.name, window: cfg.concurrency, credit: cfg.creditBytes,
+        ...(hooks.bounce ? { bounces: true } : {}),
+      });
       this.#lastSeen = Date.now();
       this.#pinger = setInterval(() => { if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(PING); }, cfg.heartbeatMs);
       // A silently dead path (NAT state gone, packets dropped) never closes the socket by itself.
@@ -149,6 +164,8 @@ export class AgentSession {
           this.#session = frame.session;
           this.#log('session.ready', { session: frame.session, window: frame.window });
           readyOk(frame.session);
+          // Every connection (each shard's too) gets the list: the object may have none yet, or an old one.
+          this.publishRecipients(this.#hooks.recipients?.() ?? []);
           return;
         case FRAME.MESSAGE:
           return this.#onMessage(frame);
@@ -161,6 +178,8 @@ export class AgentSession {
           this.#current.end(frame.chunks);
           this.#current = null;
           return;
+        case FRAME.BOUNCE:
+          return this.#onBounce(frame);
       }
     });
   }
@@ -172,6 +191,34 @@ export class AgentSession {
   /** Welcomed and not closed. */
   get up(): boolean {
     return this.#session !== null && !this.#closed;
+  }
+
+  /** Sends the recipients list (its frames in order), if welcomed and still open. */
+  publishRecipients(frames: readonly RecipientsFrame[]): void {
+    if (!this.up) return;
+    for (const f of frames) this.#send(f);
+  }
+
+  /** Tells the object the delivery target answers again: try deferred messages now. */
+  retry(): boolean {
+    return this.up && this.#send({ type: FRAME.RETRY });
+  }
+
+  // A bounce task needs no chunks and does not touch #current: it may arrive between a
+  // message's chunks without disturbing their stream.
+  #onBounce(task: BounceFrame): void {
+    if (this.#session === null) return this.#violation('bounce before welcome');
+    const run = this.#hooks.bounce;
+    if (this.#stopping || !run) {
+      // Never sent to an agent whose hello had no `bounces`; stopping, it is handed back for later.
+      const text = this.#stopping ? 'agent stopping' : 'this agent has no bounce relay';
+      this.#send({ type: FRAME.BOUNCED, id: task.id, status: 'deferred', code: 0, text });
+      return;
+    }
+    const job: Promise<void> = run(task)
+      .then((answer) => { this.#send(answer); })
+      .finally(() => this.#bounces.delete(job));
+    this.#bounces.add(job);
   }
 
   #onMessage(header: MessageFrame): void {
@@ -292,12 +339,14 @@ export class AgentSession {
 
   /** Resolves true when every in-flight delivery settled within `ms`. */
   async #settleWithin(ms: number): Promise<boolean> {
-    if (this.#active.size === 0) return true;
+    if (this.#active.size === 0 && this.#bounces.size === 0) return true;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<false>((r) => { timer = setTimeout(() => r(false), ms); });
-    const all = Promise.allSettled([...this.#active.keys()]).then(() => true);
+    const all = Promise.allSettled([...this.#active.keys(), ...this.#bounces]).then(() => true);
     const ok = await Promise.race([all, timeout]);
     clearTimeout(timer);
+    // A bounce still running at the end is not handed back: its answer is lost with the
+    // socket and the object sends the task again (the journal knows a DSN that went out).
     return ok && this.#active.size === 0;
   }
 

@@ -35,6 +35,7 @@ const KEYS = {
   workerUrl: 'string', token: 'string', tokenFile: 'string', target: 'string', name: 'string',
   concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
   stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
+  recipientsFile: 'string', recipientDelimiter: 'string', bounceRelay: 'string', reportingMta: 'string',
 } as const satisfies Record<string, Kind>;
 export type Key = keyof typeof KEYS;
 const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
@@ -77,7 +78,7 @@ function fromFile(path: string, obj: Record<string, unknown>, into: Map<Key, Ori
       const want = { int: 'a whole number', bool: 'true or false', listen: '"host:port" or false', string: 'a string' }[kind];
       fail(label, `must be ${want}, got ${JSON.stringify(v)}`);
     }
-    if ((k === 'stateDir' || k === 'tokenFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
+    if ((k === 'stateDir' || k === 'tokenFile' || k === 'recipientsFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
     into.set(k as Key, { value: v as Value, label, fromFile: true });
   }
 }
@@ -128,6 +129,10 @@ export function validateAgent(base: AgentInput, set: Map<Key, Origin>, tokenOrig
   for (const k of ['concurrency', 'creditBytes', 'heartbeatMs', 'maxReconnectMs', 'shards'] as const) {
     const o = set.get(k);
     if (o) input[k] = o.value as number;
+  }
+  for (const k of ['recipientsFile', 'recipientDelimiter', 'bounceRelay', 'reportingMta'] as const) {
+    const o = set.get(k);
+    if (o) input[k] = String(o.value);
   }
   const trace = set.get('traceHeader');
   if (trace) input.traceHeader = trace.value as boolean;

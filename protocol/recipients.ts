@@ -1,22 +1,26 @@
-// Whether a recipient is on the list the agent published (docs/operations.md,
-// "Recipients known at the edge"). Pure, no runtime APIs: the queue object uses it
-// at SMTP time, the agent's tests use it to check what the object will do.
+// Whether a recipient is on the home server's published recipients list. Pure and free of
+// runtime APIs: the queue object calls it on every RCPT, the agent's tests call it too.
+// An empty list means "no list" (every address accepted); callers decide that, not this.
 
 /**
- * `entries`: lowercase 'local@domain' and '@domain' (every address of that domain).
- * `delimiter`: the home server's recipient_delimiter ('' = none): 'a+x@d' is known when
- * 'a@d' is. Matching ignores case, as Dovecot's usual `auth_username_format = %Lu` does.
+ * True when `address` is on `list` (entries as the agent publishes them: lowercase
+ * 'local@domain' or '@domain'): the address itself; else, with a delimiter set, the address
+ * without its extension ('a+x@d' → 'a@d', cut at the first delimiter of the local part, as
+ * Postfix's recipient_delimiter does); else the domain's catch-all '@domain'.
  */
-export function recipientKnown(entries: ReadonlySet<string>, delimiter: string, address: string): boolean {
+export function recipientKnown(list: ReadonlySet<string>, delimiter: string, address: string): boolean {
   const a = address.toLowerCase();
+  // The domain follows the last '@': a quoted local part may hold one of its own. No local
+  // part, no address: '@domain' asked about must not match the catch-all entry itself.
   const at = a.lastIndexOf('@');
-  if (at <= 0) return false;
-  if (entries.has(a)) return true;
+  if (at < 1) return false;
+  if (list.has(a)) return true;
   const local = a.slice(0, at);
-  const domain = a.slice(at);
+  const domain = a.slice(at + 1);
   if (delimiter !== '') {
+    // 'a+x' has the extension 'x'; '+x' has none: a local part never starts with its extension.
     const cut = local.indexOf(delimiter);
-    if (cut > 0 && entries.has(local.slice(0, cut) + domain)) return true;
+    if (cut > 0 && list.has(`${local.slice(0, cut)}@${domain}`)) return true;
   }
-  return entries.has(domain);
+  return list.has(`@${domain}`);
 }

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError } from '../../edge-agent/config.ts';
+import { ConfigError, defaultReportingMta } from '../../edge-agent/config.ts';
 import { DEFAULT_CONFIG_PATH, loadSettings } from '../../edge-agent/settings.ts';
 import { runAgent } from './agent-process.ts';
 
@@ -28,11 +28,13 @@ t.test('a complete file, read as written', async (t) => {
     target: 'lmtp://127.0.0.1:24', stateDir: '/srv/mailbridge', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
     heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
     journalRetentionDays: 14, stopGraceMs: 10_000, shards: 4,
+    recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
   });
   t.same(loadSettings(file, {}), {
     agent: {
       workerUrl: URL, token: TOKEN, target: 'lmtp://127.0.0.1:24', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
       heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, shards: 4,
+      recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
     },
     stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, journalRetentionDays: 14,
     stopGraceMs: 10_000, file,
@@ -45,6 +47,16 @@ t.test('defaults for what the file leaves out', async (t) => {
     agent: { target: 'lmtp+unix:/var/run/dovecot/lmtp', name: 'edge-agent', concurrency: 16, heartbeatMs: 10_000, traceHeader: true },
     stateDir: '/var/lib/mailbridge', http: { host: '127.0.0.1', port: 8025 }, logSubject: false, journalRetentionDays: 7, stopGraceMs: 20_000,
   });
+  // No list, no delimiter, no bounces; the DSN names this host.
+  t.match(loadSettings(file, {}).agent, { recipientsFile: null, recipientDelimiter: '', bounceRelay: null, reportingMta: defaultReportingMta() });
+});
+
+t.test('the recipients and bounce settings from the environment', async (t) => {
+  const { file } = configDir(t, { recipientDelimiter: '-' });
+  t.match(loadSettings(file, {
+    MAILBRIDGE_RECIPIENTS_FILE: '/srv/recipients', MAILBRIDGE_RECIPIENT_DELIMITER: '+',
+    MAILBRIDGE_BOUNCE_RELAY: 'smtp://[::1]:2525', MAILBRIDGE_REPORTING_MTA: 'home.example.org',
+  }).agent, { recipientsFile: '/srv/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://[::1]:2525', reportingMta: 'home.example.org' });
 });
 
 t.test('the environment wins over the file, key by key', async (t) => {
@@ -85,6 +97,16 @@ t.test('every bad setting names its key', async (t) => {
     [{}, { MAILBRIDGE_LOG_SUBJECT: 'maybe' }, /^MAILBRIDGE_LOG_SUBJECT: must be true or false/],
     [{}, { MAILBRIDGE_TOKEN: 'short' }, /^MAILBRIDGE_TOKEN: must be at least 16 printable characters/],
     [{}, { MAILBRIDGE_CONCURENCY: '4' }, /^MAILBRIDGE_CONCURENCY: unknown variable/],
+    [{ recipientsFile: 'recipients' }, {}, /agent\.json: recipientsFile: must be an absolute path/],
+    [{}, { MAILBRIDGE_RECIPIENTS_FILE: 'recipients' }, /^MAILBRIDGE_RECIPIENTS_FILE: must be an absolute path/],
+    [{ recipientDelimiter: '++' }, {}, /agent\.json: recipientDelimiter: must be one of \+ - _ \. = or empty, got "\+\+"/],
+    [{}, { MAILBRIDGE_RECIPIENT_DELIMITER: '#' }, /^MAILBRIDGE_RECIPIENT_DELIMITER: must be one of/],
+    [{ bounceRelay: 'lmtp://127.0.0.1:24' }, {}, /agent\.json: bounceRelay: must be smtp:\/\/host:port, got "lmtp:/],
+    [{ bounceRelay: 'lmtp+unix:/run/dovecot/lmtp' }, {}, /agent\.json: bounceRelay: must be smtp:\/\/host:port/],
+    [{}, { MAILBRIDGE_BOUNCE_RELAY: 'smtp://127.0.0.1:99999' }, /^MAILBRIDGE_BOUNCE_RELAY: invalid target .*port 99999 is out of range/],
+    [{ bounceRelay: 42 }, {}, /agent\.json: bounceRelay: must be a string/],
+    [{ reportingMta: 'not a domain' }, {}, /agent\.json: reportingMta: must be a domain name/],
+    [{}, { MAILBRIDGE_REPORTING_MTA: '-bad.example' }, /^MAILBRIDGE_REPORTING_MTA: must be a domain name/],
   ];
   for (const [cfg, env, message] of cases) {
     const { file } = configDir(t, cfg);

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   encodeFrame, parseAgentFrame, PING, PONG, PROTOCOL_VERSION,
-  type AgentFrame, type MessageFrame,
+  type AgentFrame, type BounceFrame, type HelloFrame, type MessageFrame, type RecipientResult,
 } from '../../protocol/wire.ts';
 
 export const TOKEN = 'test-token-0123456789abcdef';
@@ -22,6 +22,8 @@ export interface Conn {
   next(type: AgentFrame['type']): Promise<AgentFrame>;
   /** Answer pings with pongs (true unless a test turns it off). */
   pong: boolean;
+  /** The agent's hello on this connection. */
+  hello: HelloFrame | null;
 }
 
 export async function scriptedObject(t: Test) {
@@ -36,7 +38,7 @@ export async function scriptedObject(t: Test) {
     const frames: AgentFrame[] = [];
     let wake: (() => void) | null = null;
     const conn: Conn = {
-      ws, frames, log: [], pong: true,
+      ws, frames, log: [], pong: true, hello: null,
       async next(type) {
         const until = Date.now() + 10_000;
         for (;;) {
@@ -57,6 +59,7 @@ export async function scriptedObject(t: Test) {
       const f = parseAgentFrame(text);
       if (!f) return ws.close(1008, 'bad frame');
       if (f.type === 'hello') {
+        conn.hello = f;
         ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: randomBytes(16).toString('hex'), window: f.window, maxChunk: 1 << 20 }));
         conns.push(conn);
         if (state.kick !== null) ws.close(1008, state.kick);
@@ -101,6 +104,20 @@ export function push(c: Conn, h: MessageFrame, body: Buffer, chunk = 1000): void
   let n = 0;
   for (let i = 0; i < body.byteLength; i += chunk, n++) c.ws.send(body.subarray(i, i + chunk), { binary: true });
   c.ws.send(encodeFrame({ type: 'end', id: h.id, chunks: n }));
+}
+
+/** A bounce task as the object sends it, for a message from s@example.net refused for alice. */
+export function bounceTask(id: string, headers: Buffer, results?: RecipientResult[]): BounceFrame {
+  return {
+    type: 'bounce', id, sender: 's@example.net', receivedAt: Date.UTC(2026, 10, 28, 12), reason: 'refused',
+    results: results ?? [{ recipient: 'alice@example.test', code: 550, enhanced: '5.1.1', text: 'alice@example.test: user unknown', outcome: 'permfail' }],
+    headers: headers.toString('base64'),
+  };
+}
+
+/** Sends a bounce task (a control frame; no chunks follow). */
+export function sendBounce(c: Conn, task: BounceFrame): void {
+  c.ws.send(encodeFrame(task));
 }
 
 /** A 32-hex message id from a small number, so tests can tell messages apart. */

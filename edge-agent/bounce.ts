@@ -1,0 +1,118 @@
+// Bounce tasks: the object asks this agent to tell a sender that its message failed for
+// good. The DSN (dsn.ts) goes to the bounce relay (the home server's own MTA, which sends
+// mail out) with the null sender, so a bounce can never bounce back. At most one DSN per
+// task: the relay's 2xx is journaled before `bounced sent` is answered, and a redelivered
+// task that the journal knows is answered `sent` without mailing again.
+//
+// The one window left is LMTP's: a crash after the relay's 250 and before the journal
+// commit leaves no record, and the redelivered task sends a second DSN. So does a lost
+// reply to the final dot (the client then reports a temporary failure: `deferred`).
+import { LmtpClient, type RecipientResult } from '../lmtp-proxy/client.ts';
+import { formatTarget, parseTarget, type Target } from '../lmtp-proxy/target.ts';
+import { MAX_RESULT_TEXT, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
+import { buildDsn } from './dsn.ts';
+import type { Journal } from './journal.ts';
+import type { Logger } from './log.ts';
+
+/** Waits for the local relay, shorter than RFC 5321's: a hung relay must not hold a window slot for 10 minutes. */
+const RELAY_TIMEOUTS = { connect: 10_000, greeting: 60_000, command: 60_000, dataBlock: 60_000, final: 120_000 };
+
+export interface BouncerOptions {
+  /** smtp://host:port (config.ts checked it). */
+  relay: string;
+  journal: Journal;
+  log: Logger;
+  /** Reporting-MTA and the DSN's From: domain. */
+  reportingMta: string;
+  /** EHLO name. */
+  localName: string;
+  now: () => number;
+  timeouts?: Partial<typeof RELAY_TIMEOUTS>;
+}
+
+async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+const clamp = (s: string): string => s.slice(0, MAX_RESULT_TEXT);
+
+export class Bouncer {
+  readonly #o: BouncerOptions;
+  readonly #relay: Target;
+  /** Tasks by id: a redelivery while the first run still talks to the relay waits for it. */
+  readonly #running = new Map<string, Promise<BouncedFrame>>();
+
+  constructor(o: BouncerOptions) {
+    this.#o = o;
+    this.#relay = parseTarget(o.relay);
+  }
+
+  /** Sends the DSN of one task (or finds it sent). Never rejects: every outcome is a `bounced` frame. */
+  readonly run = async (task: BounceFrame): Promise<BouncedFrame> => {
+    const before = this.#running.get(task.id);
+    const run = (async () => {
+      if (before) await before;
+      return this.#once(task);
+    })();
+    this.#running.set(task.id, run);
+    try {
+      return await run;
+    } finally {
+      if (this.#running.get(task.id) === run) this.#running.delete(task.id);
+    }
+  };
+
+  /** Bounce tasks running now. */
+  get running(): number {
+    return this.#running.size;
+  }
+
+  async #once(task: BounceFrame): Promise<BouncedFrame> {
+    const { journal, log, now } = this.#o;
+    const fields = { id: task.id, to: task.sender, relay: formatTarget(this.#relay), reason: task.reason, recipients: task.results.length };
+    const sent = journal.bounceSent(task.id);
+    if (sent) {
+      log('bounce.sent', { ...fields, code: sent.code, text: sent.text, fromJournal: true });
+      return { type: 'bounced', id: task.id, status: 'sent', code: sent.code, text: sent.text };
+    }
+    const dsn = buildDsn({
+      reportingMta: this.#o.reportingMta, to: task.sender, arrivalDate: task.receivedAt, id: task.id, reason: task.reason,
+      results: task.results, headers: Buffer.from(task.headers, 'base64'), now: now(),
+    });
+    const r = await this.#send(task.sender, dsn);
+    const code = r.code;
+    const text = clamp(r.text);
+    if (r.outcome === 'delivered') {
+      // Durable before the answer: a lost answer brings the task back, and then this record answers it.
+      try {
+        await journal.addBounce(task.id, { code, text }, now());
+      } catch (err) {
+        // The DSN is out all the same; answering `sent` stops the object asking again.
+        log('journal.failed', { id: task.id, bounce: true, error: (err as Error).message });
+      }
+      log('bounce.sent', { ...fields, code, text });
+      return { type: 'bounced', id: task.id, status: 'sent', code, text };
+    }
+    // 5xx: the relay will never take it (the object keeps the message in dead-letter);
+    // 4xx, no connection, no answer: the object tries again later.
+    const status = r.outcome === 'permfail' ? 'failed' : 'deferred';
+    log(`bounce.${status}`, { level: 'warning', ...fields, code, text });
+    return { type: 'bounced', id: task.id, status, code, text };
+  }
+
+  async #send(to: string, dsn: Uint8Array): Promise<RecipientResult> {
+    // One connection per bounce: bounces are rare, and an idle connection to the relay would only time out.
+    const client = new LmtpClient(this.#relay, { localName: this.#o.localName, timeouts: { ...RELAY_TIMEOUTS, ...this.#o.timeouts } });
+    try {
+      const [r] = await client.deliver({ sender: '', recipients: [to] }, once(dsn), {
+        size: dsn.byteLength, eightBit: dsn.some((b) => b >= 0x80),
+      });
+      return r ?? { recipient: to, code: 0, enhanced: null, text: 'no result from the SMTP client', outcome: 'tempfail' };
+    } catch (err) {
+      // An address the client will not put in a command: no relay will ever take it.
+      return { recipient: to, code: 0, enhanced: null, text: (err as Error).message, outcome: 'permfail' };
+    } finally {
+      void client.close().catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,127 @@
+// The DSN builder: a well-formed multipart/report (parsed back with mailparser), the exact
+// RFC 3464 fields, statuses derived when the reply had no enhanced code, reply texts kept
+// printable and lines short, and the original header bytes carried byte for byte.
+import t from 'tap';
+import { simpleParser } from 'mailparser';
+import { buildDsn, dsnStatus, type DsnInput } from '../../edge-agent/dsn.ts';
+import type { RecipientResult } from '../../protocol/wire.ts';
+
+const DAY = 24 * 60 * 60_000;
+const arrival = Date.UTC(2026, 10, 28, 12, 0, 0);
+// 8-bit bytes (Latin-1 and Shift_JIS), a bare LF, a tab: none of it may change.
+const headers = Buffer.concat([
+  Buffer.from('From: Bob <bob@example.net>\r\nTo: alice@example.test\r\nSubject: caf', 'ascii'),
+  Buffer.from([0xe9, 0x20, 0x82, 0xa0]), Buffer.from('\r\nX-Odd: a\n\tb\r\nMessage-ID: <orig@example.net>\r\n', 'ascii'),
+]);
+const refused: RecipientResult = { recipient: 'alice@example.test', code: 550, enhanced: '5.1.1', text: 'alice@example.test: user unknown', outcome: 'permfail' };
+const input: DsnInput = {
+  reportingMta: 'home.example.test', to: 'bob@example.net', arrivalDate: arrival, id: 'a'.repeat(32), reason: 'refused',
+  results: [refused, { recipient: 'carol@example.test', code: 552, enhanced: null, text: 'over quota \u00e9\x01 now', outcome: 'permfail' }],
+  headers, now: arrival + 60_000,
+};
+
+/** The bytes of a part's body: after its header block, up to the CRLF before the next delimiter. */
+function partBody(raw: Buffer, boundary: string, type: string): Buffer {
+  const start = raw.indexOf(`Content-Type: ${type}`);
+  const body = raw.indexOf('\r\n\r\n', start) + 4;
+  const end = raw.indexOf(`\r\n--${boundary}`, body);
+  return raw.subarray(body, end);
+}
+
+t.test('a multipart/report with the three parts, parsed back', async (t) => {
+  const raw = Buffer.from(buildDsn(input));
+  const m = await simpleParser(raw);
+  t.equal(m.from?.value[0]?.address, 'MAILER-DAEMON@home.example.test');
+  t.equal(m.from?.value[0]?.name, 'Mail Delivery System');
+  t.equal((Array.isArray(m.to) ? m.to[0] : m.to)?.value[0]?.address, 'bob@example.net');
+  t.equal(m.subject, 'Undelivered Mail Returned to Sender');
+  t.equal(m.date?.getTime(), arrival + 60_000);
+  t.equal(m.messageId, `<${'a'.repeat(32)}.${(arrival + 60_000).toString(36)}.dsn@home.example.test>`);
+  t.equal(m.headers.get('auto-submitted'), 'auto-replied');
+  t.match(m.headers.get('content-type'), { value: 'multipart/report', params: { 'report-type': 'delivery-status' } });
+  const text = (m.text ?? '').replace(/\s+/g, ' ');
+  t.match(text, /could not be delivered to one or more recipients\. The mailbox server refused/);
+  t.match(m.text, /<alice@example\.test>: 550 5\.1\.1 alice@example\.test: user unknown/);
+  t.match(m.text, /<carol@example\.test>: 552 over quota \?\? now/, 'the reply text as printable ASCII');
+  // mailparser shows message/delivery-status as text after the first part, the headers as an attachment.
+  t.match(text, /Reporting-MTA: dns; home\.example\.test .*Final-Recipient: rfc822; carol@example\.test/);
+  t.same(m.attachments.map((a) => a.contentType), ['text/rfc822-headers']);
+  t.ok(m.attachments[0]?.content.equals(headers), 'mailparser finds the original header bytes too');
+});
+
+t.test('the delivery-status fields, exactly', async (t) => {
+  const raw = Buffer.from(buildDsn(input));
+  const boundary = /boundary="([^"]+)"/.exec(raw.toString('latin1'))?.[1] ?? '';
+  const status = partBody(raw, boundary, 'message/delivery-status').toString('ascii');
+  t.equal(status, [
+    'Reporting-MTA: dns; home.example.test',
+    `X-Mailbridge-Queue-ID: ${'a'.repeat(32)}`,
+    'Arrival-Date: Sat, 28 Nov 2026 12:00:00 +0000',
+    '',
+    'Final-Recipient: rfc822; alice@example.test',
+    'Action: failed',
+    'Status: 5.1.1',
+    'Diagnostic-Code: smtp; 550 5.1.1 alice@example.test: user unknown',
+    'Last-Attempt-Date: Sat, 28 Nov 2026 12:01:00 +0000',
+    '',
+    'Final-Recipient: rfc822; carol@example.test',
+    'Action: failed',
+    'Status: 5.0.0',
+    'Diagnostic-Code: smtp; 552 over quota ?? now',
+    'Last-Attempt-Date: Sat, 28 Nov 2026 12:01:00 +0000',
+    '',
+  ].join('\r\n'));
+});
+
+t.test('the rfc822-headers part is the original header bytes, 8-bit and bare LF included', async (t) => {
+  const raw = Buffer.from(buildDsn(input));
+  const boundary = /boundary="([^"]+)"/.exec(raw.toString('latin1'))?.[1] ?? '';
+  t.ok(partBody(raw, boundary, 'text/rfc822-headers').equals(headers), 'byte-identical');
+  t.match(raw.toString('latin1'), /Content-Type: text\/rfc822-headers\r\nContent-Description: [^\r]*\r\nContent-Transfer-Encoding: 8bit\r\n/);
+  const ascii = Buffer.from(buildDsn({ ...input, headers: Buffer.from('Subject: x\r\n') })).toString('latin1');
+  t.notMatch(ascii, /Content-Transfer-Encoding/, '7-bit headers need no encoding label');
+  t.ok(Buffer.from(buildDsn(input)).equals(raw), 'the same input gives the same bytes');
+});
+
+t.test('a boundary that appears in the original headers is not used', async (t) => {
+  const first = /boundary="([^"]+)"/.exec(Buffer.from(buildDsn(input)).toString('latin1'))?.[1] ?? '';
+  const hostile = Buffer.from(`X-Trap: --${first}--\r\n`);
+  const raw = Buffer.from(buildDsn({ ...input, headers: hostile }));
+  const b = /boundary="([^"]+)"/.exec(raw.toString('latin1'))?.[1] ?? '';
+  t.not(b, first);
+  t.ok(partBody(raw, b, 'text/rfc822-headers').equals(hostile));
+  t.same((await simpleParser(raw)).attachments.map((a) => a.content.equals(hostile)), [true], 'mailparser splits the parts at the right boundary');
+});
+
+t.test('statuses derived when the reply had no enhanced code', async (t) => {
+  const r = (outcome: RecipientResult['outcome'], code: number, enhanced: string | null = null): RecipientResult =>
+    ({ recipient: 'a@b.test', code, enhanced, text: 'x', outcome });
+  t.equal(dsnStatus(r('permfail', 550), 'refused'), '5.0.0');
+  t.equal(dsnStatus(r('permfail', 550, '5.2.2'), 'refused'), '5.2.2', 'the enhanced code when there was one');
+  t.equal(dsnStatus(r('tempfail', 451), 'expired'), '4.4.7', 'delivery time expired');
+  t.equal(dsnStatus(r('tempfail', 452, '4.2.2'), 'expired'), '4.2.2');
+  t.equal(dsnStatus(r('tempfail', 0), 'attempts'), '4.4.2', 'never settled: bad connection');
+  t.equal(dsnStatus(r('tempfail', 451), 'attempts'), '4.0.0');
+});
+
+t.test('expired and attempts: the text says how long; no Diagnostic-Code without a reply', async (t) => {
+  const lost: RecipientResult = { recipient: 'alice@example.test', code: 0, enhanced: null, text: 'ECONNECTION: connection lost', outcome: 'tempfail' };
+  const expired = Buffer.from(buildDsn({ ...input, reason: 'expired', results: [{ ...lost, code: 451, text: 'try later' }], now: arrival + 5 * DAY })).toString('latin1');
+  t.match(expired.replace(/\r\n/g, ' '), /Delivery was given up after 5 days: the mailbox server kept answering with temporary failures\./);
+  t.match(expired, /Status: 4\.4\.7\r\nDiagnostic-Code: smtp; 451 try later\r\n/);
+  const attempts = Buffer.from(buildDsn({ ...input, reason: 'attempts', results: [lost], now: arrival + DAY })).toString('latin1');
+  t.match(attempts.replace(/\r\n/g, ' '), /given up after 1 day and repeated attempts that never completed/);
+  t.match(attempts, /Status: 4\.4\.2\r\nLast-Attempt-Date: /, 'no Diagnostic-Code: there was no reply');
+  t.match(attempts, /<alice@example\.test>: ECONNECTION: connection lost/);
+});
+
+t.test('a long reply is folded; no line passes 998 octets; non-ASCII recipients stay 7-bit', async (t) => {
+  const long = { ...refused, recipient: 'j\u00fcrgen@example.test', text: `${'word '.repeat(300)}${'x'.repeat(1200)}` };
+  const raw = Buffer.from(buildDsn({ ...input, results: [long], headers: Buffer.from('Subject: s\r\n') }));
+  const lines = raw.toString('latin1').split('\r\n');
+  t.ok(lines.every((l) => l.length <= 998), `longest line ${Math.max(...lines.map((l) => l.length))}`);
+  t.ok(lines.every((l) => l.length <= 78), 'and in fact none passes 78');
+  t.ok(raw.every((b) => b < 0x80), 'all 7-bit');
+  t.match(raw.toString('latin1'), /Final-Recipient: utf-8; j\\x\{FC\}rgen@example\.test\r\n/);
+  t.match(raw.toString('latin1'), /Diagnostic-Code: smtp; 550 5\.1\.1 word word/);
+});
