@@ -5,7 +5,7 @@ import t from 'tap';
 import { join } from 'node:path';
 import { runAgent } from './agent-process.ts';
 import { bounceTask, msgId, scriptedObject, sendBounce, TOKEN } from './scripted-object.ts';
-import { startSmtpSink } from './smtp-sink.ts';
+import { startSmtpSink } from '../helpers/smtp-sink.ts';
 
 t.test('kill -9 after the DSN was journaled: the redelivered task is answered sent, one DSN at the relay', async (t) => {
   const sink = await startSmtpSink();

@@ -6,7 +6,7 @@ import t from 'tap';
 import { simpleParser } from 'mailparser';
 import { msgId, bounceTask, sendBounce } from './scripted-object.ts';
 import { inProcess, until } from './in-process.ts';
-import { startSmtpSink } from './smtp-sink.ts';
+import { startSmtpSink } from '../helpers/smtp-sink.ts';
 
 const headers = Buffer.concat([Buffer.from('From: s@example.net\r\nTo: alice@example.test\r\nSubject: caf'), Buffer.from([0xe9, 0xff]), Buffer.from('\r\n')]);
 
