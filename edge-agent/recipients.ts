@@ -145,6 +145,11 @@ export class RecipientsSource {
     // watchFile polls stat(): unlike fs.watch on the file, it follows the path across an
     // editor's write-new-then-rename, a deleted and re-created file, and network mounts.
     watchFile(this.#file, { interval: this.#pollMs, persistent: false }, this.#listener);
+    // watchFile compares with its own first stat, taken some time after this call: an edit
+    // made since the file was read would never be seen. One reload once it has its first stat
+    // closes that gap (a reload of the same list publishes nothing).
+    this.#settle = setTimeout(() => this.reload(), Math.max(SETTLE_MS, this.#pollMs));
+    this.#settle.unref();
   }
 
   /** Reads the file again; publishes when it holds another valid list. Returns whether it did. */
