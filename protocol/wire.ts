@@ -321,6 +321,11 @@ export function isRecipientEntry(v: unknown): v is string {
  * bounced the object cannot accept then affects that message only, not the connection.
  */
 export function frameMessageId(raw: string): string | null {
+  if (raw.length > MAX_CONTROL_FRAME) {
+    // Too long to parse (that is what broke it): encodeFrame writes type and id first.
+    const m = /^\{"type":"(?:ack|nack|bounced)","id":"([0-9a-f]{32})"/.exec(raw.slice(0, 128));
+    return m?.[1] ?? null;
+  }
   const f = parseJson(raw);
   return f && (f.type === FRAME.ACK || f.type === FRAME.NACK || f.type === FRAME.BOUNCED) && isMessageId(f.id) ? f.id : null;
 }

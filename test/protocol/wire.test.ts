@@ -76,6 +76,9 @@ t.test('frameMessageId names the message of an ack the object cannot accept', as
   t.equal(frameMessageId(JSON.stringify({ type: 'ack', id, results: [{ text: 'x'.repeat(5000) }] })), id);
   t.equal(frameMessageId(JSON.stringify({ type: 'credit', id })), null);
   t.equal(frameMessageId('not json'), null);
+  const huge = encodeFrame({ type: 'ack', id, results: [{ recipient: 'a@x.test', code: 452, enhanced: null, text: 'x'.repeat(70_000), outcome: 'tempfail' }] });
+  t.equal(frameMessageId(huge), id, 'an ack too long to parse still names its message');
+  t.equal(frameMessageId(`{"type":"credit","id":"${id}",${' '.repeat(70_000)}}`), null);
 });
 
 // What a delivery target may answer, and worse: long multi-line replies, characters JSON
