@@ -127,7 +127,7 @@ export async function runPathFuzz(o: { seed: number; messages: number; settleMs?
     const faults = Object.entries(target.faults).filter(([, n]) => n > 0).map(([f, n]) => `${f}:${n}`).join(' ');
     return {
       findings,
-      summary: `seed ${o.seed}: ${posted.size} posted, ${delivered} delivered, ${dead.size} dead-letter, ${duplicates} duplicate copies (all "may have been delivered"), ` +
+      summary: `seed ${o.seed}: ${posted.size} posted, ${delivered} delivered, ${dead.size} dead-letter, ${duplicates} duplicate copies, ` +
         `${target.connections} target connections, faults ${faults || 'none'}, ${findings.length} findings`,
     };
   } finally {
