@@ -3,6 +3,7 @@
 // never answer DATA (a delivery stuck before its body). It stores
 // complete messages in memory, dot-unstuffed, so a test can count copies.
 import net from 'node:net';
+import { LmtpInput } from '../helpers/lmtp-input.ts';
 
 export type PeerMode = 'store' | 'hold' | 'stall';
 
@@ -38,29 +39,18 @@ export interface LmtpPeer {
   close(): Promise<void>;
 }
 
-const TERMINATOR = Buffer.from('\r\n.\r\n');
-
-function unstuff(body: Buffer): Buffer {
-  return Buffer.from(body.toString('latin1').replace(/(^|\r\n)\./g, '$1'), 'latin1');
-}
-
 export async function startLmtpPeer(mode: PeerMode = 'store'): Promise<LmtpPeer> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
-    let line = Buffer.alloc(0);
     let sender = '';
     let rcpts: string[] = [];
-    // DATA: chunks so far, and the last bytes seen (starting with the CRLF before the body).
-    let data: Buffer[] | null = null;
-    let seen = 0;
-    let tail = Buffer.from('\r\n');
     const send = (s: string): void => { if (!socket.destroyed) socket.write(s); };
 
     const finish = (body: Buffer): void => {
-      const msg = { sender, recipients: rcpts, body: unstuff(body) };
+      const msg = { sender, recipients: rcpts, body };
       const reply = (): void => {
         peer.stored.push(msg.body);
         for (const r of msg.recipients) send(peer.finalReply(r));
@@ -72,7 +62,8 @@ export async function startLmtpPeer(mode: PeerMode = 'store'): Promise<LmtpPeer>
       } else reply();
     };
 
-    const command = (text: string): void => {
+    /** True when the body follows (354 sent). */
+    const command = (text: string): boolean => {
       const verb = text.slice(0, 4).toUpperCase();
       if (verb === 'LHLO') {
         peer.hellos++;
@@ -84,16 +75,17 @@ export async function startLmtpPeer(mode: PeerMode = 'store'): Promise<LmtpPeer>
         rcpts.push(/<([^>]*)>/.exec(text)?.[1] ?? '');
         send('250 2.1.5 Ok\r\n');
       } else if (verb === 'DATA') {
-        if (rcpts.length === 0) return send('503 5.5.1 No recipients\r\n');
+        if (rcpts.length === 0) {
+          send('503 5.5.1 No recipients\r\n');
+          return false;
+        }
         if (peer.mode === 'stall') {
           peer.stalled++;
           socket.pause();  // and never resume, never answer: the client waits for its 354
-          return;
+          return false;
         }
         send('354 End data with <CR><LF>.<CR><LF>\r\n');
-        data = [];
-        seen = 0;
-        tail = Buffer.from('\r\n');
+        return true;
       } else if (verb === 'RSET') {
         sender = '';
         rcpts = [];
@@ -103,42 +95,15 @@ export async function startLmtpPeer(mode: PeerMode = 'store'): Promise<LmtpPeer>
         send('221 2.0.0 Bye\r\n');
         socket.end();
       } else send('500 5.5.2 Unknown command\r\n');
+      return false;
     };
 
-    const onBytes = (chunk: Buffer): void => {
-      if (data) {
-        peer.dataBytes += chunk.byteLength;
-        // Look for CRLF.CRLF across the chunk boundary without copying the whole body each time.
-        const combined = Buffer.concat([tail, chunk]);
-        const p = combined.indexOf(TERMINATOR);
-        if (p < 0) {
-          data.push(chunk);
-          seen += chunk.byteLength;
-          tail = combined.subarray(Math.max(0, combined.byteLength - 4));
-          return;
-        }
-        const start = seen - tail.byteLength + p;  // the terminator's CR in the real byte stream
-        const all = Buffer.concat([...data, chunk]);
-        data = null;
-        finish(all.subarray(0, Math.max(0, start + 2)));
-        const rest = all.subarray(start + 5);
-        if (rest.byteLength > 0) onBytes(rest);
-        return;
-      }
-      line = Buffer.concat([line, chunk]);
-      let eol: number;
-      while (!data && (eol = line.indexOf('\r\n')) >= 0) {
-        const text = line.subarray(0, eol).toString('latin1');
-        line = line.subarray(eol + 2);
-        command(text);
-        if (data && line.byteLength > 0) {
-          const rest = line;
-          line = Buffer.alloc(0);
-          onBytes(rest);
-        }
-      }
-    };
-    socket.on('data', onBytes);
+    const input = new LmtpInput(command, finish);
+    socket.on('data', (chunk: Buffer) => {
+      const before = input.dataBytes;
+      input.push(chunk);
+      peer.dataBytes += input.dataBytes - before;
+    });
     send('220 peer.test LMTP ready\r\n');
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

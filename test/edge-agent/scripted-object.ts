@@ -1,7 +1,6 @@
 // A scripted queue object: a plain WebSocket server that speaks wire frames by
 // hand, so a test can send what the real object never would (corrupt transfers,
 // redeliveries of an acked id, several messages at once) and see every frame.
-import type { Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
@@ -26,12 +25,17 @@ export interface Conn {
   hello: HelloFrame | null;
 }
 
-export async function scriptedObject(t: Test) {
+/** What this helper needs of a tap Test: also met by the fuzzers' long mode, which runs without tap. */
+export interface Teardowns { teardown(fn: () => unknown): void }
+
+export async function scriptedObject(t: Teardowns) {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise((r) => wss.once('listening', r));
   const conns: Conn[] = [];
   const waiting: ((c: Conn) => void)[] = [];
   const state: { refuse: boolean; kick: string | null } = { refuse: false, kick: null };
+  /** Text frames from the agent that parseAgentFrame refused (the session was closed with 1008). */
+  const refused: string[] = [];
   wss.on('connection', (ws, req) => {
     if (state.refuse) return ws.terminate();
     if (req.headers.authorization !== `Bearer ${TOKEN}`) return ws.close(1008, 'token');
@@ -57,7 +61,10 @@ export async function scriptedObject(t: Test) {
         return;
       }
       const f = parseAgentFrame(text);
-      if (!f) return ws.close(1008, 'bad frame');
+      if (!f) {
+        refused.push(text);
+        return ws.close(1008, 'bad frame');
+      }
       if (f.type === 'hello') {
         conn.hello = f;
         ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: randomBytes(16).toString('hex'), window: f.window, maxChunk: 1 << 20 }));
@@ -77,6 +84,7 @@ export async function scriptedObject(t: Test) {
     url: `ws://127.0.0.1:${port}/agent`,
     port,
     conns,
+    refused,
     /** While true, every connection is dropped at once (the object unreachable). */
     get refuse() { return state.refuse; },
     set refuse(v: boolean) {

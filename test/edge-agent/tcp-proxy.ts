@@ -7,6 +7,8 @@ export interface TcpProxy {
   port: number;
   /** Connections accepted so far. */
   readonly accepted: number;
+  /** Bytes forwarded so far, client to server (up) and back (down): how much an idle link carries. */
+  readonly bytes: { up: number; down: number };
   /** Existing connections: bytes in both directions are swallowed from now on. */
   stall(): void;
   /** Existing connections: bytes from the client to the server are swallowed from now on. */
@@ -19,6 +21,7 @@ interface Pair { client: net.Socket; server: net.Socket; up: boolean; down: bool
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   const pairs = new Set<Pair>();
   let accepted = 0;
+  const bytes = { up: 0, down: 0 };
   const server = net.createServer((client) => {
     accepted++;
     const upstream = net.connect(targetPort, '127.0.0.1');
@@ -30,13 +33,20 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       upstream.destroy();
     };
     for (const s of [client, upstream]) s.on('error', end).on('close', end);
-    client.on('data', (b: Buffer) => { if (pair.up) upstream.write(b); });
-    upstream.on('data', (b: Buffer) => { if (pair.down) client.write(b); });
+    client.on('data', (b: Buffer) => {
+      bytes.up += b.byteLength;
+      if (pair.up) upstream.write(b);
+    });
+    upstream.on('data', (b: Buffer) => {
+      bytes.down += b.byteLength;
+      if (pair.down) client.write(b);
+    });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: (server.address() as net.AddressInfo).port,
     get accepted() { return accepted; },
+    bytes,
     stall() { for (const p of pairs) { p.up = false; p.down = false; } },
     muteClient() { for (const p of pairs) p.up = false; },
     close: () => new Promise((r) => {

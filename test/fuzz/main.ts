@@ -1,0 +1,40 @@
+// `npm run fuzz [-- --seeds N --first S --messages M --rounds R]`: the fuzzers of test/fuzz/ run
+// long, over many seeds and more messages. One summary line per seed and fuzzer; exits 1 on
+// any finding, each printed with the FUZZ_SEED that replays it.
+import { parseArgs } from 'node:util';
+import { runAgentFrameFuzz } from './agent-frames-run.ts';
+import { runObjectFrameFuzz } from './object-frames-run.ts';
+import { runPathFuzz, type PathRun } from './path-run.ts';
+
+const { values } = parseArgs({
+  options: {
+    seeds: { type: 'string', default: '10' },
+    first: { type: 'string', default: String(Date.now() % 100_000) },
+    messages: { type: 'string', default: '200' },
+    rounds: { type: 'string', default: '100' },
+  },
+});
+const num = (k: keyof typeof values): number => {
+  const n = Number(values[k]);
+  if (!Number.isInteger(n) || n < 0) {
+    process.stderr.write(`fuzz: --${k} must be a non-negative integer\n`);
+    process.exit(2);
+  }
+  return n;
+};
+const fuzzers: [string, (seed: number) => Promise<PathRun>][] = [
+  ['path', (seed) => runPathFuzz({ seed, messages: num('messages'), settleMs: 120_000 })],
+  ['agent->object', (seed) => runObjectFrameFuzz({ seed, rounds: num('rounds') })],
+  ['object->agent', (seed) => runAgentFrameFuzz({ seed, rounds: num('rounds') })],
+];
+let found = 0;
+for (let seed = num('first'); seed < num('first') + num('seeds'); seed++) {
+  for (const [name, run] of fuzzers) {
+    const r = await run(seed);
+    process.stdout.write(`${new Date().toISOString()} ${name.padEnd(14)} ${r.summary}\n`);
+    for (const f of r.findings) process.stdout.write(`  FINDING (FUZZ_SEED=${seed} npx tap test/fuzz/${name === 'path' ? 'path' : 'frames'}.test.ts): ${f}\n`);
+    found += r.findings.length;
+  }
+}
+process.stdout.write(`${found} findings\n`);
+process.exit(found === 0 ? 0 : 1);
