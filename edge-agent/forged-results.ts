@@ -73,8 +73,8 @@ export class ForgedResultsFilter {
         this.#hold(b);
         continue;
       }
-      if (this.#state === 'body') {
-        if (i < chunk.byteLength) out.push(chunk.subarray(from));
+      if (this.#current() === 'body') {
+        out.push(chunk.subarray(from));
         return out;
       }
       // Holding a field's start.
@@ -94,7 +94,7 @@ export class ForgedResultsFilter {
       }
       this.#state = b === LF ? 'start' : 'line';
     }
-    if (this.#state === 'body' || !this.#holding()) {
+    if (!this.#holding()) {
       if (from < chunk.byteLength) out.push(chunk.subarray(from));
     }
     return out;
@@ -109,6 +109,11 @@ export class ForgedResultsFilter {
     this.#release(out, rename, this.#fill);
     this.#state = 'line';
     return out;
+  }
+
+  /** The state, read afresh (the byte handlers change it). */
+  #current(): State {
+    return this.#state;
   }
 
   #holding(): boolean {
