@@ -2,6 +2,7 @@
 // the queue object. Returning means "stored durably"; throwing makes Email
 // Routing answer the sender with a temporary error, so the sender retries.
 import { isAddress } from '../protocol/wire.ts';
+import { cloudflareVerdicts } from './cf-verdicts.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
 import { rejectReason } from './verdict.ts';
@@ -13,6 +14,8 @@ export interface IncomingEmail {
   readonly to: string;
   readonly raw: ReadableStream<Uint8Array>;
   readonly rawSize: number;
+  /** The message's header fields as the runtime parsed them: where Cloudflare's verdicts are read. */
+  readonly headers: Headers;
   setReject(reason: string): void;
 }
 
@@ -43,7 +46,8 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   }
   const queue = shardStub(env, shardOf(message.to, cfg.shards));
   // One call stores the message and, with VERDICT_WAIT_MS > 0, waits for the agent's answer.
-  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs);
+  const auth = cloudflareVerdicts(message.headers);
+  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, auth);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }

@@ -5,7 +5,7 @@ import { DurableObject } from 'cloudflare:workers';
 import {
   FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
   ackCovers, encodeFrame, frameMessageId, parseAgentFrame,
-  type AckFrame, type BouncedFrame, type FailureReason, type NackFrame, type ObjectFrame, type RecipientResult, type RecipientsFrame,
+  type AckFrame, type AuthVerdicts, type BouncedFrame, type FailureReason, type NackFrame, type ObjectFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
 import { recipientKnown } from '../protocol/recipients.ts';
 import { readConfig, type Env } from './env.ts';
@@ -170,6 +170,8 @@ export class RelayQueue extends DurableObject<Env> {
    */
   async ingest(
     sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number, verdictWaitMs = 0,
+    /** Cloudflare's verdicts (cf-verdicts.ts), kept with the message and sent with it to the agent. */
+    auth: AuthVerdicts | null = null,
   ): Promise<IngestResult> {
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
@@ -178,7 +180,7 @@ export class RelayQueue extends DurableObject<Env> {
     }
     const id = randomId();
     const now = Date.now();
-    this.#store.begin(id, sender, recipients, now);
+    this.#store.begin(id, sender, recipients, now, auth);
     let stored;
     try {
       stored = await storeChunks(this.#store, id, raw, maxBytes, sizeHint);
@@ -600,6 +602,7 @@ export class RelayQueue extends DurableObject<Env> {
         this.#send(ws, {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
           recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
+          ...(next.auth ? { auth: next.auth } : {}),
         });
         if (readConfig(this.env).logLevel === 'debug') log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
         a.cursor = { id: next.id, seq: 0, chunks: next.chunks };

@@ -94,6 +94,9 @@ const MIGRATIONS: readonly string[] = [
      received_at INTEGER NOT NULL,
      PRIMARY KEY (digest, part)
    );`,
+  // 5: Cloudflare's verdicts on the message (JSON {spf, dkim, dmarc, arc}, RFC 8601 keywords);
+  // NULL for messages stored before they were kept: the agent then writes 'none' for each.
+  `ALTER TABLE messages ADD COLUMN auth TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,6 +1,6 @@
 // The message store: every SQL statement the queue runs, with parameters.
 // Message bytes live in `chunks`, at most MAX_CHUNK_BYTES a row.
-import type { FailureReason, RecipientResult, RecipientsFrame } from '../protocol/wire.ts';
+import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
 import { STATES, type State } from './schema.ts';
 
 export interface MessageRow {
@@ -27,6 +27,18 @@ export interface MessageRow {
   bounceStatus: string | null;
   /** When it reached bouncing, bounced or dead-letter. */
   settledAt: number | null;
+  /** Cloudflare's verdicts as email() read them; null for messages stored before they were kept. */
+  auth: AuthVerdicts | null;
+}
+
+function parseAuth(v: SqlStorageValue | undefined): AuthVerdicts | null {
+  if (typeof v !== 'string') return null;
+  try {
+    const a: unknown = JSON.parse(v);
+    return isAuthVerdicts(a) ? a : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The recipients list in force: entries are lowercase addresses and '@domain's. */
@@ -54,6 +66,7 @@ function toMessage(r: Row): MessageRow {
     failure: r.failure === null || r.failure === undefined ? null : (String(r.failure) as FailureReason),
     bounceStatus: r.bounce_status === null || r.bounce_status === undefined ? null : String(r.bounce_status),
     settledAt: r.settled_at === null || r.settled_at === undefined ? null : Number(r.settled_at),
+    auth: parseAuth(r.auth),
   };
 }
 
@@ -65,10 +78,10 @@ export class MessageStore {
   }
 
   /** Starts a message in `incoming`: it is not visible to agents until commit(). */
-  begin(id: string, sender: string, recipients: string[], now: number): void {
+  begin(id: string, sender: string, recipients: string[], now: number, auth: AuthVerdicts | null = null): void {
     this.#sql.exec(
-      `INSERT INTO messages (id, state, sender, recipients, received_at) VALUES (?, 'incoming', ?, ?, ?)`,
-      id, sender, JSON.stringify(recipients), now,
+      `INSERT INTO messages (id, state, sender, recipients, received_at, auth) VALUES (?, 'incoming', ?, ?, ?, ?)`,
+      id, sender, JSON.stringify(recipients), now, auth === null ? null : JSON.stringify(auth),
     );
   }
 

@@ -33,6 +33,11 @@ export interface AgentConfig {
   bounceRelay: string | null;
   /** The DSN's Reporting-MTA and the domain of its From: MAILER-DAEMON@<domain>. */
   reportingMta: string;
+  /**
+   * The authserv-id of the Authentication-Results the agent writes (RFC 8601): the one name the
+   * home filter trusts; a field in the message that claims it is renamed (forged-results.ts).
+   */
+  authservId: string;
 }
 
 export class ConfigError extends Error {
@@ -70,7 +75,9 @@ function int(key: string, v: number, min: number, max: number): number {
 }
 
 export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, 'workerUrl' | 'token' | 'target'>): AgentConfig {
-  const c: AgentConfig = { ...DEFAULTS, reportingMta: input.reportingMta ?? defaultReportingMta(), ...input };
+  const c: AgentConfig = {
+    ...DEFAULTS, reportingMta: input.reportingMta ?? defaultReportingMta(), authservId: input.authservId ?? defaultReportingMta(), ...input,
+  };
   let url: URL;
   try {
     url = new URL(c.workerUrl);
@@ -108,6 +115,8 @@ export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, '
     // A bounce goes out to the Internet: through an MTA that queues it, never into LMTP.
     if (relay.protocol !== 'smtp') throw new ConfigError(`bounceRelay: must be smtp://host:port, got ${JSON.stringify(c.bounceRelay)}`);
   }
+  // A token of RFC 2045 as a host name: it goes into a header field and is compared as written.
+  if (!DOMAIN.test(c.authservId)) throw new ConfigError(`authservId: must be a host name, got ${JSON.stringify(c.authservId)}`);
   if (!DOMAIN.test(c.reportingMta)) throw new ConfigError(`reportingMta: must be a domain name, got ${JSON.stringify(c.reportingMta)}`);
   return c;
 }

@@ -14,7 +14,8 @@ import type { Journal } from './journal.ts';
 import type { Logger } from './log.ts';
 import type { Delivered } from './session.ts';
 import { tapHeaders } from './subject.ts';
-import { traceHeader } from './trace.ts';
+import { renameForged } from './forged-results.ts';
+import { authResultsHeader, traceHeader } from './trace.ts';
 
 export interface DeliveryStats {
   delivered: number;
@@ -26,8 +27,8 @@ export interface DeliveryStats {
 /** One result as the wire takes it on its own: its text within MAX_RESULT_TEXT, codes valid. */
 const alone = (r: RecipientResult): RecipientResult => wireResults([r])[0] ?? r;
 
-async function* withTrace(head: Uint8Array | null, body: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  if (head) yield head;
+async function* withTrace(head: Uint8Array, body: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  yield head;
   yield* body;
 }
 
@@ -118,9 +119,13 @@ export class Deliverer {
     };
     let fresh: RecipientResult[];
     try {
-      const head = this.#cfg.traceHeader ? traceHeader(this.#cfg.name, h) : null;
-      fresh = (await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, tap?.body ?? msg), {
-        size: h.size + (head?.byteLength ?? 0),
+      // Our Received (unless turned off) and our Authentication-Results, then the message as it
+      // was verified (inbound.ts), with fields that claim our authserv-id renamed: same size.
+      const auth = authResultsHeader(this.#cfg.authservId, h);
+      const head = this.#cfg.traceHeader ? Buffer.concat([traceHeader(this.#cfg.name, h), auth]) : auth;
+      const body = renameForged(tap?.body ?? msg, this.#cfg.authservId, (n) => this.#log('deliver.forged-results', { id: h.id, renamed: n }));
+      fresh = (await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, body), {
+        size: h.size + head.byteLength,
         eightBit: true,
         // Journal each recipient the moment Dovecot answers for it: with several recipients,
         // Dovecot has stored the first copy before it answers for the last one.

@@ -36,6 +36,7 @@ const KEYS = {
   concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
   stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
   recipientsFile: 'string', recipientDelimiter: 'string', bounceRelay: 'string', reportingMta: 'string',
+  authservId: 'string',
 } as const satisfies Record<string, Kind>;
 export type Key = keyof typeof KEYS;
 const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
@@ -130,7 +131,7 @@ export function validateAgent(base: AgentInput, set: Map<Key, Origin>, tokenOrig
     const o = set.get(k);
     if (o) input[k] = o.value as number;
   }
-  for (const k of ['recipientsFile', 'recipientDelimiter', 'bounceRelay', 'reportingMta'] as const) {
+  for (const k of ['recipientsFile', 'recipientDelimiter', 'bounceRelay', 'reportingMta', 'authservId'] as const) {
     const o = set.get(k);
     if (o) input[k] = String(o.value);
   }

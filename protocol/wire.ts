@@ -69,6 +69,28 @@ export interface RecipientResult {
   outcome: Outcome;
 }
 
+/** RFC 8601 result keywords (§2.7): the only values a verdict may take on the wire. */
+export const AUTH_RESULTS = ['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror', 'policy'] as const;
+export type AuthResult = (typeof AUTH_RESULTS)[number];
+/**
+ * Cloudflare's verdicts on a message, as Email Routing reported them (bridge-worker/cf-verdicts.ts).
+ * A verdict Cloudflare did not report is 'none': never a guess.
+ */
+export interface AuthVerdicts { spf: AuthResult; dkim: AuthResult; dmarc: AuthResult; arc: AuthResult }
+export const AUTH_METHODS = ['spf', 'dkim', 'dmarc', 'arc'] as const;
+export const NO_VERDICTS: AuthVerdicts = { spf: 'none', dkim: 'none', dmarc: 'none', arc: 'none' };
+
+export function isAuthResult(v: unknown): v is AuthResult {
+  return typeof v === 'string' && (AUTH_RESULTS as readonly string[]).includes(v);
+}
+
+/** Exactly the four methods, each an RFC 8601 keyword. */
+export function isAuthVerdicts(v: unknown): v is AuthVerdicts {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const o = v as Record<string, unknown>;
+  return Object.keys(o).length === AUTH_METHODS.length && AUTH_METHODS.every((m) => isAuthResult(o[m]));
+}
+
 export type NackReason = 'shutdown' | 'corrupt' | 'unavailable';
 const NACK_REASONS: readonly string[] = ['shutdown', 'corrupt', 'unavailable'];
 
@@ -116,6 +138,8 @@ export interface MessageFrame {
   sha256: string;
   /** When the Worker accepted it, ms since the epoch. */
   receivedAt: number;
+  /** Cloudflare's SPF/DKIM/DMARC/ARC verdicts; absent for messages stored before they were kept (= all 'none'). */
+  auth?: AuthVerdicts;
 }
 export interface EndFrame { type: 'end'; id: string; chunks: number }
 /** Why a message failed for good: refused by the target, too old, or too many attempts that never settled. */
@@ -344,10 +368,12 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
       return isMessageId(f.id) && isInt(f.attempt, 1, 1_000_000) && isAddress(f.sender, true) &&
         Array.isArray(f.recipients) && f.recipients.length > 0 && f.recipients.length <= 100 &&
         f.recipients.every((r) => isAddress(r)) && isInt(f.size, 0, 2 ** 40) &&
-        typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53)
+        typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53) &&
+        (f.auth === undefined || isAuthVerdicts(f.auth))
         ? {
           type: 'message', id: f.id, attempt: f.attempt, sender: f.sender,
           recipients: f.recipients as string[], size: f.size, sha256: f.sha256, receivedAt: f.receivedAt,
+          ...(f.auth !== undefined ? { auth: { ...(f.auth as AuthVerdicts) } } : {}),
         }
         : null;
     case FRAME.END:

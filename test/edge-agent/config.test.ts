@@ -29,12 +29,14 @@ t.test('a complete file, read as written', async (t) => {
     heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
     journalRetentionDays: 14, stopGraceMs: 10_000, shards: 4,
     recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
+    authservId: 'home.example.com',
   });
   t.same(loadSettings(file, {}), {
     agent: {
       workerUrl: URL, token: TOKEN, target: 'lmtp://127.0.0.1:24', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
       heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, shards: 4,
       recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
+      authservId: 'home.example.com',
     },
     stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, journalRetentionDays: 14,
     stopGraceMs: 10_000, file,
@@ -48,7 +50,7 @@ t.test('defaults for what the file leaves out', async (t) => {
     stateDir: '/var/lib/mailbridge', http: { host: '127.0.0.1', port: 8025 }, logSubject: false, journalRetentionDays: 7, stopGraceMs: 20_000,
   });
   // No list, no delimiter, no bounces; the DSN names this host.
-  t.match(loadSettings(file, {}).agent, { recipientsFile: null, recipientDelimiter: '', bounceRelay: null, reportingMta: defaultReportingMta() });
+  t.match(loadSettings(file, {}).agent, { recipientsFile: null, recipientDelimiter: '', bounceRelay: null, reportingMta: defaultReportingMta(), authservId: defaultReportingMta() });
 });
 
 t.test('the recipients and bounce settings from the environment', async (t) => {
@@ -106,6 +108,7 @@ t.test('every bad setting names its key', async (t) => {
     [{}, { MAILBRIDGE_BOUNCE_RELAY: 'smtp://127.0.0.1:99999' }, /^MAILBRIDGE_BOUNCE_RELAY: invalid target .*port 99999 is out of range/],
     [{ bounceRelay: 42 }, {}, /agent\.json: bounceRelay: must be a string/],
     [{ reportingMta: 'not a domain' }, {}, /agent\.json: reportingMta: must be a domain name/],
+    [{}, { MAILBRIDGE_AUTHSERV_ID: 'home;dmarc=pass' }, /MAILBRIDGE_AUTHSERV_ID: must be a host name/],
     [{}, { MAILBRIDGE_REPORTING_MTA: '-bad.example' }, /^MAILBRIDGE_REPORTING_MTA: must be a domain name/],
   ];
   for (const [cfg, env, message] of cases) {

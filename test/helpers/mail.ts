@@ -7,6 +7,9 @@ import { LmtpClient, type RecipientResult } from '../../lmtp-proxy/client.ts';
 
 export const TRACE = /^Received: from cloudflare-email-routing by ([A-Za-z0-9._-]+) \(mailbridge\) id ([0-9a-f]{32});\r\n\t[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/;
 
+/** Our Authentication-Results, right after the trace header (edge-agent/trace.ts). */
+export const AUTH_RESULTS = /^Authentication-Results: ([A-Za-z0-9.-]+);\r\n\tspf=([a-z]+); dkim=([a-z]+); dmarc=([a-z]+); arc=([a-z]+)\r\n/;
+
 /** Headers (ASCII, CRLF) followed by a body given as bytes. */
 export function message(headers: Record<string, string>, body: Uint8Array): Buffer {
   const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
@@ -80,10 +83,12 @@ export async function drained(summary: () => Promise<Record<string, number>>, ms
   await waitFor('an empty queue', left, 1, ms);
 }
 
-/** Splits a stored message into our trace header (id, agent) and the rest. */
-export function splitTrace(stored: Buffer): { agent: string; id: string; rest: Buffer } | null {
-  const head = stored.subarray(0, 512).toString('latin1');
+/** Splits a stored message into our trace header (id, agent), our Authentication-Results and the rest. */
+export function splitTrace(stored: Buffer): { agent: string; id: string; auth: string; rest: Buffer } | null {
+  const head = stored.subarray(0, 1024).toString('latin1');
   const m = TRACE.exec(head);
   if (!m) return null;
-  return { agent: m[1] ?? '', id: m[2] ?? '', rest: stored.subarray(Buffer.byteLength(m[0], 'latin1')) };
+  const a = AUTH_RESULTS.exec(head.slice(m[0].length));
+  if (!a) return null;
+  return { agent: m[1] ?? '', id: m[2] ?? '', auth: a[0], rest: stored.subarray(m[0].length + a[0].length) };
 }

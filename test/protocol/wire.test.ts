@@ -151,3 +151,14 @@ t.test('wireResults: 100 long replies share the frame, the short ones kept whole
   t.ok(encodeFrame({ type: 'ack', id, results: out }).length <= MAX_CONTROL_FRAME);
   t.not(parseAgentFrame(encodeFrame({ type: 'ack', id, results: out })), null);
 });
+
+t.test('message.auth: optional; when present exactly spf/dkim/dmarc/arc, each an RFC 8601 keyword', async (t) => {
+  const base: MessageFrame = { type: 'message', id, attempt: 1, sender: '', recipients: ['a@x.test'], size: 10, sha256: sha, receivedAt: 1 };
+  const auth = { spf: 'softfail', dkim: 'pass', dmarc: 'fail', arc: 'none' } as const;
+  t.same(parseObjectFrame(encodeFrame({ ...base, auth })), { ...base, auth }, 'carried');
+  t.same(parseObjectFrame(encodeFrame(base)), base, 'absent: a v2 object from before');
+  for (const bad of [
+    { ...auth, dmarc: 'bestguesspass' }, { ...auth, spf: 'PASS' }, { spf: 'pass', dkim: 'pass', dmarc: 'pass' },
+    { ...auth, iprev: 'pass' }, 'pass', null, [],
+  ]) t.equal(parseObjectFrame(JSON.stringify({ ...base, auth: bad })), null, JSON.stringify(bad));
+});

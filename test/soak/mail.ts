@@ -44,11 +44,13 @@ export function makeMessage(index: number, seed: number, maxBytes: number): Soak
   return { index, sender: `soak-${index}@example.net`, recipients, raw, sha256: createHash('sha256').update(raw).digest('hex') };
 }
 
-/** The X-Soak-Id of a stored message, and the message as we sent it (after our trace header). */
+/** The X-Soak-Id of a stored message, and the message as we sent it (after our trace header and Authentication-Results). */
 export function identify(stored: Buffer): { soakId: string; body: Buffer } | null {
   const at = stored.indexOf('Received: from cloudflare-email-routing by ');
   if (at < 0) return null;
-  const traceEnd = stored.indexOf('\r\n', stored.indexOf('\r\n', at) + 2);  // two lines
+  // Two lines of trace, two of Authentication-Results.
+  let traceEnd = at - 2;
+  for (let i = 0; i < 4; i++) traceEnd = stored.indexOf('\r\n', traceEnd + 2);
   const body = stored.subarray(traceEnd + 2);
   const m = /X-Soak-Id: (\d+-\d+)\r\n/.exec(body.subarray(0, 1024).toString('latin1'));
   return m?.[1] ? { soakId: m[1], body } : null;
