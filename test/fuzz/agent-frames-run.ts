@@ -14,10 +14,9 @@ import { startLmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { header, msgId, push, scriptedObject, TOKEN, type Conn } from '../edge-agent/scripted-object.ts';
 import { splitTrace } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
-import { garbleText, pick, randomBytes } from './mutate.ts';
+import { garbleText, pick, randomBytes, type Json } from './mutate.ts';
 import type { PathRun } from './path-run.ts';
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 /** maxReconnectMs here: every wait between sessions is 50-100 ms (backoff.ts). */
@@ -86,7 +85,7 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
           const b = body();
           const templates: Record<string, Json>[] = [
             { type: 'welcome', v: PROTOCOL_VERSION, session: 'a'.repeat(32), window: 4, maxChunk: 1 << 20 },
-            { ...header(id, b, ['rcpt@example.test']) },
+            JSON.parse(JSON.stringify(header(id, b, ['rcpt@example.test']))) as Record<string, Json>,
             { type: 'end', id, chunks: 1 },
             { type: 'bounce', id, sender: 's@example.net', receivedAt: 0, reason: 'refused', results: [], headers: '' },
           ];

@@ -2,7 +2,7 @@
 // two fields broken (deleted, of the wrong type, too long, out of range, an extra one), its
 // JSON cut short, random bytes, huge texts. Each draw comes from the caller's seeded PRNG.
 type Rand = () => number;
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 export const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
 

@@ -14,7 +14,7 @@ import { message, splitTrace } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
-import { garbleText, pick, randomBytes } from './mutate.ts';
+import { garbleText, pick, randomBytes, type Json } from './mutate.ts';
 import type { PathRun } from './path-run.ts';
 
 const ADMIN = 'admin-token-fuzz-0123456789abcdef';
@@ -23,7 +23,6 @@ const ACTIVE = ['incoming', 'queued', 'in-flight', 'deferred', 'bouncing'];
 const FAIR_CLOSES = [1000, 1007, 1008, 1009];
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): Promise<PathRun> {
   const findings: string[] = [];
