@@ -13,6 +13,10 @@ const CF_ARC_SIGNED = /^ARC-(Seal|Message-Signature):[^]*\bd=cloudflare-email\.c
 /** ARC-Authentication-Results / Authentication-Results whose authserv-id is Cloudflare's. */
 const CF_RESULTS = /^(ARC-Authentication-Results:\s*i=\d+\s*;|Authentication-Results:)\s*mx\.cloudflare\.net\s*;/i;
 const CF_OTHER = /^(Received-SPF|X-CF-[A-Za-z0-9-]+):/i;
+/** The names a block's later fields may have. */
+const BLOCK_NAMES = /^(ARC-Seal|ARC-Message-Signature|ARC-Authentication-Results|Received-SPF|Authentication-Results|X-CF-[A-Za-z0-9-]+):/i;
+/** Bytes enough to read any of those names and its colon. */
+const MAX_NAME = 80;
 
 function isCloudflareField(field: string): boolean {
   return CF_ARC_SIGNED.test(field) || CF_RESULTS.test(field) || CF_OTHER.test(field);
@@ -24,28 +28,36 @@ const SP = 0x20;
 const TAB = 0x09;
 
 /**
- * Length of the Cloudflare block at the start of `raw`: the leading run of header fields
+ * Length of the Cloudflare block at the start of `bytes`: the leading run of header fields
  * Cloudflare adds, beginning with its `Received: … by cloudflare-email.com`, up to the first
  * field it did not add. 0 when unsure: no such Received first, a line not ending in CRLF, or
  * the run's end not seen within MAX_BLOCK_BYTES. Only one Received belongs to the block: a
  * sender's own Received or ARC set below it is the sender's message.
  */
-export function cloudflareBlockLength(raw: Uint8Array): number {
-  const end = Math.min(raw.byteLength, MAX_BLOCK_BYTES);
+export function cloudflareBlockLength(bytes: Uint8Array): number {
+  const end = Math.min(bytes.byteLength, MAX_BLOCK_BYTES);
+  const raw = bytes.subarray(0, end);  // every search below stays within the bound
   let start = 0;       // start of the current field
   let fields = 0;
   for (;;) {
     if (start + 1 < end && raw[start] === CR && raw[start + 1] === LF) return start;  // the blank line ends the header section
-    // One field: its first line and its folded continuation lines, each ending in CRLF.
+    // A field by a name Cloudflare does not write ends the block, however long that field is.
+    const seen = Math.min(end, start + MAX_NAME);
+    const lf = raw.indexOf(LF, start);
+    if (seen - start < MAX_NAME && lf < 0) return 0;  // the next field's name may be cut off: unsure
+    const name = latin1(raw.subarray(start, seen));
+    if (!(fields === 0 ? /^Received:/i : BLOCK_NAMES).test(name)) return fields > 0 ? start : 0;
+    // Its first line and its folded continuation lines, each ending in CRLF.
     let i = start;
     for (;;) {
       const lf = raw.indexOf(LF, i);
-      if (lf < 0 || lf >= end) return 0;                 // the field's end is not in sight: unsure
+      if (lf < 0) return 0;                              // the field's end is not in sight: unsure
       if (lf === i || raw[lf - 1] !== CR) return 0;      // a bare LF: not Cloudflare's writing
       i = lf + 1;
       if (i >= end) return 0;                            // cannot see whether the field goes on
       if (raw[i] !== SP && raw[i] !== TAB) break;
     }
+    // Of Cloudflare's, by what it says: a second Received, a forwarder's ARC set are the sender's.
     const field = latin1(raw.subarray(start, Math.min(i, start + 1024)));
     if (fields === 0 ? !CF_RECEIVED.test(field) : !isCloudflareField(field)) return fields > 0 ? start : 0;
     fields++;

@@ -2,6 +2,7 @@
 // the queue object. Returning means "stored durably"; throwing makes Email
 // Routing answer the sender with a temporary error, so the sender retries.
 import { isAddress } from '../protocol/wire.ts';
+import { MAX_BLOCK_BYTES } from './cloudflare-block.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
 import { rejectReason } from './verdict.ts';
@@ -38,7 +39,8 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   if (cfg.allowedRecipients.length > 0 && !cfg.allowedRecipients.includes(message.to.toLowerCase())) {
     return reject('5.1.1 No such recipient here');
   }
-  if (message.rawSize > cfg.maxMessageBytes) {
+  // The limit is the sender's message's: Cloudflare's block (storeChunks finds it) comes on top.
+  if (message.rawSize > cfg.maxMessageBytes + MAX_BLOCK_BYTES) {
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
   const queue = shardStub(env, shardOf(message.to, cfg.shards));

@@ -36,6 +36,8 @@ interface Attachment {
   closed?: boolean;
   /** The agent's hello said it has a bounce relay: bounce tasks may go to it. */
   bounces?: boolean;
+  /** The protocol version of the agent's hello (absent: before v3 was known, treated as 2). */
+  version?: number;
 }
 
 export type IngestResult =
@@ -120,6 +122,7 @@ export class RelayQueue extends DurableObject<Env> {
         a.window = frame.window;
         a.credit = frame.credit;
         a.bounces = frame.bounces === true;
+        a.version = frame.v;
         this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
@@ -192,6 +195,7 @@ export class RelayQueue extends DurableObject<Env> {
       log('ingest.too-large', { id, size: stored.size, maxBytes });
       return { status: 'too-large', size: stored.size };
     }
+    // The key covers the sender's message, not Cloudflare's block: a retry under a new block is one message.
     const key = await dedupeKey(sender, recipients, stored.sha256);
     const earlier = this.#store.findDuplicate(key, now - readConfig(this.env).dedupeWindowMs);
     if (earlier !== null) {
@@ -199,7 +203,7 @@ export class RelayQueue extends DurableObject<Env> {
       log('ingest.duplicate', { id: earlier, size: stored.size });
       return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, verdictWaitMs) };
     }
-    this.#store.commit(id, stored.size, stored.sha256, stored.chunks, key);
+    this.#store.commit(id, stored.size, stored.sha256, stored.prefix, stored.chunks, key);
     if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
@@ -253,10 +257,10 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /** What GET /admin/messages/<id>/raw needs before streaming: size, hash, chunk count. */
-  async adminRaw(id: string): Promise<{ size: number; sha256: string; chunks: number } | null> {
+  async adminRaw(id: string): Promise<{ size: number; sha256: string; prefix: number; chunks: number } | null> {
     const message = this.#store.get(id);
     if (!message || message.state === 'incoming') return null;
-    return { size: message.size, sha256: message.sha256, chunks: message.chunks };
+    return { size: message.size, sha256: message.sha256, prefix: message.prefix, chunks: message.chunks };
   }
 
   /** One stored chunk, fetched per read so an export holds one chunk in memory; null once the message is gone. */
@@ -586,7 +590,8 @@ export class RelayQueue extends DurableObject<Env> {
           });
           continue;
         }
-        const next = this.#store.nextQueued(a.agent ?? '', now);
+        // An agent before v3 hashes every byte: it gets only messages whose sha256 covers them all.
+        const next = this.#store.nextQueued(a.agent ?? '', now, (a.version ?? 2) >= 3);
         if (!next) break;
         // The age limit holds at every lease, not only when an attempt settles (the grace of one
         // minimal backoff lets the last attempt, which settle() schedules at the limit, run).
@@ -600,6 +605,7 @@ export class RelayQueue extends DurableObject<Env> {
         this.#send(ws, {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
           recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
+          ...(next.prefix > 0 ? { prefix: next.prefix } : {}),
         });
         if (readConfig(this.env).logLevel === 'debug') log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
         a.cursor = { id: next.id, seq: 0, chunks: next.chunks };
@@ -657,6 +663,7 @@ function tempfailText(frame: AckFrame): string {
   return frame.results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient}: ${r.code} ${r.text}`).join('; ');
 }
 
+/** `sha256`: of the sender's message, the bytes after Cloudflare's block (storeChunks). */
 async function dedupeKey(sender: string, recipients: string[], sha256: string): Promise<string> {
   const text = `${sender}\n${recipients.join('\n')}\n${sha256}`;
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));

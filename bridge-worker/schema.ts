@@ -94,6 +94,9 @@ const MIGRATIONS: readonly string[] = [
      received_at INTEGER NOT NULL,
      PRIMARY KEY (digest, part)
    );`,
+  // 5: prefix: length of the Cloudflare block at the start of the stored bytes (0: none
+  // stripped); sha256 and the dedupe key cover the bytes after it, the sender's message.
+  `ALTER TABLE messages ADD COLUMN prefix INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,4 +1,4 @@
-// The agent <-> object wire protocol, version 2 (docs/protocol.md).
+// The agent <-> object wire protocol, version 3 (docs/protocol.md).
 // Imported by bridge-worker (workerd) and edge-agent (Node): keep it free of
 // runtime-specific APIs. Every frame from the other end goes through a parser
 // here that checks each field and returns null instead of throwing.
@@ -7,9 +7,12 @@
 // each one a chunk of the message whose `message` frame came last; messages are
 // never interleaved on one socket, so a binary frame needs no header.
 
-export const PROTOCOL_VERSION = 2;
-/** Versions the object accepts in hello: a v1 agent neither publishes recipients nor sends bounces. */
-export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];
+export const PROTOCOL_VERSION = 3;
+/**
+ * Versions the object accepts in hello: a v1 agent neither publishes recipients nor sends
+ * bounces; a v1 or v2 agent hashes every byte, so it gets only messages with `prefix` 0.
+ */
+export const SUPPORTED_VERSIONS: readonly number[] = [1, 2, 3];
 
 /** Largest control frame either end accepts (bytes of UTF-16 text, roughly). */
 export const MAX_CONTROL_FRAME = 64 * 1024;
@@ -112,8 +115,13 @@ export interface MessageFrame {
   sender: string;
   recipients: string[];
   size: number;
-  /** Lowercase hex SHA-256 of the stored bytes. */
+  /** Lowercase hex SHA-256 of the stored bytes after the first `prefix`. */
   sha256: string;
+  /**
+   * v3: length of Cloudflare's block at the start of the bytes, which `sha256` does not cover
+   * (`size` does); absent means 0.
+   */
+  prefix?: number;
   /** When the Worker accepted it, ms since the epoch. */
   receivedAt: number;
 }
@@ -339,10 +347,12 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
       return isMessageId(f.id) && isInt(f.attempt, 1, 1_000_000) && isAddress(f.sender, true) &&
         Array.isArray(f.recipients) && f.recipients.length > 0 && f.recipients.length <= 100 &&
         f.recipients.every((r) => isAddress(r)) && isInt(f.size, 0, 2 ** 40) &&
-        typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53)
+        typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53) &&
+        (f.prefix === undefined || isInt(f.prefix, 0, f.size as number))
         ? {
           type: 'message', id: f.id, attempt: f.attempt, sender: f.sender,
           recipients: f.recipients as string[], size: f.size, sha256: f.sha256, receivedAt: f.receivedAt,
+          ...(typeof f.prefix === 'number' && f.prefix > 0 ? { prefix: f.prefix } : {}),
         }
         : null;
     case FRAME.END:

@@ -65,7 +65,9 @@ export interface MessageDetail extends Message { headers: HeaderField[] }
 
 export interface RawMessage {
   size: number;
+  /** Of the bytes after the first `prefix` (Cloudflare's block). */
   sha256: string;
+  prefix: number;
   body: AsyncIterable<Uint8Array>;
 }
 
@@ -271,8 +273,10 @@ export class AdminClient {
     }
     const size = Number(res.headers.get('X-Message-Size'));
     const sha256 = res.headers.get('X-Message-Sha256') ?? '';
+    // Absent from a Worker before the Cloudflare block was recognised: sha256 covers every byte.
+    const prefix = Number(res.headers.get('X-Message-Prefix') ?? '0');
     const type = res.headers.get('Content-Type') ?? '';
-    if (!Number.isSafeInteger(size) || size < 0 || !/^[0-9a-f]{64}$/.test(sha256) || !type.startsWith('application/octet-stream') || res.body === null) {
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(prefix) || prefix < 0 || prefix > size || !/^[0-9a-f]{64}$/.test(sha256) || !type.startsWith('application/octet-stream') || res.body === null) {
       clearTimeout(timer);
       await res.body?.cancel().catch(() => {});
       throw new CliError('api', `unexpected answer from ${url.href}: not a raw message (missing X-Message-Size / X-Message-Sha256); is the Worker older than relayctl?`);
@@ -296,7 +300,7 @@ export class AdminClient {
         await body.cancel().catch(() => {});
       }
     }
-    return { size, sha256, body: pieces() };
+    return { size, sha256, prefix, body: pieces() };
   }
 
   #url(path: string): URL {
