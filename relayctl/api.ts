@@ -46,7 +46,9 @@ export interface Message {
   /** Final per-recipient replies so far (with the last tempfails, once dead-lettered). */
   results: RecipientResult[];
   size: number;
+  /** Of the bytes after `prefix`: Cloudflare's block at the start, which the size counts. */
   sha256: string;
+  prefix: number;
   chunks: number;
   receivedAt: number;
   retryFrom: number;
@@ -130,6 +132,8 @@ function message(v: unknown, at: string): Message {
     results: arr(o.results, `${at}.results`).map((r, i) => result(r, `${at}.results[${i}]`)),
     size: int(o.size, `${at}.size`),
     sha256: str(o.sha256, `${at}.sha256`),
+    // Absent from a Worker older than the Cloudflare block's recognition: no prefix.
+    prefix: o.prefix === undefined ? 0 : int(o.prefix, `${at}.prefix`),
     chunks: int(o.chunks, `${at}.chunks`),
     receivedAt: int(o.receivedAt, `${at}.receivedAt`),
     retryFrom: int(o.retryFrom, `${at}.retryFrom`),
