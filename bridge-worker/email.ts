@@ -22,7 +22,16 @@ export type EmailOutcome =
   | { outcome: 'rejected'; reason: string };
 
 
+/**
+ * What email() may take in all, storing and waiting for the verdict, whatever VERDICT_WAIT_MS
+ * says: well inside Email Routing's ~30 s wall clock (docs/reference §4). The verdict wait gets
+ * what storing left of it, less RETURN_MARGIN_MS for the answer's way back.
+ */
+export const EMAIL_BUDGET_MS = 25_000;
+export const RETURN_MARGIN_MS = 1_000;
+
 export async function handleEmail(message: IncomingEmail, env: Env): Promise<EmailOutcome> {
+  const start = Date.now();
   const cfg = readConfig(env);
   const reject = (reason: string): EmailOutcome => {
     message.setReject(reason);
@@ -45,7 +54,8 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   }
   const queue = shardStub(env, shardOf(message.to, cfg.shards));
   // One call stores the message and, with VERDICT_WAIT_MS > 0, waits for the agent's answer.
-  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs);
+  const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
+  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, budgetMs);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }

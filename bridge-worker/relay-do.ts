@@ -169,11 +169,15 @@ export class RelayQueue extends DurableObject<Env> {
    * Stores one message durably and returns only once it is committed: the
    * runtime holds this RPC's answer until the writes are on disk. With
    * `verdictWaitMs` > 0 it then waits that long for the agent's answer, in the
-   * same call: one round trip from the Worker to the object, not two.
+   * same call: one round trip from the Worker to the object, not two. `budgetMs`: what the
+   * call may take in all, from its start here (email()'s budget); the verdict wait gets what
+   * storing left of it, so a slow store never pushes email() past Email Routing's wall clock.
    */
   async ingest(
     sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number, verdictWaitMs = 0,
+    budgetMs = Number.POSITIVE_INFINITY,
   ): Promise<IngestResult> {
+    const deadline = Date.now() + budgetMs;  // the object's own clock: no skew with the Worker's
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
       log('ingest.unknown-recipient', { recipients: unknown });
@@ -201,13 +205,13 @@ export class RelayQueue extends DurableObject<Env> {
     if (earlier !== null) {
       this.#store.remove(id);
       log('ingest.duplicate', { id: earlier, size: stored.size });
-      return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, verdictWaitMs) };
+      return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, waitLeft(verdictWaitMs, deadline)) };
     }
     this.#store.commit(id, stored.size, stored.sha256, stored.prefix, stored.chunks, key);
     if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
-    return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, verdictWaitMs) };
+    return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, waitLeft(verdictWaitMs, deadline)) };
   }
 
   /**
@@ -657,6 +661,14 @@ export class RelayQueue extends DurableObject<Env> {
     this.#giveUpUnsettled(released);
     return released.length;
   }
+}
+
+/**
+ * The verdict wait asked for, cut to what is left before `deadline`. A wait that was asked for
+ * but has no time left is 1 ms: a verdict already known is still given, nothing is waited for.
+ */
+function waitLeft(asked: number, deadline: number): number {
+  return asked <= 0 ? 0 : Math.max(1, Math.min(asked, deadline - Date.now()));
 }
 
 function tempfailText(frame: AckFrame): string {
