@@ -5,7 +5,7 @@
 // every attempt: the Worker gets what message.raw holds in production.
 import { createReadStream } from 'node:fs';
 import { request } from 'node:http';
-import type { Handoff, HandoffResult, Received } from '../lmtp-proxy/ingress.ts';
+import type { Handoff, HandoffResult, Received } from './ingress.ts';
 import { cloudflareBlock, type BlockOptions } from './email-routing.ts';
 
 export function workerHandoff(workerUrl: URL, token: string, block: BlockOptions = {}): Handoff {

@@ -12,7 +12,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { validateConfig } from '../../edge-agent/config.ts';
 import { silentLogger } from '../../edge-agent/log.ts';
 import { AgentSession } from '../../edge-agent/session.ts';
-import { startIngress } from '../../lmtp-proxy/ingress.ts';
+import { startIngress } from '../../local/ingress.ts';
 import { startLocalRelay } from '../../local/relay.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import {

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MEMORY_MAX_BYTES, startIngress, type HandoffResult, type IngressOptions, type Received } from '../../lmtp-proxy/ingress.ts';
+import { MEMORY_MAX_BYTES, startIngress, type HandoffResult, type IngressOptions, type Received } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { STAND_IN_BLOCK, sendSmtp, shiftJisMessage, splitBlock } from '../helpers/mail.ts';
 
