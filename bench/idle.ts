@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LmtpClient } from '../lmtp-proxy/client.ts';
-import { startMaildirTarget, type MaildirTarget } from '../lmtp-proxy/maildir-target.ts';
+import { startMaildirTarget, type MaildirTarget } from '../local/maildir-target.ts';
 import { childrenNamed, clockTicks, spawnChild, treeCpu, treePids } from './lib/proc.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '60' } } });

@@ -85,11 +85,12 @@ export async function handleAdmin(request: Request, token: string, shards: Queue
   if (method === 'GET' && action === 'raw') {
     const raw = queue ? await queue.adminRaw(id) : null;
     if (!queue || !raw) return json(404, { error: 'no such message' });
-    // No Content-Length on a stream: the client checks the bytes against these two.
+    // No Content-Length on a stream: the client checks the bytes against these (sha256: after the prefix).
     return new Response(rawStream(queue, id, raw.chunks), {
       headers: {
         'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store',
         'X-Message-Size': String(raw.size), 'X-Message-Sha256': raw.sha256,
+        'X-Message-Prefix': String(raw.prefix),
       },
     });
   }

@@ -1,17 +1,23 @@
 // Reads one raw message stream into chunk rows of at most MAX_CHUNK_BYTES,
 // hashing on the way. Holds one chunk in memory, never the whole message.
 import { MAX_CHUNK_BYTES } from '../protocol/wire.ts';
+import { MAX_BLOCK_BYTES, cloudflareBlockLength } from './cloudflare-block.ts';
 import { hex } from './log.ts';
 import type { MessageStore } from './store.ts';
 
 export type ChunkResult =
-  | { ok: true; size: number; chunks: number; sha256: string }
+  /**
+   * `prefix`: length of Cloudflare's block at the start (stored, not hashed); `sha256`: of
+   * the bytes after it, the sender's message. One hash pass, over those bytes only.
+   */
+  | { ok: true; size: number; chunks: number; sha256: string; prefix: number }
   | { ok: false; size: number };
 
 export async function storeChunks(
   store: MessageStore,
   id: string,
   raw: ReadableStream<Uint8Array>,
+  /** Of the sender's message: Cloudflare's block comes on top (at most MAX_BLOCK_BYTES). */
   maxBytes: number,
   /** The size Email Routing announced: buffers are no bigger than needed (a 10 KiB message needs no 1 MiB one). */
   sizeHint = MAX_CHUNK_BYTES,
@@ -24,11 +30,18 @@ export async function storeChunks(
   let flushed = 0;
   let size = 0;
   let seq = 0;
+  let prefix = 0;
+  let cap = maxBytes + MAX_BLOCK_BYTES;  // until the block's length is known
   const flush = async (): Promise<void> => {
     if (fill === 0 || !buf) return;
     const data = buf.subarray(0, fill);
+    // The block ends within the first chunk or is not stripped (a bounded scan of its start).
+    if (seq === 0) {
+      prefix = cloudflareBlockLength(data);
+      cap = maxBytes + prefix;
+    }
     store.appendChunk(id, seq++, data);
-    await hash.write(data);
+    await hash.write(flushed === 0 ? data.subarray(prefix) : data);
     // The row and the hash have their copies; the next bytes get a fresh buffer.
     flushed += fill;
     buf = null;
@@ -38,7 +51,7 @@ export async function storeChunks(
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > maxBytes) {
+    if (size > cap) {
       await reader.cancel('message too large');
       await hash.abort('message too large');
       return { ok: false, size };
@@ -63,6 +76,10 @@ export async function storeChunks(
     }
   }
   await flush();
+  if (size > cap) {
+    await hash.abort('message too large');
+    return { ok: false, size };
+  }
   await hash.close();
-  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest) };
+  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest), prefix };
 }

@@ -36,6 +36,8 @@ interface Attachment {
   closed?: boolean;
   /** The agent's hello said it has a bounce relay: bounce tasks may go to it. */
   bounces?: boolean;
+  /** The protocol version of the agent's hello (absent: a socket accepted before it was kept, treated as 1). */
+  version?: number;
 }
 
 export type IngestResult =
@@ -120,6 +122,7 @@ export class RelayQueue extends DurableObject<Env> {
         a.window = frame.window;
         a.credit = frame.credit;
         a.bounces = frame.bounces === true;
+        a.version = frame.v;
         this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
@@ -166,13 +169,17 @@ export class RelayQueue extends DurableObject<Env> {
    * Stores one message durably and returns only once it is committed: the
    * runtime holds this RPC's answer until the writes are on disk. With
    * `verdictWaitMs` > 0 it then waits that long for the agent's answer, in the
-   * same call: one round trip from the Worker to the object, not two.
+   * same call: one round trip from the Worker to the object, not two. `budgetMs`: what the
+   * call may take in all, from its start here (email()'s budget); the verdict wait gets what
+   * storing left of it, so a slow store never pushes email() past Email Routing's wall clock.
    */
   async ingest(
     sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number, verdictWaitMs = 0,
     /** Cloudflare's verdicts (cf-verdicts.ts), kept with the message and sent with it to the agent. */
     auth: AuthVerdicts | null = null,
+    budgetMs = Number.POSITIVE_INFINITY,
   ): Promise<IngestResult> {
+    const deadline = Date.now() + budgetMs;  // the object's own clock: no skew with the Worker's
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
       log('ingest.unknown-recipient', { recipients: unknown });
@@ -194,18 +201,19 @@ export class RelayQueue extends DurableObject<Env> {
       log('ingest.too-large', { id, size: stored.size, maxBytes });
       return { status: 'too-large', size: stored.size };
     }
+    // The key covers the sender's message, not Cloudflare's block: a retry under a new block is one message.
     const key = await dedupeKey(sender, recipients, stored.sha256);
     const earlier = this.#store.findDuplicate(key, now - readConfig(this.env).dedupeWindowMs);
     if (earlier !== null) {
       this.#store.remove(id);
       log('ingest.duplicate', { id: earlier, size: stored.size });
-      return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, verdictWaitMs) };
+      return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, waitLeft(verdictWaitMs, deadline)) };
     }
-    this.#store.commit(id, stored.size, stored.sha256, stored.chunks, key);
+    this.#store.commit(id, stored.size, stored.sha256, stored.prefix, stored.chunks, key);
     if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
-    return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, verdictWaitMs) };
+    return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, waitLeft(verdictWaitMs, deadline)) };
   }
 
   /**
@@ -255,10 +263,10 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /** What GET /admin/messages/<id>/raw needs before streaming: size, hash, chunk count. */
-  async adminRaw(id: string): Promise<{ size: number; sha256: string; chunks: number } | null> {
+  async adminRaw(id: string): Promise<{ size: number; sha256: string; prefix: number; chunks: number } | null> {
     const message = this.#store.get(id);
     if (!message || message.state === 'incoming') return null;
-    return { size: message.size, sha256: message.sha256, chunks: message.chunks };
+    return { size: message.size, sha256: message.sha256, prefix: message.prefix, chunks: message.chunks };
   }
 
   /** One stored chunk, fetched per read so an export holds one chunk in memory; null once the message is gone. */
@@ -588,7 +596,8 @@ export class RelayQueue extends DurableObject<Env> {
           });
           continue;
         }
-        const next = this.#store.nextQueued(a.agent ?? '', now);
+        // A v1 agent hashes every byte: it gets only messages whose sha256 covers them all.
+        const next = this.#store.nextQueued(a.agent ?? '', now, (a.version ?? 1) >= 2);
         if (!next) break;
         // The age limit holds at every lease, not only when an attempt settles (the grace of one
         // minimal backoff lets the last attempt, which settle() schedules at the limit, run).
@@ -603,6 +612,7 @@ export class RelayQueue extends DurableObject<Env> {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
           recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
           ...(next.auth ? { auth: next.auth } : {}),
+          ...(next.prefix > 0 ? { prefix: next.prefix } : {}),
         });
         if (readConfig(this.env).logLevel === 'debug') log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
         a.cursor = { id: next.id, seq: 0, chunks: next.chunks };
@@ -656,10 +666,19 @@ export class RelayQueue extends DurableObject<Env> {
   }
 }
 
+/**
+ * The verdict wait asked for, cut to what is left before `deadline`. A wait that was asked for
+ * but has no time left is 1 ms: a verdict already known is still given, nothing is waited for.
+ */
+function waitLeft(asked: number, deadline: number): number {
+  return asked <= 0 ? 0 : Math.max(1, Math.min(asked, deadline - Date.now()));
+}
+
 function tempfailText(frame: AckFrame): string {
   return frame.results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient}: ${r.code} ${r.text}`).join('; ');
 }
 
+/** `sha256`: of the sender's message, the bytes after Cloudflare's block (storeChunks). */
 async function dedupeKey(sender: string, recipients: string[], sha256: string): Promise<string> {
   const text = `${sender}\n${recipients.join('\n')}\n${sha256}`;
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));

@@ -97,6 +97,9 @@ const MIGRATIONS: readonly string[] = [
   // 5: Cloudflare's verdicts on the message (JSON {spf, dkim, dmarc, arc}, RFC 8601 keywords);
   // NULL for messages stored before they were kept: the agent then writes 'none' for each.
   `ALTER TABLE messages ADD COLUMN auth TEXT;`,
+  // 6: prefix: length of the Cloudflare block at the start of the stored bytes (0: none
+  // stripped); sha256 and the dedupe key cover the bytes after it, the sender's message.
+  `ALTER TABLE messages ADD COLUMN prefix INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -10,7 +10,9 @@ export interface MessageRow {
   recipients: string[];
   results: RecipientResult[];
   size: number;
+  /** Of the bytes after `prefix`, Cloudflare's block (0 for none). */
   sha256: string;
+  prefix: number;
   chunks: number;
   receivedAt: number;
   /** Start of the retry clock: receivedAt, or the time of a dead-letter replay. */
@@ -55,6 +57,7 @@ function toMessage(r: Row): MessageRow {
     results: JSON.parse(String(r.results)) as RecipientResult[],
     size: Number(r.size),
     sha256: String(r.sha256 ?? ''),
+    prefix: Number(r.prefix ?? 0),
     chunks: Number(r.chunks),
     receivedAt: Number(r.received_at),
     retryFrom: Number(r.retry_from ?? r.received_at),
@@ -90,11 +93,11 @@ export class MessageStore {
   }
 
   /** incoming -> queued, once every chunk is stored. */
-  commit(id: string, size: number, sha256: string, chunks: number, dedupeKey: string): void {
+  commit(id: string, size: number, sha256: string, prefix: number, chunks: number, dedupeKey: string): void {
     this.#sql.exec(
-      `UPDATE messages SET state = 'queued', size = ?, sha256 = ?, chunks = ?, dedupe_key = ?
+      `UPDATE messages SET state = 'queued', size = ?, sha256 = ?, prefix = ?, chunks = ?, dedupe_key = ?
        WHERE id = ? AND state = 'incoming'`,
-      size, sha256, chunks, dedupeKey, id,
+      size, sha256, prefix, chunks, dedupeKey, id,
     );
   }
 
@@ -158,13 +161,15 @@ export class MessageStore {
    * Oldest queued message this agent may lease: one without affinity, its own, or one
    * whose affinity to another agent has run out.
    */
-  nextQueued(agent: string, now: number): MessageRow | null {
+  /** `prefixes`: the agent checks sha256 after a prefix (protocol v2); else only messages without one. */
+  nextQueued(agent: string, now: number, prefixes = true): MessageRow | null {
     const r = this.#sql.exec(
       `SELECT * FROM messages WHERE state = 'queued'
          AND (affinity_until IS NULL OR affinity_until <= ? OR agent = ?)
          AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+         AND (? OR prefix = 0)
        ORDER BY received_at, id LIMIT 1`,
-      now, agent, now,
+      now, agent, now, prefixes ? 1 : 0,
     ).toArray()[0];
     return r ? toMessage(r) : null;
   }

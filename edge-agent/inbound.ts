@@ -1,7 +1,9 @@
 // One message arriving over the WebSocket, exposed to the LMTP client as an
 // async iterable of chunks. Verifies size and SHA-256 as bytes pass: if they do
 // not match the header, the iterator throws before its end, so the LMTP client
-// never sends the final dot and Dovecot never stores a corrupt message.
+// never sends the final dot and Dovecot never stores a corrupt message. The
+// SHA-256 covers the bytes after the header's `prefix` (Cloudflare's block);
+// the size covers them all.
 import { createHash } from 'node:crypto';
 import type { MessageFrame } from '../protocol/wire.ts';
 
@@ -37,7 +39,8 @@ export class InboundMessage implements AsyncIterable<Uint8Array> {
     if (this.#ended) return this.fail('chunk after end frame');
     this.#received += chunk.byteLength;
     if (this.#received > this.header.size) return this.fail(`more than the announced ${this.header.size} bytes`);
-    this.#hash.update(chunk);
+    const skip = (this.header.prefix ?? 0) - (this.#received - chunk.byteLength);  // prefix bytes in this chunk
+    this.#hash.update(skip > 0 ? chunk.subarray(Math.min(skip, chunk.byteLength)) : chunk);
     if (this.#abandoned) {
       this.#grant(chunk.byteLength);
       return;

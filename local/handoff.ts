@@ -1,25 +1,33 @@
 // The ingress -> Worker hop on one machine: POSTs a received message to the
 // Worker's dev-only /dev/email route, which runs the same handleEmail() as
 // Email Routing's email() (wrangler's own local email route stops at 1 MiB).
+// Like Email Routing, it writes a fresh Cloudflare block above the message on
+// every attempt: the Worker gets what message.raw holds in production.
 import { createReadStream } from 'node:fs';
 import { request } from 'node:http';
-import type { Handoff, HandoffResult, Received } from '../lmtp-proxy/ingress.ts';
+import type { Handoff, HandoffResult, Received } from './ingress.ts';
+import { cloudflareBlock, type BlockOptions } from './email-routing.ts';
 
-export function workerHandoff(workerUrl: URL, token: string): Handoff {
-  return { send: (sender, recipient, message) => postToWorker(workerUrl, token, sender, recipient, message) };
+export function workerHandoff(workerUrl: URL, token: string, block: BlockOptions = {}): Handoff {
+  return { send: (sender, recipient, message) => postToWorker(workerUrl, token, sender, recipient, message, {}, block) };
 }
 
-/** One recipient's copy to /dev/email, with `headers` added to the request (the HTTP-API baseline adds one). */
+/**
+ * One recipient's copy to /dev/email, under a fresh Cloudflare block (`block`: its options),
+ * with `headers` added to the request (the HTTP-API baseline adds one).
+ */
 export function postToWorker(
   workerUrl: URL, token: string, sender: string, recipient: string, message: Received, headers: Record<string, string> = {},
+  block: BlockOptions = {},
 ): Promise<HandoffResult> {
+  const head = cloudflareBlock(sender, recipient, block);
   const url = new URL('/dev/email', workerUrl);
   url.searchParams.set('from', sender);
   url.searchParams.set('to', recipient);
   return new Promise((resolve) => {
     const req = request(url, {
       method: 'POST',
-      headers: { ...headers, Authorization: `Bearer ${token}`, 'Content-Length': message.size, 'Content-Type': 'message/rfc822' },
+      headers: { ...headers, Authorization: `Bearer ${token}`, 'Content-Length': head.byteLength + message.size, 'Content-Type': 'message/rfc822' },
     }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
@@ -37,6 +45,7 @@ export function postToWorker(
       res.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker response: ${err.message}` }));
     });
     req.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` }));
+    req.write(head);
     if (message.kind === 'file') {
       createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
     } else {

@@ -8,7 +8,10 @@
 // never interleaved on one socket, so a binary frame needs no header.
 
 export const PROTOCOL_VERSION = 2;
-/** Versions the object accepts in hello: a v1 agent neither publishes recipients nor sends bounces. */
+/**
+ * Versions the object accepts in hello: a v1 agent neither publishes recipients nor sends
+ * bounces, and hashes every byte, so it gets only messages with `prefix` 0.
+ */
 export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];
 
 /** Largest control frame either end accepts (bytes of UTF-16 text, roughly). */
@@ -134,8 +137,13 @@ export interface MessageFrame {
   sender: string;
   recipients: string[];
   size: number;
-  /** Lowercase hex SHA-256 of the stored bytes. */
+  /** Lowercase hex SHA-256 of the stored bytes after the first `prefix`. */
   sha256: string;
+  /**
+   * v2: length of Cloudflare's block at the start of the bytes, which `sha256` does not cover
+   * (`size` does); absent means 0.
+   */
+  prefix?: number;
   /** When the Worker accepted it, ms since the epoch. */
   receivedAt: number;
   /** Cloudflare's SPF/DKIM/DMARC/ARC verdicts; absent for messages stored before they were kept (= all 'none'). */
@@ -369,11 +377,13 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
         Array.isArray(f.recipients) && f.recipients.length > 0 && f.recipients.length <= 100 &&
         f.recipients.every((r) => isAddress(r)) && isInt(f.size, 0, 2 ** 40) &&
         typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53) &&
-        (f.auth === undefined || isAuthVerdicts(f.auth))
+        (f.auth === undefined || isAuthVerdicts(f.auth)) &&
+        (f.prefix === undefined || isInt(f.prefix, 0, f.size as number))
         ? {
           type: 'message', id: f.id, attempt: f.attempt, sender: f.sender,
           recipients: f.recipients as string[], size: f.size, sha256: f.sha256, receivedAt: f.receivedAt,
           ...(f.auth !== undefined ? { auth: { ...(f.auth as AuthVerdicts) } } : {}),
+          ...(typeof f.prefix === 'number' && f.prefix > 0 ? { prefix: f.prefix } : {}),
         }
         : null;
     case FRAME.END:

@@ -46,7 +46,9 @@ export interface Message {
   /** Final per-recipient replies so far (with the last tempfails, once dead-lettered). */
   results: RecipientResult[];
   size: number;
+  /** Of the bytes after `prefix`: Cloudflare's block at the start, which the size counts. */
   sha256: string;
+  prefix: number;
   chunks: number;
   receivedAt: number;
   retryFrom: number;
@@ -65,7 +67,9 @@ export interface MessageDetail extends Message { headers: HeaderField[] }
 
 export interface RawMessage {
   size: number;
+  /** Of the bytes after the first `prefix` (Cloudflare's block). */
   sha256: string;
+  prefix: number;
   body: AsyncIterable<Uint8Array>;
 }
 
@@ -128,6 +132,8 @@ function message(v: unknown, at: string): Message {
     results: arr(o.results, `${at}.results`).map((r, i) => result(r, `${at}.results[${i}]`)),
     size: int(o.size, `${at}.size`),
     sha256: str(o.sha256, `${at}.sha256`),
+    // Absent from a Worker older than the Cloudflare block's recognition: no prefix.
+    prefix: o.prefix === undefined ? 0 : int(o.prefix, `${at}.prefix`),
     chunks: int(o.chunks, `${at}.chunks`),
     receivedAt: int(o.receivedAt, `${at}.receivedAt`),
     retryFrom: int(o.retryFrom, `${at}.retryFrom`),
@@ -271,8 +277,10 @@ export class AdminClient {
     }
     const size = Number(res.headers.get('X-Message-Size'));
     const sha256 = res.headers.get('X-Message-Sha256') ?? '';
+    // Absent from a Worker before the Cloudflare block was recognised: sha256 covers every byte.
+    const prefix = Number(res.headers.get('X-Message-Prefix') ?? '0');
     const type = res.headers.get('Content-Type') ?? '';
-    if (!Number.isSafeInteger(size) || size < 0 || !/^[0-9a-f]{64}$/.test(sha256) || !type.startsWith('application/octet-stream') || res.body === null) {
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(prefix) || prefix < 0 || prefix > size || !/^[0-9a-f]{64}$/.test(sha256) || !type.startsWith('application/octet-stream') || res.body === null) {
       clearTimeout(timer);
       await res.body?.cancel().catch(() => {});
       throw new CliError('api', `unexpected answer from ${url.href}: not a raw message (missing X-Message-Size / X-Message-Sha256); is the Worker older than relayctl?`);
@@ -296,7 +304,7 @@ export class AdminClient {
         await body.cancel().catch(() => {});
       }
     }
-    return { size, sha256, body: pieces() };
+    return { size, sha256, prefix, body: pieces() };
   }
 
   #url(path: string): URL {

@@ -220,7 +220,9 @@ async function run(argv: string[], io: Io): Promise<void> {
       const hash = createHash('sha256');
       let size = 0;
       for await (const piece of raw.body) {
-        hash.update(piece);
+        // The sha256 covers the bytes after Cloudflare's block (X-Message-Prefix); the size all.
+        const skip = raw.prefix - size;
+        hash.update(skip > 0 ? piece.subarray(Math.min(skip, piece.byteLength)) : piece);
         size += piece.byteLength;
         await write(piece);
       }

@@ -15,7 +15,7 @@
 // answers {"summary":{...},"seq":n}. SIGTERM stops it.
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { startIngress } from '../../lmtp-proxy/ingress.ts';
+import { startIngress } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { inspectorWrapper } from '../lib/workerd-inspect.ts';

@@ -3,6 +3,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { cloudflareBlock } from '../../local/email-routing.ts';
+import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -28,6 +30,15 @@ const ended = (a: RawAgent, id: string) => a.until((s) => s.some((x) => x.kind =
 const ackAll = (a: RawAgent, m: MessageFrame) => a.send({
   type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
 });
+
+/** Waits (a bound, not a timing goal) until nothing is queued or in flight. */
+async function idle(): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const s = await w.summary();
+    if ((s.queued ?? 0) + (s['in-flight'] ?? 0) === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 t.test('refuses agents without the right bearer token', async (t) => {
   for (const [name, token, url] of [
@@ -55,12 +66,16 @@ t.test('8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB, onc
   const a = await connect();
   const m = await header(a, String(r.body.id));
   await ended(a, m.id);
-  t.equal(m.size, body.length);
-  t.equal(m.sha256, createHash('sha256').update(body).digest('hex'));
+  const prefix = m.prefix ?? 0;
+  t.ok(prefix > 0, 'the stand-in\'s Cloudflare block was found');
+  t.equal(m.size, prefix + body.length, 'size: the block and the sender\'s bytes');
+  t.equal(m.sha256, createHash('sha256').update(body).digest('hex'), 'sha256: the sender\'s bytes, after the block');
   t.same(m.recipients, ['alice@example.test']);
   const chunks = a.seen.filter((s) => s.kind === 'chunk');
   t.ok(chunks.every((c) => c.kind === 'chunk' && c.data.length <= MAX_CHUNK_BYTES), 'no chunk over 1 MiB');
-  t.ok(a.bytesOf(m.id).equals(body), 'bytes identical');
+  const got = a.bytesOf(m.id);
+  t.match(got.subarray(0, prefix).toString('latin1'), STAND_IN_BLOCK, 'the block as Email Routing handed it over, first');
+  t.ok(got.subarray(prefix).equals(body), 'then the sender\'s bytes, identical');
   t.equal((await w.summary())['in-flight'], 1);
   ackAll(a, m);
   await t.resolves(async () => {
@@ -95,6 +110,78 @@ t.test('a retried delivery of the same message is stored once', async (t) => {
   await a.closed;
 });
 
+t.test('a sender\'s retry under a new Cloudflare block is stored once, with the bytes of the first attempt', async (t) => {
+  const body = Buffer.from('Message-ID: <retry-1@sender.test>\r\nSubject: retried\r\n\r\nsame message\r\n');
+  const blocks = [0, 1].map(() => cloudflareBlock('r@sender.test', 'alice@example.test'));
+  t.notSame(blocks[0], blocks[1], 'two attempts, two blocks');
+  const first = await w.post('r@sender.test', 'alice@example.test', Buffer.concat([blocks[0] as Buffer, body]), { block: false });
+  const again = await w.post('r@sender.test', 'alice@example.test', Buffer.concat([blocks[1] as Buffer, body]), { block: false });
+  t.equal(first.body.duplicate, false);
+  t.equal(again.body.id, first.body.id, 'the second attempt is answered with the first one\'s id');
+  t.equal(again.body.duplicate, true, 'and as a duplicate');
+  t.equal((await w.summary()).queued, 1, 'one stored');
+  // Control: the same Message-ID with another body is another message.
+  const other = Buffer.from('Message-ID: <retry-1@sender.test>\r\nSubject: retried\r\n\r\nanother body\r\n');
+  const third = await w.post('r@sender.test', 'alice@example.test', other);
+  t.not(third.body.id, first.body.id);
+  t.equal(third.body.duplicate, false);
+  t.equal((await w.summary()).queued, 2, 'two stored');
+  const a = await connect();
+  const m = await header(a, String(first.body.id));
+  await ended(a, m.id);
+  t.ok(a.bytesOf(m.id).equals(Buffer.concat([blocks[0] as Buffer, body])), 'the agent gets what Email Routing handed over first, block included');
+  ackAll(a, m);
+  const n = await header(a, String(third.body.id));
+  await ended(a, n.id);
+  ackAll(a, n);
+  await a.until(() => true);
+  await idle();
+  a.close();
+  await a.closed;
+});
+
+t.test('without a block it can find, the key covers every byte: a changed first line is another message', async (t) => {
+  const body = Buffer.from('Subject: no block\r\n\r\nbytes\r\n');
+  const one = await w.post('n@sender.test', 'alice@example.test', Buffer.concat([Buffer.from('X-Attempt: 1\r\n'), body]), { block: false });
+  const two = await w.post('n@sender.test', 'alice@example.test', Buffer.concat([Buffer.from('X-Attempt: 2\r\n'), body]), { block: false });
+  t.not(two.body.id, one.body.id);
+  t.equal(two.body.duplicate, false);
+  const a = await connect();
+  for (const id of [one.body.id, two.body.id]) {
+    const m = await header(a, String(id));
+    t.equal(m.prefix, undefined, 'no prefix on the wire');
+    await ended(a, m.id);
+    ackAll(a, m);
+  }
+  await a.until(() => true);
+  await idle();
+  a.close();
+  await a.closed;
+});
+
+t.test('a v1 agent is leased only messages whose sha256 covers every byte', async (t) => {
+  const plain = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1\r\n\r\nx\r\n'), { block: false });
+  const blocked = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1 blocked\r\n\r\nx\r\n'));
+  const old = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await old.opened;
+  old.send({ ...hello(), v: 1 });
+  const m = await header(old, String(plain.body.id));
+  await ended(old, m.id);
+  ackAll(old, m);
+  await new Promise((r) => setTimeout(r, 300));
+  t.notOk(old.seen.some((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === blocked.body.id), 'the v1 agent never gets the message with a block');
+  old.close();
+  await old.closed;
+  const a = await connect();
+  const n = await header(a, String(blocked.body.id));
+  await ended(a, n.id);
+  ackAll(a, n);
+  await a.until(() => true);
+  await idle();
+  a.close();
+  await a.closed;
+});
+
 t.test('a socket dropped mid-message gives the message to the next connection', async (t) => {
   const body = randomBytes(3 * MAX_CHUNK_BYTES);
   const r = await w.post('c@sender.test', 'alice@example.test', body);
@@ -109,7 +196,9 @@ t.test('a socket dropped mid-message gives the message to the next connection', 
   const again = await header(b, m.id);
   t.equal(again.attempt, 2);
   await ended(b, m.id);
-  t.ok(b.bytesOf(m.id).equals(body));
+  const got = splitBlock(b.bytesOf(m.id));
+  t.match(got.block.toString('latin1'), STAND_IN_BLOCK);
+  t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
   ackAll(b, again);
   b.close();
   await b.closed;
@@ -157,7 +246,9 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   const a = await connect();
   const m = await header(a, String(r.body.id));
   await ended(a, m.id);
-  t.ok(a.bytesOf(m.id).equals(body));
+  const got = splitBlock(a.bytesOf(m.id));
+  t.match(got.block.toString('latin1'), STAND_IN_BLOCK);
+  t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
   ackAll(a, m);
   a.close();
   await a.closed;

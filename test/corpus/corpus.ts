@@ -583,7 +583,7 @@ export const CASES: CorpusCase[] = [
     transport: dialog('rcpt-quoted-escape', 'MAIL FROM:<sender@example.net>', ['RCPT TO:<"a\\"b"@example.test>']),
     expect: () => ({
       dovecot: { kind: 'refused', stage: 'end of DATA', code: 550, text: /^5\.1\.1 <"a\\"b"@example\.test>: .*User doesn't exist.*\(550 from the destination mail server\)$/, reason: 'stored, then Dovecot refuses the unknown user; the synchronous verdict passes its words on' },
-      embedded: { kind: 'refused', stage: 'end of DATA', code: 550, text: /^5\.1\.3 <"a\\"b"@example\.test>: .*mailbox name not allowed \(553 from the destination mail server\)$/, reason: 'a backslash may not name a Maildir (lmtp-proxy/maildir-target.ts mailboxName)' },
+      embedded: { kind: 'refused', stage: 'end of DATA', code: 550, text: /^5\.1\.3 <"a\\"b"@example\.test>: .*mailbox name not allowed \(553 from the destination mail server\)$/, reason: 'a backslash may not name a Maildir (local/maildir-target.ts mailboxName)' },
     }),
   },
   {

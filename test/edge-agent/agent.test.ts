@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { startAgent, type Agent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
 import { jsonLogger, silentLogger } from '../../edge-agent/log.ts';
-import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
+import { startMaildirTarget } from '../../local/maildir-target.ts';
 import { maildirNew, splitTrace, waitFor } from '../helpers/mail.ts';
 import { header, push, scriptedObject, TOKEN } from './scripted-object.ts';
 

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
+import { startMaildirTarget } from '../../local/maildir-target.ts';
 import { drained, maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 import { runAgent } from './agent-process.ts';

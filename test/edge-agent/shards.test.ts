@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
 import { silentLogger } from '../../edge-agent/log.ts';
-import { startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
+import { startMaildirTarget } from '../../local/maildir-target.ts';
 import { shardOf } from '../../bridge-worker/shard-hash.ts';
 import { drained, maildirNew, splitTrace, waitFor } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';

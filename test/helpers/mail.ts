@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { cloudflareBlockLength } from '../../bridge-worker/cloudflare-block.ts';
 import { LmtpClient, type RecipientResult } from '../../lmtp-proxy/client.ts';
 
 export const TRACE = /^Received: from cloudflare-email-routing by ([A-Za-z0-9._-]+) \(mailbridge\) id ([0-9a-f]{32});\r\n\t[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/;
@@ -83,12 +84,27 @@ export async function drained(summary: () => Promise<Record<string, number>>, ms
   await waitFor('an empty queue', left, 1, ms);
 }
 
-/** Splits a stored message into our trace header (id, agent), our Authentication-Results and the rest. */
-export function splitTrace(stored: Buffer): { agent: string; id: string; auth: string; rest: Buffer } | null {
+/**
+ * Splits a stored message into our trace header (id, agent), our Authentication-Results, the
+ * Cloudflare block Email Routing (or its stand-in) wrote below them, found by the Worker's own
+ * parser, and `rest`: the sender's bytes, which a test compares with what it sent. `block` is
+ * empty when there is none.
+ */
+export function splitTrace(stored: Buffer): { agent: string; id: string; auth: string; block: Buffer; rest: Buffer } | null {
   const head = stored.subarray(0, 1024).toString('latin1');
   const m = TRACE.exec(head);
   if (!m) return null;
   const a = AUTH_RESULTS.exec(head.slice(m[0].length));
   if (!a) return null;
-  return { agent: m[1] ?? '', id: m[2] ?? '', auth: a[0], rest: stored.subarray(m[0].length + a[0].length) };
+  const ours = Buffer.byteLength(m[0] + a[0], 'latin1');
+  return { agent: m[1] ?? '', id: m[2] ?? '', auth: a[0], ...splitBlock(stored.subarray(ours)) };
 }
+
+/** Splits bytes as Email Routing handed them over into its block (by the Worker's parser) and the sender's bytes. */
+export function splitBlock(raw: Buffer): { block: Buffer; rest: Buffer } {
+  const n = cloudflareBlockLength(raw);
+  return { block: raw.subarray(0, n), rest: raw.subarray(n) };
+}
+
+/** The block the stand-in writes (local/email-routing.ts): its first line. */
+export const STAND_IN_BLOCK = /^Received: from [^\r]+\r\n {8}by cloudflare-email\.com \(unknown\) id [A-Za-z0-9]{12}\r\n/;

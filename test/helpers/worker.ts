@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cloudflareBlock, type BlockOptions } from '../../local/email-routing.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../../local/worker-runtime.ts';
 
 export const AGENT_TOKEN = 'agent-token-0123456789abcdef';
@@ -13,7 +14,11 @@ export interface TestWorker {
   rt: WorkerRuntime;
   logs: string[];
   agentUrl(): string;
-  post(from: string, to: string, body: Uint8Array): Promise<{ status: number; body: Record<string, unknown> }>;
+  /**
+   * Posts `body` as Email Routing hands it over: under a fresh Cloudflare block (`opts.block`:
+   * its options), or exactly `body` with `block: false` (a test that writes its own block).
+   */
+  post(from: string, to: string, body: Uint8Array, opts?: { block?: BlockOptions | false }): Promise<{ status: number; body: Record<string, unknown> }>;
   summary(): Promise<Record<string, number>>;
   stop(): Promise<void>;
 }
@@ -31,11 +36,12 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
   return {
     rt, logs,
     agentUrl: () => new URL('/agent', rt.url).href.replace(/^http/, 'ws'),
-    async post(from, to, body) {
+    async post(from, to, body, o = {}) {
       const url = new URL('/dev/email', rt.url);
       url.searchParams.set('from', from);
       url.searchParams.set('to', to);
-      const res = await fetch(url, { method: 'POST', body, headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+      const raw = o.block === false ? body : Buffer.concat([cloudflareBlock(from, to, o.block), body]);
+      const res = await fetch(url, { method: 'POST', body: raw, headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     },
     summary: () => rt.summary(),

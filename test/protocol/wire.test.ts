@@ -162,3 +162,14 @@ t.test('message.auth: optional; when present exactly spf/dkim/dmarc/arc, each an
     { ...auth, iprev: 'pass' }, 'pass', null, [],
   ]) t.equal(parseObjectFrame(JSON.stringify({ ...base, auth: bad })), null, JSON.stringify(bad));
 });
+
+t.test('v2: the message frame\'s prefix (Cloudflare\'s block, not covered by sha256) is checked against size', async (t) => {
+  const msg: MessageFrame = { type: 'message', id, attempt: 1, sender: '', recipients: ['a@x.test'], size: 10, sha256: sha, receivedAt: 1, prefix: 4 };
+  t.same(parseObjectFrame(encodeFrame(msg)), msg);
+  t.same(parseObjectFrame(encodeFrame({ ...msg, prefix: 10 })), { ...msg, prefix: 10 }, 'a block and nothing after it');
+  const { prefix: _, ...without } = msg;
+  t.same(parseObjectFrame(encodeFrame({ ...msg, prefix: 0 })), without, 'prefix 0 is no prefix');
+  for (const prefix of [11, -1, 1.5, '4', null]) {
+    t.equal(parseObjectFrame(JSON.stringify({ ...msg, prefix })), null, `prefix ${JSON.stringify(prefix)}`);
+  }
+});

@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
 import { STATES } from '../../relayctl/api.ts';
 import { main } from '../../relayctl/cli.ts';
+import type { BlockOptions } from '../../local/email-routing.ts';
+import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -151,8 +153,9 @@ async function connect(worker: TestWorker, name: string): Promise<RawAgent> {
   a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 8, credit: 32 << 20 });
   return a;
 }
-async function post(worker: TestWorker, raw: Buffer, to = 'alice@example.test'): Promise<string> {
-  const r = await worker.post('s@sender.test', to, raw);
+/** Small messages go without a Cloudflare block (their listed sizes are exact); M has one. */
+async function post(worker: TestWorker, raw: Buffer, to = 'alice@example.test', block: BlockOptions | false = false): Promise<string> {
+  const r = await worker.post('s@sender.test', to, raw, { block });
   if (r.status !== 200) throw new Error(`post: ${r.status} ${JSON.stringify(r.body)}`);
   return String(r.body.id);
 }
@@ -278,7 +281,7 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
   await a.closed;
   await eventually('agent gone', async () => ((await admin(w, '/admin/queue')).body.agents as unknown[]).length === 0);
 
-  M = await post(w, BINARY);
+  M = await post(w, BINARY, 'alice@example.test', {});
   const [status, statusJson, queue, queueJson, deferred, limited, show, showJson, exported] = await all([
     () => cli(['status']),
     () => cli(['status', '--json']),
@@ -316,15 +319,18 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   t.same(ids(queueJson), [D1, D2, M], 'oldest first');
   const m = (parse(queueJson).messages as Record<string, unknown>[])[2];
-  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'nextAttemptAt', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
-  t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: BINARY.length, sha256: sha(BINARY), chunks: 3, attempts: 0, lastError: null });
+  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'nextAttemptAt', 'prefix', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
+  // M came under the stand-in's Cloudflare block: stored with it, its sha256 over the sender's bytes.
+  const prefix = Number(m?.prefix);
+  t.ok(prefix > 0, 'M has a Cloudflare block');
+  t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: prefix + BINARY.length, sha256: sha(BINARY), chunks: 3, attempts: 0, lastError: null });
   t.same(ids(deferred), [D1, D2]);
   t.match(limited.out, /^-- 1 message, \d+ B \(the first 1; --limit up to 500\)$/m);
 
   t.equal(show.code, 0);
   t.match(show.out, new RegExp(`^id\\s+${M}$`, 'm'));
   t.match(show.out, /^state\s+queued$/m);
-  t.match(show.out, new RegExp(`^size\\s+2\\.5 MiB \\(${BINARY.length} bytes in 3 chunks\\)$`, 'm'));
+  t.match(show.out, new RegExp(`^size\\s+2\\.5 MiB \\(${prefix + BINARY.length} bytes in 3 chunks\\)$`, 'm'));
   t.match(show.out, /^attempts\s+0$/m);
   t.match(show.out, /^ {2}From: André <andre@sender\.test>$/m, 'encoded word (ISO-8859-1) decoded');
   t.match(show.out, /^ {2}Subject: Grüße und café$/m, 'encoded words (UTF-8, B and Q, folded) decoded');
@@ -333,8 +339,9 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
   t.notMatch(show.out, /\x1b/);
 
   const detail = parse(showJson);
-  t.match(detail, { id: M, state: 'queued', size: BINARY.length, sha256: sha(BINARY) });
-  t.same(detail.headers, [
+  t.match(detail, { id: M, state: 'queued', size: prefix + BINARY.length, sha256: sha(BINARY) });
+  t.same((detail.headers as { name: string }[]).slice(0, 4).map((h) => h.name), ['Received', 'ARC-Seal', 'ARC-Message-Signature', 'ARC-Authentication-Results'], 'Cloudflare\'s fields first');
+  t.same((detail.headers as unknown[]).slice(-6), [
     { name: 'From', value: 'André <andre@sender.test>' },
     { name: 'Subject', value: 'Grüße und café' },
     { name: 'X-Eight', value: 'café' },
@@ -345,8 +352,10 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   t.equal(exported.code, 0, exported.err);
   t.equal(exported.err, '');
-  t.equal(exported.stdout.length, BINARY.length);
-  t.ok(exported.stdout.equals(BINARY), 'export is byte-exact');
+  t.equal(exported.stdout.length, prefix + BINARY.length);
+  const out = splitBlock(exported.stdout);
+  t.match(out.block.toString('latin1'), STAND_IN_BLOCK, 'export: the block as Email Routing handed it over');
+  t.ok(out.rest.equals(BINARY), 'export is byte-exact, checked against sha256 after the prefix');
 
   const [showNone, exportNone] = await all([() => proc(['show', NO_ID]), () => cli(['export', NO_ID])]);
   for (const r of [showNone, exportNone]) {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { SMTPServer } from 'smtp-server';
-import { startIngress } from '../../lmtp-proxy/ingress.ts';
+import { startIngress } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/build.ts';

@@ -13,7 +13,7 @@ import { Miniflare } from 'miniflare';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startIngress, type HandoffResult, type Received } from '../../../lmtp-proxy/ingress.ts';
+import { startIngress, type HandoffResult, type Received } from '../../../local/ingress.ts';
 import { postToWorker } from '../../../local/handoff.ts';
 
 const env = (k: string): string => {

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import t from 'tap';
 import type { Test } from 'tap';
-import { ensureMaildir, uniqueName, writeMaildirMessage, writeTmp } from '../../lmtp-proxy/maildir.ts';
-import { mailboxName, startMaildirTarget } from '../../lmtp-proxy/maildir-target.ts';
-import type { MaildirTarget, MaildirTargetOptions } from '../../lmtp-proxy/maildir-target.ts';
+import { ensureMaildir, uniqueName, writeMaildirMessage, writeTmp } from '../../local/maildir.ts';
+import { mailboxName, startMaildirTarget } from '../../local/maildir-target.ts';
+import type { MaildirTarget, MaildirTargetOptions } from '../../local/maildir-target.ts';
 import { deliver, RawLmtp, session, stored, transaction, wire } from '../helpers/raw-lmtp.ts';
 
 const CRLF = Buffer.from('\r\n');

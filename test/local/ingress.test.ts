@@ -6,9 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MEMORY_MAX_BYTES, startIngress, type HandoffResult, type IngressOptions, type Received } from '../../lmtp-proxy/ingress.ts';
+import { MEMORY_MAX_BYTES, startIngress, type HandoffResult, type IngressOptions, type Received } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
-import { sendSmtp, shiftJisMessage } from '../helpers/mail.ts';
+import { STAND_IN_BLOCK, sendSmtp, shiftJisMessage, splitBlock } from '../helpers/mail.ts';
 
 interface Seen { recipient: string; kind: Received['kind']; bytes: Buffer; spoolFiles: string[] }
 
@@ -114,7 +114,7 @@ t.test('a spool that cannot be written: 451 for a large message; small ones need
   t.ok(seen[0]?.bytes.equals(small));
 });
 
-t.test('workerHandoff POSTs exactly the bytes, from memory and from the spool file', async (t) => {
+t.test('workerHandoff POSTs a fresh Cloudflare block, then exactly the bytes, from memory and from the spool file', async (t) => {
   const bodies: Buffer[] = [];
   const server = createServer((req, res) => {
     const parts: Buffer[] = [];
@@ -130,7 +130,10 @@ t.test('workerHandoff POSTs exactly the bytes, from memory and from the spool fi
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
   const spoolDir = await mkdtemp(join(tmpdir(), 'mailbridge-ingress-'));
-  const ing = await startIngress({ port: 0, spoolDir, maxBytes: 4 * 1024 * 1024, memoryMaxBytes: 8_000, handoff: workerHandoff(url, 'tok') });
+  const ing = await startIngress({
+    port: 0, spoolDir, maxBytes: 4 * 1024 * 1024, memoryMaxBytes: 8_000,
+    handoff: workerHandoff(url, 'tok', { verdicts: { spf: 'pass' } }),
+  });
   t.teardown(async () => {
     await ing.close();
     await rm(spoolDir, { recursive: true, force: true });
@@ -142,7 +145,14 @@ t.test('workerHandoff POSTs exactly the bytes, from memory and from the spool fi
     t.equal(res[0]?.code, 250, res[0]?.text ?? 'no reply');
   }
   t.equal(bodies.length, 2);
-  t.ok(bodies[0]?.equals(small), 'from memory: byte-exact');
-  t.ok(bodies[1]?.equals(large), 'from the file: byte-exact');
+  const [a, b] = bodies.map((x) => splitBlock(x));
+  for (const x of [a, b]) {
+    t.match(x?.block.toString('latin1'), STAND_IN_BLOCK, 'the block Email Routing writes');
+    t.match(x?.block.toString('latin1'), /for <alice@example\.test>; /, 'for the recipient of this copy');
+    t.match(x?.block.toString('latin1'), /\r\nReceived-SPF: pass /, 'with the verdicts the test set');
+  }
+  t.ok(a?.rest.equals(small), 'from memory: the block, then the bytes exactly');
+  t.ok(b?.rest.equals(large), 'from the file: the block, then the bytes exactly');
+  t.not(/ id (\w{12})/.exec(a?.block.toString('latin1') ?? '')?.[1], / id (\w{12})/.exec(b?.block.toString('latin1') ?? '')?.[1], 'a fresh id each handoff');
   t.same(await readdir(spoolDir), []);
 });
