@@ -32,10 +32,12 @@ const TAB = 0x09;
  * Cloudflare adds, beginning with its `Received: … by cloudflare-email.com`, up to the first
  * field it did not add. 0 when unsure: no such Received first, a line not ending in CRLF, or
  * the run's end not seen within MAX_BLOCK_BYTES. Only one Received belongs to the block: a
- * sender's own Received or ARC set below it is the sender's message.
+ * sender's own Received or ARC set below it is the sender's message. `whole`: `bytes` is the
+ * entire message, so a block that ends where the bytes end (an empty message) is a block.
  */
-export function cloudflareBlockLength(bytes: Uint8Array): number {
+export function cloudflareBlockLength(bytes: Uint8Array, whole = false): number {
   const end = Math.min(bytes.byteLength, MAX_BLOCK_BYTES);
+  const atEnd = (i: number): boolean => whole && i === bytes.byteLength && i <= MAX_BLOCK_BYTES;
   const raw = bytes.subarray(0, end);  // every search below stays within the bound
   let start = 0;       // start of the current field
   let fields = 0;
@@ -54,7 +56,7 @@ export function cloudflareBlockLength(bytes: Uint8Array): number {
       if (lf < 0) return 0;                              // the field's end is not in sight: unsure
       if (lf === i || raw[lf - 1] !== CR) return 0;      // a bare LF: not Cloudflare's writing
       i = lf + 1;
-      if (i >= end) return 0;                            // cannot see whether the field goes on
+      if (i >= end && !atEnd(i)) return 0;               // cannot see whether the field goes on
       if (raw[i] !== SP && raw[i] !== TAB) break;
     }
     // Of Cloudflare's, by what it says: a second Received, a forwarder's ARC set are the sender's.
@@ -62,6 +64,7 @@ export function cloudflareBlockLength(bytes: Uint8Array): number {
     if (fields === 0 ? !CF_RECEIVED.test(field) : !isCloudflareField(field)) return fields > 0 ? start : 0;
     fields++;
     start = i;
+    if (atEnd(start)) return start;  // the block was all there is: an empty message under it
   }
 }
 

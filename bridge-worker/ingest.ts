@@ -32,12 +32,12 @@ export async function storeChunks(
   let seq = 0;
   let prefix = 0;
   let cap = maxBytes + MAX_BLOCK_BYTES;  // until the block's length is known
-  const flush = async (): Promise<void> => {
+  const flush = async (last = false): Promise<void> => {
     if (fill === 0 || !buf) return;
     const data = buf.subarray(0, fill);
     // The block ends within the first chunk or is not stripped (a bounded scan of its start).
     if (seq === 0) {
-      prefix = cloudflareBlockLength(data);
+      prefix = cloudflareBlockLength(data, last);
       cap = maxBytes + prefix;
     }
     store.appendChunk(id, seq++, data);
@@ -75,7 +75,7 @@ export async function storeChunks(
       if (fill === MAX_CHUNK_BYTES) await flush();
     }
   }
-  await flush();
+  await flush(true);
   if (size > cap) {
     await hash.abort('message too large');
     return { ok: false, size };

@@ -60,3 +60,9 @@ t.test('the stand-in\'s verdicts are none (it checks nothing) unless a test sets
   t.match(set, /\tdkim=pass;\r\n\tdmarc=reject header\.from=sender\.example;\r\n\tspf=fail /);
   t.match(set, /Received-SPF: fail /);
 });
+
+t.test('an empty message under a block: the block is the whole message, and only then', async (t) => {
+  const block = Buffer.from('Received: from mx.example.net (192.0.2.1)\r\n        by cloudflare-email.com (unknown) id AbCdEfGhIjKl\r\n        for <a@example.test>; Wed, 02 Dec 2026 12:00:00 +0000\r\nARC-Seal: i=1; a=rsa-sha256; s=2023; d=cloudflare-email.com; cv=none; b=x\r\n');
+  t.equal(cloudflareBlockLength(block, true), block.byteLength, 'the whole message: all of it is the block');
+  t.equal(cloudflareBlockLength(block), 0, 'a first chunk that may go on: unsure, nothing stripped');
+});

@@ -102,7 +102,7 @@ export function splitTrace(stored: Buffer): { agent: string; id: string; auth: s
 
 /** Splits bytes as Email Routing handed them over into its block (by the Worker's parser) and the sender's bytes. */
 export function splitBlock(raw: Buffer): { block: Buffer; rest: Buffer } {
-  const n = cloudflareBlockLength(raw);
+  const n = cloudflareBlockLength(raw, true);
   return { block: raw.subarray(0, n), rest: raw.subarray(n) };
 }
 

@@ -73,12 +73,12 @@ const running = (r: Run) => until('the relay to run', () => {
 });
 
 async function exitsQuickly(t: Test, env: Record<string, string>, name: RegExp): Promise<Run> {
-  const began = Date.now();
   const r = await start(env);
-  const code = await Promise.race([r.exit, new Promise<'slow'>((res) => setTimeout(() => res('slow'), 8_000))]);
+  // A bound, not a timing goal: on a loaded machine Node alone takes seconds to start.
+  const code = await Promise.race([r.exit, new Promise<'slow'>((res) => setTimeout(() => res('slow'), 60_000))]);
   t.equal(code, 2, 'exit 2');
-  t.ok(Date.now() - began < 8_000, `within seconds (${Date.now() - began} ms)`);
   t.match(r.err(), name, 'stderr names it');
+  t.notMatch(r.out(), /Worker \(local\)/, 'refused before the Worker runtime was started');
   t.same(await marked(r.mark), [], 'no process of it left (workerd never started)');
   return r;
 }

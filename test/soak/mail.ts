@@ -1,6 +1,7 @@
 // Soak messages: deterministic from a seed, so a failing run can be replayed.
 // Each carries an X-Soak-Id header to find it again in a Maildir.
 import { createHash } from 'node:crypto';
+import { splitTrace } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 
 export interface SoakMessage {
@@ -44,14 +45,16 @@ export function makeMessage(index: number, seed: number, maxBytes: number): Soak
   return { index, sender: `soak-${index}@example.net`, recipients, raw, sha256: createHash('sha256').update(raw).digest('hex') };
 }
 
-/** The X-Soak-Id of a stored message, and the message as we sent it (after our trace header and Authentication-Results). */
+/**
+ * The X-Soak-Id of a stored message, and the message as we sent it: after Dovecot's own
+ * fields, our trace header and Authentication-Results, and the Cloudflare block the stand-in
+ * wrote (split off by the Worker's own parser, test/helpers/mail.ts splitTrace).
+ */
 export function identify(stored: Buffer): { soakId: string; body: Buffer } | null {
   const at = stored.indexOf('Received: from cloudflare-email-routing by ');
   if (at < 0) return null;
-  // Two lines of trace, two of Authentication-Results.
-  let traceEnd = at - 2;
-  for (let i = 0; i < 4; i++) traceEnd = stored.indexOf('\r\n', traceEnd + 2);
-  const body = stored.subarray(traceEnd + 2);
-  const m = /X-Soak-Id: (\d+-\d+)\r\n/.exec(body.subarray(0, 1024).toString('latin1'));
-  return m?.[1] ? { soakId: m[1], body } : null;
+  const parts = splitTrace(stored.subarray(at));
+  if (!parts) return null;
+  const m = /X-Soak-Id: (\d+-\d+)\r\n/.exec(parts.rest.subarray(0, 1024).toString('latin1'));
+  return m?.[1] ? { soakId: m[1], body: parts.rest } : null;
 }
