@@ -8,6 +8,10 @@ export type Received = { kind: 'frame'; frame: ObjectFrame } | { kind: 'chunk'; 
 
 export class WireAgent {
   readonly received: Received[] = [];
+  /** Bytes of every chunk so far. */
+  chunkBytes = 0;
+  /** Bytes of credit granted so far, hello included. */
+  granted = 0;
   #ws: WebSocket;
   #wake: (() => void)[] = [];
 
@@ -15,7 +19,10 @@ export class WireAgent {
     this.#ws = ws;
     ws.on('message', (data, isBinary) => {
       const buf = Buffer.isBuffer(data) ? data : Buffer.from(data as ArrayBuffer);
-      if (isBinary) this.received.push({ kind: 'chunk', bytes: buf.byteLength });
+      if (isBinary) {
+        this.received.push({ kind: 'chunk', bytes: buf.byteLength });
+        this.chunkBytes += buf.byteLength;
+      }
       else if (buf.toString('utf8') === PONG) this.received.push({ kind: 'pong' });
       else {
         const frame = parseObjectFrame(buf.toString('utf8'));
@@ -38,6 +45,7 @@ export class WireAgent {
   }
 
   send(frame: AgentFrame): void {
+    if (frame.type === 'credit' || frame.type === 'hello') this.granted += frame.type === 'credit' ? frame.bytes : frame.credit;
     this.#ws.send(encodeFrame(frame));
   }
 
