@@ -87,6 +87,7 @@ async function untilLog(from: number, event: string, ms = 30_000): Promise<void>
 }
 
 const samples: Sample[] = [];
+const failures: { size: number; run: number; kind: string; error: string }[] = [];
 let runNo = 0;
 
 /** One invocation: CPU of the isolate's thread (and of all of workerd) from before `act` until quiet after it. */
@@ -256,10 +257,19 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
   await topUp(a, size);
   from = a.received.length;
   const first = Math.min(Math.ceil(size / MAX_CHUNK_BYTES), AGENT_CREDIT / MAX_CHUNK_BYTES);
-  await measure('email() + ingest, agent holds 8 MiB credit (store + send)', size, async () => {
-    await post(t, `cloud-${size}-${run}-b`);
-    await a.until(from, (r) => hasFrame('message')(r) && chunksIn(r) >= first, 'message frame and its first chunks');
-  });
+  try {
+    await measure('email() + ingest, agent holds 8 MiB credit (store + send)', size, async () => {
+      await post(t, `cloud-${size}-${run}-b`);
+      await a.until(from, (r) => hasFrame('message')(r) && chunksIn(r) >= first, 'message frame and its first chunks');
+    });
+  } catch (err) {
+    // Seen at 25 MiB: workerd drops the POST's connection (EPIPE). Recorded, and the run ends here.
+    const why = err instanceof Error ? `${err.message}${err.cause ? ` (${String(err.cause)})` : ''}` : String(err);
+    failures.push({ size, run, kind: 'email() + ingest, agent holds 8 MiB credit (store + send)', error: why });
+    say(`  ${sizeLabel(size)} run ${run}: ingest with credit failed: ${why}`);
+    await a.close().catch(() => undefined);
+    return;
+  }
   const id2 = a.last('message')?.id ?? '';
   await pumpToEnd(a, size, id2, from);
   logFrom = logs.length;
@@ -396,7 +406,7 @@ try {
     say(`  ${sizeLabel(bytes)}: ${runs} runs done; loadavg ${loadavg()[0]?.toFixed(2)}`);
   }
 } catch (err) {
-  say(`failed: ${err instanceof Error ? err.stack : String(err)}\nlast log lines:\n${logs.slice(-10).join('\n')}`);
+  say(`failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-10).join('\n')}`);
   await rt.dispose();
   process.exit(1);
 }
@@ -466,12 +476,13 @@ if (profiles.length > 0) {
   }
 }
 
+if (failures.length > 0) say(`\nFAILED invocations (not in the table): ${failures.map((f) => `${f.kind}, ${sizeLabel(f.size)} run ${f.run}: ${f.error}`).join('; ')}`);
 const worst = rows.reduce((m, r) => (r.max > m.max ? r : m), rows[0] ?? { kind: '?', size: 0, max: Number.NaN, n: 0, p50: 0, processP50: 0, over10: 0 });
 const file = join(ROOT, 'bench', 'results', `cloud-${date}.json`);
 await writeFile(file, `${JSON.stringify({
   date: new Date().toISOString(), loadavg: { start: load0, end: load1 }, workerdPid: workerd,
   method: 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
-  sizes: SIZES, rows, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay,
+  sizes: SIZES, rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay,
   profiles: profiles.map((p) => ({ phase: p.phase, size: p.size, threadMs: p.threadMs, split: p.split, topSelf: p.summary.topSelf, topInclusive: p.summary.topInclusive })),
   samples,
 }, null, 1)}\n`);
