@@ -1,0 +1,490 @@
+// `npm run bench:cloud [-- --runs=<n> --sizes=10240,1048576 --no-profile]`: CPU time of each
+// Worker and Durable Object invocation, one at a time, on an otherwise idle local workerd
+// (issue #15 item 1). Cloudflare's Free plan allows 10 ms of CPU per invocation, Durable
+// Objects included (each RPC call, incoming WebSocket message and alarm is one).
+//
+// Method: the real Worker + object in workerd (local/worker-runtime.ts), a scripted agent
+// (bench/lib/wire-agent.ts) that sends one frame at a time. Around each invocation the bench
+// reads the CPU time of workerd's main thread, which runs the isolate (JS, and the native calls
+// it makes: SQLite, digests, ws.send) and workerd's own I/O loop, from the scheduler's exact
+// account (/proc/<pid>/task/<tid>/schedstat, bench/lib/thread-cpu.ts): before, then after the
+// object's answer has arrived and the thread has slept for 25 ms. Then (unless --no-profile) the
+// V8 inspector profiles ingest and the chunk pump per size, to say where the time goes.
+// Prints a table per kind and size, writes bench/results/cloud-<date>.json; the last line
+// names the largest CPU time of any single invocation.
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DatabaseSync } from 'node:sqlite';
+import { MAX_CHUNK_BYTES, type RecipientResult } from '../protocol/wire.ts';
+import { startWorkerRuntime, type WorkerRuntime } from '../local/worker-runtime.ts';
+import { template, wholeMessage, SENDER, type Template } from './lib/messages.ts';
+import { childrenNamed } from './lib/proc.ts';
+import { freePort } from './lib/postfix.ts';
+import { analyzeProfile, type ProfileSummary } from './lib/profile.ts';
+import { summarize } from './lib/stats.ts';
+import { processCpuNs, threadCpuNs, threadsOf, untilQuiet, untilRan } from './lib/thread-cpu.ts';
+import { WireAgent } from './lib/wire-agent.ts';
+import { inspectorWrapper, profileIsolate } from './lib/workerd-inspect.ts';
+
+const { values: args } = parseArgs({ options: {
+  runs: { type: 'string' }, sizes: { type: 'string' }, 'no-profile': { type: 'boolean', default: false },
+} });
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** Runs per size: enough for a median and a maximum; fewer for the big ones (each run stores two messages). */
+const SIZES = (args.sizes?.split(',').map(Number) ?? [10 * KiB, MiB, 5 * MiB, 25 * MiB])
+  .map((bytes) => ({ bytes, runs: Number(args.runs ?? 0) || (bytes >= 25 * MiB ? 5 : bytes >= 5 * MiB ? 7 : 9) }));
+const AGENT_TOKEN = 'bench-agent-token-0123456789';
+const DEV_TOKEN = 'bench-dev-token-0123456789ab';
+const ADMIN_TOKEN = 'bench-admin-token-0123456789';
+const RCPT = 'alice@example.test';
+/** The real agent's credit: 8 MiB at hello, given back in 1 MiB grants as it reads (edge-agent/session.ts). */
+const AGENT_CREDIT = 8 * MiB;
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const say = (s: string): void => { process.stdout.write(`${s}\n`); };
+const sizeLabel = (n: number): string => (n >= MiB ? `${n / MiB} MiB` : `${n / KiB} KiB`);
+
+interface Sample { kind: string; size: number; threadMs: number; processMs: number; run: number }
+
+// ---- the runtime --------------------------------------------------------------------------
+
+const dir = await mkdtemp(join(tmpdir(), 'mailbridge-cloud-'));
+const inspectPort = await freePort();
+process.env.MINIFLARE_WORKERD_PATH = await inspectorWrapper(dir, inspectPort);
+const logs: string[] = [];
+const rt: WorkerRuntime = await startWorkerRuntime({
+  persistDir: join(dir, 'do'), agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN,
+  // The object answers ingest once stored: the verdict wait is wall time, not CPU, and would
+  // make the POST wait for the scripted agent's ack.
+  verdictWaitMs: 0,
+  vars: {
+    ADMIN_TOKEN,
+    // A deferred message comes due 1.5 s later: the alarm measured is that wake-up.
+    RETRY_FIRST_MS: '1500', RETRY_MAX_MS: '3000',
+    // The silence-check alarm (every AGENT_SILENT_MS/2 with an agent online) must not fire mid-run.
+    AGENT_SILENT_MS: String(2 * 3_600_000),
+  },
+  onLog: (l) => logs.push(l),
+});
+const workerd: number = childrenNamed(process.pid, 'workerd')[0] ?? -1;
+if (workerd < 0) throw new Error('no workerd child process found');
+const isolate = threadsOf(workerd).find((t) => t.tid === workerd);
+if (!isolate) throw new Error('workerd has no main thread?');
+const tid = isolate.tid;
+const base = rt.url;
+const agentUrl = new URL('/agent', base).href.replace(/^http/, 'ws');
+
+async function untilLog(from: number, event: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!logs.slice(from).some((l) => l.includes(`"event":"${event}"`))) {
+    if (Date.now() > deadline) throw new Error(`no ${event} log line within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const samples: Sample[] = [];
+const failures: { size: number; run: number; kind: string; error: string }[] = [];
+let runNo = 0;
+
+/** One invocation: CPU of the isolate's thread (and of all of workerd) from before `act` until quiet after it. */
+async function measure(kind: string, size: number, act: (cpu0: number) => Promise<void>): Promise<void> {
+  await untilQuiet(workerd, tid);
+  const t0 = threadCpuNs(workerd, tid);
+  const p0 = processCpuNs(workerd);
+  await act(t0);
+  await untilQuiet(workerd, tid);
+  const t1 = threadCpuNs(workerd, tid);
+  const p1 = processCpuNs(workerd);
+  samples.push({ kind, size, run: runNo, threadMs: (t1 - t0) / 1e6, processMs: (p1 - p0) / 1e6 });
+}
+
+/** A frame that gets no answer: wait until the thread ran, then for quiet. */
+const ran = (cpu0: number): Promise<void> => untilRan(workerd, tid, cpu0);
+
+async function post(t: Template, id: string): Promise<void> {
+  const url = new URL('/dev/email', base);
+  url.searchParams.set('from', SENDER);
+  url.searchParams.set('to', RCPT);
+  const res = await fetch(url, { method: 'POST', body: wholeMessage(t, id), headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+  const body = await res.text();
+  if (res.status !== 200) throw new Error(`POST /dev/email: ${res.status} ${body}`);
+}
+
+async function admin(path: string, method = 'GET'): Promise<Buffer> {
+  const res = await fetch(new URL(path, base), { method, headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const body = Buffer.from(await res.arrayBuffer());
+  if (res.status !== 200) throw new Error(`${method} ${path}: ${res.status} ${body.toString().slice(0, 200)}`);
+  return body;
+}
+
+const result = (outcome: RecipientResult['outcome']): RecipientResult[] => [{
+  recipient: RCPT, outcome,
+  ...(outcome === 'delivered' ? { code: 250, enhanced: '2.0.0', text: 'Saved' }
+    : outcome === 'tempfail' ? { code: 451, enhanced: '4.3.0', text: 'Temporary failure' }
+      : { code: 550, enhanced: '5.1.1', text: 'No such user' }),
+}];
+
+const chunksIn = (r: WireAgent['received']): number => r.filter((x) => x.kind === 'chunk').length;
+const hasFrame = (type: string, id?: string) => (r: WireAgent['received']): boolean =>
+  r.some((x) => x.kind === 'frame' && x.frame.type === type && (id === undefined || ('id' in x.frame && x.frame.id === id)));
+
+/**
+ * Gives back `held` chunks one 1 MiB credit frame at a time, as the real agent does, each
+ * measured alone, until the message's end frame has come. Returns when it has.
+ */
+async function pumpToEnd(agent: WireAgent, size: number, id: string, from: number): Promise<void> {
+  let at = from;
+  while (!hasFrame('end', id)(agent.received.slice(from))) {
+    const before = agent.received.length;
+    await measure('credit → next chunk sent', size, async () => {
+      agent.send({ type: 'credit', bytes: MAX_CHUNK_BYTES });
+      at = await agent.until(before, (r) => chunksIn(r) > 0 || hasFrame('end', id)(r), 'chunk after credit');
+    });
+  }
+  void at;
+}
+
+/**
+ * The credit the real agent would hold out once a message is read (its 1 MiB grants after the
+ * last chunk send nothing): brings it back to 8 MiB in one frame.
+ */
+async function topUp(agent: WireAgent, size: number): Promise<void> {
+  const missing = AGENT_CREDIT - (agent.granted - agent.chunkBytes);
+  if (missing <= 0) return;
+  await measure('credit, nothing to send (tops up to 8 MiB)', size, async (cpu0) => {
+    agent.send({ type: 'credit', bytes: missing });
+    await ran(cpu0);
+  });
+}
+
+// ---- storage per message: the object's SQLite file, read beside workerd ------------------
+
+interface Stored { pages: number; chunkBytes: number; messageRowBytes: number; deliveredRowBytes: number; messages: number; delivered: number }
+
+async function storage(): Promise<Stored | null> {
+  const files: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      if (e.isDirectory()) await walk(join(d, e.name));
+      else if (e.name.endsWith('.sqlite')) files.push(join(d, e.name));
+    }
+  };
+  await walk(join(dir, 'do')).catch(() => undefined);
+  const file = files[0];
+  if (!file) return null;
+  const db = new DatabaseSync(file, { readOnly: true });
+  try {
+    const one = (sql: string): Record<string, number | null> => db.prepare(sql).get() as Record<string, number | null>;
+    const rowBytes = (table: string): string => {
+      const cols = (db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => `COALESCE(length(${c.name}), 0)`);
+      return `SELECT COUNT(*) AS n, COALESCE(SUM(${cols.join(' + ')}), 0) AS bytes FROM ${table}`;
+    };
+    const pages = one('PRAGMA page_count').page_count ?? 0;
+    const pageSize = one('PRAGMA page_size').page_size ?? 4096;
+    const msgs = one(rowBytes('messages'));
+    const del = one(rowBytes('delivered'));
+    return {
+      pages: pages * pageSize, chunkBytes: one('SELECT COALESCE(SUM(length(data)), 0) AS b FROM chunks').b ?? 0,
+      messageRowBytes: msgs.bytes ?? 0, messages: msgs.n ?? 0, deliveredRowBytes: del.bytes ?? 0, delivered: del.n ?? 0,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+// ---- one run: every kind of invocation once, around two messages of one size ---------------
+
+async function oneRun(t: Template, size: number, run: number, storageLog: Record<string, unknown>[] | null): Promise<void> {
+  runNo = run;
+  await measure('Worker fetch that does nothing (GET /healthz): the local floor', size, async () => {
+    const r = await fetch(new URL('/healthz', base));
+    await r.arrayBuffer();
+  });
+  let agent: WireAgent | undefined;
+  await measure('connect (Worker fetch + object fetch: WebSocket accepted)', size, async () => {
+    agent = await WireAgent.connect(agentUrl, AGENT_TOKEN);
+  });
+  if (!agent) throw new Error('unreachable');
+  const a = agent;
+  let from = a.received.length;
+  await measure('hello (credit 0)', size, async () => {
+    a.send({ type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true });
+    await a.until(from, hasFrame('welcome'), 'welcome');
+  });
+  for (let i = 0; i < 3; i++) {
+    from = a.received.length;
+    await measure('heartbeat (ping, auto-response pong)', size, async () => {
+      a.ping();
+      await a.until(from, (r) => r.some((x) => x.kind === 'pong'), 'pong');
+    });
+  }
+  const entries = [RCPT, '@example.test'];
+  let logFrom = logs.length;
+  await measure('recipients (one part, 2 entries)', size, async () => {
+    a.send({ type: 'recipients', digest: createHash('sha256').update(entries.join('\n')).digest('hex'), part: 0, parts: 1, delimiter: '+', entries });
+    await untilLog(logFrom, 'recipients.published');
+  });
+
+  // Message 1: stored with no credit outstanding (ingest = store only), then pumped 1 MiB per credit.
+  const before = storageLog ? await storage() : null;
+  from = a.received.length;
+  await measure('email() + ingest, no credit (store only)', size, async () => {
+    await post(t, `cloud-${size}-${run}-a`);
+    await a.until(from, hasFrame('message'), 'message frame');
+  });
+  const id1 = a.last('message')?.id ?? '';
+  const stored = storageLog ? await storage() : null;
+  await measure('admin GET /admin/queue', size, async () => { await admin('/admin/queue'); });
+  await measure('admin GET /admin/messages (list)', size, async () => { await admin('/admin/messages?limit=100'); });
+  await measure('admin GET /admin/messages/<id> (show)', size, async () => { await admin(`/admin/messages/${id1}`); });
+  await measure('admin GET …/raw (export; 1 RPC per chunk)', size, async () => {
+    const raw = await admin(`/admin/messages/${id1}/raw`);
+    if (raw.byteLength !== size) throw new Error(`raw export gave ${raw.byteLength} bytes, wanted ${size}`);
+  });
+  await pumpToEnd(a, size, id1, from);
+  logFrom = logs.length;
+  await measure('ack delivered (message and its chunks deleted)', size, async () => {
+    a.send({ type: 'ack', id: id1, results: result('delivered') });
+    await untilLog(logFrom, 'message.acked');
+  });
+  if (storageLog) storageLog.push({ size, before, stored, delivered: await storage() });
+
+  // Message 2: the agent holds its 8 MiB of credit, as the real one does: ingest stores and sends.
+  await topUp(a, size);
+  from = a.received.length;
+  const first = Math.min(Math.ceil(size / MAX_CHUNK_BYTES), AGENT_CREDIT / MAX_CHUNK_BYTES);
+  try {
+    await measure('email() + ingest, agent holds 8 MiB credit (store + send)', size, async () => {
+      await post(t, `cloud-${size}-${run}-b`);
+      await a.until(from, (r) => hasFrame('message')(r) && chunksIn(r) >= first, 'message frame and its first chunks');
+    });
+  } catch (err) {
+    // Seen at 25 MiB: workerd drops the POST's connection (EPIPE). Recorded, and the run ends here.
+    const why = err instanceof Error ? `${err.message}${err.cause ? ` (${String(err.cause)})` : ''}` : String(err);
+    failures.push({ size, run, kind: 'email() + ingest, agent holds 8 MiB credit (store + send)', error: why });
+    say(`  ${sizeLabel(size)} run ${run}: ingest with credit failed: ${why}`);
+    await a.close().catch(() => undefined);
+    return;
+  }
+  const id2 = a.last('message')?.id ?? '';
+  await pumpToEnd(a, size, id2, from);
+  logFrom = logs.length;
+  await measure('ack tempfail (message deferred)', size, async () => {
+    a.send({ type: 'ack', id: id2, results: result('tempfail') });
+    await untilLog(logFrom, 'message.deferred');
+  });
+  await topUp(a, size);
+  from = a.received.length;
+  await measure('alarm (deferred message due: leased, sent within 8 MiB credit)', size, async () => {
+    await a.until(from, (r) => hasFrame('message', id2)(r) && chunksIn(r) >= first, 'message frame from the alarm', 30_000);
+  });
+  await pumpToEnd(a, size, id2, from);
+  from = a.received.length;
+  await measure('ack permfail (bounce task sent)', size, async () => {
+    a.send({ type: 'ack', id: id2, results: result('permfail') });
+    await a.until(from, hasFrame('bounce', id2), 'bounce frame');
+  });
+  logFrom = logs.length;
+  await measure('bounced (sent)', size, async () => {
+    a.send({ type: 'bounced', id: id2, status: 'sent', code: 250, text: 'ok' });
+    await untilLog(logFrom, 'bounce.sent');
+  });
+  await measure('retry (nothing deferred)', size, async (cpu0) => {
+    a.send({ type: 'retry' });
+    await ran(cpu0);
+  });
+  await measure('admin DELETE /admin/messages/<id> (purge)', size, async () => { await admin(`/admin/messages/${id2}`, 'DELETE'); });
+  logFrom = logs.length;
+  await measure('close (webSocketClose)', size, async () => {
+    await a.close();
+    await untilLog(logFrom, 'agent.disconnected');
+  });
+}
+
+// ---- profiles: where ingest's and the pump's time goes ------------------------------------
+
+interface CpuProfile { nodes: { id: number; callFrame: { functionName: string }; children?: number[] }[]; samples: number[]; timeDeltas: number[] }
+
+const OBJECT_FNS = new Set(['ingest', 'storeChunks', 'flush', 'dedupeKey', 'appendChunk', 'begin', 'commit', 'findDuplicate', '#scheduleAlarm', '#pumpAll', '#pump']);
+const WORKER_FNS = new Set(['fetch', 'devEmail', 'handleEmail', 'hasToken', 'cloudflareVerdicts', 'readConfig']);
+
+/** ms of sampled time whose stack holds `ingest` (the object) or the Worker's email path, and the rest. */
+function split(p: CpuProfile): Record<string, number> {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const out: Record<string, number> = { 'object: ingest or pump': 0, 'Worker: fetch/devEmail/handleEmail': 0, 'GC': 0, 'no JS on the stack (program)': 0, other: 0 };
+  for (let i = 0; i < p.samples.length; i++) {
+    const dt = (p.timeDeltas[i] ?? 0) / 1000;
+    const leaf = byId.get(p.samples[i] ?? -1)?.callFrame.functionName ?? '';
+    if (leaf === '(idle)') continue;
+    if (leaf === '(garbage collector)') { out.GC = (out.GC ?? 0) + dt; continue; }
+    if (leaf === '(program)') { out['no JS on the stack (program)'] = (out['no JS on the stack (program)'] ?? 0) + dt; continue; }
+    let group = 'other';
+    for (let cur: number | undefined = p.samples[i]; cur !== undefined; cur = parent.get(cur)) {
+      const fn = byId.get(cur)?.callFrame.functionName ?? '';
+      // Async functions resume with only themselves on the stack: name the ones each side runs.
+      if (OBJECT_FNS.has(fn)) { group = 'object: ingest or pump'; break; }
+      if (WORKER_FNS.has(fn)) group = 'Worker: fetch/devEmail/handleEmail';
+    }
+    out[group] = (out[group] ?? 0) + dt;
+  }
+  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+}
+
+interface ProfileResult { phase: string; size: number; threadMs: number; split: Record<string, number>; summary: ProfileSummary }
+
+async function profiled(outDir: string, phase: string, size: number, act: () => Promise<void>): Promise<ProfileResult> {
+  await untilQuiet(workerd, tid);
+  // The sampler wakes the isolate's thread every 100 µs: the thread is never quiet while it
+  // runs, so this thread time includes the profiler's own cost, and the tail is a fixed wait.
+  const prof = await profileIsolate(inspectPort, 100);
+  const t0 = threadCpuNs(workerd, tid);
+  await act();
+  await new Promise((r) => setTimeout(r, 150));
+  const threadMs = (threadCpuNs(workerd, tid) - t0) / 1e6;
+  const profile = (await prof.stop()) as CpuProfile;
+  const file = join(outDir, `${phase.replace(/\W+/g, '-')}-${size}.cpuprofile`);
+  await writeFile(file, JSON.stringify(profile));
+  return { phase, size, threadMs, split: split(profile), summary: await analyzeProfile(file, `${phase} ${sizeLabel(size)}`, 0, 12) };
+}
+
+async function profileRuns(outDir: string): Promise<ProfileResult[]> {
+  const out: ProfileResult[] = [];
+  for (const { bytes } of SIZES.filter((s) => s.bytes >= MiB)) {
+    const t = template(bytes, `cloud-prof-${bytes}`);
+    const a = await WireAgent.connect(agentUrl, AGENT_TOKEN);
+    a.send({ type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true });
+    await a.until(0, hasFrame('welcome'), 'welcome');
+    const from = a.received.length;
+    out.push(await profiled(outDir, 'email()+ingest (store only)', bytes, async () => {
+      await post(t, `cloud-prof-${bytes}`);
+      await a.until(from, hasFrame('message'), 'message frame');
+    }));
+    const id = a.last('message')?.id ?? '';
+    const n = Math.ceil(bytes / MAX_CHUNK_BYTES);
+    out.push(await profiled(outDir, 'pump (credit frames, all chunks)', bytes, async () => {
+      a.send({ type: 'credit', bytes: n * MAX_CHUNK_BYTES });
+      await a.until(from, hasFrame('end', id), 'end frame');
+    }));
+    const logFrom = logs.length;
+    a.send({ type: 'ack', id, results: result('delivered') });
+    await untilLog(logFrom, 'message.acked');
+    await a.close();
+  }
+  // Heartbeats: the runtime answers them; does the isolate run at all?
+  const a = await WireAgent.connect(agentUrl, AGENT_TOKEN);
+  a.send({ type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true });
+  await a.until(0, hasFrame('welcome'), 'welcome');
+  out.push(await profiled(outDir, '200 heartbeats', 0, async () => {
+    for (let i = 0; i < 200; i++) {
+      const from = a.received.length;
+      a.ping();
+      await a.until(from, (r) => r.some((x) => x.kind === 'pong'), 'pong');
+    }
+  }));
+  await a.close();
+  return out;
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+const load0 = loadavg();
+say(`bench:cloud — workerd pid ${workerd}, isolate thread ${tid} (${isolate.comm}); loadavg ${load0.map((x) => x.toFixed(2)).join(' ')}; ${new Date().toISOString()}`);
+const storageLog: Record<string, unknown>[] = [];
+try {
+  // Warm-up: the first invocations compile the Worker's code; not measured.
+  await oneRun(template(10 * KiB, 'cloud-warm'), 10 * KiB, -1, null);
+  samples.length = 0;
+  for (const { bytes, runs } of SIZES) {
+    const t = template(bytes, `cloud-${bytes}`);
+    for (let r = 0; r < runs; r++) await oneRun(t, bytes, r, r === 0 ? storageLog : null);
+    say(`  ${sizeLabel(bytes)}: ${runs} runs done; loadavg ${loadavg()[0]?.toFixed(2)}`);
+  }
+} catch (err) {
+  say(`failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-10).join('\n')}`);
+  await rt.dispose();
+  process.exit(1);
+}
+let profiles: ProfileResult[] = [];
+const date = new Date().toISOString().slice(0, 10);
+if (!args['no-profile']) {
+  const outDir = join(ROOT, 'bench', 'results', 'profiles', `cloud-${date}-${process.pid}`);
+  await mkdir(outDir, { recursive: true });
+  profiles = await profileRuns(outDir);
+}
+const load1 = loadavg();
+await rt.dispose();
+await rm(dir, { recursive: true, force: true });
+
+// ---- report ----------------------------------------------------------------------------------
+
+const kinds = [...new Set(samples.map((s) => s.kind))];
+const sizes = SIZES.map((s) => s.bytes);
+const rows: { kind: string; size: number; n: number; p50: number; max: number; processP50: number; over10: number }[] = [];
+say('\nCPU per invocation, ms: workerd main thread (isolate + its I/O), median / max over the runs [n]; (whole workerd process, median)');
+say(`| invocation | ${sizes.map(sizeLabel).join(' | ')} |`);
+say(`|---|${sizes.map(() => '---:').join('|')}|`);
+for (const kind of kinds) {
+  const cells = sizes.map((size) => {
+    const s = samples.filter((x) => x.kind === kind && x.size === size);
+    if (s.length === 0) return '–';
+    const th = summarize(s.map((x) => x.threadMs));
+    const pr = summarize(s.map((x) => x.processMs));
+    rows.push({ kind, size, n: th.n, p50: th.p50, max: th.max, processP50: pr.p50, over10: s.filter((x) => x.threadMs > 10).length });
+    return `${th.p50.toFixed(2)} / ${th.max.toFixed(2)} [${th.n}] (${pr.p50.toFixed(2)})`;
+  });
+  say(`| ${kind} | ${cells.join(' | ')} |`);
+}
+
+// Durable Object requests per delivered message (Cloudflare bills incoming WebSocket messages 20:1):
+// the live path with the real agent: one ingest RPC; credit frames, one per 1 MiB read; one ack.
+const perMessage = sizes.map((size) => {
+  const credits = size / MiB;  // the agent grants 1 MiB once it has read 1 MiB, so a 10 KiB message costs 1/102 of one
+  const wsMessages = credits + 1;
+  const requests = 1 + wsMessages / 20;
+  const st = storageLog.find((x) => x.size === size) as { stored: Stored | null; delivered: Stored | null; before: Stored | null } | undefined;
+  return {
+    size, rpc: 1, wsMessages: Math.round(wsMessages * 100) / 100, alarms: 0, requests: Math.round(requests * 1000) / 1000,
+    storedChunkBytes: st?.stored?.chunkBytes ?? null, storedRowBytes: st?.stored?.messageRowBytes ?? null,
+    dbGrowthWhileQueued: st?.stored && st.before ? st.stored.pages - st.before.pages : null,
+    deliveredRowBytes: st?.delivered && st.delivered.delivered > 0 ? Math.round(st.delivered.deliveredRowBytes / st.delivered.delivered) : null,
+  };
+});
+say('\nDurable Object requests and storage per delivered message (live path, real agent, no retry)');
+say('| size | RPC | incoming WS messages (credit + ack) | DO requests (WS ÷ 20) | chunk bytes stored | message row bytes | DB file growth while queued | delivered (dedupe) row after ack |');
+say('|---|---:|---:|---:|---:|---:|---:|---:|');
+for (const p of perMessage) {
+  say(`| ${sizeLabel(p.size)} | ${p.rpc} | ${p.wsMessages} | ${p.requests} | ${p.storedChunkBytes} | ${p.storedRowBytes} | ${p.dbGrowthWhileQueued} | ${p.deliveredRowBytes} |`);
+}
+// Fixed per day while an agent is connected: a silence-check alarm every AGENT_SILENT_MS/2
+// (default 90 s → 45 s) = 1,920 alarms; heartbeats every 10 s = 8,640 auto-responses, which
+// never wake the object (counted here as 0; at 20:1 they would be 432 requests).
+const fixedPerDay = 86_400 / 45;
+const allowance = perMessage.map((p) => ({ size: p.size, messagesPerDay: Math.floor((100_000 - fixedPerDay) / p.requests) }));
+say(`\nFree plan, 100,000 DO requests/day, minus ${fixedPerDay} silence-check alarms a day with an agent online: ${allowance.map((x) => `${sizeLabel(x.size)} ${x.messagesPerDay.toLocaleString('en')} msg/day`).join(', ')}`);
+
+if (profiles.length > 0) {
+  say('\nProfiles (V8 sampling, 100 µs; sampled ms are wall time between samples, so under load they exceed CPU: read them as shares): thread CPU with the profiler on, and the sampled time split by what was on the stack');
+  for (const p of profiles) {
+    say(`- ${p.phase}, ${sizeLabel(p.size)}: thread ${p.threadMs.toFixed(1)} ms; ${Object.entries(p.split).map(([k, v]) => `${k} ${v}`).join(', ')} ms`);
+    say(`    top self: ${p.summary.topSelf.slice(0, 8).map((e) => `${e.name} ${e.ms} ms`).join('; ')}`);
+  }
+}
+
+if (failures.length > 0) say(`\nFAILED invocations (not in the table): ${failures.map((f) => `${f.kind}, ${sizeLabel(f.size)} run ${f.run}: ${f.error}`).join('; ')}`);
+const worst = rows.reduce((m, r) => (r.max > m.max ? r : m), rows[0] ?? { kind: '?', size: 0, max: Number.NaN, n: 0, p50: 0, processP50: 0, over10: 0 });
+const file = join(ROOT, 'bench', 'results', `cloud-${date}.json`);
+await writeFile(file, `${JSON.stringify({
+  date: new Date().toISOString(), loadavg: { start: load0, end: load1 }, workerdPid: workerd,
+  method: 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
+  sizes: SIZES, rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay,
+  profiles: profiles.map((p) => ({ phase: p.phase, size: p.size, threadMs: p.threadMs, split: p.split, topSelf: p.summary.topSelf, topInclusive: p.summary.topInclusive })),
+  samples,
+}, null, 1)}\n`);
+say(`\nwrote ${file}; loadavg at the end ${load1.map((x) => x.toFixed(2)).join(' ')}`);
+say(`max CPU per invocation: ${worst.max.toFixed(1)} ms (${worst.kind}, ${sizeLabel(worst.size)})`);
