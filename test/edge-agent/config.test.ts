@@ -125,7 +125,7 @@ t.test('as a process: a bad setting exits 2 with the message on stderr', async (
   const cases: [string[], Record<string, string>, RegExp][] = [
     [['--config', bad], {}, /^mailbridge-agent: .*agent\.json: concurrency: must be an integer from 1 to 64, got 0\n$/],
     [['--config', '/nonexistent/agent.json'], {}, /\/nonexistent\/agent\.json: cannot read/],
-    [['--conf', bad], {}, /Unknown option '--conf'.*usage: main\.ts \[--config <file>\]/],
+    [['--conf', bad], {}, /Unknown option '--conf'.*usage: mailbridge-agent \[--config <file>\]/],
     [['--config', configDir(t, {}).file], { MAILBRIDGE_HEARTBEAT_MS: '10s' }, /MAILBRIDGE_HEARTBEAT_MS: not a whole number: "10s"/],
   ];
   for (const [args, env, message] of cases) {
