@@ -2,9 +2,10 @@
 // it: PATH leads nowhere, so the executable must carry its own Node, its flags and every module.
 // Built once here unless dist/ holds one newer than every source it is made of (~20 s).
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
@@ -100,4 +101,56 @@ t.test('no Node on PATH: connects, delivers one message, logs its Subject, stops
   t.equal(await p.exit, 0, 'exit 0 after SIGTERM');
   t.same(p.events().map((e) => e.event).filter((e) => e.startsWith('agent.')), ['agent.started', 'agent.stopping', 'agent.stopped']);
   t.equal(p.err(), '', 'nothing on stderr');
+});
+
+/** The systemd-notify tool and python3 (a unix datagram listener: Node cannot bind one), or why not. */
+function notifySkip(): string | false {
+  for (const tool of ['systemd-notify', 'python3']) {
+    try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); } catch { return `no ${tool} here`; }
+  }
+  return false;
+}
+
+t.test('under systemd (Type=notify, WatchdogSec=): READY=1 once running, WATCHDOG=1 pings, STOPPING=1 on SIGTERM', { skip: notifySkip() }, async (t) => {
+  const object = await scriptedObject(t);
+  const dir = t.testdir({ token: `${TOKEN}\n`, bin: {} });
+  // A unix socket path has at most 107 bytes; the test dir's is longer.
+  const sockDir = await mkdtemp(join(tmpdir(), 'mb-notify-'));
+  t.teardown(() => rm(sockDir, { recursive: true, force: true }));
+  const socket = join(sockDir, 'notify.sock');
+  // systemd's end of $NOTIFY_SOCKET: one line per datagram.
+  const listener = spawn('python3', ['-c', [
+    'import socket, sys',
+    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+    's.bind(sys.argv[1])',
+    'while True: print(s.recv(4096).decode(), flush=True)',
+  ].join('\n'), socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => { listener.kill(); });
+  let got = '';
+  listener.stdout.on('data', (c: Buffer) => { got += c.toString('utf8'); });
+  const until = async (what: string, ok: () => boolean): Promise<void> => {
+    for (let i = 0; !ok(); i++) {
+      if (i > 400) throw new Error(`no ${what} within 20 s; got ${JSON.stringify(got)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await until('listening socket', () => existsSync(socket));
+  // PATH holds systemd-notify and nothing else: still no Node.
+  const tool = execFileSync('sh', ['-c', 'command -v systemd-notify'], { encoding: 'utf8' }).trim();
+  await symlink(tool, join(dir, 'bin', 'systemd-notify'));
+
+  const p = runAgent({
+    PATH: join(dir, 'bin'), NOTIFY_SOCKET: socket, WATCHDOG_USEC: '2000000',
+    MAILBRIDGE_WORKER_URL: object.url, MAILBRIDGE_TOKEN_FILE: join(dir, 'token'), MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_HTTP: 'off',
+  }, [], { executable: exe });
+  t.teardown(() => { p.child.kill('SIGKILL'); });
+  await until('READY=1', () => got.includes('READY=1'));
+  await until('a watchdog ping (every WATCHDOG_USEC / 2)', () => got.includes('WATCHDOG=1'));
+  p.child.kill('SIGTERM');
+  t.equal(await p.exit, 0, 'exit 0 after SIGTERM');
+  await until('STOPPING=1', () => got.includes('STOPPING=1'));
+  const states = got.split('\n').filter((l) => l !== '' && l !== 'BARRIER=1');
+  t.equal(states[0], 'READY=1', 'READY=1 comes first');
+  t.ok(states.indexOf('STOPPING=1') > states.indexOf('WATCHDOG=1'), 'pings while running, then STOPPING=1');
+  t.same(p.events().filter((e) => e.event === 'notify.failed'), [], 'every message reached the socket');
 });
