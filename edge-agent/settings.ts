@@ -5,8 +5,10 @@
 // Everything is checked before anything starts: an unknown key, a wrong type or
 // a bad value is a ConfigError whose message names the key where it was set
 // (`/etc/mailbridge/agent.json: concurrency: ...` or `MAILBRIDGE_CONCURRENCY: ...`).
-import { readFileSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
+// The token may also be a systemd credential, $CREDENTIALS_DIRECTORY/token, used only when
+// neither the file nor the environment names one.
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
 import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
@@ -39,6 +41,8 @@ const KEYS = {
   authservId: 'string',
 } as const satisfies Record<string, Kind>;
 export type Key = keyof typeof KEYS;
+/** Every setting's key, in the order --help lists them. */
+export const SETTING_KEYS = Object.keys(KEYS) as Key[];
 const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
 
 type Value = string | number | boolean;
@@ -182,13 +186,21 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   const where = (k: Key): string => (file ? `${k} must be set in ${file} or as ${envName(k)}` : `${envName(k)} must be set`);
 
   const workerUrl = set.get('workerUrl') ?? fail(where('workerUrl'), 'wss://<your worker>/agent');
-  const tokenOrigin = set.get('tokenFile') ?? set.get('token');
+  let tokenOrigin = set.get('tokenFile') ?? set.get('token');
+  let tokenIsFile = tokenOrigin !== undefined && tokenOrigin === set.get('tokenFile');
+  // Under systemd with LoadCredential=token:<file>, the token when nothing above names one.
+  const credential = env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'token') : null;
+  if (!tokenOrigin && credential && existsSync(credential)) {
+    tokenOrigin = { value: credential, label: '$CREDENTIALS_DIRECTORY/token', fromFile: false };
+    tokenIsFile = true;
+  }
   if (!tokenOrigin) {
-    throw new ConfigError(file ? `token: set tokenFile (or token) in ${file}, or MAILBRIDGE_TOKEN_FILE (or MAILBRIDGE_TOKEN)`
-      : 'MAILBRIDGE_TOKEN or MAILBRIDGE_TOKEN_FILE must be set');
+    const or = 'or a systemd credential named token (LoadCredential=token:<file>)';
+    throw new ConfigError(file ? `token: set tokenFile (or token) in ${file}, or MAILBRIDGE_TOKEN_FILE (or MAILBRIDGE_TOKEN), ${or}`
+      : `MAILBRIDGE_TOKEN or MAILBRIDGE_TOKEN_FILE must be set (or token/tokenFile in ${path}, ${or})`);
   }
   let token = String(tokenOrigin.value);
-  if (tokenOrigin === set.get('tokenFile')) {
+  if (tokenIsFile) {
     try {
       token = readFileSync(token, 'utf8').trim();
     } catch (err) {

@@ -1,4 +1,4 @@
-// The agent as a process, the way systemd runs it (node edge-agent/main.ts, or its build),
+// The agent as a process, the way systemd runs it (node edge-agent/main.ts, its bundle, or the executable),
 // with its JSON log lines collected so a test can wait for events.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -18,12 +18,18 @@ export interface AgentProcess {
   waitEvent(event: string, pred?: (e: LogEvent) => boolean, ms?: number): Promise<LogEvent>;
 }
 
-/** `script`: run this file (e.g. the built dist/edge-agent.mjs) with these Node flags instead of main.ts. */
-export function runAgent(env: Record<string, string>, args: string[] = [], script?: { file: string; nodeFlags: string[] }): AgentProcess {
-  const entry = script ? [...script.nodeFlags, script.file] : [MAIN];
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...entry, ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * `script`: run this file (e.g. the built dist/edge-agent.mjs) with these Node flags instead of
+ * main.ts; `{ executable }`: run that file itself (dist/mailbridge-agent), with `env` as its
+ * whole environment but PATH (which `env` may replace).
+ */
+export function runAgent(env: Record<string, string>, args: string[] = [], script?: { file: string; nodeFlags: string[] } | { executable: string }): AgentProcess {
+  const spawnEnv = { PATH: process.env.PATH ?? '', ...env };
+  const child = script && 'executable' in script
+    ? spawn(script.executable, args, { env: spawnEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...(script ? [...script.nodeFlags, script.file] : [MAIN]), ...args], {
+      env: spawnEnv, stdio: ['ignore', 'pipe', 'pipe'],
+    });
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (c: Buffer) => { stdout += c.toString('utf8'); });

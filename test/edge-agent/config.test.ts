@@ -79,6 +79,22 @@ t.test('no --config and no default file: the environment alone', { skip: existsS
   t.match(s, { file: null, stateDir: 'state', agent: { workerUrl: URL, token: ENV_TOKEN } });
 });
 
+t.test('a systemd credential ($CREDENTIALS_DIRECTORY/token) is the token only when nothing else names one', async (t) => {
+  const creds = configDir(t, {}).dir;
+  writeFileSync(join(creds, 'token'), `${ENV_TOKEN}\n`);
+  const env = { CREDENTIALS_DIRECTORY: creds };
+  const bare = configDir(t, { tokenFile: undefined }).file;
+  t.equal(loadSettings(bare, env).agent.token, ENV_TOKEN, 'LoadCredential=token:… alone is enough');
+  if (!existsSync(DEFAULT_CONFIG_PATH)) t.equal(loadSettings(undefined, { ...env, MAILBRIDGE_WORKER_URL: URL }).agent.token, ENV_TOKEN, 'with no file at all too');
+  t.equal(loadSettings(configDir(t, {}).file, env).agent.token, TOKEN, "the file's tokenFile comes first");
+  t.equal(loadSettings(bare, { ...env, MAILBRIDGE_TOKEN: 'var-token-0123456789abcdef' }).agent.token, 'var-token-0123456789abcdef', 'so does MAILBRIDGE_TOKEN');
+  writeFileSync(join(creds, 'token'), 'short\n');
+  t.throws(() => loadSettings(bare, env), { message: /^\$CREDENTIALS_DIRECTORY\/token: must be at least 16/ }, 'a bad one is named as such');
+  t.throws(() => loadSettings(bare, { CREDENTIALS_DIRECTORY: join(creds, 'none') }),
+    { message: /^token: set tokenFile \(or token\) in .*agent\.json, or MAILBRIDGE_TOKEN_FILE \(or MAILBRIDGE_TOKEN\), or a systemd credential named token/ },
+    'a credentials directory without token: the usual message');
+});
+
 t.test('every bad setting names its key', async (t) => {
   const cases: [Record<string, unknown> | string, Record<string, string>, RegExp][] = [
     ['{"workerUrl": ', {}, /agent\.json: not valid JSON/],
@@ -125,7 +141,7 @@ t.test('as a process: a bad setting exits 2 with the message on stderr', async (
   const cases: [string[], Record<string, string>, RegExp][] = [
     [['--config', bad], {}, /^mailbridge-agent: .*agent\.json: concurrency: must be an integer from 1 to 64, got 0\n$/],
     [['--config', '/nonexistent/agent.json'], {}, /\/nonexistent\/agent\.json: cannot read/],
-    [['--conf', bad], {}, /Unknown option '--conf'.*usage: main\.ts \[--config <file>\]/],
+    [['--conf', bad], {}, /Unknown option '--conf'.*usage: mailbridge-agent \[--config <file>\]/],
     [['--config', configDir(t, {}).file], { MAILBRIDGE_HEARTBEAT_MS: '10s' }, /MAILBRIDGE_HEARTBEAT_MS: not a whole number: "10s"/],
   ];
   for (const [args, env, message] of cases) {

@@ -1,0 +1,48 @@
+// systemd's notify protocol for Type=notify and WatchdogSec= (systemd-notify(1), sd_notify(3)):
+// READY=1 once the agent runs, STOPPING=1 on SIGTERM, WATCHDOG=1 pings while the event loop
+// turns. The protocol is one datagram on the unix socket $NOTIFY_SOCKET, which Node cannot send
+// (node:dgram has no unix sockets, node:net no SOCK_DGRAM) without a native addon, so each
+// message runs the systemd-notify tool; the unit sets NotifyAccess=all so systemd takes it from
+// that child. Without $NOTIFY_SOCKET (not under systemd, or Type=simple) nothing runs at all.
+import { execFile } from 'node:child_process';
+import type { Logger } from './log.ts';
+
+export interface Notifier {
+  ready(): void;
+  stopping(): void;
+  /** Stops the watchdog pings. */
+  close(): void;
+}
+
+const NOTIFY_TIMEOUT_MS = 10_000;
+
+export function systemdNotifier(env: NodeJS.ProcessEnv, log: Logger, pid = process.pid): Notifier {
+  if (!env.NOTIFY_SOCKET) return { ready() {}, stopping() {}, close() {} };
+  let broken = false;
+  let pending = 0;
+  const send = (state: string): void => {
+    if (broken) return;
+    pending++;
+    execFile('systemd-notify', [state], { timeout: NOTIFY_TIMEOUT_MS, env: { ...env } }, (err) => {
+      pending--;
+      if (!err) return;
+      // Without the tool (or with a socket that refuses) every later message would fail alike.
+      broken = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      log('notify.failed', { state, error: err.message, gaveUp: broken });
+    });
+  };
+  // systemd sets WATCHDOG_USEC (and WATCHDOG_PID, our pid) when the unit has WatchdogSec=.
+  const usec = Number(env.WATCHDOG_USEC);
+  const forUs = env.WATCHDOG_PID === undefined || Number(env.WATCHDOG_PID) === pid;
+  let timer: NodeJS.Timeout | null = null;
+  if (Number.isFinite(usec) && usec > 0 && forUs) {
+    // Half the timeout, as sd_watchdog_enabled(3) advises; a ping still running is not doubled.
+    timer = setInterval(() => { if (pending === 0) send('WATCHDOG=1'); }, Math.max(1000, usec / 2000));
+    timer.unref();
+  }
+  return {
+    ready: () => send('READY=1'),
+    stopping: () => send('STOPPING=1'),
+    close: () => { if (timer) clearInterval(timer); },
+  };
+}
