@@ -1,9 +1,12 @@
-// Cloudflare's SPF/DKIM/DMARC/ARC verdicts on an incoming message, read from
-// message.headers (the runtime's parsed header section; reading message.raw
-// here would consume the stream the queue needs). Only fields Cloudflare wrote
-// count: the topmost ARC-Authentication-Results, Authentication-Results and
-// Received-SPF, each only when it names a Cloudflare host. A verdict not found
-// that way is 'none': never a guess (docs/security.md, "Trust").
+// Cloudflare's SPF/DKIM/DMARC/ARC verdicts on an incoming message, read from the
+// block Email Routing wrote above the sender's message (cloudflare-block.ts) and
+// nowhere else: a sender can write any field it likes below it, and when
+// Cloudflare adds no verdicts of its own (workerd#6740) a sender's
+// 'Authentication-Results: mx.cloudflare.net; dmarc=pass' would otherwise pass for
+// Cloudflare's. Within the block, the topmost ARC-Authentication-Results,
+// Authentication-Results and Received-SPF count, each only when it names a
+// Cloudflare host. A verdict not found that way is 'none': never a guess
+// (docs/security.md, "Trust").
 import { NO_VERDICTS, isAuthResult, type AuthResult, type AuthVerdicts } from '../protocol/wire.ts';
 
 /** Hosts Cloudflare names itself by in its verdict fields (mx.cloudflare.net, ...). */
@@ -119,4 +122,21 @@ export function cloudflareVerdicts(headers: Headers | undefined): AuthVerdicts {
   }
   if (!sources.some((s) => s?.has('spf'))) out.spf = spfField(headers) ?? 'none';
   return out;
+}
+
+/**
+ * The verdicts in Cloudflare's block (`block`: its bytes, as cloudflareBlockLength found
+ * them; empty when none was found: then every verdict is 'none'). The block is Cloudflare's
+ * own writing, at most MAX_BLOCK_BYTES: decoding it as Latin-1 touches no byte of the mail.
+ */
+export function blockVerdicts(block: Uint8Array): AuthVerdicts {
+  if (block.byteLength === 0) return { ...NO_VERDICTS };
+  let text = '';
+  for (let i = 0; i < block.byteLength; i += 0x2000) text += String.fromCharCode(...block.subarray(i, i + 0x2000));
+  const headers = new Headers();
+  for (const field of text.replace(/\r\n(?=[ \t])/g, '').split('\r\n')) {
+    const colon = field.indexOf(':');
+    if (colon > 0) headers.append(field.slice(0, colon).trim(), field.slice(colon + 1).trim());
+  }
+  return cloudflareVerdicts(headers);
 }

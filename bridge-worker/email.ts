@@ -2,7 +2,6 @@
 // the queue object. Returning means "stored durably"; throwing makes Email
 // Routing answer the sender with a temporary error, so the sender retries.
 import { isAddress } from '../protocol/wire.ts';
-import { cloudflareVerdicts } from './cf-verdicts.ts';
 import { MAX_BLOCK_BYTES } from './cloudflare-block.ts';
 import { readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
@@ -15,8 +14,6 @@ export interface IncomingEmail {
   readonly to: string;
   readonly raw: ReadableStream<Uint8Array>;
   readonly rawSize: number;
-  /** The message's header fields as the runtime parsed them: where Cloudflare's verdicts are read. */
-  readonly headers: Headers;
   setReject(reason: string): void;
 }
 
@@ -57,9 +54,8 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   }
   const queue = shardStub(env, shardOf(message.to, cfg.shards));
   // One call stores the message and, with VERDICT_WAIT_MS > 0, waits for the agent's answer.
-  const auth = cloudflareVerdicts(message.headers);
   const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
-  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, auth, budgetMs);
+  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, budgetMs);
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }

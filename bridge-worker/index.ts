@@ -13,9 +13,6 @@ function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
 }
 
-/** Request headers the dev route passes on as message.headers: where email() reads Cloudflare's verdicts. */
-const VERDICT_FIELDS = ['arc-authentication-results', 'authentication-results', 'received-spf'];
-
 /**
  * POST /dev/email?from=&to= — the local SMTP ingress's way into the same
  * handleEmail() as Email Routing, without wrangler's 1 MiB local email limit.
@@ -32,14 +29,8 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
     return json(400, { error: 'need ?from=&to=, a body and Content-Length' });
   }
   let rejected: string | null = null;
-  // Cloudflare's verdict fields, as a test or the local stand-in sets them on the request.
-  const headers = new Headers();
-  for (const name of VERDICT_FIELDS) {
-    const v = request.headers.get(name);
-    if (v !== null) headers.set(name, v);
-  }
   const message: IncomingEmail = {
-    from, to, raw: request.body, rawSize: size, headers,
+    from, to, raw: request.body, rawSize: size,
     setReject: (reason) => { rejected = reason; },
   };
   try {

@@ -1,6 +1,7 @@
 // Reads one raw message stream into chunk rows of at most MAX_CHUNK_BYTES,
 // hashing on the way. Holds one chunk in memory, never the whole message.
-import { MAX_CHUNK_BYTES } from '../protocol/wire.ts';
+import { MAX_CHUNK_BYTES, NO_VERDICTS, type AuthVerdicts } from '../protocol/wire.ts';
+import { blockVerdicts } from './cf-verdicts.ts';
 import { MAX_BLOCK_BYTES, cloudflareBlockLength } from './cloudflare-block.ts';
 import { hex } from './log.ts';
 import type { MessageStore } from './store.ts';
@@ -10,7 +11,7 @@ export type ChunkResult =
    * `prefix`: length of Cloudflare's block at the start (stored, not hashed); `sha256`: of
    * the bytes after it, the sender's message. One hash pass, over those bytes only.
    */
-  | { ok: true; size: number; chunks: number; sha256: string; prefix: number }
+  | { ok: true; size: number; chunks: number; sha256: string; prefix: number; auth: AuthVerdicts }
   | { ok: false; size: number };
 
 export async function storeChunks(
@@ -31,6 +32,7 @@ export async function storeChunks(
   let size = 0;
   let seq = 0;
   let prefix = 0;
+  let auth: AuthVerdicts = { ...NO_VERDICTS };
   let cap = maxBytes + MAX_BLOCK_BYTES;  // until the block's length is known
   const flush = async (last = false): Promise<void> => {
     if (fill === 0 || !buf) return;
@@ -38,6 +40,8 @@ export async function storeChunks(
     // The block ends within the first chunk or is not stripped (a bounded scan of its start).
     if (seq === 0) {
       prefix = cloudflareBlockLength(data, last);
+      // Cloudflare's verdicts come from its block only, read while it is in memory.
+      auth = blockVerdicts(data.subarray(0, prefix));
       cap = maxBytes + prefix;
     }
     store.appendChunk(id, seq++, data);
@@ -81,5 +85,5 @@ export async function storeChunks(
     return { ok: false, size };
   }
   await hash.close();
-  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest), prefix };
+  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest), prefix, auth };
 }

@@ -5,7 +5,7 @@ import { DurableObject } from 'cloudflare:workers';
 import {
   FRAME, MAX_CHUNK_BYTES, MAX_CREDIT_BYTES, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
   ackCovers, encodeFrame, frameMessageId, parseAgentFrame,
-  type AckFrame, type AuthVerdicts, type BouncedFrame, type FailureReason, type NackFrame, type ObjectFrame, type RecipientResult, type RecipientsFrame,
+  type AckFrame, type BouncedFrame, type FailureReason, type NackFrame, type ObjectFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
 import { recipientKnown } from '../protocol/recipients.ts';
 import { readConfig, type Env } from './env.ts';
@@ -175,8 +175,6 @@ export class RelayQueue extends DurableObject<Env> {
    */
   async ingest(
     sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number, verdictWaitMs = 0,
-    /** Cloudflare's verdicts (cf-verdicts.ts), kept with the message and sent with it to the agent. */
-    auth: AuthVerdicts | null = null,
     budgetMs = Number.POSITIVE_INFINITY,
   ): Promise<IngestResult> {
     const deadline = Date.now() + budgetMs;  // the object's own clock: no skew with the Worker's
@@ -187,7 +185,7 @@ export class RelayQueue extends DurableObject<Env> {
     }
     const id = randomId();
     const now = Date.now();
-    this.#store.begin(id, sender, recipients, now, auth);
+    this.#store.begin(id, sender, recipients, now);
     let stored;
     try {
       stored = await storeChunks(this.#store, id, raw, maxBytes, sizeHint);
@@ -209,7 +207,8 @@ export class RelayQueue extends DurableObject<Env> {
       log('ingest.duplicate', { id: earlier, size: stored.size });
       return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, waitLeft(verdictWaitMs, deadline)) };
     }
-    this.#store.commit(id, stored.size, stored.sha256, stored.prefix, stored.chunks, key);
+    // Cloudflare's verdicts, from its block only (cf-verdicts.ts), go to the agent with the message.
+    this.#store.commit(id, stored.size, stored.sha256, stored.prefix, stored.chunks, key, stored.auth);
     if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();

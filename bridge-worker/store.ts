@@ -81,10 +81,10 @@ export class MessageStore {
   }
 
   /** Starts a message in `incoming`: it is not visible to agents until commit(). */
-  begin(id: string, sender: string, recipients: string[], now: number, auth: AuthVerdicts | null = null): void {
+  begin(id: string, sender: string, recipients: string[], now: number): void {
     this.#sql.exec(
-      `INSERT INTO messages (id, state, sender, recipients, received_at, auth) VALUES (?, 'incoming', ?, ?, ?, ?)`,
-      id, sender, JSON.stringify(recipients), now, auth === null ? null : JSON.stringify(auth),
+      `INSERT INTO messages (id, state, sender, recipients, received_at) VALUES (?, 'incoming', ?, ?, ?)`,
+      id, sender, JSON.stringify(recipients), now,
     );
   }
 
@@ -93,11 +93,11 @@ export class MessageStore {
   }
 
   /** incoming -> queued, once every chunk is stored. */
-  commit(id: string, size: number, sha256: string, prefix: number, chunks: number, dedupeKey: string): void {
+  commit(id: string, size: number, sha256: string, prefix: number, chunks: number, dedupeKey: string, auth: AuthVerdicts): void {
     this.#sql.exec(
-      `UPDATE messages SET state = 'queued', size = ?, sha256 = ?, prefix = ?, chunks = ?, dedupe_key = ?
+      `UPDATE messages SET state = 'queued', size = ?, sha256 = ?, prefix = ?, chunks = ?, dedupe_key = ?, auth = ?
        WHERE id = ? AND state = 'incoming'`,
-      size, sha256, prefix, chunks, dedupeKey, id,
+      size, sha256, prefix, chunks, dedupeKey, JSON.stringify(auth), id,
     );
   }
 

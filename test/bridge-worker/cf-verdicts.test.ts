@@ -1,7 +1,7 @@
 // Cloudflare's verdicts are read only from fields Cloudflare wrote (topmost, a Cloudflare
 // authserv-id); a verdict not found is 'none', and a sender's own field is never believed.
 import t from 'tap';
-import { cloudflareVerdicts, firstField, parseResults } from '../../bridge-worker/cf-verdicts.ts';
+import { blockVerdicts, cloudflareVerdicts, firstField, parseResults } from '../../bridge-worker/cf-verdicts.ts';
 import { NO_VERDICTS } from '../../protocol/wire.ts';
 
 const h = (fields: [string, string][]): Headers => {
@@ -43,4 +43,12 @@ t.test('firstField cuts at the first top-level comma; parseResults reads the gra
   t.same(parseResults('"mx.cloudflare.net" 1; dkim=fail; dkim=pass; dkim=fail')?.results.get('dkim'), 'pass', 'one dkim pass is a pass');
   t.equal(parseResults('(c) mx.cloudflare.net; none')?.authservId, 'mx.cloudflare.net');
   t.equal(parseResults('mx.cloudflare.net; spf=pass', true), null, 'ARC needs i=');
+});
+
+t.test('blockVerdicts reads Cloudflare\'s block and nothing else', async (t) => {
+  const block = Buffer.from(
+    'Received: from mx.example.net (192.0.2.1)\r\n        by cloudflare-email.com (unknown) id AbCdEfGhIjKl\r\n        for <a@example.test>; Wed, 02 Dec 2026 12:00:00 +0000\r\n' +
+    'ARC-Authentication-Results: i=1; mx.cloudflare.net;\r\n\tdkim=pass;\r\n\tdmarc=fail header.from=example.net;\r\n\tspf=softfail smtp.mailfrom=a@example.net\r\n');
+  t.same(blockVerdicts(block), { spf: 'softfail', dkim: 'pass', dmarc: 'fail', arc: 'none' }, 'folded fields unfolded');
+  t.same(blockVerdicts(Buffer.alloc(0)), NO_VERDICTS, 'no block found: none for each, never a guess');
 });

@@ -1,5 +1,5 @@
 // Issue #14, trust, end to end against real workerd and real Dovecot: Cloudflare's verdicts
-// (set by the test on the dev route, as Email Routing's message.headers would carry them)
+// (written by the test into the stand-in's Cloudflare block, as Email Routing writes them)
 // arrive as our one Authentication-Results; a sender's field claiming our authserv-id is
 // renamed; every other byte Dovecot stores is the message as sent.
 import t, { type Test } from 'tap';
@@ -10,7 +10,8 @@ import { startAgent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
 import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
 import { splitTrace, waitFor } from '../helpers/mail.ts';
-import { AGENT_TOKEN, DEV_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import type { Verdicts } from '../../local/email-routing.ts';
 
 const skip = dovecotSkip();
 const ID = 'home.example.test';
@@ -31,14 +32,9 @@ async function setup(t: Test): Promise<{ w: TestWorker; dovecot: DovecotFixture 
   return { w, dovecot };
 }
 
-/** POST /dev/email with request headers standing for Cloudflare's message.headers. */
-async function post(w: TestWorker, to: string, raw: Buffer, headers: Record<string, string> = {}): Promise<number> {
-  const url = new URL('/dev/email', w.rt.url);
-  url.searchParams.set('from', 'sender@example.net');
-  url.searchParams.set('to', to);
-  const res = await fetch(url, { method: 'POST', body: raw, headers: { ...headers, Authorization: `Bearer ${DEV_TOKEN}` } });
-  await res.arrayBuffer();
-  return res.status;
+/** Posts `raw` as Email Routing hands it over: under a fresh Cloudflare block carrying `verdicts`. */
+async function post(w: TestWorker, to: string, raw: Buffer, verdicts: Partial<Verdicts> = {}): Promise<number> {
+  return (await w.post('sender@example.net', to, raw, { block: { verdicts } })).status;
 }
 
 /** What Dovecot stored after its own header lines: ours, then the rest. */
@@ -62,9 +58,7 @@ const forged = (tag: string): Buffer => Buffer.from(
 t.test('Cloudflare\'s verdicts arrive in our Authentication-Results; forged ones are renamed, nothing else changes', { skip }, async (t) => {
   const { w, dovecot } = await setup(t);
   const raw = forged('cf-1');
-  t.equal(await post(w, 'alice@example.test', raw, {
-    'ARC-Authentication-Results': 'i=1; mx.cloudflare.net; dkim=fail header.d=bank.example; spf=softfail smtp.mailfrom=sender@example.net; dmarc=fail (p=QUARANTINE) header.from=bank.example; arc=none',
-  }), 200);
+  t.equal(await post(w, 'alice@example.test', raw, { dkim: 'fail', spf: 'softfail', dmarc: 'fail' }), 200);
   const [stored] = await waitFor('message in Dovecot', () => dovecot.readMessages('alice'), 1);
   const parts = ours(stored);
   t.ok(parts, 'Dovecot\'s header lines, our Received, our Authentication-Results');
@@ -80,12 +74,17 @@ t.test('Cloudflare\'s verdicts arrive in our Authentication-Results; forged ones
   t.match(text, /\r\nAuthentication-Results: mx\.other\.example; spf=pass\r\n/, 'another host\'s kept');
 });
 
-t.test('without verdicts from Cloudflare each is none, never a guess; another host\'s verdict field is not believed', { skip }, async (t) => {
+t.test('verdicts come from Cloudflare\'s block only: a sender\'s own field naming Cloudflare is not believed', { skip }, async (t) => {
   const { w, dovecot } = await setup(t);
-  const raw = Buffer.from('Authentication-Results: mx.cloudflare.net; dmarc=pass\r\nMessage-ID: <cf-2@example.net>\r\n\r\nhi\r\n');
-  t.equal(await post(w, 'bob@example.test', raw, { 'Authentication-Results': 'mail.attacker.example; dmarc=pass; spf=pass' }), 200);
+  // Below a field of the sender's own, so not part of Cloudflare's block however it is named.
+  const raw = Buffer.from('Message-ID: <cf-2@example.net>\r\nAuthentication-Results: mx.cloudflare.net; dmarc=pass; spf=pass; dkim=pass\r\n\r\nhi\r\n');
+  t.equal(await post(w, 'bob@example.test', raw), 200);
   const [stored] = await waitFor('message in Dovecot', () => dovecot.readMessages('bob'), 1);
   const parts = ours(stored);
   t.equal(parts?.auth, `Authentication-Results: ${ID};\r\n\tspf=none; dkim=none; dmarc=none; arc=none\r\n`);
   t.ok(parts?.rest.equals(raw), 'byte-exact: a field for another id is the sender\'s to keep');
+  const plain = Buffer.from('Message-ID: <cf-3@example.net>\r\n\r\nno block\r\n');
+  t.equal((await w.post('sender@example.net', 'alice@example.test', plain, { block: false })).status, 200);
+  const [noBlock] = await waitFor('message in Dovecot', () => dovecot.readMessages('alice'), 1);
+  t.equal(ours(noBlock)?.auth, `Authentication-Results: ${ID};\r\n\tspf=none; dkim=none; dmarc=none; arc=none\r\n`, 'no Cloudflare block: none, never a guess');
 });
