@@ -424,7 +424,7 @@ export class RelayQueue extends DurableObject<Env> {
     this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
     // Not silent: a warning with everything an operator needs to find it (relayctl show <id>).
     log('message.failed', {
-      level: 'warning', id: msg.id, reason, state: to.state, attempt: msg.attempts, sender: msg.sender,
+      id: msg.id, reason, state: to.state, attempt: msg.attempts, sender: msg.sender,
       failed: results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient} ${r.code} ${r.text.slice(0, 200)}`),
       ...(why !== null ? { why } : {}),
     });
@@ -465,7 +465,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (bounces) return;
     for (const id of this.#store.idleBounces()) {
       this.#store.bounceFailed(id, 'no bounce: the agent has no bounce relay configured');
-      log('bounce.impossible', { level: 'warning', id, why: 'the agent has no bounce relay configured' });
+      log('bounce.impossible', { id, why: 'the agent has no bounce relay configured' });
     }
   }
 
@@ -486,7 +486,7 @@ export class RelayQueue extends DurableObject<Env> {
         break;
       case 'failed':
         this.#store.bounceFailed(msg.id, `bounce refused: ${reply}`);
-        log('bounce.failed', { level: 'warning', id: msg.id, sender: msg.sender, reply });
+        log('bounce.failed', { id: msg.id, sender: msg.sender, reply });
         break;
     }
   }
@@ -498,7 +498,7 @@ export class RelayQueue extends DurableObject<Env> {
     const retry = this.#retry();
     if (now - since >= retry.maxAgeMs) {
       this.#store.bounceFailed(msg.id, `bounce not sent within ${Math.round(retry.maxAgeMs / 3_600_000)} h: ${why}`);
-      log('bounce.failed', { level: 'warning', id: msg.id, sender: msg.sender, why });
+      log('bounce.failed', { id: msg.id, sender: msg.sender, why });
       return;
     }
     const at = bounceRetryAt(since, now, retry);
