@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import type { Agent } from './agent.ts';
 import { ConfigError } from './config.ts';
 import type { HttpServer } from './http.ts';
-import { jsonLogger } from './log.ts';
+import { createLogger } from './log.ts';
 import { reclaiming } from './reclaim.ts';
 import { loadSettings, type DaemonSettings } from './settings.ts';
 
@@ -33,7 +33,7 @@ const s = settings();
 const { startAgent } = await import('./agent.ts');
 const { startHttpServer } = await import('./http.ts');
 const { DAY_MS } = await import('./journal.ts');
-const log = jsonLogger();
+const log = createLogger({ format: s.logFormat });
 let agent: Agent;
 try {
   agent = startAgent(s.agent, s.stateDir, log, {

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
+import { LOG_FORMATS, type LogFormat } from './log.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
 export const DEFAULT_TARGET = 'lmtp+unix:/var/run/dovecot/lmtp';
@@ -22,6 +23,8 @@ export interface DaemonSettings {
   /** Where /healthz and /metrics listen; null = no HTTP server. */
   http: Listen | null;
   logSubject: boolean;
+  /** json (default): one JSON object a line; maillog: Postfix-like text (log.ts). */
+  logFormat: LogFormat;
   journalRetentionDays: number;
   /** How long in-flight deliveries may finish after SIGTERM before they are handed back. */
   stopGraceMs: number;
@@ -36,7 +39,7 @@ const KEYS = {
   concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
   stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
   recipientsFile: 'string', recipientDelimiter: 'string', bounceRelay: 'string', reportingMta: 'string',
-  authservId: 'string',
+  authservId: 'string', logFormat: 'string',
 } as const satisfies Record<string, Kind>;
 export type Key = keyof typeof KEYS;
 const isKey = (k: string): k is Key => Object.hasOwn(KEYS, k);
@@ -159,6 +162,14 @@ export function agentExtras(set: Map<Key, Origin>): Pick<DaemonSettings, 'logSub
   };
 }
 
+/** logFormat (MAILBRIDGE_LOG_FORMAT): json unless set. The local relay (local/settings.ts) uses this too. */
+export function logFormatOf(set: Map<Key, Origin>): LogFormat {
+  const o = set.get('logFormat');
+  const v = String(o?.value ?? 'json');
+  if (!(LOG_FORMATS as readonly string[]).includes(v)) fail(o?.label ?? 'logFormat', `must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(v)}`);
+  return v as LogFormat;
+}
+
 function intIn(o: Origin | undefined, dflt: number, min: number, max: number): number {
   if (!o) return dflt;
   const v = o.value as number;
@@ -202,6 +213,7 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   const http = set.get('http');
   return {
     agent,
+    logFormat: logFormatOf(set),
     stateDir: String(set.get('stateDir')?.value ?? DEFAULT_STATE_DIR),
     http: http?.value === false ? null : parseListen(http?.label ?? 'http', String(http?.value ?? DEFAULT_HTTP)),
     ...agentExtras(set),
