@@ -48,6 +48,9 @@ export type IngestResult =
 /** meta key: whether the last agent that said hello can send bounces ('1') or not ('0'). */
 const AGENTS_BOUNCE = 'agents_bounce';
 
+/** meta key: bounces (DSNs) sent since the object was created, for the metrics (GET /admin/queue). */
+const BOUNCES_SENT = 'bounces_sent';
+
 /** An ingest that has not finished after this long crashed; its rows are removed. */
 const STALE_INCOMING_MS = 60 * 60_000;
 const HOUSEKEEPING_MS = 60 * 60_000;
@@ -235,12 +238,18 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- admin (the Worker's /admin routes call these after checking ADMIN_TOKEN) ----
 
-  async adminSummary(): Promise<{ states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null }> {
+  async adminSummary(): Promise<{
+    states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null;
+    oldestByState: Record<State, number | null>; bouncesSent: number;
+  }> {
     const agents = this.ctx.getWebSockets().flatMap((ws) => {
       const a = this.#attachment(ws);
       return a && a.agent !== null ? [{ agent: a.agent, session: a.session }] : [];
     });
-    return { states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null };
+    return {
+      states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null,
+      oldestByState: this.#store.oldestByState(), bouncesSent: Number(this.#store.meta(BOUNCES_SENT) ?? 0),
+    };
   }
 
   async adminList(state: State | null, limit: number): Promise<MessageRow[]> {
@@ -479,6 +488,7 @@ export class RelayQueue extends DurableObject<Env> {
     switch (frame.status) {
       case 'sent':
         this.#store.bounced(msg.id, `sent: ${reply}`, Date.now());
+        this.#store.setMeta(BOUNCES_SENT, String(Number(this.#store.meta(BOUNCES_SENT) ?? 0) + 1));
         log('bounce.sent', { id: msg.id, sender: msg.sender, reason: msg.failure, reply });
         break;
       case 'deferred':
