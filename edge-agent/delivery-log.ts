@@ -43,6 +43,17 @@ export function seconds(ms: number): number {
   return s < 10 ? Math.round(s * 100) / 100 : s < 100 ? Math.round(s * 10) / 10 : Math.round(s);
 }
 
+/**
+ * The RFC 3463 code: the reply's own (parsed when the target offers ENHANCEDSTATUSCODES, else
+ * read from the start of its text, as Postfix does), else the class's x.0.0.
+ */
+export function dsnOf(r: RecipientResult, status: DeliveryStatus): string {
+  const cls = CLASS[status];
+  if (r.enhanced !== null && r.enhanced.startsWith(cls)) return r.enhanced;
+  const m = /^([245]\.[0-9]{1,3}\.[0-9]{1,3})(?: |$)/.exec(r.text);
+  return m?.[1] !== undefined && m[1].startsWith(cls) ? m[1] : `${cls}.0.0`;
+}
+
 export function replyOf(r: RecipientResult): string {
   if (r.code === 0) return r.text;
   return [String(r.code), r.enhanced, r.text].filter((x) => x !== null && x !== '').join(' ');
@@ -67,7 +78,7 @@ export function deliveryLines(s: Settled, relay: string, now: number): DeliveryL
     const via = s.outcome === 'journal' ? 'journal' : relay;
     return s.results.map((r) => {
       const status = STATUS[r.outcome];
-      return line(r.recipient, via, status, r.enhanced ?? `${CLASS[status]}.0.0`, replyOf(r));
+      return line(r.recipient, via, status, dsnOf(r, status), replyOf(r));
     });
   }
   if (s.outcome === 'corrupt' || s.outcome === 'unavailable') {
