@@ -14,6 +14,7 @@ import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
 import { AgentMetrics } from './metrics.ts';
 import { probeTarget } from './probe.ts';
+import { QueueStatus } from './queue-status.ts';
 import { RecipientsSource } from './recipients.ts';
 import { AgentSession, type SessionHooks, type Settled, type Settlement } from './session.ts';
 
@@ -116,6 +117,12 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     targetLastOkAt: () => watch.status().lastOkAt,
   });
   watch.onProbe = (ok) => metrics.probes.inc(ok ? 'ok' : 'failed');
+  // With the Worker's read-only STATUS_TOKEN: the queue's numbers in the same scrape.
+  if (cfg.statusToken !== null) {
+    const status = new QueueStatus({ workerUrl: cfg.workerUrl, token: cfg.statusToken, log });
+    status.register(metrics.registry);
+    metrics.onScrape(() => status.refresh());
+  }
   let targetDown = false;
   watch.onChange = (ok, error) => {
     log(ok ? 'target.up' : 'target.down', ok ? { target: cfg.target } : { target: cfg.target, error });
@@ -241,6 +248,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
         await deliverer.close();
         journalOpen = false;
         journal.close();
+        metrics.close();
         log('agent.stopped', { ...stats });
       })();
       return stopped;

@@ -7,12 +7,13 @@ import { parseArgs } from 'node:util';
 import type { Agent } from './agent.ts';
 import { ConfigError } from './config.ts';
 import type { HttpServer } from './http.ts';
-import { createLogger } from './log.ts';
+import { createLogger, onJournal } from './log.ts';
 import { reclaiming } from './reclaim.ts';
 import { loadSettings, type DaemonSettings } from './settings.ts';
 
 function fail(msg: string): never {
-  process.stderr.write(`mailbridge-agent: ${msg}\n`);
+  // The agent cannot work (a bad setting, a journal it cannot open): an error, <3> under journald.
+  process.stderr.write(`${onJournal(process.env, 2) ? '<3>' : ''}mailbridge-agent: ${msg}\n`);
   process.exit(2);
 }
 
@@ -52,7 +53,7 @@ log('agent.started', {
 // Monitoring is secondary to mail: if the port is taken, say so and keep delivering.
 let http: HttpServer | null = null;
 if (s.http) {
-  startHttpServer(s.http, { health: () => agent.health(), metrics: () => agent.metrics.render() }, log).then(
+  startHttpServer(s.http, { health: () => agent.health(), metrics: () => agent.metrics.render(), refresh: () => agent.metrics.refresh() }, log).then(
     (h) => { http = h; },
     (err: unknown) => log('http.failed', { host: s.http?.host, port: s.http?.port, error: (err as Error).message }),
   );

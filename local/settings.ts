@@ -27,6 +27,8 @@ const NOT_HERE: Partial<Record<Key, string>> = {
   target: 'use RELAY_TARGET',
   stateDir: 'the agent keeps its state under DATA_DIR/agent',
   http: 'npm start runs no /healthz or /metrics server',
+  statusToken: 'npm start runs no /metrics server',
+  statusTokenFile: 'npm start runs no /metrics server',
 };
 
 export interface LocalSettings {
