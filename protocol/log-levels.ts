@@ -21,7 +21,6 @@ const TABLE: Record<string, Level> = {
   'delivery.bounced': 'warning',
   'deliver.corrupt': 'warning',
   'deliver.error': 'warning',
-  'deliver.after-hand-back': 'warning',
   'bounce.deferred': 'warning',
   'bounce.failed': 'warning',
   'connect.failed': 'warning',
