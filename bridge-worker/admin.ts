@@ -1,8 +1,10 @@
 // The admin HTTP API: the queue seen and steered from outside, behind ADMIN_TOKEN
 // (a separate secret from the agents' tokens). Read-only views and three actions:
 // retry a deferred message now, replay a dead-lettered one, purge a dead-lettered or bounced one.
+// GET /admin/queue alone also takes STATUS_TOKEN (read-only: numbers, never a message or an
+// address), which the agent uses for its metrics; every other route takes ADMIN_TOKEN only.
 //
-//   GET    /admin/queue                     counts by state, agents online, oldest message
+//   GET    /admin/queue                     counts by state, oldest by state, bounces sent, agents online
 //   GET    /admin/messages?state=&limit=    oldest first (state: one of STATES)
 //   GET    /admin/messages/<id>             one message, with its parsed header fields
 //   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
@@ -48,18 +50,28 @@ async function ownerOf(shards: QueueStub[], id: string): Promise<QueueStub | nul
   return i >= 0 ? (shards[i] ?? null) : null;
 }
 
-export async function handleAdmin(request: Request, token: string, shards: QueueStub[]): Promise<Response> {
-  if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
+/** The admin API's tokens; null = not set. */
+export interface AdminTokens { admin: string | null; status: string | null }
+
+export async function handleAdmin(request: Request, tokens: AdminTokens, shards: QueueStub[]): Promise<Response> {
   const url = new URL(request.url);
   const parts = url.pathname.split('/').slice(2);  // after '/admin'
   const method = request.method;
+  const summary = method === 'GET' && parts.length === 1 && parts[0] === 'queue';
+  const allowed = [tokens.admin, ...(summary ? [tokens.status] : [])].filter((x) => x !== null);
+  if (!(await hasToken(request, allowed))) return json(401, { error: 'bad or missing bearer token' });
 
-  if (method === 'GET' && parts.length === 1 && parts[0] === 'queue') {
+  if (summary) {
     const each = await Promise.all(shards.map((q) => q.adminSummary()));
     const states = Object.fromEntries(STATES.map((st) => [st, each.reduce((n, e) => n + (e.states[st] ?? 0), 0)]));
     const agents = each.flatMap((e, shard) => e.agents.map((a) => ({ ...a, shard })));
     const oldest = each.map((e) => e.oldest).filter((o) => o !== null).reduce<number | null>((m, o) => (m === null || o < m ? o : m), null);
-    return json(200, { states, agents, oldest, shards: shards.length });
+    const oldestByState = Object.fromEntries(STATES.map((st) => [st, each.reduce<number | null>((m, e) => {
+      const o = e.oldestByState[st];
+      return o === null || o === undefined ? m : m === null || o < m ? o : m;
+    }, null)]));
+    const bouncesSent = each.reduce((n, e) => n + e.bouncesSent, 0);
+    return json(200, { states, agents, oldest, oldestByState, bouncesSent, shards: shards.length });
   }
   if (method === 'GET' && parts.length === 1 && (parts[0] === 'messages' || parts[0] === 'dead-letter')) {
     const state = parts[0] === 'dead-letter' ? 'dead-letter' : url.searchParams.get('state');

@@ -27,6 +27,11 @@ export interface Vars {
   SHARDS?: string;
   /** Bearer token of the admin API (/admin/...). Secret. Unset = the API is off (404). */
   ADMIN_TOKEN?: string;
+  /**
+   * Read-only bearer token for GET /admin/queue alone (counts, ages, bounces sent: what the
+   * agent exports as metrics). Never lists, shows or exports a message. Secret. Unset = none.
+   */
+  STATUS_TOKEN?: string;
   /** Retry schedule of deferred messages, ms: first retry, longest gap, age at dead-letter. */
   RETRY_FIRST_MS?: string;
   RETRY_MAX_MS?: string;
@@ -42,7 +47,7 @@ export interface Vars {
 }
 
 /** Secrets: `wrangler secret put`, never [vars]. */
-export const SECRET_NAMES = ['AGENT_TOKENS', 'ADMIN_TOKEN', 'DEV_INGRESS_TOKEN'] as const satisfies readonly (keyof Vars)[];
+export const SECRET_NAMES = ['AGENT_TOKENS', 'ADMIN_TOKEN', 'STATUS_TOKEN', 'DEV_INGRESS_TOKEN'] as const satisfies readonly (keyof Vars)[];
 /** Plain [vars], in the order of Vars. The local relay (local/settings.ts) reads these from its environment. */
 export const VAR_NAMES = [
   'ALLOWED_DOMAINS', 'ALLOWED_RECIPIENTS', 'MAX_MESSAGE_BYTES', 'VERDICT_WAIT_MS', 'DEDUPE_WINDOW_MS', 'AFFINITY_MS',
@@ -67,6 +72,7 @@ export interface Config {
   maxUnsettledLeases: number;
   retentionMs: number;
   adminToken: string | null;
+  statusToken: string | null;
   devIngressToken: string | null;
   logLevel: LogLevel;
 }
@@ -150,9 +156,13 @@ export function parseConfig(env: Vars): Config {
   const retentionMs = ms('RETENTION_MS', env.RETENTION_MS, DEFAULT_RETENTION_MS);
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
+  const status = env.STATUS_TOKEN ?? '';
+  if (status !== '' && status.length < 16) throw new ConfigError('STATUS_TOKEN: must be at least 16 characters');
+  // One token, one role: a status token that also opens the admin API or an agent session is not read-only.
+  if (status !== '' && (status === admin || agentTokens.includes(status))) throw new ConfigError('STATUS_TOKEN: must differ from ADMIN_TOKEN and every agent token');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
   const logLevel = env.LOG_LEVEL === undefined || env.LOG_LEVEL === '' ? 'info' : env.LOG_LEVEL;
   if (logLevel !== 'info' && logLevel !== 'debug') throw new ConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, adminToken: admin === '' ? null : admin, devIngressToken: dev === '' ? null : dev, logLevel };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, adminToken: admin === '' ? null : admin, statusToken: status === '' ? null : status, devIngressToken: dev === '' ? null : dev, logLevel };
 }

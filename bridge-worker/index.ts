@@ -66,8 +66,8 @@ export default {
     }
     const { pathname } = new URL(request.url);
     if (pathname === '/admin' || pathname.startsWith('/admin/')) {
-      if (cfg.adminToken === null) return json(404, { error: 'not found' });
-      return handleAdmin(request, cfg.adminToken, allShards(env, cfg.shards));
+      if (cfg.adminToken === null && cfg.statusToken === null) return json(404, { error: 'not found' });
+      return handleAdmin(request, { admin: cfg.adminToken, status: cfg.statusToken }, allShards(env, cfg.shards));
     }
     switch (pathname) {
       case '/agent':

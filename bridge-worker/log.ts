@@ -3,10 +3,14 @@
 // message.acked (the object) carry what the steps between said. Those steps (ingest.queued,
 // message.leased) are logged only with LOG_LEVEL=debug: at five lines a message, log() was
 // a fifth of the isolate's CPU. Errors, retries and admin/agent events are always logged.
-// A field `level: 'warning'` marks what needs an operator (a message failed, a bounce that
-// cannot go out): Workers Logs and `wrangler tail` filter on it.
+// The field `level` (warning, error; debug for the debug steps) marks what needs an operator (a
+// message failed, a bounce that cannot go out): Workers Logs and `wrangler tail` filter on it.
+// It comes from the event's name (protocol/log-levels.ts, the agent's table too), never the call.
+import { levelOf } from '../protocol/log-levels.ts';
+
 export function log(event: string, fields: Record<string, unknown> = {}): void {
-  console.log(JSON.stringify({ event, ...fields }));
+  const level = levelOf(event);
+  console.log(JSON.stringify(level === 'info' ? { event, ...fields } : { event, level, ...fields }));
 }
 
 export function randomId(): string {

@@ -50,6 +50,9 @@ export type IngestResult =
 /** meta key: whether the last agent that said hello can send bounces ('1') or not ('0'). */
 const AGENTS_BOUNCE = 'agents_bounce';
 
+/** meta key: bounces (DSNs) sent since the object was created, for the metrics (GET /admin/queue). */
+const BOUNCES_SENT = 'bounces_sent';
+
 /** An ingest that has not finished after this long crashed; its rows are removed. */
 const STALE_INCOMING_MS = 60 * 60_000;
 const HOUSEKEEPING_MS = 60 * 60_000;
@@ -242,12 +245,18 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- admin (the Worker's /admin routes call these after checking ADMIN_TOKEN) ----
 
-  async adminSummary(): Promise<{ states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null }> {
+  async adminSummary(): Promise<{
+    states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null;
+    oldestByState: Record<State, number | null>; bouncesSent: number;
+  }> {
     const agents = this.ctx.getWebSockets().flatMap((ws) => {
       const a = this.#attachment(ws);
       return a && a.agent !== null ? [{ agent: a.agent, session: a.session }] : [];
     });
-    return { states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null };
+    return {
+      states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null,
+      oldestByState: this.#store.oldestByState(), bouncesSent: Number(this.#store.meta(BOUNCES_SENT) ?? 0),
+    };
   }
 
   async adminList(state: State | null, limit: number): Promise<MessageRow[]> {
@@ -431,7 +440,7 @@ export class RelayQueue extends DurableObject<Env> {
     this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
     // Not silent: a warning with everything an operator needs to find it (relayctl show <id>).
     log('message.failed', {
-      level: 'warning', id: msg.id, reason, state: to.state, attempt: msg.attempts, sender: msg.sender,
+      id: msg.id, reason, state: to.state, attempt: msg.attempts, sender: msg.sender,
       failed: results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient} ${r.code} ${r.text.slice(0, 200)}`),
       ...(why !== null ? { why } : {}),
     });
@@ -472,7 +481,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (bounces) return;
     for (const id of this.#store.idleBounces()) {
       this.#store.bounceFailed(id, 'no bounce: the agent has no bounce relay configured');
-      log('bounce.impossible', { level: 'warning', id, why: 'the agent has no bounce relay configured' });
+      log('bounce.impossible', { id, why: 'the agent has no bounce relay configured' });
     }
   }
 
@@ -486,6 +495,7 @@ export class RelayQueue extends DurableObject<Env> {
     switch (frame.status) {
       case 'sent':
         this.#store.bounced(msg.id, `sent: ${reply}`, Date.now());
+        this.#store.setMeta(BOUNCES_SENT, String(Number(this.#store.meta(BOUNCES_SENT) ?? 0) + 1));
         log('bounce.sent', { id: msg.id, sender: msg.sender, reason: msg.failure, reply });
         break;
       case 'deferred':
@@ -493,7 +503,7 @@ export class RelayQueue extends DurableObject<Env> {
         break;
       case 'failed':
         this.#store.bounceFailed(msg.id, `bounce refused: ${reply}`);
-        log('bounce.failed', { level: 'warning', id: msg.id, sender: msg.sender, reply });
+        log('bounce.failed', { id: msg.id, sender: msg.sender, reply });
         break;
     }
   }
@@ -505,7 +515,7 @@ export class RelayQueue extends DurableObject<Env> {
     const retry = this.#retry();
     if (now - since >= retry.maxAgeMs) {
       this.#store.bounceFailed(msg.id, `bounce not sent within ${Math.round(retry.maxAgeMs / 3_600_000)} h: ${why}`);
-      log('bounce.failed', { level: 'warning', id: msg.id, sender: msg.sender, why });
+      log('bounce.failed', { id: msg.id, sender: msg.sender, why });
       return;
     }
     const at = bounceRetryAt(since, now, retry);

@@ -397,6 +397,15 @@ export class MessageStore {
     return only && Number(only.n) === Number(only.parts) ? String(only.digest) : null;
   }
 
+  /** receivedAt of the oldest message in each state (null: none), incoming left out: not yet stored. */
+  oldestByState(): Record<State, number | null> {
+    const out = Object.fromEntries(STATES.map((s) => [s, null])) as Record<State, number | null>;
+    for (const r of this.#sql.exec(`SELECT state, MIN(received_at) AS oldest FROM messages WHERE state != 'incoming' GROUP BY state`)) {
+      out[String(r.state) as State] = Number(r.oldest);
+    }
+    return out;
+  }
+
   counts(): Record<State, number> {
     const out = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>;
     for (const r of this.#sql.exec(`SELECT state, COUNT(*) AS n FROM messages GROUP BY state`)) {

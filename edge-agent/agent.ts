@@ -7,11 +7,14 @@ import { backoffMs, HEALTHY_SESSION_MS, pause } from './backoff.ts';
 import { Bouncer } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
+import { deliveryLines, relayName } from './delivery-log.ts';
 import { TargetWatch, type TargetStatus } from './health.ts';
+import { connectHint } from './hints.ts';
 import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
 import { AgentMetrics } from './metrics.ts';
 import { probeTarget } from './probe.ts';
+import { QueueStatus } from './queue-status.ts';
 import { RecipientsSource } from './recipients.ts';
 import { AgentSession, type SessionHooks, type Settled, type Settlement } from './session.ts';
 
@@ -70,7 +73,10 @@ const EVENT: Record<Settlement, string> = {
   disconnected: 'deliver.disconnected',
 };
 
-/** One log line per delivery: never content; recipients' addresses only where a result was not delivered. */
+/**
+ * The per-message summary (debug level; the delivery.* lines carry each recipient's result):
+ * never content; recipients' addresses only where a result was not delivered.
+ */
 function deliveryFields(s: Settled): Record<string, unknown> {
   const f: Record<string, unknown> = { id: s.id, attempt: s.attempt, recipients: s.recipients, outcome: s.outcome, bytes: s.bytes, ms: s.ms };
   if (s.results) {
@@ -111,6 +117,12 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     targetLastOkAt: () => watch.status().lastOkAt,
   });
   watch.onProbe = (ok) => metrics.probes.inc(ok ? 'ok' : 'failed');
+  // With the Worker's read-only STATUS_TOKEN: the queue's numbers in the same scrape.
+  if (cfg.statusToken !== null) {
+    const status = new QueueStatus({ workerUrl: cfg.workerUrl, token: cfg.statusToken, log });
+    status.register(metrics.registry);
+    metrics.onScrape(() => status.refresh());
+  }
   let targetDown = false;
   watch.onChange = (ok, error) => {
     log(ok ? 'target.up' : 'target.down', ok ? { target: cfg.target } : { target: cfg.target, error });
@@ -142,9 +154,12 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
   pruner.unref();
   watch.start();
 
+  const relay = relayName(target);
   const settled = (s: Settled): void => {
     metrics.settled(s);
     log(EVENT[s.outcome], deliveryFields(s));
+    // Postfix's status= lines: one per recipient of an attempt that ended (delivery-log.ts).
+    for (const l of deliveryLines(s, relay, Date.now())) log(l.event, l.fields);
   };
 
   // One connection to one shard, again and again until stopped. Each state change is logged
@@ -171,7 +186,10 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
         metrics.connectFailures.inc();
         wait = backoffMs(attempts, cfg.maxReconnectMs);
         const error = err instanceof Error ? err.message : String(err);
-        if (error !== reported) log('connect.failed', { attempt: failedConnects, error, retryInMs: wait, ...where });
+        if (error !== reported) {
+          const hint = connectHint(error, shardCfg.workerUrl);
+          log('connect.failed', { attempt: failedConnects, error, ...(hint ? { hint } : {}), retryInMs: wait, ...where });
+        }
         reported = error;
         continue;
       }
@@ -230,6 +248,7 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
         await deliverer.close();
         journalOpen = false;
         journal.close();
+        metrics.close();
         log('agent.stopped', { ...stats });
       })();
       return stopped;

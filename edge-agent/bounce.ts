@@ -96,7 +96,7 @@ export class Bouncer {
     // 5xx: the relay will never take it (the object keeps the message in dead-letter);
     // 4xx, no connection, no answer: the object tries again later.
     const status = r.outcome === 'permfail' ? 'failed' : 'deferred';
-    log(`bounce.${status}`, { level: 'warning', ...fields, code, text });
+    log(`bounce.${status}`, { ...fields, code, text });
     return { type: 'bounced', id: task.id, status, code, text };
   }
 

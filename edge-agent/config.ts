@@ -38,6 +38,11 @@ export interface AgentConfig {
    * home filter trusts; a field in the message that claims it is renamed (forged-results.ts).
    */
   authservId: string;
+  /**
+   * The Worker's STATUS_TOKEN (read-only: GET /admin/queue), for the queue's numbers in
+   * /metrics (queue-status.ts); null = the agent exports only its own.
+   */
+  statusToken: string | null;
 }
 
 export class ConfigError extends Error {
@@ -59,6 +64,7 @@ export const DEFAULTS = {
   recipientsFile: null,
   recipientDelimiter: '',
   bounceRelay: null,
+  statusToken: null,
 } as const;
 
 const DOMAIN = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
@@ -87,6 +93,10 @@ export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, '
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new ConfigError('workerUrl: must start with wss:// (or ws:// for local use)');
   if (url.search !== '') throw new ConfigError('workerUrl: must not carry a query string (the token goes in a header)');
   if (c.token.length < 16 || /[^\x21-\x7e]/.test(c.token)) throw new ConfigError('token: must be at least 16 printable characters');
+  if (c.statusToken !== null) {
+    if (c.statusToken.length < 16 || /[^\x21-\x7e]/.test(c.statusToken)) throw new ConfigError('statusToken: must be at least 16 printable characters');
+    if (c.statusToken === c.token) throw new ConfigError('statusToken: must be the Worker\'s STATUS_TOKEN, not the agent token');
+  }
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.name)) throw new ConfigError('name: letters, digits, ".", "_" and "-" only, at most 64');
   try {
     parseTarget(c.target);

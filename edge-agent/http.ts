@@ -10,6 +10,8 @@ import type { Listen } from './settings.ts';
 export interface HttpSources {
   health(): Health;
   metrics(): string;
+  /** Awaited before metrics() on each scrape (the queue's numbers); bounded by its own timeout. */
+  refresh?(): Promise<void>;
 }
 
 export interface HttpServer {
@@ -33,8 +35,12 @@ export function startHttpServer(listen: Listen, src: HttpSources, log: Logger): 
       return;
     }
     if (path === '/metrics') {
-      res.writeHead(200, { 'Content-Type': CONTENT_TYPE, 'Cache-Control': 'no-store' });
-      res.end(src.metrics());
+      const send = (): void => {
+        res.writeHead(200, { 'Content-Type': CONTENT_TYPE, 'Cache-Control': 'no-store' });
+        res.end(src.metrics());
+      };
+      if (!src.refresh) return send();
+      src.refresh().then(send, send);
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found: try /healthz or /metrics\n');

@@ -10,7 +10,7 @@ import { PROTOCOL_VERSION } from '../protocol/wire.ts';
 import type { Agent } from './agent.ts';
 import { ConfigError } from './config.ts';
 import type { HttpServer } from './http.ts';
-import { jsonLogger } from './log.ts';
+import { createLogger, onJournal } from './log.ts';
 import { systemdNotifier } from './notify.ts';
 import { reclaiming } from './reclaim.ts';
 import { DEFAULT_CONFIG_PATH, DEFAULT_HTTP, envName, loadSettings, SETTING_KEYS, type DaemonSettings } from './settings.ts';
@@ -49,7 +49,8 @@ operations.md), section 2 "Install the agent on the home server".
 }
 
 function fail(msg: string): never {
-  process.stderr.write(`mailbridge-agent: ${msg}\n`);
+  // The agent cannot work (a bad setting, a journal it cannot open): an error, <3> under journald.
+  process.stderr.write(`${onJournal(process.env, 2) ? '<3>' : ''}mailbridge-agent: ${msg}\n`);
   process.exit(2);
 }
 
@@ -96,7 +97,7 @@ async function run(s: DaemonSettings): Promise<void> {
   const { startAgent } = await import('./agent.ts');
   const { startHttpServer } = await import('./http.ts');
   const { DAY_MS } = await import('./journal.ts');
-  const log = jsonLogger();
+  const log = createLogger({ format: s.logFormat });
   let agent: Agent;
   try {
     agent = startAgent(s.agent, s.stateDir, log, {
@@ -119,7 +120,7 @@ async function run(s: DaemonSettings): Promise<void> {
   // Monitoring is secondary to mail: if the port is taken, say so and keep delivering.
   let http: HttpServer | null = null;
   if (s.http) {
-    startHttpServer(s.http, { health: () => agent.health(), metrics: () => agent.metrics.render() }, log).then(
+    startHttpServer(s.http, { health: () => agent.health(), metrics: () => agent.metrics.render(), refresh: () => agent.metrics.refresh() }, log).then(
       (h) => { http = h; },
       (err: unknown) => log('http.failed', { host: s.http?.host, port: s.http?.port, error: (err as Error).message }),
     );

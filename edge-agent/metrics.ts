@@ -1,6 +1,8 @@
 // The agent's metrics (GET /metrics): what it delivered, how fast, how its
-// connection fares. Counters are fed from each settled delivery and session
-// event; gauges are read from the live agent when scraped.
+// connection fares, the process's own numbers, and (with a status token) the
+// queue's. Counters are fed from each settled delivery and session event; gauges
+// are read from the live agent when scraped.
+import { addProcessMetrics } from './process-metrics.ts';
 import { Counter, Gauge, Histogram, Registry } from './prom.ts';
 import { SETTLEMENTS, type Settled } from './session.ts';
 
@@ -37,8 +39,13 @@ export class AgentMetrics {
   readonly probes = this.registry.add(new Counter('mailbridge_agent_target_probes_total',
     'LHLO probes of the LMTP target, by result', { name: 'result', values: ['ok', 'failed'] }));
 
+  /** Run before each scrape's render (the queue summary's read); each must resolve in bounded time. */
+  readonly #beforeScrape: (() => Promise<void>)[] = [];
+  readonly #stopProcess: () => void;
+
   constructor(live: LiveState) {
     const r = this.registry;
+    this.#stopProcess = addProcessMetrics(r);
     r.add(new Gauge('mailbridge_agent_in_flight', 'Messages being delivered now', () => live.inFlight()));
     r.add(new Gauge('mailbridge_agent_journal_entries', 'Entries (message, recipient) in the delivery journal', () => live.journalEntries()));
     r.add(new Gauge('mailbridge_agent_session_up', '1 while a WebSocket session to the queue is up', () => (live.sessionUp() ? 1 : 0)));
@@ -57,5 +64,18 @@ export class AgentMetrics {
 
   render(): string {
     return this.registry.render();
+  }
+
+  onScrape(f: () => Promise<void>): void {
+    this.#beforeScrape.push(f);
+  }
+
+  /** What GET /metrics runs before render(): sources read from elsewhere (queue-status.ts). */
+  async refresh(): Promise<void> {
+    await Promise.all(this.#beforeScrape.map((f) => f()));
+  }
+
+  close(): void {
+    this.#stopProcess();
   }
 }

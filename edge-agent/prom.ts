@@ -1,6 +1,7 @@
 // The Prometheus text exposition format (version 0.0.4), just what the agent
-// needs: counters with at most one label, gauges read at scrape time, and one
-// histogram. A dependency (prom-client) would be larger than this file.
+// needs: counters with at most one label, gauges read at scrape time, samples
+// read from elsewhere (the queue's numbers, the process's), and one histogram.
+// A dependency (prom-client) would be larger than this file.
 
 interface Metric {
   lines(): string[];
@@ -59,6 +60,35 @@ export class Gauge implements Metric {
 
   lines(): string[] {
     return [...head(this.#name, this.#help, 'gauge'), `${this.#name} ${num(this.#read())}`];
+  }
+}
+
+/**
+ * Values read when scraped from a source this process does not own (the queue object's
+ * counts, the kernel's CPU time): a gauge or a counter, with at most one label. `read`
+ * returns one value, a value per label value, or null for "unknown now" (no sample line).
+ */
+export class Sampled implements Metric {
+  readonly #name: string;
+  readonly #help: string;
+  readonly #type: 'gauge' | 'counter';
+  readonly #label: string | null;
+  readonly #read: () => number | ReadonlyMap<string, number> | null;
+
+  constructor(name: string, help: string, type: 'gauge' | 'counter', label: string | null, read: () => number | ReadonlyMap<string, number> | null) {
+    this.#name = name;
+    this.#help = help;
+    this.#type = type;
+    this.#label = label;
+    this.#read = read;
+  }
+
+  lines(): string[] {
+    const out = head(this.#name, this.#help, this.#type);
+    const v = this.#read();
+    if (typeof v === 'number') out.push(`${this.#name} ${num(v)}`);
+    else if (v !== null) for (const [k, n] of v) out.push(`${this.#name}{${this.#label ?? 'label'}="${escLabel(k)}"} ${num(n)}`);
+    return out;
   }
 }
 

@@ -158,7 +158,7 @@ export class RecipientsSource {
     if (this.#file === null) return false;
     const loaded = loadRecipients(this.#file, this.#delimiter);
     if (!loaded.ok) {
-      this.#log('recipients.invalid', { level: 'warning', file: this.#file, error: loaded.error, kept: this.digest });
+      this.#log('recipients.invalid', { file: this.#file, error: loaded.error, kept: this.digest });
       return false;
     }
     const digest = loaded.frames[0]?.digest;

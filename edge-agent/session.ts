@@ -34,6 +34,11 @@ export interface Settled {
   id: string;
   attempt: number;
   recipients: number;
+  /** The envelope, for the per-recipient log lines: sender ('' = <>) and recipients in order. */
+  sender: string;
+  to: readonly string[];
+  /** When the Worker accepted the message, ms since the epoch (the Worker's clock). */
+  receivedAt: number;
   /** The message's size (trace header not counted). */
   bytes: number;
   /** From the message frame to the answer. */
@@ -231,6 +236,7 @@ export class AgentSession {
       this.#discarding = true;
       this.#onSettled({
         id: header.id, attempt: header.attempt, recipients: header.recipients.length, bytes: header.size, ms: 0,
+        sender: header.sender, to: header.recipients, receivedAt: header.receivedAt,
         outcome: 'shutdown', results: null, error: null, note: {},
       });
       return;
@@ -276,6 +282,7 @@ export class AgentSession {
     }
     this.#onSettled({
       id: h.id, attempt: h.attempt, recipients: h.recipients.length, bytes: h.size, ms: Date.now() - d.started,
+      sender: h.sender, to: h.recipients, receivedAt: h.receivedAt,
       outcome, results: delivered?.results ?? null, error: error ?? inbound.failure?.message ?? null, note: delivered?.note ?? {},
     });
   }
@@ -297,6 +304,7 @@ export class AgentSession {
     this.#send({ type: FRAME.NACK, id: h.id, reason: 'shutdown', text: 'agent stopping' });
     this.#onSettled({
       id: h.id, attempt: h.attempt, recipients: h.recipients.length, bytes: h.size, ms: Date.now() - d.started,
+      sender: h.sender, to: h.recipients, receivedAt: h.receivedAt,
       outcome: 'shutdown', results: null, error: null, note: {},
     });
   }

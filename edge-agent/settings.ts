@@ -10,6 +10,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
+import { LOG_FORMATS, type LogFormat } from './log.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
 export const DEFAULT_TARGET = 'lmtp+unix:/var/run/dovecot/lmtp';
@@ -24,6 +25,8 @@ export interface DaemonSettings {
   /** Where /healthz and /metrics listen; null = no HTTP server. */
   http: Listen | null;
   logSubject: boolean;
+  /** json (default): one JSON object a line; maillog: Postfix-like text (log.ts). */
+  logFormat: LogFormat;
   journalRetentionDays: number;
   /** How long in-flight deliveries may finish after SIGTERM before they are handed back. */
   stopGraceMs: number;
@@ -38,7 +41,7 @@ const KEYS = {
   concurrency: 'int', creditBytes: 'int', heartbeatMs: 'int', traceHeader: 'bool', maxReconnectMs: 'int',
   stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
   recipientsFile: 'string', recipientDelimiter: 'string', bounceRelay: 'string', reportingMta: 'string',
-  authservId: 'string',
+  authservId: 'string', logFormat: 'string', statusToken: 'string', statusTokenFile: 'string',
 } as const satisfies Record<string, Kind>;
 export type Key = keyof typeof KEYS;
 /** Every setting's key, in the order --help lists them. */
@@ -83,7 +86,7 @@ function fromFile(path: string, obj: Record<string, unknown>, into: Map<Key, Ori
       const want = { int: 'a whole number', bool: 'true or false', listen: '"host:port" or false', string: 'a string' }[kind];
       fail(label, `must be ${want}, got ${JSON.stringify(v)}`);
     }
-    if ((k === 'stateDir' || k === 'tokenFile' || k === 'recipientsFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
+    if ((k === 'stateDir' || k === 'tokenFile' || k === 'statusTokenFile' || k === 'recipientsFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
     into.set(k as Key, { value: v as Value, label, fromFile: true });
   }
 }
@@ -163,6 +166,14 @@ export function agentExtras(set: Map<Key, Origin>): Pick<DaemonSettings, 'logSub
   };
 }
 
+/** logFormat (MAILBRIDGE_LOG_FORMAT): json unless set. The local relay (local/settings.ts) uses this too. */
+export function logFormatOf(set: Map<Key, Origin>): LogFormat {
+  const o = set.get('logFormat');
+  const v = String(o?.value ?? 'json');
+  if (!(LOG_FORMATS as readonly string[]).includes(v)) fail(o?.label ?? 'logFormat', `must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(v)}`);
+  return v as LogFormat;
+}
+
 function intIn(o: Origin | undefined, dflt: number, min: number, max: number): number {
   if (!o) return dflt;
   const v = o.value as number;
@@ -179,9 +190,12 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   if (obj !== null) fromFile(path, obj, fileSet);
   const envSet = agentEnv(env);
   if (fileSet.has('token') && fileSet.has('tokenFile')) fail(path, 'set token or tokenFile, not both');
+  if (fileSet.has('statusToken') && fileSet.has('statusTokenFile')) fail(path, 'set statusToken or statusTokenFile, not both');
   // The token comes from one place: the environment's (TOKEN_FILE first) replaces the file's.
   const envToken = envSet.get('tokenFile') ?? envSet.get('token');
   for (const k of ['token', 'tokenFile'] as const) if (envToken) fileSet.delete(k);
+  const envStatus = envSet.get('statusTokenFile') ?? envSet.get('statusToken');
+  for (const k of ['statusToken', 'statusTokenFile'] as const) if (envStatus) fileSet.delete(k);
   const set = new Map([...fileSet, ...envSet]);
   const where = (k: Key): string => (file ? `${k} must be set in ${file} or as ${envName(k)}` : `${envName(k)} must be set`);
 
@@ -208,12 +222,30 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
     }
   }
 
-  const agent = validateAgent(
-    { workerUrl: String(workerUrl.value), token, target: String(set.get('target')?.value ?? DEFAULT_TARGET) }, set, tokenOrigin);
+  // The Worker's read-only STATUS_TOKEN (GET /admin/queue), for the queue's numbers in /metrics.
+  const statusOrigin = set.get('statusTokenFile') ?? set.get('statusToken');
+  let statusToken: string | null = statusOrigin ? String(statusOrigin.value) : null;
+  if (statusOrigin && statusOrigin === set.get('statusTokenFile')) {
+    try {
+      statusToken = readFileSync(String(statusOrigin.value), 'utf8').trim();
+    } catch (err) {
+      fail(statusOrigin.label, `cannot read ${String(statusOrigin.value)}: ${(err as Error).message}`);
+    }
+  }
+  let agent: AgentConfig;
+  try {
+    agent = validateAgent(
+      { workerUrl: String(workerUrl.value), token, target: String(set.get('target')?.value ?? DEFAULT_TARGET), statusToken }, set, tokenOrigin);
+  } catch (err) {
+    // Named where it was set, file or variable.
+    if (err instanceof ConfigError && statusOrigin && err.message.startsWith('statusToken: ')) fail(statusOrigin.label, err.message.slice('statusToken: '.length));
+    throw err;
+  }
 
   const http = set.get('http');
   return {
     agent,
+    logFormat: logFormatOf(set),
     stateDir: String(set.get('stateDir')?.value ?? DEFAULT_STATE_DIR),
     http: http?.value === false ? null : parseListen(http?.label ?? 'http', String(http?.value ?? DEFAULT_HTTP)),
     ...agentExtras(set),

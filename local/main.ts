@@ -3,7 +3,7 @@
 // Settings come from the environment and are checked first (settings.ts): a bad
 // one, or a port in use, exits 2 before workerd starts.
 import { ConfigError } from '../edge-agent/config.ts';
-import { jsonLogger } from '../edge-agent/log.ts';
+import { createLogger } from '../edge-agent/log.ts';
 import { ADMIN_FILE } from './admin-file.ts';
 import { PortInUseError, startLocalRelay, type LocalRelay } from './relay.ts';
 import { readLocalSettings, type LocalSettings } from './settings.ts';
@@ -23,7 +23,7 @@ function settings(): LocalSettings {
 }
 
 const s = settings();
-const log = jsonLogger();
+const log = createLogger({ format: s.logFormat });
 
 // Installed before the start, so a signal during it stops what has started so far. Miniflare's
 // own exit hook would answer SIGINT/SIGTERM with an immediate exit; its listeners are removed

@@ -52,6 +52,24 @@ async function holdPort(port: number, host: string): Promise<() => Promise<void>
   return () => new Promise<void>((ok) => server.close(() => ok()));
 }
 
+/**
+ * A console line of the Worker as fields of the local log's `worker` event: its JSON event
+ * `{"event":"email.accepted",...}` becomes `worker: 'email.accepted'` and the rest as they
+ * are (its level is the table's, edge-agent/log.ts); anything else (workerd's own
+ * warnings) stays a string, `line`.
+ */
+export function workerFields(line: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return { line };
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || typeof (v as { event?: unknown }).event !== 'string') return { line };
+  const { event, level: _level, ...rest } = v as Record<string, unknown>;
+  return { worker: event, ...rest };
+}
+
 export interface LocalRelay {
   smtpPort: number;
   workerUrl: URL;
@@ -97,7 +115,7 @@ export async function startLocalRelay(opts: LocalRelayOptions): Promise<LocalRel
       maxMessageBytes: maxBytes,
       port: opts.workerPort ?? 0,
       vars: { ...opts.vars, ADMIN_TOKEN: admin },
-      onLog: (line) => log('worker', { line }),
+      onLog: (line) => log('worker', workerFields(line)),
     });
     stops.push(() => runtime.dispose());
     writeRunning(dataDir, runtime.url, admin);

@@ -12,7 +12,8 @@ import { parseConfig, SECRET_NAMES, VAR_NAMES, ConfigError as WorkerConfigError,
 import type { AgentOptions } from '../edge-agent/agent.ts';
 import { ConfigError, type AgentConfig } from '../edge-agent/config.ts';
 import { DAY_MS } from '../edge-agent/journal.ts';
-import { agentEnv, agentExtras, validateAgent, type Key } from '../edge-agent/settings.ts';
+import { agentEnv, agentExtras, logFormatOf, validateAgent, type Key } from '../edge-agent/settings.ts';
+import type { LogFormat } from '../edge-agent/log.ts';
 import { parseTarget } from '../lmtp-proxy/target.ts';
 
 /** Read by npm start alone (LOG_LEVEL is also passed on to the Worker). */
@@ -26,6 +27,8 @@ const NOT_HERE: Partial<Record<Key, string>> = {
   target: 'use RELAY_TARGET',
   stateDir: 'the agent keeps its state under DATA_DIR/agent',
   http: 'npm start runs no /healthz or /metrics server',
+  statusToken: 'npm start runs no /metrics server',
+  statusTokenFile: 'npm start runs no /metrics server',
 };
 
 export interface LocalSettings {
@@ -35,6 +38,8 @@ export interface LocalSettings {
   target: string | undefined;
   /** LOG_LEVEL=debug: print the Worker's events too. */
   verbose: boolean;
+  /** MAILBRIDGE_LOG_FORMAT: json (default) or maillog, as for the agent. */
+  logFormat: LogFormat;
   /** The Worker's vars as set in the environment, for Miniflare's bindings. */
   workerVars: Record<string, string>;
   /** MAX_MESSAGE_BYTES as the Worker reads it: the ingress uses the same limit. */
@@ -121,7 +126,7 @@ export function readLocalSettings(env: NodeJS.ProcessEnv): LocalSettings {
   const extras = agentExtras(set);
   const { workerUrl: _url, token: _token, target: _target, ...agent } = cfg;
   return {
-    smtpPort, dataDir, target, verbose: worker.logLevel === 'debug', workerVars, maxBytes: worker.maxMessageBytes, agent,
+    smtpPort, dataDir, target, verbose: worker.logLevel === 'debug', logFormat: logFormatOf(set), workerVars, maxBytes: worker.maxMessageBytes, agent,
     agentOptions: { logSubject: extras.logSubject, journalRetentionMs: extras.journalRetentionDays * DAY_MS },
     stopGraceMs: set.has('stopGraceMs') ? extras.stopGraceMs : 10_000,
   };

@@ -1,16 +1,18 @@
 // The admin API in real workerd: views, retry-now, dead-letter replay and purge,
-// and that nothing of it answers without ADMIN_TOKEN.
+// and that nothing of it answers without ADMIN_TOKEN; STATUS_TOKEN reads the summary alone.
 import t from 'tap';
-import { PROTOCOL_VERSION, type MessageFrame, type Outcome } from '../../protocol/wire.ts';
+import { PROTOCOL_VERSION, type BounceFrame, type MessageFrame, type Outcome } from '../../protocol/wire.ts';
+import { parseConfig } from '../../bridge-worker/config.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
+const STATUS = 'status-token-0123456789abcdef';
 const AGE = 2000;
 
 let w: TestWorker;
 t.before(async () => {
-  w = await startTestWorker({ vars: { ADMIN_TOKEN: ADMIN, RETRY_FIRST_MS: String(AGE), RETRY_MAX_MS: String(AGE), MAX_AGE_MS: String(AGE) } });
+  w = await startTestWorker({ vars: { ADMIN_TOKEN: ADMIN, STATUS_TOKEN: STATUS, RETRY_FIRST_MS: String(AGE), RETRY_MAX_MS: String(AGE), MAX_AGE_MS: String(AGE) } });
 });
 t.teardown(() => w.stop());
 
@@ -128,4 +130,60 @@ t.test('without ADMIN_TOKEN the API does not exist', async (t) => {
   t.teardown(() => plain.stop());
   const res = await fetch(new URL('/admin/queue', plain.rt.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
   t.equal(res.status, 404);
+});
+
+t.test('STATUS_TOKEN reads /admin/queue and nothing else: no list, no message, no export, no action', async (t) => {
+  const id = String((await w.post('s@sender.test', 'alice@example.test', Buffer.from('Subject: status\r\n\r\nhi\r\n'))).body.id);
+  const before = Date.now();
+  const q = await admin('GET', '/admin/queue', STATUS);
+  t.equal(q.status, 200);
+  t.match(q.body, { states: { queued: 1, 'dead-letter': Number }, bouncesSent: Number, oldestByState: { queued: Number, incoming: null } });
+  t.ok(((q.body.oldestByState as Record<string, number>).queued ?? Infinity) <= before, 'the oldest queued message\'s receivedAt');
+  const refused: [string, string][] = [
+    ['GET', '/admin/messages'], ['GET', '/admin/messages?state=queued'], ['GET', '/admin/dead-letter'],
+    ['GET', `/admin/messages/${id}`], ['GET', `/admin/messages/${id}/raw`],
+    ['POST', `/admin/messages/${id}/retry`], ['POST', `/admin/messages/${id}/replay`], ['DELETE', `/admin/messages/${id}`],
+  ];
+  for (const [method, path] of refused) t.equal((await admin(method, path, STATUS)).status, 401, `${method} ${path}: 401`);
+  t.equal((await admin('GET', `/admin/messages/${id}`)).body.state, 'queued', 'untouched; ADMIN_TOKEN still sees it');
+  // Leave the queue as the other tests expect it: delivered.
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
+  answer(a, await attempt(a, id, 1), 'delivered');
+  await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
+  a.close();
+  await a.closed;
+});
+
+t.test('a bounce sent counts in bouncesSent; the queue keeps the count', async (t) => {
+  const sent0 = Number((await admin('GET', '/admin/queue', STATUS)).body.bouncesSent);
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  t.teardown(() => a.close());
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, bounces: true });
+  await welcomed(a);
+  const id = String((await w.post('s@sender.test', 'alice@example.test', Buffer.from('Subject: refused\r\n\r\nhi\r\n'))).body.id);
+  const m = await attempt(a, id, 1);
+  a.send({ type: 'ack', id, results: m.recipients.map((recipient) => ({ recipient, code: 550, enhanced: '5.1.1', text: 'no such user', outcome: 'permfail' as const })) });
+  const task = await a.until((seen) => {
+    const f = seen.find((s) => s.kind === 'frame' && s.frame.type === 'bounce' && s.frame.id === id);
+    return f?.kind === 'frame' ? (f.frame as BounceFrame) : undefined;
+  });
+  a.send({ type: 'bounced', id: task.id, status: 'sent', code: 250, text: '2.0.0 queued as X' });
+  await eventually('bounced', () => inState(id, 'bounced'));
+  t.match((await admin('GET', '/admin/queue', STATUS)).body, { bouncesSent: sent0 + 1, states: { bounced: Number } });
+  t.equal((await admin('DELETE', `/admin/messages/${id}`)).status, 200, 'purged: the count stays');
+  t.equal(Number((await admin('GET', '/admin/queue', STATUS)).body.bouncesSent), sent0 + 1);
+});
+
+t.test('STATUS_TOKEN alone: the summary answers, the rest is 401; it must not equal another token', async (t) => {
+  const only = await startTestWorker({ vars: { STATUS_TOKEN: STATUS } });
+  t.teardown(() => only.stop());
+  const get = (path: string) => fetch(new URL(path, only.rt.url), { headers: { Authorization: `Bearer ${STATUS}` } }).then((r) => r.status);
+  t.equal(await get('/admin/queue'), 200);
+  t.equal(await get('/admin/messages'), 401);
+  t.throws(() => parseConfig({ ADMIN_TOKEN: ADMIN, STATUS_TOKEN: ADMIN }), { message: /STATUS_TOKEN: must differ from ADMIN_TOKEN and every agent token/ });
+  t.throws(() => parseConfig({ AGENT_TOKENS: AGENT_TOKEN, STATUS_TOKEN: AGENT_TOKEN }), { message: /STATUS_TOKEN: must differ/ });
+  t.throws(() => parseConfig({ STATUS_TOKEN: 'short' }), { message: /STATUS_TOKEN: must be at least 16/ });
 });

@@ -79,8 +79,8 @@ t.test('relay down: deferred; relay 550: failed; relay 451: deferred', async (t)
   sink.refuse = { code: 451, text: 'try later' };
   sendBounce(c, bounceTask(msgId(0xc2), headers));
   t.match(await c.next('bounced'), { id: msgId(0xc2), status: 'deferred', code: 451, text: /try later/ });
-  t.match(named('bounce.failed'), [{ level: 'warning', id: msgId(0xc1), code: 550 }]);
-  t.match(named('bounce.deferred'), [{ level: 'warning', id: msgId(0xc2), code: 451 }]);
+  t.match(named('bounce.failed'), [{ id: msgId(0xc1), code: 550 }]);
+  t.match(named('bounce.deferred'), [{ id: msgId(0xc2), code: 451 }]);
 
   await sink.close();
   sendBounce(c, bounceTask(msgId(0xc3), headers));

@@ -29,16 +29,16 @@ t.test('a complete file, read as written', async (t) => {
     heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
     journalRetentionDays: 14, stopGraceMs: 10_000, shards: 4,
     recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
-    authservId: 'home.example.com',
+    authservId: 'home.example.com', logFormat: 'maillog',
   });
   t.same(loadSettings(file, {}), {
     agent: {
       workerUrl: URL, token: TOKEN, target: 'lmtp://127.0.0.1:24', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
       heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, shards: 4,
       recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
-      authservId: 'home.example.com',
+      authservId: 'home.example.com', statusToken: null,
     },
-    stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, journalRetentionDays: 14,
+    stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, logFormat: 'maillog', journalRetentionDays: 14,
     stopGraceMs: 10_000, file,
   });
 });
@@ -47,10 +47,26 @@ t.test('defaults for what the file leaves out', async (t) => {
   const { file } = configDir(t, {});
   t.match(loadSettings(file, {}), {
     agent: { target: 'lmtp+unix:/var/run/dovecot/lmtp', name: 'edge-agent', concurrency: 16, heartbeatMs: 10_000, traceHeader: true },
-    stateDir: '/var/lib/mailbridge', http: { host: '127.0.0.1', port: 8025 }, logSubject: false, journalRetentionDays: 7, stopGraceMs: 20_000,
+    stateDir: '/var/lib/mailbridge', http: { host: '127.0.0.1', port: 8025 }, logSubject: false, logFormat: 'json', journalRetentionDays: 7, stopGraceMs: 20_000,
   });
   // No list, no delimiter, no bounces; the DSN names this host.
   t.match(loadSettings(file, {}).agent, { recipientsFile: null, recipientDelimiter: '', bounceRelay: null, reportingMta: defaultReportingMta(), authservId: defaultReportingMta() });
+});
+
+t.test('the status token: from the file, its own file, or the environment; never the agent token', async (t) => {
+  const { dir, file } = configDir(t, { statusToken: 'status-token-0123456789' });
+  t.equal(loadSettings(file, {}).agent.statusToken, 'status-token-0123456789');
+  writeFileSync(join(dir, 'status'), 'status-from-file-0123456789\n');
+  t.equal(loadSettings(file, { MAILBRIDGE_STATUS_TOKEN_FILE: join(dir, 'status') }).agent.statusToken, 'status-from-file-0123456789', 'the environment\'s file replaces the file\'s token');
+  t.throws(() => loadSettings(file, { MAILBRIDGE_STATUS_TOKEN: 'short' }), { message: 'MAILBRIDGE_STATUS_TOKEN: must be at least 16 printable characters' });
+  t.throws(() => loadSettings(file, { MAILBRIDGE_STATUS_TOKEN: TOKEN }), { message: /^MAILBRIDGE_STATUS_TOKEN: must be the Worker's STATUS_TOKEN, not the agent token/ });
+  t.equal(loadSettings(configDir(t, {}).file, {}).agent.statusToken, null, 'unset: none');
+});
+
+t.test('MAILBRIDGE_LOG_FORMAT: json or maillog, anything else named', async (t) => {
+  const { file } = configDir(t, {});
+  t.equal(loadSettings(file, { MAILBRIDGE_LOG_FORMAT: 'maillog' }).logFormat, 'maillog');
+  t.throws(() => loadSettings(file, { MAILBRIDGE_LOG_FORMAT: 'syslog' }), { message: 'MAILBRIDGE_LOG_FORMAT: must be json or maillog, got "syslog"' });
 });
 
 t.test('the recipients and bounce settings from the environment', async (t) => {

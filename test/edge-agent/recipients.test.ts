@@ -93,7 +93,7 @@ t.test('the source follows edits (also by rename), keeps the last good list over
 
   writeFileSync(file, 'alice@example.test\nbob@example.test\nbroken line\n');
   await until('the bad edit logged', () => events.some((e) => e.event === 'recipients.invalid'));
-  t.match(events.find((e) => e.event === 'recipients.invalid'), { level: 'warning', error: `${file}:3: not an address or @domain: "broken line"` });
+  t.match(events.find((e) => e.event === 'recipients.invalid'), { error: `${file}:3: not an address or @domain: "broken line"` });
   t.equal(published.length, 1, 'nothing published');
   t.same(s.frames.flatMap((f) => f.entries), ['alice@example.test', 'bob@example.test'], 'the last good list stays');
 

@@ -127,3 +127,18 @@ t.test('SIGTERM to npm stops node, esbuild and workerd: nothing left behind', as
   t.same(left, [], 'no process of the run is left');
   t.match(r.out(), /SIGTERM: stopping[\s\S]*stopped/, 'node stopped in order');
 });
+
+t.test('LOG_LEVEL=debug: the Worker\'s events are objects in the log, with their level, not JSON in a string', async (t) => {
+  const r = await start({ LOG_LEVEL: 'debug' });
+  const port = await running(r);
+  const [sent] = await sendSmtp(port, 's@example.net', ['alice@example.test'], message({ Subject: 'debug' }, Buffer.from('hi\r\n')));
+  t.equal(sent?.code, 250);
+  const events = () => r.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const acked = await until('message.acked from the Worker', () => events().find((e) => e.event === 'worker' && e.worker === 'message.acked') ?? null);
+  t.match(acked, { event: 'worker', worker: 'message.acked', id: /^[0-9a-f]{32}$/ });
+  t.match(events().find((e) => e.worker === 'ingest.queued'), { level: 'debug' }, 'a debug step of the Worker: level from the table');
+  t.notOk(events().some((e) => e.event === 'worker' && typeof e.line === 'string' && e.line.startsWith('{')), 'no Worker JSON left inside a string');
+  t.match(events().find((e) => e.event === 'delivery.sent'), { to: 'alice@example.test', from: 's@example.net', status: 'sent', dsn: /^2\./ }, 'and the agent\'s delivery line');
+  r.p.kill('SIGTERM');
+  t.equal(await r.exit, 0);
+});

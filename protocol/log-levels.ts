@@ -1,0 +1,61 @@
+// How serious each log event is, for the Worker, the queue object and the agent alike: one
+// table, read by both loggers (bridge-worker/log.ts, edge-agent/log.ts), never a `level`
+// field set at the call. An event not named here is `info`.
+//
+//   error    the program cannot do its job (a bad setting, storage it cannot use)
+//   warning  mail is not getting through, or an operator must look: `journalctl -p warning`
+//            shows exactly these and the errors
+//   info     what happened to each message and connection, when all goes well
+//   debug    steps and per-message summaries that the lines above already cover
+
+export const LEVELS = ['error', 'warning', 'info', 'debug'] as const;
+export type Level = (typeof LEVELS)[number];
+
+/** syslog priorities (sd-daemon(3) `<N>` prefixes) of each level. */
+export const PRIORITY: Record<Level, number> = { error: 3, warning: 4, info: 6, debug: 7 };
+
+const TABLE: Record<string, Level> = {
+  // ---- the agent ----
+  'agent.stop-timeout': 'error',
+  'delivery.deferred': 'warning',
+  'delivery.bounced': 'warning',
+  'deliver.corrupt': 'warning',
+  'deliver.error': 'warning',
+  'bounce.deferred': 'warning',
+  'bounce.failed': 'warning',
+  'connect.failed': 'warning',
+  'session.violation': 'warning',
+  'heartbeat.lost': 'warning',
+  'ws.error': 'warning',
+  'target.down': 'warning',
+  'recipients.invalid': 'warning',
+  'journal.failed': 'warning',
+  'http.failed': 'warning',
+  'http.error': 'warning',
+  'queue.scrape-failed': 'warning',
+  // Per-message summaries: the per-recipient delivery.* lines say the same per address.
+  'deliver.acked': 'debug',
+  'deliver.journal': 'debug',
+  // ---- the local relay (npm start) ----
+  'ingress.error': 'warning',
+  'ingress.spool-failed': 'warning',
+  'ingress.unlink-failed': 'warning',
+  'relay.stop-error': 'warning',
+  // ---- the Worker and the queue object ----
+  'config.invalid': 'error',
+  'ingest.failed': 'error',
+  'email.tempfail': 'warning',
+  'message.failed': 'warning',
+  'message.deferred': 'warning',
+  'bounce.impossible': 'warning',
+  'agent.violation': 'warning',
+  'agent.silent': 'warning',
+  'agent.answer-rejected': 'warning',
+  'pump.failed': 'warning',
+  'ingest.queued': 'debug',
+  'message.leased': 'debug',
+};
+
+export function levelOf(event: string): Level {
+  return TABLE[event] ?? 'info';
+}
