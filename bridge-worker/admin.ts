@@ -1,6 +1,6 @@
 // The admin HTTP API: the queue seen and steered from outside, behind ADMIN_TOKEN
-// (a separate secret from the agents' tokens). Read-only views and three actions:
-// retry a deferred message now, replay a dead-lettered one, purge a dead-lettered or bounced one.
+// (a separate secret from the agents' tokens). Read-only views and the actions below:
+// retry, replay, hold, release, delete, flush, purge (postqueue/postsuper's habits).
 // GET /admin/queue alone also takes STATUS_TOKEN (read-only: numbers, never a message or an
 // address), which the agent uses for its metrics; every other route takes ADMIN_TOKEN only.
 //
@@ -10,6 +10,10 @@
 //   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
 //   POST   /admin/messages/<id>/retry       deferred -> queued now
 //   POST   /admin/messages/<id>/replay      dead-letter -> queued, with a fresh retry clock
+//   POST   /admin/messages/<id>/hold        queued/deferred -> hold (postsuper -h)
+//   POST   /admin/messages/<id>/release     hold -> queued (postsuper -H)
+//   POST   /admin/messages/<id>/delete      deletes a message not in flight (postsuper -d)
+//   POST   /admin/flush                     every deferred message is due now (postqueue -f)
 //   DELETE /admin/messages/<id>             purge; dead-letter and bounced only
 //   GET    /admin/dead-letter               = /admin/messages?state=dead-letter
 import { hasToken } from './auth.ts';
@@ -83,6 +87,10 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
     const messages = lists.flat().sort((a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : 1)).slice(0, limit);
     return json(200, { messages });
   }
+  if (method === 'POST' && parts.length === 1 && parts[0] === 'flush') {
+    const woken = await Promise.all(shards.map((q) => q.adminFlush()));
+    return json(200, { flushed: woken.reduce((n, w) => n + w, 0) });
+  }
   if (parts[0] !== 'messages' || parts.length < 2) return json(404, { error: 'not found' });
   const id = parts[1] ?? '';
   if (!isMessageId(id)) return json(400, { error: 'not a message id (32 hex digits)' });
@@ -111,6 +119,15 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
   }
   if (method === 'POST' && action === 'replay') {
     return queue && (await queue.adminReplay(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
+  }
+  if (method === 'POST' && action === 'hold') {
+    return queue && (await queue.adminHold(id)) ? json(200, { id, state: 'hold' }) : json(409, { error: 'only a queued or deferred message can be held' });
+  }
+  if (method === 'POST' && action === 'release') {
+    return queue && (await queue.adminRelease(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a held message' });
+  }
+  if (method === 'POST' && action === 'delete') {
+    return queue && (await queue.adminDelete(id)) ? json(200, { id, deleted: true }) : json(409, { error: 'an agent holds this message now (in-flight): try again when it settles' });
   }
   if (method === 'DELETE' && action === '') {
     return queue && (await queue.adminPurge(id)) ? json(200, { id, purged: true }) : json(409, { error: 'only a dead-lettered message can be purged' });

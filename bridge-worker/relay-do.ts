@@ -300,6 +300,44 @@ export class RelayQueue extends DurableObject<Env> {
     return true;
   }
 
+  /** Puts a queued or deferred message on hold (postsuper -h). */
+  async adminHold(id: string): Promise<boolean> {
+    if (!this.#store.hold(id)) return false;
+    log('admin.hold', { id });
+    return true;
+  }
+
+  /** Releases a held message (postsuper -H): the next agent gets it at once. */
+  async adminRelease(id: string): Promise<boolean> {
+    if (!this.#store.release(id)) return false;
+    log('admin.release', { id });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+    return true;
+  }
+
+  /**
+   * Deletes a message from the live queue (postsuper -d): the operator's explicit decision,
+   * logged with its envelope. Not one an agent holds now (in-flight, or a bounce being sent):
+   * its delivery may be under way.
+   */
+  async adminDelete(id: string): Promise<boolean> {
+    const msg = this.#store.get(id);
+    if (!msg || msg.state === 'incoming' || msg.state === 'in-flight' || msg.leaseSession !== null) return false;
+    this.#store.remove(id);
+    log('admin.delete', { id, state: msg.state, sender: msg.sender, recipients: msg.recipients });
+    return true;
+  }
+
+  /** Every deferred message is due now (postqueue -f). Returns how many. */
+  async adminFlush(): Promise<number> {
+    const woken = this.#store.wakeAllDeferred();
+    log('admin.flush', { woken });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+    return woken;
+  }
+
   /** Deletes a dead-lettered or bounced message for good. Live mail is never purged. */
   async adminPurge(id: string): Promise<boolean> {
     const msg = this.#store.get(id);

@@ -6,8 +6,12 @@ import { STATES, type State } from '../protocol/queue.ts';
 export { STATES, type State };
 
 const check = (states: readonly string[]): string => states.map((s) => `'${s}'`).join(', ');
-// Migration 1 wrote this CHECK; migration 4 rebuilds the table with the list of today.
+// Each migration's text is fixed once written: the CHECK of each rebuild names the states of its day.
 const FIRST_STATES = ['incoming', 'queued', 'in-flight', 'deferred', 'dead-letter'];
+const STATES_V4 = ['incoming', 'queued', 'in-flight', 'deferred', 'bouncing', 'bounced', 'dead-letter'];
+const STATES_V7 = ['incoming', 'queued', 'in-flight', 'deferred', 'hold', 'bouncing', 'bounced', 'dead-letter'];
+// A state added to protocol/queue.ts needs a migration that rebuilds the CHECK: fail at once, not at the first write.
+if (STATES.join() !== STATES_V7.join()) throw new Error('protocol/queue.ts STATES changed: add a migration that rebuilds the CHECK');
 
 const MIGRATIONS: readonly string[] = [
   // 1: messages, their chunks, and the dedupe memory of acknowledged messages.
@@ -56,7 +60,7 @@ const MIGRATIONS: readonly string[] = [
   // agent publishes, one row per part.
   `CREATE TABLE messages_v4 (
      id TEXT PRIMARY KEY,
-     state TEXT NOT NULL CHECK (state IN (${check(STATES)})),
+     state TEXT NOT NULL CHECK (state IN (${check(STATES_V4)})),
      sender TEXT NOT NULL,
      recipients TEXT NOT NULL,
      results TEXT NOT NULL DEFAULT '[]',
@@ -100,6 +104,39 @@ const MIGRATIONS: readonly string[] = [
   // 6: prefix: length of the Cloudflare block at the start of the stored bytes (0: none
   // stripped); sha256 and the dedupe key cover the bytes after it, the sender's message.
   `ALTER TABLE messages ADD COLUMN prefix INTEGER NOT NULL DEFAULT 0;`,
+  // 7: the hold state (postsuper -h): the table is rebuilt for its CHECK, every column kept.
+  `CREATE TABLE messages_v7 (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN (${check(STATES_V7)})),
+     sender TEXT NOT NULL,
+     recipients TEXT NOT NULL,
+     results TEXT NOT NULL DEFAULT '[]',
+     size INTEGER NOT NULL DEFAULT 0,
+     sha256 TEXT,
+     chunks INTEGER NOT NULL DEFAULT 0,
+     dedupe_key TEXT,
+     received_at INTEGER NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER,
+     lease_session TEXT,
+     last_error TEXT,
+     retry_from INTEGER,
+     agent TEXT,
+     affinity_until INTEGER,
+     lease_ends INTEGER NOT NULL DEFAULT 0,
+     failure TEXT,
+     bounce_status TEXT,
+     settled_at INTEGER,
+     auth TEXT,
+     prefix INTEGER NOT NULL DEFAULT 0
+   );
+   INSERT INTO messages_v7 SELECT id, state, sender, recipients, results, size, sha256, chunks, dedupe_key, received_at,
+     attempts, next_attempt_at, lease_session, last_error, retry_from, agent, affinity_until, lease_ends, failure,
+     bounce_status, settled_at, auth, prefix FROM messages;
+   DROP TABLE messages;
+   ALTER TABLE messages_v7 RENAME TO messages;
+   CREATE INDEX messages_by_state ON messages (state, received_at);
+   CREATE INDEX messages_by_dedupe ON messages (dedupe_key);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

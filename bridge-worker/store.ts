@@ -148,6 +148,18 @@ export class MessageStore {
     ).rowsWritten > 0;
   }
 
+  /** queued or deferred -> hold (postsuper -h): nothing leases, retries or expires it until released. */
+  hold(id: string): boolean {
+    return this.#sql.exec(
+      `UPDATE messages SET state = 'hold', next_attempt_at = NULL, affinity_until = NULL WHERE id = ? AND state IN ('queued', 'deferred')`, id,
+    ).rowsWritten > 0;
+  }
+
+  /** hold -> queued (postsuper -H): offered to the next agent at once. */
+  release(id: string): boolean {
+    return this.#sql.exec(`UPDATE messages SET state = 'queued', next_attempt_at = NULL WHERE id = ? AND state = 'hold'`, id).rowsWritten > 0;
+  }
+
   meta(key: string): string | null {
     const r = this.#sql.exec(`SELECT value FROM meta WHERE key = ?`, key).toArray()[0];
     return r ? String(r.value) : null;
@@ -316,7 +328,8 @@ export class MessageStore {
 
   /** Every deferred message is due now (the agent saw its target come back). */
   wakeAllDeferred(): number {
-    return this.#sql.exec(`UPDATE messages SET state = 'queued', next_attempt_at = NULL WHERE state = 'deferred'`).rowsWritten;
+    // RETURNING counts messages: rowsWritten would count index entries too.
+    return this.#sql.exec(`UPDATE messages SET state = 'queued', next_attempt_at = NULL WHERE state = 'deferred' RETURNING id`).toArray().length;
   }
 
   /** in-flight -> queued without counting a failure (the agent handed it back). */
@@ -330,9 +343,9 @@ export class MessageStore {
   wakeDeferred(now: number): number {
     return this.#sql.exec(
       `UPDATE messages SET state = 'queued', next_attempt_at = NULL
-       WHERE state = 'deferred' AND next_attempt_at <= ?`,
+       WHERE state = 'deferred' AND next_attempt_at <= ? RETURNING id`,
       now,
-    ).rowsWritten;
+    ).toArray().length;
   }
 
   /** Earliest time something must happen without an outside event, or null. */

@@ -172,7 +172,7 @@ function detail(v: unknown): MessageDetail {
   return { ...message(o, 'body'), headers };
 }
 
-function actionAnswer(id: string, key: 'state' | 'purged', want: unknown): (v: unknown) => void {
+function actionAnswer(id: string, key: 'state' | 'purged' | 'deleted', want: unknown): (v: unknown) => void {
   return (v) => {
     const o = obj(v, 'body');
     if (o.id !== id || o[key] !== want) throw new ShapeError(`body: expected {"id":"${id}","${key}":${JSON.stringify(want)}}`);
@@ -250,6 +250,29 @@ export class AdminClient {
   /** dead-letter -> queued, fresh retry clock. */
   async replay(id: string): Promise<void> {
     await this.#call('POST', `admin/messages/${id}/replay`, actionAnswer(id, 'state', 'queued'), id);
+  }
+
+  /** queued/deferred -> hold (postsuper -h). */
+  async hold(id: string): Promise<void> {
+    await this.#call('POST', `admin/messages/${id}/hold`, actionAnswer(id, 'state', 'hold'), id);
+  }
+
+  /** hold -> queued (postsuper -H). */
+  async release(id: string): Promise<void> {
+    await this.#call('POST', `admin/messages/${id}/release`, actionAnswer(id, 'state', 'queued'), id);
+  }
+
+  /** Deletes a message not in flight from the live queue (postsuper -d). */
+  async delete(id: string): Promise<void> {
+    await this.#call('POST', `admin/messages/${id}/delete`, actionAnswer(id, 'deleted', true), id);
+  }
+
+  /** Every deferred message is due now (postqueue -f); how many were. */
+  flush(): Promise<number> {
+    return this.#call('POST', 'admin/flush', (v: unknown) => {
+      const o = obj(v, 'body');
+      return int(o.flushed, 'body.flushed');
+    });
   }
 
   /** Deletes a dead-lettered message for good. */

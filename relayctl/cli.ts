@@ -21,6 +21,10 @@ commands:
                               the queue, oldest first, like mailq (default: every state, 100)
   show <id>                   one message: envelope, attempts, replies, decoded header fields
   retry <id> | --all          a deferred message (--all: every deferred one) is tried now
+  flush                       every deferred message is tried now (postqueue -f)
+  hold <id>                   a queued or deferred message is put aside (postsuper -h)
+  release <id>                a held message goes back to the queue (postsuper -H)
+  delete <id>                 deletes a message that no agent holds now (postsuper -d)
   dead-letter list [--limit N]
   dead-letter replay <id>     a dead-lettered message goes back to the queue, fresh retry clock
   dead-letter purge <id>      deletes a dead-lettered message for good
@@ -40,6 +44,7 @@ exit codes: 0 ok, 1 error, 2 usage error
 /** Options each command takes, besides --url, --token-file, --json, --help. */
 const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   status: [], queue: ['state', 'limit'], show: [], retry: ['all'], 'dead-letter': ['limit'], export: [], help: [],
+  flush: [], hold: [], release: [], delete: [],
 };
 
 const usage = (msg: string) => new CliError('usage', `${msg}\n(relayctl --help for usage)`);
@@ -96,12 +101,12 @@ async function put(out: Writable, data: string | Uint8Array): Promise<void> {
 }
 
 /** After a 409: says what state the message is really in (or that it is gone). */
-async function explainConflict(api: AdminClient, err: unknown, id: string, action: string, needs: State, hint: Partial<Record<State, string>>): Promise<never> {
+async function explainConflict(api: AdminClient, err: unknown, id: string, action: string, needs: readonly State[], hint: Partial<Record<State, string>>): Promise<never> {
   if (!(err instanceof CliError) || err.kind !== 'conflict') throw err;
   const m = await api.show(id);
-  if (m.state === needs) throw new CliError('conflict', `cannot ${action} ${id}: its state changed meanwhile (now ${m.state}); try again`);
   const tip = hint[m.state];
-  throw new CliError('conflict', `cannot ${action} ${id}: it is ${m.state}, not ${needs}${tip === undefined ? '' : ` (${tip})`}`);
+  if (needs.includes(m.state) && tip === undefined) throw new CliError('conflict', `cannot ${action} ${id}: its state changed meanwhile (now ${m.state}); try again`);
+  throw new CliError('conflict', `cannot ${action} ${id}: it is ${m.state}, not ${needs.join(' or ')}${tip === undefined ? '' : ` (${tip})`}`);
 }
 
 /** Runs one relayctl command line; returns the exit code. Never throws. */
@@ -181,8 +186,37 @@ async function run(argv: string[], io: Io): Promise<void> {
       const id = messageIdArg(rest[0], 'retry');
       noMore(rest.slice(1), command);
       await api.retry(id).catch((err: unknown) =>
-        explainConflict(api, err, id, 'retry', 'deferred', { 'dead-letter': 'use relayctl dead-letter replay', 'in-flight': 'an agent has it now', queued: 'it is already waiting for an agent' }));
+        explainConflict(api, err, id, 'retry', ['deferred'], { 'dead-letter': 'use relayctl dead-letter replay', 'in-flight': 'an agent has it now', queued: 'it is already waiting for an agent' }));
       return o.json ? json({ retried: [id], skipped: [] }) : write(`${id}: deferred -> queued\n`);
+    }
+
+    case 'flush': {
+      noMore(rest, command);
+      const flushed = await api.flush();
+      return o.json ? json({ flushed }) : write(`flushed: ${flushed} deferred message${flushed === 1 ? '' : 's'} due now\n`);
+    }
+
+    case 'hold': {
+      const id = messageIdArg(rest[0], command);
+      noMore(rest.slice(1), command);
+      await api.hold(id).catch((err: unknown) =>
+        explainConflict(api, err, id, 'hold', ['queued', 'deferred'], { hold: 'it is already held', 'in-flight': 'an agent has it now' }));
+      return o.json ? json({ id, state: 'hold' }) : write(`${id}: -> hold\n`);
+    }
+
+    case 'release': {
+      const id = messageIdArg(rest[0], command);
+      noMore(rest.slice(1), command);
+      await api.release(id).catch((err: unknown) => explainConflict(api, err, id, 'release', ['hold'], {}));
+      return o.json ? json({ id, state: 'queued' }) : write(`${id}: hold -> queued\n`);
+    }
+
+    case 'delete': {
+      const id = messageIdArg(rest[0], command);
+      noMore(rest.slice(1), command);
+      await api.delete(id).catch((err: unknown) =>
+        explainConflict(api, err, id, 'delete', STATES.filter((x) => x !== 'in-flight' && x !== 'incoming'), { 'in-flight': 'an agent has it now: try again when it settles', bouncing: 'its bounce is being sent now: try again when it settles' }));
+      return o.json ? json({ id, deleted: true }) : write(`${id}: deleted\n`);
     }
 
     case 'dead-letter': {
@@ -199,14 +233,14 @@ async function run(argv: string[], io: Io): Promise<void> {
         const id = messageIdArg(arg, 'dead-letter replay');
         noMore(extra, 'dead-letter replay');
         await api.replay(id).catch((err: unknown) =>
-          explainConflict(api, err, id, 'replay', 'dead-letter', { deferred: 'use relayctl retry' }));
+          explainConflict(api, err, id, 'replay', ['dead-letter'], { deferred: 'use relayctl retry' }));
         return o.json ? json({ id, state: 'queued' }) : write(`${id}: dead-letter -> queued (fresh retry clock)\n`);
       }
       if (sub === 'purge') {
         const id = messageIdArg(arg, 'dead-letter purge');
         noMore(extra, 'dead-letter purge');
         await api.purge(id).catch((err: unknown) =>
-          explainConflict(api, err, id, 'purge', 'dead-letter', {}));
+          explainConflict(api, err, id, 'purge', ['dead-letter', 'bounced'], {}));
         return o.json ? json({ id, purged: true }) : write(`${id}: purged\n`);
       }
       return;

@@ -81,7 +81,7 @@ t.test('8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB, onc
   await t.resolves(async () => {
     for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
   });
-  t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, bouncing: 0, bounced: 0, 'dead-letter': 0 });
+  t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, hold: 0, bouncing: 0, bounced: 0, 'dead-letter': 0 });
   a.close();
   await a.closed;
 });

@@ -33,7 +33,7 @@ t.test('tempfail -> deferred -> retried by the alarm with backoff -> dead-letter
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, bouncing: 0, bounced: 0, 'dead-letter': 1 }, 'ends in dead-letter: this agent has no bounce relay');
+  t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, hold: 0, bouncing: 0, bounced: 0, 'dead-letter': 1 }, 'ends in dead-letter: this agent has no bounce relay');
   t.same(attempts.map((x) => x.attempt), attempts.map((_, i) => i + 1), `attempts numbered 1, 2, ...: ${JSON.stringify(attempts)}`);
   t.ok(attempts.length >= 3 && attempts.length <= 7, `retried a bounded number of times (${attempts.length})`);
   const gaps = attempts.slice(1).map((x, i) => x.at - (attempts[i]?.at ?? 0));

@@ -303,7 +303,7 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   const s = parse(statusJson);
   t.same(Object.keys(s).sort(), ['agents', 'oldest', 'oldestAgeMs', 'states', 'total', 'url']);
-  t.same(s.states, { incoming: 0, queued: 1, 'in-flight': 0, deferred: 2, bouncing: 0, bounced: 0, 'dead-letter': 0 });
+  t.same(s.states, { incoming: 0, queued: 1, 'in-flight': 0, deferred: 2, hold: 0, bouncing: 0, bounced: 0, 'dead-letter': 0 });
   t.same(s.agents, []);
   t.equal(s.total, 3);
   t.equal(s.url, w.rt.url.href);

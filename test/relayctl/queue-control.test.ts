@@ -1,0 +1,63 @@
+// Queue control as Postfix users know it (postsuper -h/-H/-d, postqueue -f), through relayctl's
+// main() against the real object in workerd: a held message is never offered to an agent until
+// released, delete removes only what no agent holds, flush makes deferred mail due at once.
+import t from 'tap';
+import { Writable } from 'node:stream';
+import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { main } from '../../relayctl/cli.ts';
+import { RawAgent } from '../helpers/raw-agent.ts';
+import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+
+const ADMIN = 'admin-token-0123456789abcdef';
+
+async function relayctl(w: TestWorker, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const sink = (f: (s: string) => void) => new Writable({ write(c: Buffer, _e, cb) { f(c.toString()); cb(); } });
+  const code = await main(args, {
+    stdout: sink((s) => { out += s; }), stderr: sink((s) => { err += s; }),
+    env: { RELAYCTL_URL: w.rt.url.href, RELAYCTL_TOKEN: ADMIN },
+  } as Parameters<typeof main>[1]);
+  return { code, out, err };
+}
+
+const offered = (a: RawAgent): string[] => a.frames().filter((f): f is MessageFrame => f.type === 'message').map((f) => f.id);
+
+t.test('hold, release, delete, flush', async (t) => {
+  // A first retry an hour away: only flush can make a deferred message due now.
+  const w = await startTestWorker({ verdictWaitMs: 0, vars: { ADMIN_TOKEN: ADMIN, RETRY_FIRST_MS: '3600000', RETRY_MAX_MS: '3600000' } });
+  t.teardown(() => w.stop());
+  const post = async (tag: string): Promise<string> => String((await w.post('s@example.net', 'alice@example.test', Buffer.from(`Subject: ${tag}\r\n\r\nx\r\n`))).body.id);
+  const held = await post('held');
+  const gone = await post('gone');
+  const plain = await post('plain');
+
+  t.match(await relayctl(w, 'hold', held), { code: 0, out: `${held}: -> hold\n` });
+  t.match(await relayctl(w, '--json', 'delete', gone), { code: 0 });
+  t.same(JSON.parse((await relayctl(w, '--json', 'hold', held)).out || '{}'), {}, 'nothing on stdout for a failure');
+  t.match(await relayctl(w, 'hold', held), { code: 1, err: /cannot hold .*: it is hold, not queued or deferred \(it is already held\)/ });
+  t.match(await relayctl(w, 'release', plain), { code: 1, err: /it is queued, not hold/ });
+  t.match(await relayctl(w, '--json', 'status'), { code: 0, out: /"hold": 1/ });
+
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  t.teardown(() => a.close());
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'control', window: 8, credit: 8 << 20 });
+  const m = await a.until((s) => s.map((x) => (x.kind === 'frame' && x.frame.type === 'message' ? x.frame : null)).find((f) => f?.id === plain) ?? false);
+  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === plain) || false);
+  t.match(await relayctl(w, 'delete', plain), { code: 1, err: /it is in-flight.*an agent has it now/ }, 'never what an agent holds');
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(offered(a), [plain], 'the held and the deleted messages are not offered');
+
+  // A tempfail: deferred for an hour, then flushed.
+  a.send({ type: 'ack', id: plain, results: [{ recipient: m.recipients[0] ?? '', code: 451, enhanced: '4.3.0', text: 'busy', outcome: 'tempfail' }] });
+  for (let i = 0; i < 50 && !(await relayctl(w, '--json', 'status')).out.includes('"deferred": 1'); i++) await new Promise((r) => setTimeout(r, 50));
+  t.match(JSON.parse((await relayctl(w, '--json', 'flush')).out), { flushed: 1 });
+  await a.until((s) => s.filter((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === plain).length === 2 || false);
+  t.pass('flush: the deferred message is offered again at once');
+
+  t.match(await relayctl(w, '--json', 'release', held), { code: 0, out: /"state": "queued"/ });
+  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === held) || false);
+  t.pass('released: offered at once');
+  t.match(await relayctl(w, 'show', gone), { code: 1, err: /no message \w+ in the queue/ }, 'the deleted message is gone');
+});
