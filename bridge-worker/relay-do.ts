@@ -65,6 +65,9 @@ export class RelayQueue extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
     void ctx.blockConcurrencyWhile(async () => {
       migrate(ctx.storage.sql);
+      // Ingests that died with the previous instance (a restart mid-ingest): nothing will finish them.
+      const orphans = this.#store.removeIncoming();
+      if (orphans > 0) log('ingest.orphans-removed', { removed: orphans });
       // Leases of connections that did not survive a restart go back to the queue.
       const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
       const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs, this.#notBefore(Date.now()));

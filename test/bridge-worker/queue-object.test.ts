@@ -1,10 +1,11 @@
 // The queue Durable Object in real local workerd, driven by a hand-written
 // agent so every frame can be checked.
 import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, DEV_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 let w: TestWorker;
 t.before(async () => { w = await startTestWorker({ allowedDomains: ['example.test'] }); });
@@ -161,6 +162,21 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   ackAll(a, m);
   a.close();
   await a.closed;
+});
+
+t.test('an ingest cut short by a restart leaves no incoming row: the next instance removes it at start', async (t) => {
+  // Half a body posted, the rest never sent: the row stays incoming until workerd goes away.
+  const url = new URL('/dev/email', w.rt.url);
+  url.searchParams.set('from', 'cut@sender.test');
+  url.searchParams.set('to', 'alice@example.test');
+  const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}`, 'Content-Length': 4 * MAX_CHUNK_BYTES } });
+  req.on('error', () => undefined);  // the restart cuts it
+  req.write(randomBytes(2 * MAX_CHUNK_BYTES));
+  for (let i = 0; i < 200 && (await w.summary()).incoming !== 1; i++) await new Promise((r) => setTimeout(r, 25));
+  t.equal((await w.summary()).incoming, 1, 'mid-ingest: one incoming row');
+  await w.rt.restart();
+  req.destroy();
+  t.equal((await w.summary()).incoming, 0, 'gone after the restart, not an hour later');
 });
 
 t.test('synchronous verdict: a permanent refusal by every recipient becomes the Worker\'s rejection', async (t) => {
