@@ -140,6 +140,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     };
     cleanups.push(() => stopAgent('SIGKILL'));
 
+    const queueInfo = async (): Promise<{ agents: unknown[] }> => {
+      const res = await fetch(new URL('/admin/queue', runtime.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
+      return res.ok ? ((await res.json()) as { agents: unknown[] }) : { agents: [] };
+    };
     const ingress = await startIngress({ port: 0, spoolDir: join(dir, 'spool'), maxBytes: 26 * 1024 * 1024, handoff: workerHandoff(runtime.url, DEV) });
     cleanups.push(() => ingress.close());
 
@@ -212,6 +216,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const early = Math.max(3, Math.ceil(o.messages / 50));
     await Promise.all(Array.from({ length: o.senders }, () => sender(early)));
     startAgentProcess();
+    // The list reaches the object right after the agent's welcome: wait for that, so the list phase is one.
+    for (const until = Date.now() + 10_000; Date.now() < until && (await queueInfo()).agents.length === 0;) await sleep(50);
+    await sleep(100);
     const injector = inject();
     await Promise.all(Array.from({ length: o.senders }, () => sender(o.messages)));
     injecting = false;
