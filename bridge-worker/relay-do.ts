@@ -394,7 +394,10 @@ export class RelayQueue extends DurableObject<Env> {
           this.#fail(msg, 'refused', [], s.results, error);
           break;
         }
-        this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
+        // Refused and told: nothing was delivered, so its key is not remembered. A copy sent again
+        // (after a 4xx for another recipient, say) must be stored and answered afresh: remembered,
+        // it would get the id of this message, which is gone, and a 250 once this verdict is forgotten.
+        this.#store.finish(msg.id, refused ? null : this.#store.dedupeKeyOf(msg.id), now);
         // The message's one info line in the object: what ingest.queued and message.leased said too.
         log('message.acked', {
           id: msg.id, attempt: msg.attempts, outcomes, size: msg.size, chunks: msg.chunks,

@@ -201,6 +201,31 @@ t.test('synchronous verdict: a permanent refusal by every recipient becomes the 
   await a.closed;
 });
 
+t.test('a refusal told at SMTP time is not remembered for dedupe: the same message sent again after a restart is stored, not answered with the id of a message that is gone', async (t) => {
+  const a = await connect();
+  const body = Buffer.from('Subject: refused, then sent again\r\n\r\nr\r\n');
+  const post = w.post('r@sender.test', 'nobody@example.test', body);
+  const m = await header(a, undefined, (f) => f.sender === 'r@sender.test');
+  await ended(a, m.id);
+  a.send({ type: 'ack', id: m.id, results: [{ recipient: 'nobody@example.test', code: 550, enhanced: '5.1.1', text: "User doesn't exist", outcome: 'permfail' }] });
+  t.equal((await post).status, 550, 'refused at SMTP time');
+  a.close();
+  await a.closed;
+  // The verdicts kept in memory are gone, as after any restart or eviction.
+  await w.rt.restart();
+  const again = await w.post('r@sender.test', 'nobody@example.test', body);
+  t.equal(again.status, 200, 'no agent to ask: accepted');
+  t.not(again.body.id, m.id, 'a message of its own, not the refused one');
+  t.equal((await w.summary()).queued, 1, 'stored: it will be refused again and bounced, not dropped');
+  const b = await connect();
+  const m2 = await header(b, String(again.body.id));
+  await ended(b, m2.id);
+  ackAll(b, m2);
+  for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+  b.close();
+  await b.closed;
+});
+
 // Last in this file: it leaves a deferred message behind.
 t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never a tight loop', async (t) => {
   const a = await connect();
