@@ -176,6 +176,10 @@ export class RelayQueue extends DurableObject<Env> {
   ): Promise<IngestResult> {
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
+      // Read to the end before answering, as the dev route does: a client still sending its body
+      // (the local ingress with a large message) would see a reset instead of the 550, treat it as
+      // a temporary failure and send again, forever.
+      await raw.pipeTo(new WritableStream()).catch(() => undefined);
       log('ingest.unknown-recipient', { recipients: unknown });
       return { status: 'unknown-recipient', recipients: unknown };
     }
