@@ -70,6 +70,9 @@ export class RelayQueue extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
     void ctx.blockConcurrencyWhile(async () => {
       migrate(ctx.storage.sql);
+      // Ingests that died with the previous instance (a restart mid-ingest): nothing will finish them.
+      const orphans = this.#store.removeIncoming();
+      if (orphans > 0) log('ingest.orphans-removed', { removed: orphans });
       // Leases of connections that did not survive a restart go back to the queue.
       const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
       const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs, this.#notBefore(Date.now()));
@@ -183,6 +186,10 @@ export class RelayQueue extends DurableObject<Env> {
     const deadline = Date.now() + budgetMs;  // the object's own clock: no skew with the Worker's
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
+      // Read to the end before answering, as the dev route does: a client still sending its body
+      // (the local ingress with a large message) would see a reset instead of the 550, treat it as
+      // a temporary failure and send again, forever.
+      await raw.pipeTo(new WritableStream()).catch(() => undefined);
       log('ingest.unknown-recipient', { recipients: unknown });
       return { status: 'unknown-recipient', recipients: unknown };
     }
@@ -447,7 +454,10 @@ export class RelayQueue extends DurableObject<Env> {
           this.#fail(msg, 'refused', [], s.results, error);
           break;
         }
-        this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), now);
+        // Refused and told: nothing was delivered, so its key is not remembered. A copy sent again
+        // (after a 4xx for another recipient, say) must be stored and answered afresh: remembered,
+        // it would get the id of this message, which is gone, and a 250 once this verdict is forgotten.
+        this.#store.finish(msg.id, refused ? null : this.#store.dedupeKeyOf(msg.id), now);
         // The message's one info line in the object: what ingest.queued and message.leased said too.
         log('message.acked', {
           id: msg.id, attempt: msg.attempts, outcomes, size: msg.size, chunks: msg.chunks,

@@ -101,6 +101,16 @@ export class MessageStore {
     );
   }
 
+  /**
+   * Removes every message still `incoming`. Only at object start: no ingest can be running
+   * then, so each is an ingest that died with the previous instance (its sender saw an error).
+   */
+  removeIncoming(): number {
+    const rows = this.#sql.exec(`SELECT id FROM messages WHERE state = 'incoming'`).toArray();
+    for (const r of rows) this.remove(String(r.id));
+    return rows.length;
+  }
+
   /** Removes a message and its bytes, whatever its state. */
   remove(id: string): void {
     this.#sql.exec(`DELETE FROM chunks WHERE message_id = ?`, id);

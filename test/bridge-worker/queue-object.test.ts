@@ -1,12 +1,13 @@
 // The queue Durable Object in real local workerd, driven by a hand-written
 // agent so every frame can be checked.
 import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, DEV_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 let w: TestWorker;
 t.before(async () => { w = await startTestWorker({ allowedDomains: ['example.test'] }); });
@@ -254,6 +255,21 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   await a.closed;
 });
 
+t.test('an ingest cut short by a restart leaves no incoming row: the next instance removes it at start', async (t) => {
+  // Half a body posted, the rest never sent: the row stays incoming until workerd goes away.
+  const url = new URL('/dev/email', w.rt.url);
+  url.searchParams.set('from', 'cut@sender.test');
+  url.searchParams.set('to', 'alice@example.test');
+  const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}`, 'Content-Length': 4 * MAX_CHUNK_BYTES } });
+  req.on('error', () => undefined);  // the restart cuts it
+  req.write(randomBytes(2 * MAX_CHUNK_BYTES));
+  for (let i = 0; i < 200 && (await w.summary()).incoming !== 1; i++) await new Promise((r) => setTimeout(r, 25));
+  t.equal((await w.summary()).incoming, 1, 'mid-ingest: one incoming row');
+  await w.rt.restart();
+  req.destroy();
+  t.equal((await w.summary()).incoming, 0, 'gone after the restart, not an hour later');
+});
+
 t.test('synchronous verdict: a permanent refusal by every recipient becomes the Worker\'s rejection', async (t) => {
   const a = await connect();
   const body = Buffer.from('Subject: verdict\r\n\r\nz\r\n');
@@ -274,6 +290,31 @@ t.test('synchronous verdict: a permanent refusal by every recipient becomes the 
   t.equal((await w.summary()).deferred, 1);
   a.close();
   await a.closed;
+});
+
+t.test('a refusal told at SMTP time is not remembered for dedupe: the same message sent again after a restart is stored, not answered with the id of a message that is gone', async (t) => {
+  const a = await connect();
+  const body = Buffer.from('Subject: refused, then sent again\r\n\r\nr\r\n');
+  const post = w.post('r@sender.test', 'nobody@example.test', body);
+  const m = await header(a, undefined, (f) => f.sender === 'r@sender.test');
+  await ended(a, m.id);
+  a.send({ type: 'ack', id: m.id, results: [{ recipient: 'nobody@example.test', code: 550, enhanced: '5.1.1', text: "User doesn't exist", outcome: 'permfail' }] });
+  t.equal((await post).status, 550, 'refused at SMTP time');
+  a.close();
+  await a.closed;
+  // The verdicts kept in memory are gone, as after any restart or eviction.
+  await w.rt.restart();
+  const again = await w.post('r@sender.test', 'nobody@example.test', body);
+  t.equal(again.status, 200, 'no agent to ask: accepted');
+  t.not(again.body.id, m.id, 'a message of its own, not the refused one');
+  t.equal((await w.summary()).queued, 1, 'stored: it will be refused again and bounced, not dropped');
+  const b = await connect();
+  const m2 = await header(b, String(again.body.id));
+  await ended(b, m2.id);
+  ackAll(b, m2);
+  for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+  b.close();
+  await b.closed;
 });
 
 // Last in this file: it leaves a deferred message behind.

@@ -2,7 +2,8 @@
 // keeps every message it accepted with its envelope, and can refuse RCPT with a set reply.
 import { SMTPServer } from 'smtp-server';
 
-export interface Sunk { from: string; to: string[]; body: Buffer }
+/** One message the sink took; `at` is when its data ended, just before the sink's 250. */
+export interface Sunk { from: string; to: string[]; body: Buffer; at: number }
 
 export interface SmtpSink {
   url: string;
@@ -29,6 +30,7 @@ export async function startSmtpSink(): Promise<SmtpSink> {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '?',
           to: session.envelope.rcptTo.map((r) => r.address),
           body: Buffer.concat(bufs),
+          at: Date.now(),
         });
         cb(null);
       });

@@ -15,15 +15,26 @@ export interface SoakMessage {
 export const KNOWN = ['alice', 'bob', 'carol', 'dave', 'erin'].map((u) => `${u}@example.test`);
 export const UNKNOWN = ['nobody@example.test', 'ghost@example.test'];
 
-/** Sizes log-uniform from 1 KiB to maxBytes; 1-5 recipients, about one in eight unknown. */
+/** Every NULL_SENDER_EVERY-th message comes from <> (a bounce arriving) and names an unknown recipient. */
+export const NULL_SENDER_EVERY = 20;
+
+/**
+ * Sizes log-uniform from 1 KiB to maxBytes; 1-5 recipients, about one in eight unknown. Message
+ * 0 and every NULL_SENDER_EVERY-th after it are from <> to an unknown and a known recipient
+ * (never bounced: dead-letter); the message after each of those names an unknown recipient too.
+ */
 export function makeMessage(index: number, seed: number, maxBytes: number): SoakMessage {
   const rnd = prng(seed * 100_003 + index);
   const size = Math.round(Math.exp(Math.log(1024) + rnd() * (Math.log(maxBytes) - Math.log(1024))));
   const count = 1 + Math.floor(rnd() * 5);
   const pool = [...KNOWN, ...UNKNOWN, ...KNOWN];
-  const recipients = [...new Set(Array.from({ length: count }, () => pool[Math.floor(rnd() * pool.length)] ?? 'alice@example.test'))];
+  let recipients = [...new Set(Array.from({ length: count }, () => pool[Math.floor(rnd() * pool.length)] ?? 'alice@example.test'))];
+  const nullSender = index % NULL_SENDER_EVERY === 0;
+  const unknown = UNKNOWN[Math.floor(index / NULL_SENDER_EVERY) % UNKNOWN.length] ?? 'nobody@example.test';
+  if (nullSender) recipients = [unknown, KNOWN[index % KNOWN.length] ?? 'alice@example.test'];
+  else if (index % NULL_SENDER_EVERY === 1 && !recipients.some((r) => UNKNOWN.includes(r))) recipients.push(unknown);
   const head = Buffer.from(
-    `From: soak-${index}@example.net\r\nTo: ${recipients.join(', ')}\r\nSubject: soak ${index}\r\n` +
+    `From: ${nullSender ? `MAILER-DAEMON@example.net` : `soak-${index}@example.net`}\r\nTo: ${recipients.join(', ')}\r\nSubject: soak ${index}\r\n` +
     `Message-ID: <soak-${seed}-${index}@example.net>\r\nX-Soak-Id: ${seed}-${index}\r\n` +
     'Content-Type: text/plain; charset=Shift_JIS\r\n\r\n', 'latin1');
   // Body lines: ASCII, 8-bit bytes (Shift_JIS-like), and lines that start with '.'.
@@ -42,7 +53,7 @@ export function makeMessage(index: number, seed: number, maxBytes: number): Soak
     total += line.length;
   }
   const raw = Buffer.concat(parts);
-  return { index, sender: `soak-${index}@example.net`, recipients, raw, sha256: createHash('sha256').update(raw).digest('hex') };
+  return { index, sender: nullSender ? '' : `soak-${index}@example.net`, recipients, raw, sha256: createHash('sha256').update(raw).digest('hex') };
 }
 
 /**

@@ -1,5 +1,6 @@
 // `npm run soak [-- --messages N --seed S --max-bytes B --fault-every-ms M]`:
-// the long soak. Prints the summary table; exits 1 on any loss, duplicate or mismatch.
+// the long soak. Prints the summary table and its one-line summary (delivered / refused at SMTP /
+// bounced / dead-lettered / lost, duplicates); exits 1 on any loss, unexplained duplicate or mismatch.
 import { parseArgs } from 'node:util';
 import { formatSummary, runSoak } from './soak.ts';
 
