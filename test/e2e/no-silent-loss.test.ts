@@ -11,6 +11,7 @@ import { startAgent, type Agent, type AgentOptions } from '../../edge-agent/agen
 import { validateConfig, type AgentConfig } from '../../edge-agent/config.ts';
 import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
 import { startSmtpSink, type SmtpSink } from '../helpers/smtp-sink.ts';
+import { poll } from '../helpers/wait.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 const skip = dovecotSkip();
@@ -48,15 +49,9 @@ async function admin(w: TestWorker, path: string): Promise<Record<string, unknow
   return (await res.json()) as Record<string, unknown>;
 }
 
-async function eventually<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+
+/** Real Dovecot and workerd: a longer bound than the helpers' default. */
+const eventually = <T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, ms = 30_000): Promise<T> => poll(what, read, ok, ms);
 
 const mail = (tag: string): Buffer => Buffer.from(`Message-ID: <${tag}@example.net>\r\nSubject: ${tag}\r\n\r\nbody of ${tag}\r\n`);
 

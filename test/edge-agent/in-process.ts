@@ -37,25 +37,7 @@ export async function inProcess(t: Test, mode: PeerMode = 'store') {
   };
 }
 
-/** Polls until `cond` holds; fails after `ms` (a bound, not a timing goal). */
-export async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Reads until `ok` holds for what was read, and returns that; fails after `ms`. */
-export async function poll<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+export { poll, until } from '../helpers/wait.ts';
 
 /** One metric's value from a Prometheus text exposition (a sample line `name{labels} value`). */
 export function metric(text: string, sample: string): number | undefined {
