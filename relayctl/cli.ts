@@ -1,5 +1,5 @@
 // relayctl's commands: the queue of a mailbridge Worker, seen and steered over its
-// admin API (docs/operations.md, section 8), like mailq/postqueue/postsuper for Postfix.
+// admin API (docs/operations.md, "relayctl"), like mailq/postqueue/postsuper for Postfix.
 // main.ts runs this with the process's argv, environment and streams; tests may too.
 // Exit codes: 0 done, 1 an error (unreachable, bad token, unknown id, wrong state,
 // bad URL or answer), 2 a usage error. Errors go to stderr, results to stdout.
