@@ -44,7 +44,7 @@ lmtp+unix:/var/run/dovecot/lmtp, stateDir /var/lib/mailbridge, http ${DEFAULT_HT
 
 Logs are JSON lines on stdout. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 failed,
 2 a bad setting or usage. Docs: docs/operations.md (in the release tarball as
-operations.md), section 2 "Install the agent on the home server".
+operations.md), section 3 "Install the agent on the home server".
 `;
 }
 

@@ -15,9 +15,9 @@ const README = (name: string): string => `${name}: the mailbridge edge-agent, on
   mailbridge-agent          the agent (mailbridge-agent --help, mailbridge-agent --version)
   mailbridge-agent.service  its systemd unit
   agent.json.example        the smallest useful /etc/mailbridge/agent.json
-  operations.md             the operations guide: section 2 installs the agent
+  operations.md             the operations guide: section 3 installs the agent
 
-Install (as root; operations.md section 2 has the details):
+Install (as root; operations.md section 3 has the details):
 
   useradd --system --home /var/lib/mailbridge --shell /usr/sbin/nologin mailbridge
   install -m 0755 mailbridge-agent /usr/local/bin/

@@ -1,4 +1,4 @@
-// The HTTP client of the Worker's admin API (docs/operations.md, sections 7 and 8).
+// The HTTP client of the Worker's admin API (docs/operations.md, "The queue's admin API" and "relayctl").
 // Every answer is checked field by field before anything uses it, so a wrong URL,
 // a proxy's error page or a Worker of another version becomes a clear error, not
 // `undefined` in a table. Errors carry the exit code relayctl ends with.

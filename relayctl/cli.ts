@@ -1,5 +1,5 @@
 // relayctl's commands: the queue of a mailbridge Worker, seen and steered over its
-// admin API (docs/operations.md, section 8), like mailq/postqueue/postsuper for Postfix.
+// admin API (docs/operations.md, "relayctl"), like mailq/postqueue/postsuper for Postfix.
 // main.ts runs this with the process's argv, environment and streams; tests may too.
 // Exit codes: 0 done, 1 an error (unreachable, bad token, unknown id, wrong state,
 // bad URL or answer), 2 a usage error. Errors go to stderr, results to stdout.
@@ -18,16 +18,19 @@ const USAGE = `usage: relayctl [options] <command>
 commands:
   status                      agents connected, queue depth by state, oldest message age
   queue [--state S] [--limit N]
-                              the queue, oldest first, like mailq (default: every state, 100)
+                              the queue, oldest first, like mailq (default: every state
+                              but incoming, 100; at most 500)
   show <id>                   one message: envelope, attempts, replies, decoded header fields
   retry <id> | --all          a deferred message (--all: every deferred one) is tried now
   flush                       every deferred message is tried now (postqueue -f)
   hold <id>                   a queued or deferred message is put aside (postsuper -h)
   release <id>                a held message goes back to the queue (postsuper -H)
-  delete <id>                 deletes a message that no agent holds now (postsuper -d)
+  delete <id>                 deletes a message from the live queue, unless an agent
+                              has it now (in-flight, or its bounce being sent) (postsuper -d)
   dead-letter list [--limit N]
+                              the dead-lettered messages, oldest first
   dead-letter replay <id>     a dead-lettered message goes back to the queue, fresh retry clock
-  dead-letter purge <id>      deletes a dead-lettered message for good
+  dead-letter purge <id>      deletes a dead-lettered (or bounced) message for good
   export <id>                 the stored message, byte for byte, to stdout
 
 options:

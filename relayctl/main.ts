@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // relayctl: `npx relayctl …`, `npm run relayctl -- …` or `node relayctl/main.ts …`.
-// Usage: relayctl --help; docs/operations.md, section 8.
+// Usage: relayctl --help; docs/operations.md, "relayctl".
 import { main } from './cli.ts';
 
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
