@@ -1,35 +1,14 @@
 // The message store: every SQL statement the queue runs, with parameters.
 // Message bytes live in `chunks`, at most MAX_CHUNK_BYTES a row.
 import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
+import type { QueueMessage } from '../protocol/queue.ts';
 import { STATES, type State } from './schema.ts';
 
-export interface MessageRow {
-  id: string;
-  state: State;
-  sender: string;
-  recipients: string[];
-  results: RecipientResult[];
-  size: number;
-  /** Of the bytes after `prefix`, Cloudflare's block (0 for none). */
-  sha256: string;
-  prefix: number;
-  chunks: number;
-  receivedAt: number;
-  /** Start of the retry clock: receivedAt, or the time of a dead-letter replay. */
-  retryFrom: number;
-  attempts: number;
-  nextAttemptAt: number | null;
-  leaseSession: string | null;
-  lastError: string | null;
+/** A stored message: what the admin API shows, and what only the object needs. */
+export interface MessageRow extends QueueMessage {
   /** Leases that ended without an answer since the last settlement. */
   leaseEnds: number;
-  /** Why it failed for good (bouncing, bounced, dead-letter). */
-  failure: FailureReason | null;
-  /** What became of its bounce: the relay's reply, or why none could be sent. */
-  bounceStatus: string | null;
-  /** When it reached bouncing, bounced or dead-letter. */
-  settledAt: number | null;
-  /** Cloudflare's verdicts as email() read them; null for messages stored before they were kept. */
+  /** Cloudflare's verdicts from its block; null for messages stored before they were kept. */
   auth: AuthVerdicts | null;
 }
 

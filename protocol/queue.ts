@@ -1,5 +1,6 @@
-// The queue's states and the admin API's limits: one definition for the queue
-// object (bridge-worker/) and relayctl, so the two cannot drift apart.
+// The queue's states, the admin API's message shape and its limits: one definition for
+// the queue object (bridge-worker/) and relayctl, so the two cannot drift apart.
+import type { FailureReason, RecipientResult } from './wire.ts';
 
 /**
  * incoming: being stored, not yet visible; queued: waits for an agent; in-flight: leased to
@@ -14,3 +15,34 @@ export type State = (typeof STATES)[number];
 
 /** Largest page the admin API lists at once. */
 export const MAX_LIST = 500;
+
+/** A message as the admin API shows it (GET /admin/messages, /admin/messages/<id>). */
+export interface QueueMessage {
+  id: string;
+  state: State;
+  /** Envelope sender; '' is the null sender <>. */
+  sender: string;
+  /** Recipients still pending (not yet delivered or permanently failed). */
+  recipients: string[];
+  /** Final per-recipient replies so far (with the last tempfails, once failed). */
+  results: RecipientResult[];
+  /** Every stored byte, Cloudflare's block included. */
+  size: number;
+  /** Of the bytes after `prefix`, Cloudflare's block (0 for none). */
+  sha256: string;
+  prefix: number;
+  chunks: number;
+  receivedAt: number;
+  /** Start of the retry clock: receivedAt, or the time of a dead-letter replay. */
+  retryFrom: number;
+  attempts: number;
+  nextAttemptAt: number | null;
+  leaseSession: string | null;
+  lastError: string | null;
+  /** Why it failed for good (bouncing, bounced, dead-letter). */
+  failure: FailureReason | null;
+  /** What became of its bounce: the relay's reply, or why none could be sent. */
+  bounceStatus: string | null;
+  /** When it reached bouncing, bounced or dead-letter. */
+  settledAt: number | null;
+}

@@ -152,7 +152,7 @@ export interface MessageFrame {
 export interface EndFrame { type: 'end'; id: string; chunks: number }
 /** Why a message failed for good: refused by the target, too old, or too many attempts that never settled. */
 export type FailureReason = 'refused' | 'expired' | 'attempts';
-const FAILURE_REASONS: readonly string[] = ['refused', 'expired', 'attempts'];
+export const FAILURE_REASONS: readonly FailureReason[] = ['refused', 'expired', 'attempts'];
 /**
  * A bounce task, sent to agents whose hello said `bounces`: one DSN to `sender` (never '')
  * reporting `results` (the recipients that failed, each with the reply that failed it).
@@ -390,7 +390,7 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
       return isMessageId(f.id) && isInt(f.chunks, 0, 2 ** 32) ? { type: 'end', id: f.id, chunks: f.chunks } : null;
     case FRAME.BOUNCE:
       return isMessageId(f.id) && isAddress(f.sender) && isInt(f.receivedAt, 0, 2 ** 53) &&
-        typeof f.reason === 'string' && FAILURE_REASONS.includes(f.reason) &&
+        typeof f.reason === 'string' && (FAILURE_REASONS as readonly string[]).includes(f.reason) &&
         Array.isArray(f.results) && f.results.length > 0 && f.results.length <= 100 && f.results.every(isResult) &&
         typeof f.headers === 'string' && f.headers.length <= Math.ceil(MAX_BOUNCE_HEADER_BYTES / 3) * 4 && /^[A-Za-z0-9+/]*={0,2}$/.test(f.headers)
         ? {

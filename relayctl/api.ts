@@ -2,8 +2,8 @@
 // Every answer is checked field by field before anything uses it, so a wrong URL,
 // a proxy's error page or a Worker of another version becomes a clear error, not
 // `undefined` in a table. Errors carry the exit code relayctl ends with.
-import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
-import { isMessageId, type Outcome, type RecipientResult } from '../protocol/wire.ts';
+import { MAX_LIST, STATES, type QueueMessage, type State } from '../protocol/queue.ts';
+import { FAILURE_REASONS, isMessageId, type Outcome, type RecipientResult } from '../protocol/wire.ts';
 
 export { MAX_LIST, STATES, type State };
 const OUTCOMES: readonly Outcome[] = ['delivered', 'tempfail', 'permfail'];
@@ -36,32 +36,8 @@ export class CliError extends Error {
 export interface Agent { agent: string; session: string }
 export interface Summary { states: Record<State, number>; agents: Agent[]; oldest: number | null }
 
-export interface Message {
-  id: string;
-  state: State;
-  /** Envelope sender; '' is the null sender <>. */
-  sender: string;
-  /** Recipients still pending (not yet delivered or permanently failed). */
-  recipients: string[];
-  /** Final per-recipient replies so far (with the last tempfails, once dead-lettered). */
-  results: RecipientResult[];
-  size: number;
-  /** Of the bytes after `prefix`: Cloudflare's block at the start, which the size counts. */
-  sha256: string;
-  prefix: number;
-  chunks: number;
-  receivedAt: number;
-  retryFrom: number;
-  attempts: number;
-  nextAttemptAt: number | null;
-  leaseSession: string | null;
-  lastError: string | null;
-  /** Why it failed for good: refused, expired, attempts (bouncing, bounced, dead-letter). */
-  failure: string | null;
-  /** What became of its bounce, or why none was sent. */
-  bounceStatus: string | null;
-  settledAt: number | null;
-}
+/** A message as the admin API shows it: protocol/queue.ts defines it for both ends. */
+export type Message = QueueMessage;
 export interface HeaderField { name: string; value: string }
 export interface MessageDetail extends Message { headers: HeaderField[] }
 
@@ -142,7 +118,7 @@ function message(v: unknown, at: string): Message {
     leaseSession: strOrNull(o.leaseSession, `${at}.leaseSession`),
     lastError: strOrNull(o.lastError, `${at}.lastError`),
     // Absent from a Worker older than the bounce states: read as null.
-    failure: o.failure === undefined ? null : strOrNull(o.failure, `${at}.failure`),
+    failure: o.failure === undefined || o.failure === null ? null : oneOf(o.failure, FAILURE_REASONS, `${at}.failure`),
     bounceStatus: o.bounceStatus === undefined ? null : strOrNull(o.bounceStatus, `${at}.bounceStatus`),
     settledAt: o.settledAt === undefined ? null : intOrNull(o.settledAt, `${at}.settledAt`),
   };
