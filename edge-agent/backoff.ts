@@ -3,6 +3,8 @@
 // jitter so that shards (and agents) restarted together do not knock in step. Issue #16: an
 // agent that reconnected at once after each close spun forever when the object closed every
 // session right after welcome (1008 on an ack it refused, then the same message again).
+// Not p-retry: it retries a call that fails, and here a session that came up and then closed
+// early must count as a failure too, which its schedule cannot express.
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
