@@ -82,3 +82,19 @@ export function settle(
   const nextAttemptAt = Math.min(now + retryDelay(attempts, policy), since + policy.maxAgeMs);
   return { kind: 'deferred', results, pending, nextAttemptAt };
 }
+
+/**
+ * When a message still undelivered owes its sender a delay warning (Postfix delay_warning_time):
+ * `delayMs` after the start of its retry clock (`since`: arrival, or the last dead-letter replay).
+ * Null when none is ever owed: warnings are off (`delayMs` 0), or the sender is the null sender
+ * <> (never warn a bounce). One warning per message: the caller records it once.
+ */
+export function delayWarningAt(sender: string, since: number, delayMs: number): number | null {
+  if (delayMs <= 0 || sender === '') return null;
+  return since + delayMs;
+}
+
+/** Until when a deferred message goes on being retried: the DSN's Will-Retry-Until. */
+export function retryUntil(since: number, p: RetryPolicy): number {
+  return since + p.maxAgeMs;
+}

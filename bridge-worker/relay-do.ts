@@ -11,7 +11,7 @@ import { recipientKnown } from '../protocol/recipients.ts';
 import { readConfig, type Env } from './env.ts';
 import { storeChunks } from './ingest.ts';
 import { hex, log, randomId } from './log.ts';
-import { bounceRetryAt, failedTo, releaseDelay, settle, type RetryPolicy } from './queue.ts';
+import { bounceRetryAt, delayWarningAt, failedTo, releaseDelay, retryUntil, settle, type RetryPolicy } from './queue.ts';
 import { migrate, type State } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
 import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
@@ -36,6 +36,8 @@ interface Attachment {
   closed?: boolean;
   /** The agent's hello said it has a bounce relay: bounce tasks may go to it. */
   bounces?: boolean;
+  /** Its hello said `warnings` too: delay warnings (bounce tasks with reason `delayed`) may go to it. */
+  warnings?: boolean;
   /** The protocol version of the agent's hello (absent: a socket accepted before it was kept, treated as 1). */
   version?: number;
 }
@@ -128,6 +130,7 @@ export class RelayQueue extends DurableObject<Env> {
         a.window = frame.window;
         a.credit = frame.credit;
         a.bounces = frame.bounces === true;
+        a.warnings = a.bounces && frame.warnings === true;
         a.version = frame.v;
         this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
@@ -426,6 +429,12 @@ export class RelayQueue extends DurableObject<Env> {
    */
   #rejectAnswer(a: Attachment, id: string, why: string): boolean {
     const msg = this.#store.get(id);
+    const w = this.#store.warning(id);
+    if ((!msg || msg.leaseSession !== a.session) && w && w.state === 'owed' && w.leaseSession === a.session) {
+      log('agent.answer-rejected', { session: a.session, id, why, warning: true });
+      this.#warningLater(id, w.dueAt, why);
+      return true;
+    }
     if (!msg || msg.leaseSession !== a.session) return false;
     log('agent.answer-rejected', { session: a.session, id, why });
     if (msg.state === 'bouncing') {
@@ -468,6 +477,7 @@ export class RelayQueue extends DurableObject<Env> {
       case 'deferred':
         this.#store.defer(msg.id, s.pending, s.results, s.nextAttemptAt, error);
         log('message.deferred', { id: msg.id, attempt: msg.attempts, outcomes, nextAttemptAt: s.nextAttemptAt });
+        this.#oweWarning(msg, results.filter((r) => r.outcome === 'tempfail'));
         this.#verdicts.settled(msg.id, { kind: 'deferred' }, now);
         break;
       case 'expired':
@@ -534,6 +544,9 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   #onBounced(a: Attachment, frame: BouncedFrame): void {
+    // A warning and a bounce of one message are never out at once (store.nextBounce): the id tells.
+    const w = this.#store.warning(frame.id);
+    if (w && w.state === 'owed' && w.leaseSession === a.session) return this.#onWarned(a, frame, w.dueAt);
     const msg = this.#store.get(frame.id);
     if (!msg || msg.state !== 'bouncing' || msg.leaseSession !== a.session) {
       log('bounced.ignored', { session: a.session, id: frame.id, state: msg?.state ?? null });
@@ -554,6 +567,42 @@ export class RelayQueue extends DurableObject<Env> {
         log('bounce.failed', { id: msg.id, sender: msg.sender, reply });
         break;
     }
+  }
+
+  /**
+   * A deferred message owes its sender one delay warning once DELAY_WARNING_MS have passed
+   * (recorded now, offered from then on by #pump while it is still deferred). `tempfails`: the
+   * pending recipients' replies, refreshed at each deferral until the warning goes out.
+   */
+  #oweWarning(msg: MessageRow, tempfails: RecipientResult[]): void {
+    const at = delayWarningAt(msg.sender, msg.retryFrom, readConfig(this.env).delayWarningMs);
+    if (at !== null && tempfails.length > 0) this.#store.oweWarning(msg.id, at, tempfails);
+  }
+
+  /** The agent's answer about a delay warning: the message itself is not touched, whatever it says. */
+  #onWarned(a: Attachment, frame: BouncedFrame, dueAt: number): void {
+    const reply = `${frame.code} ${frame.text}`.slice(0, MAX_RESULT_TEXT);
+    switch (frame.status) {
+      case 'sent':
+        this.#store.settleWarning(frame.id, 'sent', `sent: ${reply}`);
+        log('warning.sent', { id: frame.id, session: a.session, reply });
+        break;
+      case 'deferred':
+        this.#warningLater(frame.id, dueAt, reply);
+        break;
+      case 'failed':
+        // A courtesy only: the message goes on being retried, the operator sees a warning in the log.
+        this.#store.settleWarning(frame.id, 'failed', `refused: ${reply}`);
+        log('warning.failed', { id: frame.id, session: a.session, reply });
+        break;
+    }
+  }
+
+  /** A warning that could not go out now: offered again later, while its message is still deferred. */
+  #warningLater(id: string, dueAt: number, why: string): void {
+    const at = bounceRetryAt(dueAt, Date.now(), this.#retry());
+    this.#store.settleWarning(id, 'owed', `deferred: ${why}`, at);
+    log('warning.deferred', { id, why, nextAttemptAt: at });
   }
 
   /** A bounce that could not go out now: again later, for as long as a message is retried. */
@@ -651,6 +700,19 @@ export class RelayQueue extends DurableObject<Env> {
             results: bounce.results.filter((r) => r.outcome !== 'delivered'),
             headers: bounce.chunks > 0 ? bounceHeaders(headerSection(this.#store.chunk(bounce.id, 0))) : '',
           });
+          continue;
+        }
+        // A delay warning rides on the bounce frame; it leases the warning, never the message.
+        const warning = a.warnings && readConfig(this.env).delayWarningMs > 0 ? this.#store.nextWarning(now) : null;
+        if (warning) {
+          const m = warning.message;
+          this.#store.leaseWarning(m.id, a.session);
+          this.#send(ws, {
+            type: FRAME.BOUNCE, id: m.id, sender: m.sender, receivedAt: m.receivedAt, reason: 'delayed',
+            results: warning.results, retryUntil: retryUntil(m.retryFrom, this.#retry()),
+            headers: m.chunks > 0 ? bounceHeaders(headerSection(this.#store.chunk(m.id, 0))) : '',
+          });
+          log('warning.leased', { id: m.id, session: a.session, sender: m.sender, ageMs: now - m.receivedAt });
           continue;
         }
         // A v1 agent hashes every byte: it gets only messages whose sha256 covers them all.

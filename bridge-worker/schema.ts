@@ -137,6 +137,21 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE messages_v7 RENAME TO messages;
    CREATE INDEX messages_by_state ON messages (state, received_at);
    CREATE INDEX messages_by_dedupe ON messages (dedupe_key);`,
+  // 8: delay warnings (DELAY_WARNING_MS), one row per message that owes or got one: its own
+  // lease, so a warning on its way never touches the message's state or lease. due_at: when it
+  // is owed; next_attempt_at: when it may be offered (later after a relay that was down);
+  // results: the pending recipients' last temporary failures (JSON); status: the relay's answer.
+  // A row whose message is gone is pruned.
+  `CREATE TABLE warnings (
+     message_id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN ('owed', 'sent', 'failed')),
+     due_at INTEGER NOT NULL,
+     next_attempt_at INTEGER NOT NULL,
+     lease_session TEXT,
+     results TEXT NOT NULL DEFAULT '[]',
+     status TEXT
+   );
+   CREATE INDEX warnings_by_state ON warnings (state, next_attempt_at);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -175,20 +175,27 @@ export class MessageStore {
     return r ? toMessage(r) : null;
   }
 
-  /** The oldest bounce task no connection holds and whose time has come. */
+  /**
+   * The oldest bounce task no connection holds and whose time has come. Not while the
+   * message's delay warning is out: the agent's `bounced` answer names only the id.
+   */
   nextBounce(now: number): MessageRow | null {
     const r = this.#sql.exec(
       `SELECT * FROM messages WHERE state = 'bouncing' AND lease_session IS NULL
          AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+         AND id NOT IN (SELECT message_id FROM warnings WHERE lease_session IS NOT NULL)
        ORDER BY settled_at, id LIMIT 1`,
       now,
     ).toArray()[0];
     return r ? toMessage(r) : null;
   }
 
-  /** Messages and bounce tasks this connection holds: both count against its window. */
+  /** Messages, bounce tasks and delay warnings this connection holds: all count against its window. */
   countLeased(session: string): number {
-    const r = this.#sql.exec(`SELECT COUNT(*) AS n FROM messages WHERE lease_session = ?`, session).one();
+    const r = this.#sql.exec(
+      `SELECT (SELECT COUNT(*) FROM messages WHERE lease_session = ?) + (SELECT COUNT(*) FROM warnings WHERE lease_session = ?) AS n`,
+      session, session,
+    ).one();
     return Number(r.n);
   }
 
@@ -229,6 +236,7 @@ export class MessageStore {
 
   #release(where: string, args: SqlStorageValue[], until: number, notBefore: (leaseEnds: number) => number): MessageRow[] {
     this.#sql.exec(`UPDATE messages SET lease_session = NULL WHERE state = 'bouncing' AND lease_session IS NOT NULL AND ${where}`, ...args);
+    this.#sql.exec(`UPDATE warnings SET lease_session = NULL WHERE lease_session IS NOT NULL AND ${where}`, ...args);
     const rows = this.#sql.exec(`SELECT * FROM messages WHERE state = 'in-flight' AND ${where}`, ...args).toArray().map(toMessage);
     for (const m of rows) {
       m.leaseEnds++;
@@ -345,8 +353,11 @@ export class MessageStore {
          UNION ALL
          SELECT MIN(affinity_until) AS t FROM messages WHERE state = 'queued' AND affinity_until > ?
          UNION ALL
-         SELECT MIN(next_attempt_at) AS t FROM messages WHERE state IN ('queued', 'bouncing') AND next_attempt_at > ?)`,
-      now, now,
+         SELECT MIN(next_attempt_at) AS t FROM messages WHERE state IN ('queued', 'bouncing') AND next_attempt_at > ?
+         UNION ALL
+         SELECT MIN(w.next_attempt_at) AS t FROM warnings w JOIN messages m ON m.id = w.message_id
+           WHERE w.state = 'owed' AND w.lease_session IS NULL AND m.state = 'deferred' AND w.next_attempt_at > ?)`,
+      now, now, now,
     ).one();
     return r.t === null ? null : Number(r.t);
   }
@@ -362,6 +373,56 @@ export class MessageStore {
       incomingBefore, bouncedBefore,
     ).toArray();
     for (const r of stale) this.remove(String(r.id));
+    this.#sql.exec(`DELETE FROM warnings WHERE message_id NOT IN (SELECT id FROM messages)`);
+  }
+
+  // ---- delay warnings (DELAY_WARNING_MS): their own table and lease ------------------
+
+  /**
+   * A deferred message owes a warning from `dueAt` (once: a row that exists stays, only its
+   * pending recipients' last replies are refreshed while it is still owed and not out).
+   */
+  oweWarning(id: string, dueAt: number, results: RecipientResult[]): void {
+    this.#sql.exec(
+      `INSERT INTO warnings (message_id, state, due_at, next_attempt_at, results) VALUES (?, 'owed', ?, ?, ?)
+       ON CONFLICT (message_id) DO UPDATE SET results = excluded.results
+         WHERE warnings.state = 'owed' AND warnings.lease_session IS NULL`,
+      id, dueAt, dueAt, JSON.stringify(results),
+    );
+  }
+
+  /** The oldest warning due now, no connection holding it, whose message is still deferred (not leased). */
+  nextWarning(now: number): { message: MessageRow; results: RecipientResult[] } | null {
+    const r = this.#sql.exec(
+      `SELECT m.*, w.results AS warning_results FROM warnings w JOIN messages m ON m.id = w.message_id
+       WHERE w.state = 'owed' AND w.lease_session IS NULL AND w.next_attempt_at <= ? AND m.state = 'deferred'
+       ORDER BY w.next_attempt_at, w.message_id LIMIT 1`,
+      now,
+    ).toArray()[0];
+    return r ? { message: toMessage(r), results: JSON.parse(String(r.warning_results)) as RecipientResult[] } : null;
+  }
+
+  /** A warning goes to one connection; the message itself is not touched. */
+  leaseWarning(id: string, session: string): void {
+    this.#sql.exec(`UPDATE warnings SET lease_session = ? WHERE message_id = ? AND state = 'owed' AND lease_session IS NULL`, session, id);
+  }
+
+  warning(id: string): { state: 'owed' | 'sent' | 'failed'; dueAt: number; leaseSession: string | null; status: string | null } | null {
+    const r = this.#sql.exec(`SELECT state, due_at, lease_session, status FROM warnings WHERE message_id = ?`, id).toArray()[0];
+    if (!r) return null;
+    return {
+      state: String(r.state) as 'owed' | 'sent' | 'failed', dueAt: Number(r.due_at),
+      leaseSession: r.lease_session === null ? null : String(r.lease_session), status: r.status === null ? null : String(r.status),
+    };
+  }
+
+  /** What the agent answered: sent / failed for good (never offered again), or again at `nextAttemptAt`. */
+  settleWarning(id: string, state: 'sent' | 'failed' | 'owed', status: string, nextAttemptAt: number | null = null): void {
+    this.#sql.exec(
+      `UPDATE warnings SET state = ?, lease_session = NULL, status = ?, next_attempt_at = COALESCE(?, next_attempt_at)
+       WHERE message_id = ? AND state = 'owed'`,
+      state, status, nextAttemptAt, id,
+    );
   }
 
   // ---- the recipients list -------------------------------------------------------

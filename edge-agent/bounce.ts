@@ -7,11 +7,14 @@
 // The one window left is LMTP's: a crash after the relay's 250 and before the journal
 // commit leaves no record, and the redelivered task sends a second DSN. So does a lost
 // reply to the final dot (the client then reports a temporary failure: `deferred`).
+//
+// A task with reason `delayed` is a delay warning (the message is still being retried): the
+// same path, its own journal kind, so a message's warning and its later bounce go out once each.
 import { LmtpClient, type RecipientResult } from '../lmtp-proxy/client.ts';
 import { formatTarget, parseTarget, type Target } from '../lmtp-proxy/target.ts';
 import { MAX_RESULT_TEXT, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
 import { buildDsn } from './dsn.ts';
-import type { Journal } from './journal.ts';
+import type { DsnKind, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
 
 /** Waits for the local relay, shorter than RFC 5321's: a hung relay must not hold a window slot for 10 minutes. */
@@ -30,6 +33,9 @@ export interface BouncerOptions {
   timeouts?: Partial<typeof RELAY_TIMEOUTS>;
 }
 
+/** A delay warning is journaled apart from the message's bounce. */
+const kindOf = (task: BounceFrame): DsnKind => (task.reason === 'delayed' ? 'warning' : 'bounce');
+
 async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;
 }
@@ -39,7 +45,7 @@ const clamp = (s: string): string => s.slice(0, MAX_RESULT_TEXT);
 export class Bouncer {
   readonly #o: BouncerOptions;
   readonly #relay: Target;
-  /** Tasks by id: a redelivery while the first run still talks to the relay waits for it. */
+  /** Tasks by id and kind: a redelivery while the first run still talks to the relay waits for it. */
   readonly #running = new Map<string, Promise<BouncedFrame>>();
 
   constructor(o: BouncerOptions) {
@@ -49,16 +55,17 @@ export class Bouncer {
 
   /** Sends the DSN of one task (or finds it sent). Never rejects: every outcome is a `bounced` frame. */
   readonly run = async (task: BounceFrame): Promise<BouncedFrame> => {
-    const before = this.#running.get(task.id);
+    const key = `${task.id}:${kindOf(task)}`;
+    const before = this.#running.get(key);
     const run = (async () => {
       if (before) await before;
       return this.#once(task);
     })();
-    this.#running.set(task.id, run);
+    this.#running.set(key, run);
     try {
       return await run;
     } finally {
-      if (this.#running.get(task.id) === run) this.#running.delete(task.id);
+      if (this.#running.get(key) === run) this.#running.delete(key);
     }
   };
 
@@ -69,15 +76,17 @@ export class Bouncer {
 
   async #once(task: BounceFrame): Promise<BouncedFrame> {
     const { journal, log, now } = this.#o;
+    const kind = kindOf(task);
     const fields = { id: task.id, to: task.sender, relay: formatTarget(this.#relay), reason: task.reason, recipients: task.results.length };
-    const sent = journal.bounceSent(task.id);
+    const sent = journal.bounceSent(task.id, kind);
     if (sent) {
-      log('bounce.sent', { ...fields, code: sent.code, text: sent.text, fromJournal: true });
+      log(`${kind}.sent`, { ...fields, code: sent.code, text: sent.text, fromJournal: true });
       return { type: 'bounced', id: task.id, status: 'sent', code: sent.code, text: sent.text };
     }
     const dsn = buildDsn({
       reportingMta: this.#o.reportingMta, to: task.sender, arrivalDate: task.receivedAt, id: task.id, reason: task.reason,
       results: task.results, headers: Buffer.from(task.headers, 'base64'), now: now(),
+      ...(task.retryUntil !== undefined ? { retryUntil: task.retryUntil } : {}),
     });
     const r = await this.#send(task.sender, dsn);
     const code = r.code;
@@ -85,18 +94,18 @@ export class Bouncer {
     if (r.outcome === 'delivered') {
       // Durable before the answer: a lost answer brings the task back, and then this record answers it.
       try {
-        await journal.addBounce(task.id, { code, text }, now());
+        await journal.addBounce(task.id, { code, text }, now(), kind);
       } catch (err) {
         // The DSN is out all the same; answering `sent` stops the object asking again.
-        log('journal.failed', { id: task.id, bounce: true, error: (err as Error).message });
+        log('journal.failed', { id: task.id, [kind]: true, error: (err as Error).message });
       }
-      log('bounce.sent', { ...fields, code, text });
+      log(`${kind}.sent`, { ...fields, code, text });
       return { type: 'bounced', id: task.id, status: 'sent', code, text };
     }
     // 5xx: the relay will never take it (the object keeps the message in dead-letter);
     // 4xx, no connection, no answer: the object tries again later.
     const status = r.outcome === 'permfail' ? 'failed' : 'deferred';
-    log(`bounce.${status}`, { ...fields, code, text });
+    log(`${kind}.${status}`, { ...fields, code, text });
     return { type: 'bounced', id: task.id, status, code, text };
   }
 

@@ -1,9 +1,11 @@
 // A delivery status notification (RFC 3464) for a message that failed for good, as bytes:
 // a multipart/report with a text part for people, a message/delivery-status part for
-// programs, and the original header section as text/rfc822-headers. Pure: the caller passes
+// programs, and the original header section as text/rfc822-headers. Reason `delayed` gives
+// the warning variant (Postfix delay_warning_time): Action: delayed, Will-Retry-Until, a
+// subject and text that say it is not a bounce. Pure: the caller passes
 // the clock; the same input gives the same bytes. The original headers are never decoded:
 // they go in as the bytes they came as (they may hold 8-bit text in any charset).
-import type { FailureReason, RecipientResult } from '../protocol/wire.ts';
+import type { DsnReason, RecipientResult } from '../protocol/wire.ts';
 
 export interface DsnInput {
   /** The reporting host's domain: Reporting-MTA and From: MAILER-DAEMON@<it>. */
@@ -14,9 +16,11 @@ export interface DsnInput {
   arrivalDate: number;
   /** The queue id of the failed message (32 hex). */
   id: string;
-  reason: FailureReason;
-  /** The recipients that failed, each with the reply that failed it. */
+  reason: DsnReason;
+  /** The recipients that failed (for `delayed`: still pending), each with the reply that failed it (its last one). */
   results: readonly RecipientResult[];
+  /** Reason `delayed`: until when delivery is retried (ms since the epoch); ignored otherwise. */
+  retryUntil?: number;
   /** The original message's header section, exactly as received (possibly cut at a line end). */
   headers: Uint8Array;
   now: number;
@@ -76,8 +80,15 @@ function dsnAddress(a: string): string {
   return `utf-8; ${[...a].map((c) => (/[\x21-\x5b\x5d-\x7e]/.test(c) ? c : `\\x{${(c.codePointAt(0) ?? 0).toString(16).toUpperCase()}}`)).join('')}`;
 }
 
-/** The RFC 3463 status of a failed recipient: its own enhanced code, else one derived from what is known. */
-export function dsnStatus(r: RecipientResult, reason: FailureReason): string {
+/**
+ * The RFC 3463 status of a failed recipient: its own enhanced code, else one derived from what
+ * is known. A delayed recipient's is always class 4 (RFC 3464 2.3.4: a transient failure).
+ */
+export function dsnStatus(r: RecipientResult, reason: DsnReason): string {
+  if (reason === 'delayed') {
+    if (r.enhanced !== null) return r.enhanced.replace(/^\d/, '4');
+    return r.code === 0 ? '4.4.2' : '4.0.0';
+  }
   if (r.enhanced !== null) return r.enhanced;
   if (r.outcome === 'permfail') return '5.0.0';
   // A temporary failure that was given up on: 4.4.7 "delivery time expired".
@@ -86,7 +97,14 @@ export function dsnStatus(r: RecipientResult, reason: FailureReason): string {
   return r.code === 0 ? '4.4.2' : '4.0.0';
 }
 
-/** Why delivery stopped, for people. */
+/** A duration for people: minutes under 2 h, hours under 2 days, else days. */
+function duration(ms: number): string {
+  const [n, unit] = ms < 2 * 60 * 60_000 ? [Math.max(1, Math.round(ms / 60_000)), 'minute']
+    : ms < 2 * DAY_MS ? [Math.round(ms / (60 * 60_000)), 'hour'] : [Math.round(ms / DAY_MS), 'day'];
+  return `${n} ${unit}${n === 1 ? '' : 's'}`;
+}
+
+/** Why delivery stopped (or, `delayed`, why it has not happened yet), for people. */
 function why(input: DsnInput): string {
   const days = Math.max(1, Math.round((input.now - input.arrivalDate) / DAY_MS));
   const span = `${days} day${days === 1 ? '' : 's'}`;
@@ -94,7 +112,28 @@ function why(input: DsnInput): string {
     case 'refused': return 'The mailbox server refused the message for the recipients below.';
     case 'expired': return `Delivery was given up after ${span}: the mailbox server kept answering with temporary failures.`;
     case 'attempts': return `Delivery was given up after ${span} and repeated attempts that never completed.`;
+    case 'delayed': return '';
   }
+}
+
+/** The readable part's lines above the recipients. */
+function intro(input: DsnInput): string[] {
+  if (input.reason !== 'delayed') {
+    return wrap(`I'm sorry to have to inform you that your message could not be delivered to one or more recipients. ${why(input)}`, 0, '');
+  }
+  const until = input.retryUntil === undefined ? 'it is given up' : rfc5322Date(input.retryUntil);
+  return [
+    '####################################################################',
+    '# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #',
+    '####################################################################',
+    '',
+    ...wrap(
+      `Your message could not be delivered for ${duration(input.now - input.arrivalDate)} to the recipients below. ` +
+      `This is not a bounce: the message is still queued and delivery will be retried until ${until}. ` +
+      'If it cannot be delivered by then, you will get a separate notice.',
+      0, '',
+    ),
+  ];
 }
 
 /** A reply as one line: code, enhanced code, text, e.g. '550 5.1.1 no such user'. */
@@ -118,17 +157,19 @@ export function buildDsn(input: DsnInput): Uint8Array {
   const human = [
     `This is the mail system at host ${mta}.`,
     '',
-    ...wrap(`I'm sorry to have to inform you that your message could not be delivered to one or more recipients. ${why(input)}`, 0, ''),
+    ...intro(input),
     '',
     ...input.results.flatMap((r) => wrap(`<${printable(r.recipient)}>: ${replyLine(r) || 'no reply'}`, 0, '    ')),
     '',
   ].join(CRLF) + CRLF;
 
   let status = field('Reporting-MTA', `dns; ${mta}`) + field('X-Mailbridge-Queue-ID', input.id) + field('Arrival-Date', rfc5322Date(input.arrivalDate));
+  const delayed = input.reason === 'delayed';
   for (const r of input.results) {
-    status += CRLF + field('Final-Recipient', dsnAddress(r.recipient)) + field('Action', 'failed') + field('Status', dsnStatus(r, input.reason));
+    status += CRLF + field('Final-Recipient', dsnAddress(r.recipient)) + field('Action', delayed ? 'delayed' : 'failed') + field('Status', dsnStatus(r, input.reason));
     if (r.code > 0) status += field('Diagnostic-Code', `smtp; ${replyLine(r)}`);
     status += field('Last-Attempt-Date', rfc5322Date(now));
+    if (delayed && input.retryUntil !== undefined) status += field('Will-Retry-Until', rfc5322Date(input.retryUntil));
   }
 
   const headers = Buffer.from(input.headers.buffer, input.headers.byteOffset, input.headers.byteLength);
@@ -140,9 +181,9 @@ export function buildDsn(input: DsnInput): Uint8Array {
     field('From', `Mail Delivery System <MAILER-DAEMON@${mta}>`) +
     // The sender as given: it may be a UTF-8 address (then the relay needs SMTPUTF8 anyway).
     `To: <${input.to}>${CRLF}` +
-    field('Subject', 'Undelivered Mail Returned to Sender') +
+    field('Subject', delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender') +
     field('Date', rfc5322Date(now)) +
-    field('Message-ID', `<${input.id}.${now.toString(36)}.dsn@${mta}>`) +
+    field('Message-ID', `<${input.id}.${now.toString(36)}.${delayed ? 'delay' : 'dsn'}@${mta}>`) +
     field('Auto-Submitted', 'auto-replied') +
     field('MIME-Version', '1.0') +
     `Content-Type: multipart/report; report-type=delivery-status;${CRLF} boundary="${boundary}"${CRLF}` +
@@ -157,7 +198,7 @@ export function buildDsn(input: DsnInput): Uint8Array {
     humanBytes,
     Buffer.from(CRLF + part('message/delivery-status', `Content-Description: Delivery report${CRLF}`), 'ascii'),
     statusBytes,
-    Buffer.from(CRLF + part('text/rfc822-headers', `Content-Description: Undelivered Message Headers${CRLF}${eightBit ? `Content-Transfer-Encoding: 8bit${CRLF}` : ''}`), 'ascii'),
+    Buffer.from(CRLF + part('text/rfc822-headers', `Content-Description: ${delayed ? 'Delayed' : 'Undelivered'} Message Headers${CRLF}${eightBit ? `Content-Transfer-Encoding: 8bit${CRLF}` : ''}`), 'ascii'),
     headers,
     Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'ascii'),
   ]);

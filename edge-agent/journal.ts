@@ -13,7 +13,9 @@
 //
 // Bounces (bounce.ts) are journaled the same way, in their own table: a DSN the relay took
 // is recorded before the object hears `bounced sent`, so a redelivered bounce task is
-// answered from here instead of mailing the sender a second DSN.
+// answered from here instead of mailing the sender a second DSN. Delay warnings (reason
+// `delayed`) are kept apart, in `warnings`: a message may get a warning and later its bounce,
+// each once, so the journal is keyed by id and kind.
 //
 // Entries are pruned after the retention window. It must be longer than the
 // time the queue object may still redeliver a message (its MAX_AGE_MS, 5 days
@@ -28,10 +30,12 @@ export const JOURNAL_RETENTION_MS = 7 * DAY_MS;
 
 /** The bounce relay's reply to a DSN it took. */
 export interface BounceSent { code: number; text: string }
+/** Which DSN of a message: its bounce (failed for good) or its delay warning. */
+export type DsnKind = 'bounce' | 'warning';
 
 type Entry =
   | { kind: 'result'; id: string; result: RecipientResult; at: number }
-  | { kind: 'bounce'; id: string; sent: BounceSent; at: number };
+  | { kind: DsnKind; id: string; sent: BounceSent; at: number };
 interface Batch { entries: Entry[]; done: Promise<void>; settle(err: Error | null): void }
 
 const key = (id: string, recipient: string): string => `${id}\0${recipient}`;
@@ -49,12 +53,12 @@ export class Journal {
   readonly #db: DatabaseSync;
   readonly #get: StatementSync;
   readonly #put: StatementSync;
-  readonly #getBounce: StatementSync;
-  readonly #putBounce: StatementSync;
+  readonly #getDsn: Record<DsnKind, StatementSync>;
+  readonly #putDsn: Record<DsnKind, StatementSync>;
   readonly retentionMs: number;
   /** Queued, not yet committed; lookup() answers from here first. */
   readonly #queued = new Map<string, RecipientResult>();
-  readonly #queuedBounces = new Map<string, BounceSent>();
+  readonly #queuedDsns: Record<DsnKind, Map<string, BounceSent>> = { bounce: new Map(), warning: new Map() };
   #batch: Batch | null = null;
   #closed = false;
   /** Transactions committed so far (tests and metrics: how well commits are grouped). */
@@ -68,11 +72,18 @@ export class Journal {
       CREATE TABLE IF NOT EXISTS results (
         id TEXT NOT NULL, recipient TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL,
         PRIMARY KEY (id, recipient));
-      CREATE TABLE IF NOT EXISTS bounces (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL)`);
+      CREATE TABLE IF NOT EXISTS bounces (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS warnings (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL)`);
     this.#get = this.#db.prepare('SELECT result FROM results WHERE id = ? AND recipient = ?');
     this.#put = this.#db.prepare('INSERT OR REPLACE INTO results (id, recipient, result, at) VALUES (?, ?, ?, ?)');
-    this.#getBounce = this.#db.prepare('SELECT reply FROM bounces WHERE id = ?');
-    this.#putBounce = this.#db.prepare('INSERT OR REPLACE INTO bounces (id, reply, at) VALUES (?, ?, ?)');
+    this.#getDsn = {
+      bounce: this.#db.prepare('SELECT reply FROM bounces WHERE id = ?'),
+      warning: this.#db.prepare('SELECT reply FROM warnings WHERE id = ?'),
+    };
+    this.#putDsn = {
+      bounce: this.#db.prepare('INSERT OR REPLACE INTO bounces (id, reply, at) VALUES (?, ?, ?)'),
+      warning: this.#db.prepare('INSERT OR REPLACE INTO warnings (id, reply, at) VALUES (?, ?, ?)'),
+    };
   }
 
   /** Final results already known (committed or queued) for these recipients of message `id`. */
@@ -106,20 +117,20 @@ export class Journal {
     return batch.done;
   }
 
-  /** The relay's reply when the DSN of bounce task `id` was sent (committed or queued), else null. */
-  bounceSent(id: string): BounceSent | null {
-    const queued = this.#queuedBounces.get(id);
+  /** The relay's reply when the DSN (of this kind) of message `id` was sent (committed or queued), else null. */
+  bounceSent(id: string, kind: DsnKind = 'bounce'): BounceSent | null {
+    const queued = this.#queuedDsns[kind].get(id);
     if (queued) return queued;
-    const row = this.#getBounce.get(id);
+    const row = this.#getDsn[kind].get(id);
     return row ? (JSON.parse(String(row.reply)) as BounceSent) : null;
   }
 
-  /** Records that the DSN of bounce task `id` was sent; resolves once committed (group commit, as add()). */
-  addBounce(id: string, sent: BounceSent, now = Date.now()): Promise<void> {
+  /** Records that the DSN (of this kind) of message `id` was sent; resolves once committed (group commit, as add()). */
+  addBounce(id: string, sent: BounceSent, now = Date.now(), kind: DsnKind = 'bounce'): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('journal closed'));
     const batch = this.#open();
-    batch.entries.push({ kind: 'bounce', id, sent, at: now });
-    this.#queuedBounces.set(id, sent);
+    batch.entries.push({ kind, id, sent, at: now });
+    this.#queuedDsns[kind].set(id, sent);
     return batch.done;
   }
 
@@ -142,7 +153,7 @@ export class Journal {
       try {
         for (const e of batch.entries) {
           if (e.kind === 'result') this.#put.run(e.id, e.result.recipient, JSON.stringify(e.result), e.at);
-          else this.#putBounce.run(e.id, JSON.stringify(e.sent), e.at);
+          else this.#putDsn[e.kind].run(e.id, JSON.stringify(e.sent), e.at);
         }
         this.#db.exec('COMMIT');
         this.commits++;
@@ -154,8 +165,9 @@ export class Journal {
       error = err instanceof Error ? err : new Error(String(err));
     }
     for (const e of batch.entries) {
-      if (e.kind === 'bounce') {
-        if (this.#queuedBounces.get(e.id) === e.sent) this.#queuedBounces.delete(e.id);
+      if (e.kind !== 'result') {
+        const queued = this.#queuedDsns[e.kind];
+        if (queued.get(e.id) === e.sent) queued.delete(e.id);
         continue;
       }
       const k = key(e.id, e.result.recipient);
@@ -169,7 +181,8 @@ export class Journal {
   prune(now = Date.now()): number {
     const before = now - this.retentionMs;
     const results = Number(this.#db.prepare('DELETE FROM results WHERE at < ?').run(before).changes);
-    return results + Number(this.#db.prepare('DELETE FROM bounces WHERE at < ?').run(before).changes);
+    return results + Number(this.#db.prepare('DELETE FROM bounces WHERE at < ?').run(before).changes) +
+      Number(this.#db.prepare('DELETE FROM warnings WHERE at < ?').run(before).changes);
   }
 
   size(): number {

@@ -145,7 +145,8 @@ export class AgentSession {
     this.#ws.on('open', () => {
       this.#send({
         type: FRAME.HELLO, v: PROTOCOL_VERSION, agent: cfg.name, window: cfg.concurrency, credit: cfg.creditBytes,
-        ...(hooks.bounce ? { bounces: true } : {}),
+        // With a bounce relay it sends delay warnings too (`bounce` tasks with reason `delayed`).
+        ...(hooks.bounce ? { bounces: true, warnings: true } : {}),
       });
       this.#lastSeen = Date.now();
       this.#pinger = setInterval(() => { if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(PING); }, cfg.heartbeatMs);

@@ -23,6 +23,9 @@ const TABLE: Record<string, Level> = {
   'deliver.error': 'warning',
   'bounce.deferred': 'warning',
   'bounce.failed': 'warning',
+  // A delay warning is a courtesy: one that cannot go out stops nothing, but an operator should know.
+  'warning.deferred': 'warning',
+  'warning.failed': 'warning',
   'connect.failed': 'warning',
   'session.violation': 'warning',
   'heartbeat.lost': 'warning',

@@ -55,7 +55,8 @@ export const FRAME = {
   MESSAGE: 'message',
   // object -> agent: all chunks of the current message were sent
   END: 'end',
-  // object -> agent (v2): send a delivery status notification (RFC 3464) for a failed message
+  // object -> agent (v2): send a delivery status notification (RFC 3464) for a failed message,
+  // or (reason `delayed`, to agents whose hello said `warnings`) a delay warning for a deferred one
   BOUNCE: 'bounce',
 } as const;
 
@@ -101,6 +102,8 @@ export interface HelloFrame {
   type: 'hello'; v: number; agent: string; window: number; credit: number;
   /** v2: this agent has a bounce relay and takes bounce tasks. */
   bounces?: boolean;
+  /** v2: with `bounces`, this agent also takes delay warnings (`bounce` tasks with reason `delayed`). */
+  warnings?: boolean;
 }
 export interface CreditFrame { type: 'credit'; bytes: number }
 export interface AckFrame { type: 'ack'; id: string; results: RecipientResult[] }
@@ -153,16 +156,23 @@ export interface EndFrame { type: 'end'; id: string; chunks: number }
 /** Why a message failed for good: refused by the target, too old, or too many attempts that never settled. */
 export type FailureReason = 'refused' | 'expired' | 'attempts';
 export const FAILURE_REASONS: readonly FailureReason[] = ['refused', 'expired', 'attempts'];
+/** What a DSN reports: a failure (a bounce), or `delayed`: still deferred, a warning only (Postfix delay_warning_time). */
+export type DsnReason = FailureReason | 'delayed';
+const DSN_REASONS: readonly string[] = ['refused', 'expired', 'attempts', 'delayed'];
 /**
  * A bounce task, sent to agents whose hello said `bounces`: one DSN to `sender` (never '')
  * reporting `results` (the recipients that failed, each with the reply that failed it).
- * Counts against the window like a message; answered with `bounced`.
+ * Counts against the window like a message; answered with `bounced`. With reason `delayed`
+ * (only to agents whose hello also said `warnings`) it is a delay warning: `results` are the
+ * recipients still pending with their last temporary failure, and `retryUntil` is set.
  */
 export interface BounceFrame {
-  type: 'bounce'; id: string; sender: string; receivedAt: number; reason: FailureReason;
+  type: 'bounce'; id: string; sender: string; receivedAt: number; reason: DsnReason;
   results: RecipientResult[];
   /** Base64 of the message's header section, at most MAX_BOUNCE_HEADER_BYTES, cut at a line end. */
   headers: string;
+  /** Reason `delayed` only (and then always): ms since the epoch until which the message is retried. */
+  retryUntil?: number;
 }
 export type ObjectFrame = WelcomeFrame | MessageFrame | EndFrame | BounceFrame;
 
@@ -310,8 +320,11 @@ export function parseAgentFrame(raw: string): AgentFrame | null {
     case FRAME.HELLO:
       return isInt(f.v, 1, 1000) && typeof f.agent === 'string' && AGENT_RE.test(f.agent) &&
         isInt(f.window, 1, MAX_WINDOW) && isInt(f.credit, 0, MAX_CREDIT_BYTES) &&
-        (f.bounces === undefined || typeof f.bounces === 'boolean')
-        ? { type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit, ...(f.bounces === true ? { bounces: true } : {}) }
+        (f.bounces === undefined || typeof f.bounces === 'boolean') && (f.warnings === undefined || typeof f.warnings === 'boolean')
+        ? {
+          type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit,
+          ...(f.bounces === true ? { bounces: true } : {}), ...(f.warnings === true ? { warnings: true } : {}),
+        }
         : null;
     case FRAME.CREDIT:
       return isInt(f.bytes, 1, MAX_CREDIT_BYTES) ? { type: 'credit', bytes: f.bytes } : null;
@@ -390,12 +403,14 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
       return isMessageId(f.id) && isInt(f.chunks, 0, 2 ** 32) ? { type: 'end', id: f.id, chunks: f.chunks } : null;
     case FRAME.BOUNCE:
       return isMessageId(f.id) && isAddress(f.sender) && isInt(f.receivedAt, 0, 2 ** 53) &&
-        typeof f.reason === 'string' && (FAILURE_REASONS as readonly string[]).includes(f.reason) &&
+        typeof f.reason === 'string' && DSN_REASONS.includes(f.reason) &&
+        (f.reason === 'delayed' ? isInt(f.retryUntil, 0, 2 ** 53) : f.retryUntil === undefined) &&
         Array.isArray(f.results) && f.results.length > 0 && f.results.length <= 100 && f.results.every(isResult) &&
         typeof f.headers === 'string' && f.headers.length <= Math.ceil(MAX_BOUNCE_HEADER_BYTES / 3) * 4 && /^[A-Za-z0-9+/]*={0,2}$/.test(f.headers)
         ? {
-          type: 'bounce', id: f.id, sender: f.sender, receivedAt: f.receivedAt, reason: f.reason as FailureReason,
+          type: 'bounce', id: f.id, sender: f.sender, receivedAt: f.receivedAt, reason: f.reason as DsnReason,
           results: f.results as RecipientResult[], headers: f.headers,
+          ...(typeof f.retryUntil === 'number' ? { retryUntil: f.retryUntil } : {}),
         }
         : null;
     default:

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { bounceRetryAt, DEFAULT_RETRY, failedTo, releaseDelay, retryDelay, settle } from '../../bridge-worker/queue.ts';
+import { bounceRetryAt, DEFAULT_RETRY, delayWarningAt, failedTo, releaseDelay, retryDelay, retryUntil, settle } from '../../bridge-worker/queue.ts';
 import type { RecipientResult } from '../../protocol/wire.ts';
 
 const res = (recipient: string, outcome: RecipientResult['outcome'], code = 250): RecipientResult =>
@@ -46,4 +46,12 @@ t.test('a bounce that could not go out is tried again after its age, within the 
   t.equal(bounceRetryAt(0, 1000, DEFAULT_RETRY), 1000 + 5 * MIN, 'at least the first retry delay');
   t.equal(bounceRetryAt(0, 20 * MIN, DEFAULT_RETRY), 40 * MIN, 'a delay equal to its age');
   t.equal(bounceRetryAt(0, 600 * MIN, DEFAULT_RETRY), 660 * MIN, 'at most the longest retry gap');
+});
+
+t.test('a delay warning is owed DELAY_WARNING_MS after the retry clock starts: never when off, never to <>', async (t) => {
+  const H = 60 * MIN;
+  t.equal(delayWarningAt('s@example.net', 1000, 4 * H), 1000 + 4 * H, 'arrival (or the last replay) + the delay');
+  t.equal(delayWarningAt('s@example.net', 1000, 0), null, 'DELAY_WARNING_MS unset or 0: off');
+  t.equal(delayWarningAt('', 1000, 4 * H), null, 'never warn the null sender: a warning about a bounce');
+  t.equal(retryUntil(1000, DEFAULT_RETRY), 1000 + 5 * 24 * H, 'Will-Retry-Until: the retry clock + MAX_AGE_MS');
 });

@@ -107,3 +107,30 @@ t.test('a bounce task between the chunks of a message does not disturb it', asyn
   await until('stored', () => peer.stored.length === 1);
   t.ok(peer.stored[0]?.includes(body), 'the message intact');
 });
+
+t.test('a delay warning and a later bounce of one message: one DSN each, each redelivery answered from its own journal entry', async (t) => {
+  const { agent, object, sink, named } = await setup(t);
+  const conn = object.connection();
+  agent({ bounceRelay: sink.url, reportingMta: 'home.example.test' });
+  const c = await conn;
+  t.equal(c.hello?.warnings, true, 'hello says warnings with a bounce relay');
+  const id = msgId(0xe1);
+  const pending = [{ recipient: 'alice@example.test', code: 451, enhanced: '4.3.0', text: 'try later', outcome: 'tempfail' as const }];
+  const warn = { ...bounceTask(id, headers, pending), reason: 'delayed' as const, retryUntil: Date.UTC(2026, 11, 3, 12) };
+  sendBounce(c, warn);
+  t.match(await c.next('bounced'), { id, status: 'sent', code: 250 });
+  sendBounce(c, warn);
+  t.match(await c.next('bounced'), { id, status: 'sent', code: 250 }, 'the warning redelivered: from the journal');
+  t.equal(sink.messages.length, 1, 'one warning');
+  sendBounce(c, bounceTask(id, headers, [{ ...pending[0]!, text: 'still later' }]));
+  t.match(await c.next('bounced'), { id, status: 'sent', code: 250 });
+  sendBounce(c, { ...bounceTask(id, headers), reason: 'expired' });
+  t.match(await c.next('bounced'), { id, status: 'sent' });
+  t.equal(sink.messages.length, 2, 'the warning journaled did not stop the bounce, and the bounce went once');
+  const [w, b] = await Promise.all(sink.messages.map((m) => simpleParser(m.body)));
+  t.equal(w?.subject, 'Delayed Mail (still being retried)');
+  t.match(w?.text, /Action: delayed\s+Status: 4\.3\.0[\s\S]*Will-Retry-Until: Thu, 03 Dec 2026 12:00:00 \+0000/);
+  t.equal(b?.subject, 'Undelivered Mail Returned to Sender');
+  t.match(named('warning.sent'), [{ id, reason: 'delayed' }, { id, fromJournal: true }]);
+  t.match(named('bounce.sent'), [{ id, reason: 'refused' }, { id, fromJournal: true }]);
+});

@@ -125,3 +125,36 @@ t.test('a long reply is folded; no line passes 998 octets; non-ASCII recipients 
   t.match(raw.toString('latin1'), /Final-Recipient: utf-8; j\\x\{FC\}rgen@example\.test\r\n/);
   t.match(raw.toString('latin1'), /Diagnostic-Code: smtp; 550 5\.1\.1 word word/);
 });
+
+t.test('the delayed variant: a warning, not a bounce; Action: delayed, a class 4 Status, Will-Retry-Until', async (t) => {
+  const until = arrival + 5 * DAY;
+  const pending: RecipientResult = { recipient: 'alice@example.test', code: 452, enhanced: '4.2.2', text: 'mailbox full', outcome: 'tempfail' };
+  const raw = Buffer.from(buildDsn({ ...input, reason: 'delayed', results: [pending], retryUntil: until, now: arrival + 4 * 60 * 60_000 }));
+  const m = await simpleParser(raw);
+  t.equal(m.subject, 'Delayed Mail (still being retried)');
+  t.match(m.messageId, /\.delay@home\.example\.test>$/, 'a Message-ID of its own, apart from a later bounce\'s');
+  const text = (m.text ?? '').replace(/\s+/g, ' ');
+  t.match(text, /THIS IS A WARNING ONLY\. YOU DO NOT NEED TO RESEND YOUR MESSAGE\./);
+  t.match(text, /could not be delivered for 4 hours to the recipients below\. This is not a bounce: the message is still queued and delivery will be retried until Thu, 03 Dec 2026 12:00:00 \+0000\./);
+  t.notMatch(text, /I'm sorry to have to inform you/);
+  const boundary = /boundary="([^"]+)"/.exec(raw.toString('latin1'))?.[1] ?? '';
+  t.equal(partBody(raw, boundary, 'message/delivery-status').toString('ascii').split('\r\n\r\n')[1], [
+    'Final-Recipient: rfc822; alice@example.test',
+    'Action: delayed',
+    'Status: 4.2.2',
+    'Diagnostic-Code: smtp; 452 4.2.2 mailbox full',
+    'Last-Attempt-Date: Sat, 28 Nov 2026 16:00:00 +0000',
+    'Will-Retry-Until: Thu, 03 Dec 2026 12:00:00 +0000',
+    '',
+  ].join('\r\n'));
+  t.ok(partBody(raw, boundary, 'text/rfc822-headers').equals(headers), 'the original header bytes');
+  t.match(raw.toString('latin1'), /Content-Description: Delayed Message Headers/);
+});
+
+t.test('a delayed recipient\'s status is class 4 whatever its reply said', async (t) => {
+  const r = (code: number, enhanced: string | null = null): RecipientResult => ({ recipient: 'a@b.test', code, enhanced, text: 'x', outcome: 'tempfail' });
+  t.equal(dsnStatus(r(451, '4.3.0'), 'delayed'), '4.3.0');
+  t.equal(dsnStatus(r(451), 'delayed'), '4.0.0');
+  t.equal(dsnStatus(r(0), 'delayed'), '4.4.2', 'no reply: bad connection');
+  t.equal(dsnStatus(r(451, '5.7.1'), 'delayed'), '4.7.1', 'an odd 5.x.x with a 4xx reply is still transient');
+});

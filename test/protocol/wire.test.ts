@@ -72,6 +72,22 @@ t.test('v2 frames round-trip, and each field is checked', async (t) => {
   t.equal(parseObjectFrame(encodeFrame({ ...bounce, headers: 'not base64!' })), null);
 });
 
+t.test('a delay warning is a bounce frame with reason delayed, which needs retryUntil and only it', async (t) => {
+  const warn: BounceFrame = {
+    type: 'bounce', id, sender: 's@example.net', receivedAt: 1_700_000_000_000, reason: 'delayed', retryUntil: 1_700_432_000_000,
+    results: [{ recipient: 'a@x.test', code: 451, enhanced: '4.3.0', text: 'try later', outcome: 'tempfail' }],
+    headers: '',
+  };
+  t.same(parseObjectFrame(encodeFrame(warn)), warn);
+  const { retryUntil: _, ...noUntil } = warn;
+  t.equal(parseObjectFrame(encodeFrame(noUntil)), null, 'delayed without retryUntil');
+  t.equal(parseObjectFrame(encodeFrame({ ...warn, reason: 'expired' })), null, 'retryUntil on a failure');
+  t.equal(parseObjectFrame(encodeFrame({ ...warn, retryUntil: -1 })), null);
+  const hello: HelloFrame = { type: 'hello', v: 2, agent: 'dell-1', window: 4, credit: 8 << 20, bounces: true, warnings: true };
+  t.same(parseAgentFrame(encodeFrame(hello)), hello, 'hello.warnings: it takes delay warnings');
+  t.equal(parseAgentFrame(JSON.stringify({ ...hello, warnings: 'yes' })), null);
+});
+
 t.test('frameMessageId names the message of an ack the object cannot accept', async (t) => {
   t.equal(frameMessageId(JSON.stringify({ type: 'ack', id, results: [{ text: 'x'.repeat(5000) }] })), id);
   t.equal(frameMessageId(JSON.stringify({ type: 'credit', id })), null);
