@@ -16,6 +16,7 @@ import { MAX_RESULT_TEXT, type BounceFrame, type BouncedFrame } from '../protoco
 import { buildDsn } from './dsn.ts';
 import type { DsnKind, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
+import { PerKey } from './per-key.ts';
 
 /** Waits for the local relay, shorter than RFC 5321's: a hung relay must not hold a window slot for 10 minutes. */
 const RELAY_TIMEOUTS = { connect: 10_000, greeting: 60_000, command: 60_000, dataBlock: 60_000, final: 120_000 };
@@ -46,7 +47,7 @@ export class Bouncer {
   readonly #o: BouncerOptions;
   readonly #relay: Target;
   /** Tasks by id and kind: a redelivery while the first run still talks to the relay waits for it. */
-  readonly #running = new Map<string, Promise<BouncedFrame>>();
+  readonly #running = new PerKey<BouncedFrame>();
 
   constructor(o: BouncerOptions) {
     this.#o = o;
@@ -55,18 +56,7 @@ export class Bouncer {
 
   /** Sends the DSN of one task (or finds it sent). Never rejects: every outcome is a `bounced` frame. */
   readonly run = async (task: BounceFrame): Promise<BouncedFrame> => {
-    const key = `${task.id}:${kindOf(task)}`;
-    const before = this.#running.get(key);
-    const run = (async () => {
-      if (before) await before;
-      return this.#once(task);
-    })();
-    this.#running.set(key, run);
-    try {
-      return await run;
-    } finally {
-      if (this.#running.get(key) === run) this.#running.delete(key);
-    }
+    return this.#running.run(`${task.id}:${kindOf(task)}`, () => this.#once(task));
   };
 
   /** Bounce tasks running now. */

@@ -16,6 +16,7 @@ import type { Delivered } from './session.ts';
 import { tapHeaders } from './subject.ts';
 import { renameForged } from './forged-results.ts';
 import { authResultsHeader, traceHeader } from './trace.ts';
+import { PerKey } from './per-key.ts';
 
 export interface DeliveryStats {
   delivered: number;
@@ -48,7 +49,7 @@ export class Deliverer {
    * object redelivers the id on a new connection while the old delivery still runs, the
    * new one waits for it and then answers from the journal, never delivering twice.
    */
-  readonly #running = new Map<string, Promise<unknown>>();
+  readonly #running = new PerKey<Delivered>();
   #closed = false;
 
   constructor(o: {
@@ -72,20 +73,8 @@ export class Deliverer {
 
   readonly deliver = async (msg: InboundMessage): Promise<Delivered> => {
     const id = msg.header.id;
-    const before = this.#running.get(id);
-    const task = (async () => {
-      if (before) {
-        this.#log('deliver.wait', { id, reason: 'still being delivered from an earlier connection' });
-        await before.catch(() => undefined);
-      }
-      return this.#once(msg);
-    })();
-    this.#running.set(id, task);
-    try {
-      return await task;
-    } finally {
-      if (this.#running.get(id) === task) this.#running.delete(id);
-    }
+    return this.#running.run(id, () => this.#once(msg),
+      () => this.#log('deliver.wait', { id, reason: 'still being delivered from an earlier connection' }));
   };
 
   async #once(msg: InboundMessage): Promise<Delivered> {
