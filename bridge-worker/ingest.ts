@@ -25,7 +25,6 @@ export async function storeChunks(
 ): Promise<ChunkResult> {
   const digest = new crypto.DigestStream('SHA-256');
   const hash = digest.getWriter();
-  const reader = raw.getReader();
   let buf: Uint8Array | null = null;  // allocated when bytes come, sized by what is still expected
   let fill = 0;
   let flushed = 0;
@@ -46,37 +45,84 @@ export async function storeChunks(
     }
     store.appendChunk(id, seq++, data);
     await hash.write(flushed === 0 ? data.subarray(prefix) : data);
-    // The row and the hash have their copies; the next bytes get a fresh buffer.
+    // The row and the hash have their copies; the next bytes get a fresh buffer (never one a
+    // read could still detach: the stream's next read gets a new one).
     flushed += fill;
     buf = null;
     fill = 0;
   };
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > cap) {
-      await reader.cancel('message too large');
-      await hash.abort('message too large');
-      return { ok: false, size };
-    }
-    let off = 0;
-    while (off < value.byteLength) {
+  const tooLarge = async (cancel: () => Promise<void>): Promise<ChunkResult> => {
+    await cancel();
+    await hash.abort('message too large');
+    return { ok: false, size };
+  };
+  // A byte stream (the request body, message.raw, an RPC stream) is read straight into the
+  // chunk buffer: no copy in JS, one read per chunk. Any other stream: one copy per piece.
+  let byob: ReadableStreamBYOBReader | null = null;
+  try {
+    byob = raw.getReader({ mode: 'byob' });
+  } catch {
+    byob = null;
+  }
+  if (byob) {
+    const reader = byob;
+    for (;;) {
       if (!buf) {
+        // What is still expected, plus one byte to see the end without another buffer.
         const left = sizeHint - flushed;
-        buf = new Uint8Array(left > 0 ? Math.min(MAX_CHUNK_BYTES, left) : MAX_CHUNK_BYTES);
-      }
-      if (fill === buf.length) {
+        buf = new Uint8Array(left >= 0 ? Math.min(MAX_CHUNK_BYTES, left + 1) : MAX_CHUNK_BYTES);
+      } else if (fill === buf.byteLength) {
         // More than announced: grow to a whole chunk (rare: the hint was wrong).
         const bigger = new Uint8Array(MAX_CHUNK_BYTES);
         bigger.set(buf.subarray(0, fill));
         buf = bigger;
       }
-      const n = Math.min(value.byteLength - off, buf.length - fill);
-      buf.set(value.subarray(off, off + n), fill);
-      fill += n;
-      off += n;
+      // read() transfers the buffer: take its length now, the view is detached after.
+      const room: number = buf.byteLength - fill;
+      // workerd's readAtLeast (the standard's `min`): one read fills the chunk, or the stream ended.
+      const into: Uint8Array = new Uint8Array(buf.buffer, buf.byteOffset + fill, room);
+      const got: ReadableStreamReadResult<Uint8Array> = typeof reader.readAtLeast === 'function'
+        ? await reader.readAtLeast(room, into)
+        : await reader.read(into);
+      const done: boolean = got.done;
+      const value: Uint8Array | undefined = got.value;
+      if (!value) throw new Error('byob read returned no buffer');  // only after a cancel
+      {
+        // The same buffer, moved: the bytes before `fill` are in it still.
+        buf = new Uint8Array(value.buffer);
+        const n = value.byteLength;
+        fill += n;
+        size += n;
+        if (size > cap) return tooLarge(() => reader.cancel('message too large'));
+      }
+      if (done) break;
       if (fill === MAX_CHUNK_BYTES) await flush();
+    }
+  } else {
+    const reader = raw.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > cap) return tooLarge(() => reader.cancel('message too large'));
+      let off = 0;
+      while (off < value.byteLength) {
+        if (!buf) {
+          const left = sizeHint - flushed;
+          buf = new Uint8Array(left > 0 ? Math.min(MAX_CHUNK_BYTES, left) : MAX_CHUNK_BYTES);
+        }
+        if (fill === buf.length) {
+          // More than announced: grow to a whole chunk (rare: the hint was wrong).
+          const bigger = new Uint8Array(MAX_CHUNK_BYTES);
+          bigger.set(buf.subarray(0, fill));
+          buf = bigger;
+        }
+        const n = Math.min(value.byteLength - off, buf.length - fill);
+        buf.set(value.subarray(off, off + n), fill);
+        fill += n;
+        off += n;
+        if (fill === MAX_CHUNK_BYTES) await flush();
+      }
     }
   }
   await flush(true);
