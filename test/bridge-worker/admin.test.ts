@@ -47,6 +47,17 @@ const answer = (a: RawAgent, m: MessageFrame, outcome: Outcome) => a.send({
   results: m.recipients.map((recipient) => ({ recipient, code: outcome === 'delivered' ? 250 : 451, enhanced: null, text: outcome === 'delivered' ? 'ok' : 'busy', outcome })),
 });
 
+/** An agent takes message `id`, acks it delivered, and leaves once the queue has let it go. */
+async function deliverNow(id: string): Promise<void> {
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
+  answer(a, await attempt(a, id, 1), 'delivered');
+  await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
+  a.close();
+  await a.closed;
+}
+
 t.test('no token, a wrong token, or the agent token: 401', async (t) => {
   for (const token of [null, 'admin-token-wrong-0123456789', AGENT_TOKEN]) {
     t.equal((await admin('GET', '/admin/queue', token)).status, 401);
@@ -73,13 +84,7 @@ t.test('views: summary, list by state, one message with its header fields (8-bit
   t.equal((await admin('GET', `/admin/messages/${'f'.repeat(32)}`)).status, 404);
   t.equal((await admin('GET', '/admin/messages/not-an-id')).status, 400);
 
-  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
-  answer(a, await attempt(a, id, 1), 'delivered');
-  await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
-  a.close();
-  await a.closed;
+  await deliverNow(id);
 });
 
 t.test('retry now, dead-letter, replay with a fresh clock, purge', async (t) => {
@@ -147,13 +152,7 @@ t.test('STATUS_TOKEN reads /admin/queue and nothing else: no list, no message, n
   for (const [method, path] of refused) t.equal((await admin(method, path, STATUS)).status, 401, `${method} ${path}: 401`);
   t.equal((await admin('GET', `/admin/messages/${id}`)).body.state, 'queued', 'untouched; ADMIN_TOKEN still sees it');
   // Leave the queue as the other tests expect it: delivered.
-  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
-  answer(a, await attempt(a, id, 1), 'delivered');
-  await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
-  a.close();
-  await a.closed;
+  await deliverNow(id);
 });
 
 t.test('a bounce sent counts in bouncesSent; the queue keeps the count', async (t) => {

@@ -41,6 +41,13 @@ async function idle(): Promise<void> {
   }
 }
 
+/** The test's messages are acked: wait for the queue to settle, then close the agent. */
+async function closeWhenIdle(a: RawAgent): Promise<void> {
+  await idle();
+  a.close();
+  await a.closed;
+}
+
 t.test('refuses agents without the right bearer token', async (t) => {
   for (const [name, token, url] of [
     ['no token', null, w.agentUrl()],
@@ -135,10 +142,7 @@ t.test('a sender\'s retry under a new Cloudflare block is stored once, with the 
   const n = await header(a, String(third.body.id));
   await ended(a, n.id);
   ackAll(a, n);
-  await a.until(() => true);
-  await idle();
-  a.close();
-  await a.closed;
+  await closeWhenIdle(a);
 });
 
 t.test('without a block it can find, the key covers every byte: a changed first line is another message', async (t) => {
@@ -154,10 +158,7 @@ t.test('without a block it can find, the key covers every byte: a changed first 
     await ended(a, m.id);
     ackAll(a, m);
   }
-  await a.until(() => true);
-  await idle();
-  a.close();
-  await a.closed;
+  await closeWhenIdle(a);
 });
 
 t.test('a v1 agent is leased only messages whose sha256 covers every byte', async (t) => {
@@ -177,10 +178,7 @@ t.test('a v1 agent is leased only messages whose sha256 covers every byte', asyn
   const n = await header(a, String(blocked.body.id));
   await ended(a, n.id);
   ackAll(a, n);
-  await a.until(() => true);
-  await idle();
-  a.close();
-  await a.closed;
+  await closeWhenIdle(a);
 });
 
 t.test('a socket dropped mid-message gives the message to the next connection', async (t) => {
