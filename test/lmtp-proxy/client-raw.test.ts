@@ -124,6 +124,13 @@ async function envelope(p: Peer, n: number, rcpt: (i: number) => string = () => 
   }
 }
 
+/** DATA answered 354, then the whole body up to its final dot. */
+async function dataToTheDot(p: Peer): Promise<void> {
+  await p.line();
+  p.send('354 go\r\n');
+  await p.until('\r\n.\r\n');
+}
+
 async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
   for (const s of parts) yield Buffer.from(s, 'latin1');
 }
@@ -197,9 +204,7 @@ t.test('connection dropped after the final dot: every accepted recipient tempfai
   const { client } = await raw(t, async (p) => {
     await hello(p);
     await envelope(p, 2, (i) => (i === 1 ? '550 no\r\n' : '250 ok\r\n'));
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.socket.destroy();
   });
   const res = await client().deliver(ENV, chunks('x\r\n'));
@@ -213,9 +218,7 @@ t.test('LMTP: a drop after the first of two final replies leaves the second temp
   const { client } = await raw(t, async (p) => {
     await hello(p);
     await envelope(p, 2);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 first ok\r\n');
     await new Promise((r) => setTimeout(r, 20));
     p.socket.destroy();
@@ -354,9 +357,7 @@ t.test('RSET refused on a kept connection: reconnect and deliver', async (t) => 
       return;
     }
     await envelope(p, 1);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 two\r\n');
   });
   const c = client();
@@ -371,9 +372,7 @@ t.test('RSET refused on a kept connection: reconnect and deliver', async (t) => 
 // gone before MAIL is answered, nothing of the message was sent: once more on a new connection.
 async function oneMessage(p: Peer, reply: string): Promise<void> {
   await envelope(p, 1);
-  await p.line();
-  p.send('354 go\r\n');
-  await p.until('\r\n.\r\n');
+  await dataToTheDot(p);
   p.send(reply);
 }
 
@@ -420,9 +419,7 @@ t.test('kept connection that drops after the body: not retried, the result says 
     await oneMessage(p, `250 saved ${n}\r\n`);
     if (n > 1) return;
     await envelope(p, 1);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.socket.destroy();
   });
   const c = client();
@@ -595,9 +592,7 @@ t.test('421 in a transaction: tempfail with that reply, and the next deliver rec
       return;
     }
     await envelope(p, 1);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 2.0.0 fine\r\n');
   });
   const c = client();
@@ -612,9 +607,7 @@ t.test('an idle connection closed by the server is replaced without a failure', 
   const { peers, client } = await raw(t, async (p) => {
     await hello(p);
     await envelope(p, 1);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 ok\r\n');
     await new Promise((r) => setTimeout(r, 20));
     p.send('421 idle too long\r\n');
@@ -636,9 +629,7 @@ t.test('SMTP: EHLO refused with 502 falls back to HELO, then no extensions are u
     await p.line();
     p.send('250 old.test\r\n');
     await envelope(p, 2);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 queued\r\n');
   });
   const res = await client({}, 'smtp').deliver(ENV, chunks('x\r\n'), { eightBit: true, size: 3 });
@@ -650,9 +641,7 @@ t.test('a recipient given twice gets one RCPT and shares its result', async (t) 
   const { peers, client } = await raw(t, async (p) => {
     await hello(p);
     await envelope(p, 1);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 once\r\n');
   });
   const res = await client().deliver({ sender: '', recipients: ['a@example.org', 'a@example.org'] }, chunks('x\r\n'));
@@ -678,9 +667,7 @@ t.test('421 after the final dot: tempfail, and the text says the message may hav
   const { client } = await raw(t, async (p) => {
     await hello(p, 'ENHANCEDSTATUSCODES');
     await envelope(p, 2);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 2.0.0 first saved\r\n421 4.3.2 shutting down\r\n');
     p.socket.end();
   });
@@ -710,9 +697,7 @@ t.test('after the final dot, what is no reply is an unknown outcome: tempfail, m
     const { client } = await raw(t, async (p) => {
       await hello(p);
       await envelope(p, 2);
-      await p.line();
-      p.send('354 go\r\n');
-      await p.until('\r\n.\r\n');
+      await dataToTheDot(p);
       p.send(`250 first stored\r\n${after[name] ?? ''}`);
     });
     const finals: string[] = [];
@@ -730,9 +715,7 @@ t.test('onFinal: each recipient\'s final reply is reported as it arrives, before
   const { client } = await raw(t, async (p) => {
     await hello(p);
     await envelope(p, 2);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 first stored\r\n');
     await held;  // the second copy is still being written
     p.send('250 second stored\r\n');
@@ -751,9 +734,7 @@ t.test('no SMTPUTF8 offered: a UTF-8 address is refused with 5.6.7 and never sen
     await hello(p, 'ENHANCEDSTATUSCODES');
     if (n > 1) return;
     await envelope(p, 1);
-    await p.line();
-    p.send('354 go\r\n');
-    await p.until('\r\n.\r\n');
+    await dataToTheDot(p);
     p.send('250 2.0.0 ok\r\n');
   });
   const c = client();
