@@ -5,6 +5,7 @@ import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { fileURLToPath } from 'node:url';
 import { shardName } from '../bridge-worker/shard-hash.ts';
+import { r2RemoteBinding } from './r2-remote.ts';
 
 const entry = fileURLToPath(new URL('../bridge-worker/index.ts', import.meta.url));
 
@@ -21,6 +22,11 @@ export interface WorkerRuntimeOptions {
   vars?: Record<string, string>;
   /** Each console line of the Worker (JSON events), for logs and tests. */
   onLog?: (line: string) => void;
+  /**
+   * host:port of an R2 bucket in another process (local/r2-remote.ts) to bind as BODIES, as
+   * on the edge, where R2's work is not the Worker's: for CPU measurements.
+   */
+  bodiesRemote?: string;
 }
 
 export interface WorkerRuntime {
@@ -70,6 +76,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
       VERDICT_WAIT_MS: opts.verdictWaitMs === undefined ? '' : String(opts.verdictWaitMs),
       ...opts.vars,
     },
+    ...(opts.bodiesRemote === undefined ? {} : { unsafeBindings: [r2RemoteBinding('BODIES', opts.bodiesRemote)] }),
     handleStructuredLogs: ({ message }: { message: string }): void => { opts.onLog?.(message); },
   });
   let mf = new Miniflare(options());

@@ -1,0 +1,106 @@
+// Which part of a workerd thread's CPU time falls inside the scope that Cloudflare's CPU
+// limit counts. In workerd (src/workerd/io/io-context.c++), every entry into a Worker's JS goes
+// through IoContext::runImpl, which takes the isolate lock and then holds
+// `limitEnforcer->enterJs(...)` while the JS, the microtasks and the native calls they make
+// (SQLite, digests, ws.send's framing) run; limit-enforcer.h: enterJs is "called just after
+// taking the isolate lock, before executing JavaScript code, to enforce limits on that code
+// execution, particularly the CPU limit". What runs outside it is the runtime's event loop:
+// HTTP parsing, socket reads and writes, and native stream pumps (a body piped into R2 or
+// returned as a response).
+//
+// perf samples the thread's on-CPU time (cpu-clock, with frame-pointer call chains, which
+// workerd keeps); a sample is in the scope when IoContext::runImpl is on its stack. A stack
+// that does not reach the thread's bottom frame (cut off at perf's depth limit) counts as in
+// the scope, so that a deep JS stack can only make the figure larger. The bench multiplies the
+// exact thread time of an invocation (schedstat) by the share of its samples in the scope.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+const SCOPE_FRAME = 'workerd::IoContext::runImpl';
+/** The bottom of the main thread's stack: a sample that reaches it has its whole chain. */
+const BOTTOM_FRAMES = ['__libc_start_call_main', 'main'];
+
+export interface ScopeSamples {
+  /** CLOCK_MONOTONIC nanoseconds of each sample, ascending (process.hrtime.bigint()'s clock). */
+  times: Float64Array;
+  /** 1 when the sample is in the CPU-limit scope (or its stack was cut off), else 0. */
+  inScope: Uint8Array;
+}
+
+export interface ScopeSampler { stop(): Promise<ScopeSamples> }
+
+/** null when perf can sample here, else why not (no perf, no permission, no cpu-clock). */
+export function perfUnavailable(): string | null {
+  const r = spawnSync('perf', ['stat', '-e', 'cpu-clock', 'true'], { encoding: 'utf8' });
+  if (r.error) return `perf: ${r.error.message}`;
+  return r.status === 0 ? null : `perf stat failed: ${r.stderr.trim().split('\n').pop() ?? ''}`;
+}
+
+/** Starts sampling thread `tid` at `hz` into `file` until stop(). */
+export async function startScopeSampler(tid: number, file: string, hz = 4000): Promise<ScopeSampler> {
+  const perf: ChildProcess = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', String(hz), '-g', '-k', 'CLOCK_MONOTONIC', '-t', String(tid), '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  perf.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => perf.once('exit', (code) => resolve(code)));
+  // perf needs a moment to attach; samples before that are lost, not wrong.
+  await new Promise((r) => setTimeout(r, 500));
+  if (perf.exitCode !== null) throw new Error(`perf record exited: ${stderr.trim()}`);
+  return {
+    async stop() {
+      perf.kill('SIGINT');
+      await exited;
+      return readSamples(file);
+    },
+  };
+}
+
+async function readSamples(file: string): Promise<ScopeSamples> {
+  const script = spawn('perf', ['script', '-F', 'time,ip,sym', '--ns', '-i', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const times: number[] = [];
+  const flags: number[] = [];
+  let inScope = false;
+  let whole = false;
+  let firstUser: string | null = null;
+  let open = false;
+  const close = (): void => {
+    // Out of the scope only when known to be: the whole chain was seen without the scope
+    // frame, or the thread was in the event loop's wait (libc's epoll_pwait ends the chain).
+    if (open) flags.push(!inScope && (whole || (firstUser !== null && /^epoll_p?wait/.test(firstUser))) ? 0 : 1);
+    open = false;
+  };
+  for await (const line of createInterface({ input: script.stdout })) {
+    const stamp = /^\s*(\d+)\.(\d{9}):\s*$/.exec(line);
+    if (stamp) {
+      close();
+      times.push(Number(stamp[1]) * 1e9 + Number(stamp[2]));
+      inScope = false;
+      whole = false;
+      firstUser = null;
+      open = true;
+      continue;
+    }
+    const frame = /^\s*([0-9a-f]+) (.*)$/.exec(line);
+    if (!open || !frame) continue;
+    const [, ip = '', sym = ''] = frame;
+    if (ip.startsWith('ffffffff')) continue;  // kernel frames: the syscall or fault under a user frame
+    firstUser ??= sym;
+    if (sym.startsWith(SCOPE_FRAME)) inScope = true;
+    else if (BOTTOM_FRAMES.some((f) => sym === f || sym.startsWith(`${f}+`))) whole = true;
+  }
+  close();
+  return { times: Float64Array.from(times), inScope: Uint8Array.from(flags) };
+}
+
+/** Samples in [t0, t1) (monotonic ns), and how many of them are in the scope. */
+export function shareIn(s: ScopeSamples, t0: number, t1: number): { samples: number; inScope: number } {
+  let lo = 0;
+  let hi = s.times.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if ((s.times[mid] ?? 0) < t0) lo = mid + 1; else hi = mid; }
+  let samples = 0;
+  let inScope = 0;
+  for (let i = lo; i < s.times.length && (s.times[i] ?? Infinity) < t1; i++) {
+    samples++;
+    inScope += s.inScope[i] ?? 0;
+  }
+  return { samples, inScope };
+}
