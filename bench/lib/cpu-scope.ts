@@ -54,8 +54,13 @@ export async function startScopeSampler(tid: number, file: string, hz = 4000): P
   };
 }
 
-async function readSamples(file: string): Promise<ScopeSamples> {
+function readSamples(file: string): Promise<ScopeSamples> {
   const script = spawn('perf', ['script', '-F', 'time,ip,sym', '--ns', '-i', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+  return classify(createInterface({ input: script.stdout }));
+}
+
+/** Reads `perf script -F time,ip,sym --ns` output: each sample's time and whether it is in the scope. */
+export async function classify(lines: AsyncIterable<string> | Iterable<string>): Promise<ScopeSamples> {
   const times: number[] = [];
   const flags: number[] = [];
   let inScope = false;
@@ -68,7 +73,7 @@ async function readSamples(file: string): Promise<ScopeSamples> {
     if (open) flags.push(!inScope && (whole || (firstUser !== null && /^epoll_p?wait/.test(firstUser))) ? 0 : 1);
     open = false;
   };
-  for await (const line of createInterface({ input: script.stdout })) {
+  for await (const line of lines) {
     const stamp = /^\s*(\d+)\.(\d{9}):\s*$/.exec(line);
     if (stamp) {
       close();
@@ -85,7 +90,7 @@ async function readSamples(file: string): Promise<ScopeSamples> {
     if (ip.startsWith('ffffffff')) continue;  // kernel frames: the syscall or fault under a user frame
     firstUser ??= sym;
     if (sym.startsWith(SCOPE_FRAME)) inScope = true;
-    else if (BOTTOM_FRAMES.some((f) => sym === f || sym.startsWith(`${f}+`))) whole = true;
+    else if (BOTTOM_FRAMES.includes(sym)) whole = true;
   }
   close();
   return { times: Float64Array.from(times), inScope: Uint8Array.from(flags) };

@@ -1,0 +1,93 @@
+// bench:cloud's figure for issue #15 is the CPU a Worker spends inside workerd's CPU-limit
+// scope (IoContext::runImpl), estimated from perf samples. This proves the estimate tells the
+// two kinds of work apart on a real workerd: JS that computes is in the scope, a 25 MiB body
+// piped natively into a subrequest is almost all outside it.
+import t from 'tap';
+import { Miniflare } from 'miniflare';
+import { createServer } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { classify, perfUnavailable, shareIn, startScopeSampler } from '../../bench/lib/cpu-scope.ts';
+import { childrenNamed } from '../../bench/lib/proc.ts';
+import { threadCpuNs, untilQuiet } from '../../bench/lib/thread-cpu.ts';
+
+t.test('classify(): the scope frame anywhere on the stack; out only when the whole chain is seen or the loop waits', async (t) => {
+  const text = [
+    ' 100.000000001: ',                       // JS under runImpl: in
+    '\t    5000 Builtins_JSEntry',
+    '\t    4000 workerd::IoContext::runImpl(workerd::IoContext::Runnable&)',
+    '\t    3000 kj::EventLoop::turn',
+    '\t    2000 main',
+    '',
+    ' 100.000000002: ',                       // a socket write from the event loop: out
+    '\tffffffff81000130 entry_SYSCALL_64_after_hwframe',
+    '\t    f82ec write',
+    '\t    3000 kj::EventLoop::turn',
+    '\t    2000 main',
+    '',
+    ' 100.000000003: ',                       // waiting in epoll (libc ends the chain): out
+    '\t  108cae epoll_pwait',
+    '',
+    ' 100.000000004: ',                       // cut off above the bottom: counted in
+    '\t    5000 v8::internal::Heap::Scavenge',
+    '\t    5100 v8::internal::Heap::CollectGarbage',
+    '',
+  ];
+  const s = await classify(text);
+  t.same([...s.times], [100e9 + 1, 100e9 + 2, 100e9 + 3, 100e9 + 4]);
+  t.same([...s.inScope], [1, 0, 0, 1]);
+  t.same(shareIn(s, 100e9 + 2, 100e9 + 4), { samples: 2, inScope: 0 });
+  t.same(shareIn(s, 0, Infinity), { samples: 4, inScope: 2 });
+});
+
+const why = perfUnavailable();
+t.test('on a real workerd: a JS loop is in the scope, a native 25 MiB pipe is not', { skip: why ?? false }, async (t) => {
+  const sink = createServer((req, res) => { let n = 0; req.on('data', (d: Buffer) => { n += d.length; }); req.on('end', () => res.end(String(n))); });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+  t.teardown(() => sink.close());
+  const address = sink.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const mf = new Miniflare({
+    modules: true, compatibilityDate: '2026-04-01',
+    script: `export default { async fetch(req) {
+      const u = new URL(req.url);
+      if (u.pathname === '/burn') { let x = 0; for (let i = 0; i < 20_000_000; i++) x = (x + i * 7) % 1000003; return new Response(String(x)); }
+      const n = Number(req.headers.get('x-length'));
+      const s = new FixedLengthStream(n);
+      const sent = fetch('http://127.0.0.1:${port}/', { method: 'POST', body: s.readable });
+      await req.body.pipeTo(s.writable);
+      return new Response(await (await sent).text());
+    } };`,
+  });
+  t.teardown(() => mf.dispose());
+  const url = await mf.ready;
+  const pid = childrenNamed(process.pid, 'workerd')[0] ?? -1;
+  t.ok(pid > 0, 'workerd runs as a child');
+  const dir = await mkdtemp(join(tmpdir(), 'cpu-scope-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const body = new Uint8Array(25 * 1024 * 1024);
+  const pipe = async (): Promise<void> => {
+    const r = await fetch(new URL('/pipe', url), { method: 'POST', body, headers: { 'x-length': String(body.length) } });
+    t.equal(await r.text(), String(body.length), 'the sink got every byte');
+  };
+  await pipe();  // warm-up: compile, connect
+  const sampler = await startScopeSampler(pid, join(dir, 'perf.data'));
+  const window = async (act: () => Promise<void>): Promise<{ t0: number; t1: number; ms: number }> => {
+    await untilQuiet(pid, pid);
+    const t0 = Number(process.hrtime.bigint());
+    const c0 = threadCpuNs(pid, pid);
+    await act();
+    await untilQuiet(pid, pid);
+    return { t0, t1: Number(process.hrtime.bigint()), ms: (threadCpuNs(pid, pid) - c0) / 1e6 };
+  };
+  const burn = await window(async () => { await (await fetch(new URL('/burn', url))).text(); });
+  const piped = await window(pipe);
+  const samples = await sampler.stop();
+  const b = shareIn(samples, burn.t0, burn.t1);
+  const p = shareIn(samples, piped.t0, piped.t1);
+  t.ok(b.samples >= 20, `the loop was sampled (${b.samples} samples, ${burn.ms.toFixed(1)} ms)`);
+  t.ok(b.inScope / b.samples >= 0.9, `the JS loop is in the scope: ${b.inScope}/${b.samples}`);
+  t.ok(p.samples >= 10, `the pipe was sampled (${p.samples} samples, ${piped.ms.toFixed(1)} ms)`);
+  t.ok(p.inScope / p.samples <= 0.4, `the native pipe is mostly outside the scope: ${p.inScope}/${p.samples}`);
+});
