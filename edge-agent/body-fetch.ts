@@ -6,6 +6,9 @@
 // the LMTP client never sends the final dot, the session nacks, the object retries it later.
 import type { InboundMessage } from './inbound.ts';
 
+/** What a network wait of the fetch gives once no more bytes are wanted. */
+const STOPPED = Symbol('stopped');
+
 /** Bytes fetched and not yet read by the LMTP client before the fetch waits. */
 export const FETCH_AHEAD_BYTES = 1024 * 1024;
 
@@ -48,14 +51,28 @@ export async function fetchBody(workerUrl: string, token: string, msg: InboundMe
     why = reason;
     msg.fail(reason);  // also wakes a wait for room; the stop hook then aborts the request
   };
-  msg.onStop(() => abort.abort());
+  // Aborting is not enough to end a wait: a read pending on a response whose bytes all came
+  // already may never settle once its request is aborted (seen with Node 22's fetch under the
+  // path fuzzer). Every network wait is raced against this too.
+  let stop: () => void = () => {};
+  const stopped = new Promise<typeof STOPPED>((resolve) => { stop = () => resolve(STOPPED); });
+  msg.onStop(() => {
+    stop();
+    abort.abort();
+  });
   const deadline = setTimeout(() => giveUp(`body fetch: not complete within ${limits.deadlineMs} ms`), limits.deadlineMs);
   let idle: NodeJS.Timeout | null = null;
-  /** Runs `step` (a network wait) under the idle timer. */
-  const watched = async <T>(step: Promise<T>): Promise<T> => {
+  /** The fetch is over: the message ends checked (end: size and MD5), unread (abandoned), or failed already. */
+  const finish = (): void => {
+    if (msg.abandoned) msg.endUnread();
+    else msg.end();
+  };
+  /** Runs `step` (a network wait) under the idle timer; STOPPED once no more bytes are wanted. */
+  const watched = async <T>(step: Promise<T>): Promise<T | typeof STOPPED> => {
+    step.catch(() => undefined);  // lost the race: its rejection is nobody's
     idle = setTimeout(() => giveUp(`body fetch: nothing from the Worker for ${limits.idleMs} ms`), limits.idleMs);
     try {
-      return await step;
+      return await Promise.race([step, stopped]);
     } finally {
       clearTimeout(idle);
     }
@@ -63,30 +80,34 @@ export async function fetchBody(workerUrl: string, token: string, msg: InboundMe
   try {
     const block = Buffer.from(f.block, 'base64');
     if (block.byteLength > 0) msg.push(new Uint8Array(block.buffer, block.byteOffset, block.byteLength));
-    const res = await watched(fetch(bodyUrl(workerUrl, msg.header.id), {
-      headers: { Authorization: `Bearer ${token}` }, signal: abort.signal,
-    }));
+    const request = fetch(bodyUrl(workerUrl, msg.header.id), { headers: { Authorization: `Bearer ${token}` }, signal: abort.signal });
+    const res = await watched(request);
+    if (res === STOPPED) {
+      // An answer that still comes is not read.
+      void request.then((late) => late.body?.cancel()).catch(() => undefined);
+      return finish();
+    }
     if (res.status !== 200 || res.body === null) {
       await res.body?.cancel().catch(() => undefined);
       return msg.fail(`body fetch: HTTP ${res.status}`);
     }
     const reader = res.body.getReader();
     for (;;) {
-      const { done, value } = await watched(reader.read());
-      if (done) break;
-      msg.push(value);
-      await msg.room(FETCH_AHEAD_BYTES);
-      if (msg.failure || msg.abandoned) {
-        // Failed meanwhile (connection closed, more bytes than announced) or nobody reads on.
-        await reader.cancel().catch(() => undefined);
+      const got = await watched(reader.read());
+      if (got === STOPPED || msg.failure || msg.abandoned) {
+        // Failed meanwhile (connection closed, more bytes than announced, a timeout) or nobody reads on.
+        void reader.cancel().catch(() => undefined);
         break;
       }
+      if (got.done) break;
+      msg.push(got.value);
+      await msg.room(FETCH_AHEAD_BYTES);
     }
-    if (msg.abandoned) msg.endUnread();
-    else msg.end();
+    finish();
   } catch (err) {
-    if (msg.abandoned && !msg.failure) msg.endUnread();
-    else msg.fail(why ?? `body fetch: ${err instanceof Error ? err.message : String(err)}`);
+    // An abort after the consumer left is not a failure: nothing more was wanted.
+    if (!msg.abandoned) msg.fail(why ?? `body fetch: ${err instanceof Error ? err.message : String(err)}`);
+    finish();
   } finally {
     clearTimeout(deadline);
     if (idle !== null) clearTimeout(idle);
