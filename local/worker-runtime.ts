@@ -1,6 +1,7 @@
 // Runs bridge-worker in local workerd (Miniflare): the stand-in for
 // Cloudflare's edge. The Worker is bundled in memory by esbuild, as wrangler
-// does, and its Durable Object storage persists under `persistDir`.
+// does; its Durable Object storage persists under `persistDir`, and its R2
+// bucket BODIES (the message bodies, as wrangler.toml binds it) under `persistDir`/r2.
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { join } from 'node:path';
@@ -21,8 +22,8 @@ export interface WorkerRuntimeOptions {
   /** More Worker vars (e.g. RETRY_FIRST_MS), as in wrangler.toml [vars]. */
   vars?: Record<string, string>;
   /**
-   * Bind an R2 bucket as BODIES: message bodies go to R2, persisted under `persistDir`/r2.
-   * Unset: bodies stay in the object's SQLite chunks.
+   * false: no BODIES bucket, as a Worker deployed without one: bodies go into the object's
+   * SQLite chunks (tests of that path and of upgrades). Default: bound, as in wrangler.toml.
    */
   bodies?: boolean;
   /** Each console line of the Worker (JSON events), for logs and tests. */
@@ -34,8 +35,11 @@ export interface WorkerRuntime {
   mf: Miniflare;
   /** Messages in the queue by state (acked ones are gone). */
   summary(): Promise<Record<string, number>>;
-  /** Restarts workerd on the same persisted storage (a crash of the edge). */
-  restart(): Promise<void>;
+  /**
+   * Restarts workerd on the same persisted storage (a crash of the edge, or a redeploy).
+   * `bodies`: bind BODIES from now on or not (a deploy that adds the bucket).
+   */
+  restart(o?: { bodies?: boolean }): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -58,7 +62,7 @@ export async function bundleWorker(): Promise<string> {
 
 export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const script = await bundleWorker();
-  const bodies = opts.bodies ?? false;
+  let bodies = opts.bodies ?? true;
   const options = () => ({
     modules: true,
     script,
@@ -97,9 +101,10 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
       }
       return total;
     },
-    async restart() {
+    async restart(o = {}) {
       const port = Number(url.port);
       await mf.dispose();
+      if (o.bodies !== undefined) bodies = o.bodies;
       mf = new Miniflare({ ...options(), port });
       url = await mf.ready;
     },

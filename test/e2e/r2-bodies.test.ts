@@ -1,6 +1,7 @@
-// Issue #15, bodies in R2: real workerd with an R2 bucket (BODIES), the real agent in
-// process, a scripted LMTP peer that keeps what it stored. email() puts the bytes after
-// Cloudflare's block into R2; the agent fetches them through the Worker and checks R2's MD5.
+// Issue #15, bodies in R2: real workerd with its R2 bucket (BODIES, as deployed), the real
+// agent in process, a scripted LMTP peer that keeps what it stored. email() puts the bytes
+// after Cloudflare's block into R2; the agent fetches them through the Worker and checks R2's
+// MD5; a retry under a fresh block is one message.
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -21,7 +22,7 @@ const TO = 'alice@example.test';
 interface Env { w: TestWorker; peer: LmtpPeer; events: { event: string; [k: string]: unknown }[]; agent(bounceRelay?: string): Agent }
 
 async function setup(t: Test, vars: Record<string, string> = {}): Promise<Env> {
-  const w = await startTestWorker({ verdictWaitMs: 0, bodies: true, vars: { ADMIN_TOKEN: ADMIN, ...vars } });
+  const w = await startTestWorker({ verdictWaitMs: 0, vars: { ADMIN_TOKEN: ADMIN, ...vars } });
   t.teardown(() => w.stop());
   const peer = await startLmtpPeer('store');
   t.teardown(() => peer.close());

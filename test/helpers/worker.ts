@@ -27,7 +27,7 @@ export interface TestWorker {
 
 /**
  * verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick.
- * `bodies`: message bodies in an R2 bucket (BODIES), not in the object's chunks.
+ * `bodies: false`: no BODIES bucket, as a Worker deployed without it: bodies go into the object's chunks.
  */
 export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
@@ -35,7 +35,7 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
-    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? false,
+    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? true,
     onLog: (l) => logs.push(l),
   });
   return {
