@@ -60,6 +60,19 @@ const AGENTS_BOUNCE = 'agents_bounce';
 /** meta key: bounces (DSNs) sent since the object was created, for the metrics (GET /admin/queue). */
 const BOUNCES_SENT = 'bounces_sent';
 
+/** meta keys of the orphan sweep: this shard's R2 prefix, when the next page is due, where the listing stands. */
+const BODIES_PREFIX = 'bodies_prefix';
+const SWEEP_AT = 'orphan_sweep_at';
+const SWEEP_CURSOR = 'orphan_sweep_cursor';
+/** R2 keys listed per sweep invocation (R2 lists at most 1,000). */
+const SWEEP_PAGE = 500;
+/** While a listing goes on, its next page after this long (or ORPHAN_SWEEP_MS, if shorter). */
+const SWEEP_NEXT_PAGE_MS = 60_000;
+/**
+ * An R2 object younger than this is never an orphan: its put may have just completed and its
+ * ingestStored be on its way (email() lives at most EMAIL_BUDGET_MS, 25 s).
+ */
+export const ORPHAN_GRACE_MS = 60 * 60_000;
 /** R2 keys deleted per call (R2 takes at most 1,000). */
 const MAX_DELETES = 1000;
 
@@ -255,6 +268,11 @@ export class RelayQueue extends DurableObject<Env> {
       !/^[0-9a-f]{32}$/.test(body.md5) || !(body.head instanceof Uint8Array) || body.head.byteLength < body.prefix) {
       throw new Error(`ingestStored: not a stored body: ${JSON.stringify({ key: body.key, size: body.size, prefix: body.prefix, md5: body.md5 })}`);
     }
+    // The sweep lists this shard's prefix: learned from its keys (the object does not know its name).
+    if (this.#store.meta(BODIES_PREFIX) !== prefix) {
+      this.#store.setMeta(BODIES_PREFIX, prefix);
+      if (this.#store.meta(SWEEP_AT) === null) this.#store.setMeta(SWEEP_AT, String(Date.now() + readConfig(this.env).orphanSweepMs));
+    }
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
       this.#store.noteBodyDelete(body.key);
@@ -310,6 +328,42 @@ export class RelayQueue extends DurableObject<Env> {
     } catch (err) {
       log('bodies.delete-failed', { keys: keys.length, error: String(err) });
     }
+  }
+
+  /**
+   * The orphan sweep: R2 objects under this shard's prefix that no row owns (a put whose
+   * ingestStored never committed: email() cut off, the RPC lost; a body whose delete was never
+   * noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
+   * the next page a minute later while the listing goes on; only objects older than
+   * ORPHAN_GRACE_MS, so a put whose ingestStored is still on its way is never touched.
+   */
+  async #sweepOrphans(now: number): Promise<void> {
+    const bucket = this.env.BODIES;
+    const prefix = this.#store.meta(BODIES_PREFIX);
+    if (!bucket || prefix === null || now < Number(this.#store.meta(SWEEP_AT) ?? 0)) return;
+    const cursor = this.#store.meta(SWEEP_CURSOR);
+    let page: R2Objects;
+    try {
+      page = await bucket.list({ prefix, limit: SWEEP_PAGE, ...(cursor !== null ? { cursor } : {}) });
+    } catch (err) {
+      // A cursor R2 no longer takes starts the listing over; either way, again next round.
+      this.#store.deleteMeta(SWEEP_CURSOR);
+      this.#store.setMeta(SWEEP_AT, String(now + readConfig(this.env).orphanSweepMs));
+      log('bodies.sweep-failed', { error: String(err) });
+      return;
+    }
+    const old = page.objects.filter((o) => o.uploaded.getTime() < now - ORPHAN_GRACE_MS).map((o) => o.key);
+    const orphans = this.#store.unowned(old);
+    for (const k of orphans) this.#store.noteBodyDelete(k);
+    if (page.truncated) {
+      this.#store.setMeta(SWEEP_CURSOR, page.cursor);
+      this.#store.setMeta(SWEEP_AT, String(now + Math.min(SWEEP_NEXT_PAGE_MS, readConfig(this.env).orphanSweepMs)));
+    } else {
+      this.#store.deleteMeta(SWEEP_CURSOR);
+      this.#store.setMeta(SWEEP_AT, String(now + readConfig(this.env).orphanSweepMs));
+    }
+    if (orphans.length > 0) log('bodies.orphans', { prefix, listed: page.objects.length, orphans: orphans.length });
+    await this.#deleteBodies();
   }
 
   /**
@@ -468,6 +522,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (woken > 0) log('deferred.due', { woken });
     this.#pumpAll();
     await this.#deleteBodies();
+    await this.#sweepOrphans(now);
     await this.#scheduleAlarm();
   }
 
@@ -494,6 +549,9 @@ export class RelayQueue extends DurableObject<Env> {
     let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
     // While agents are connected, look for silent ones every half silence limit.
     if (this.ctx.getWebSockets().length > 0) at = Math.min(at, now + Math.max(500, readConfig(this.env).agentSilentMs / 2));
+    // The orphan sweep's next page (set once this shard stored a body in R2).
+    const sweepAt = this.env.BODIES ? this.#store.meta(SWEEP_AT) : null;
+    if (sweepAt !== null) at = Math.min(at, Math.max(now, Number(sweepAt)));
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }

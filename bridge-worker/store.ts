@@ -136,6 +136,15 @@ export class MessageStore {
     this.#sql.exec(`INSERT OR IGNORE INTO body_deletes (key) VALUES (?)`, key);
   }
 
+  /** Of these R2 keys, those no message row owns (the orphan sweep's candidates). */
+  unowned(keys: string[]): string[] {
+    if (keys.length === 0) return [];
+    return this.#sql.exec(
+      `SELECT value AS key FROM json_each(?) WHERE NOT EXISTS (SELECT 1 FROM messages WHERE body_key = value)`,
+      JSON.stringify(keys),
+    ).toArray().map((r) => String(r.key));
+  }
+
   /** R2 objects of removed messages not yet deleted, at most `limit`. */
   bodyDeletes(limit: number): string[] {
     return this.#sql.exec(`SELECT key FROM body_deletes LIMIT ?`, limit).toArray().map((r) => String(r.key));
@@ -215,6 +224,10 @@ export class MessageStore {
 
   setMeta(key: string, value: string): void {
     this.#sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value);
+  }
+
+  deleteMeta(key: string): void {
+    this.#sql.exec(`DELETE FROM meta WHERE key = ?`, key);
   }
 
   /**

@@ -37,9 +37,10 @@ export interface WorkerRuntime {
   summary(): Promise<Record<string, number>>;
   /**
    * Restarts workerd on the same persisted storage (a crash of the edge, or a redeploy).
-   * `bodies`: bind BODIES from now on or not (a deploy that adds the bucket).
+   * `bodies`: bind BODIES from now on or not (a deploy that adds the bucket); `whileDown`:
+   * runs while workerd is stopped (a test that edits the persisted storage).
    */
-  restart(o?: { bodies?: boolean }): Promise<void>;
+  restart(o?: { bodies?: boolean; whileDown?: () => Promise<void> }): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -105,6 +106,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
       const port = Number(url.port);
       await mf.dispose();
       if (o.bodies !== undefined) bodies = o.bodies;
+      await o.whileDown?.();
       mf = new Miniflare({ ...options(), port });
       url = await mf.ready;
     },
