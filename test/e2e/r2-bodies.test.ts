@@ -1,7 +1,8 @@
 // Issue #15, bodies in R2: real workerd with its R2 bucket (BODIES, as deployed), the real
 // agent in process, a scripted LMTP peer that keeps what it stored. email() puts the bytes
 // after Cloudflare's block into R2; the agent fetches them through the Worker and checks R2's
-// MD5; a retry under a fresh block is one message.
+// MD5. Every way a message leaves the queue (ack, bounce then purge, delete, retention) deletes
+// its R2 object; a retry under a fresh block is one message.
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import { main } from '../../relayctl/cli.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { startLmtpPeer, type LmtpPeer } from '../edge-agent/lmtp-peer.ts';
+import { startSmtpSink } from '../helpers/smtp-sink.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
@@ -182,3 +184,43 @@ t.test('the body route: an agent token and a leased message only', async (t) => 
   await bad.arrayBuffer();
 });
 
+t.test('a refused message in R2 bounces with its original header section; the purge deletes its body', async (t) => {
+  const env = await setup(t);
+  const relay = await startSmtpSink();
+  t.teardown(() => relay.close());
+  env.peer.finalReply = (r) => `550 5.1.1 <${r}> User doesn't exist\r\n`;
+  const raw = Buffer.concat([cloudflareBlock(FROM, TO), message('bounce-me', 40_000)]);
+  const id = await postRaw(env.w, raw);
+  env.agent(relay.url);
+  const [dsn] = await eventually('the DSN', () => relay.messages, (m) => m.length >= 1);
+  t.same(dsn?.to, [FROM], 'to the sender');
+  const text = dsn?.body.toString('latin1') ?? '';
+  t.match(text, /Content-Type: text\/rfc822-headers/, 'with the original headers');
+  t.match(text, /Message-ID: <bounce-me@example\.net>\r\nSubject: bounce-me\r\n/, 'quoted from the stored header section');
+  t.ok(text.length < 20_000, 'and not the 40 kB body');
+  await eventually('bounced', async () => (await admin(env.w, `/admin/messages/${id}`)).json() as Promise<Record<string, unknown>>, (m) => m.state === 'bounced');
+  t.same(await bucketKeys(env.w), [`queue/${id}`], 'a bounced message keeps its body (relayctl export) until purged or expired');
+  const purge = await fetch(new URL(`/admin/messages/${id}`, env.w.rt.url), { method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN}` } });
+  t.equal(purge.status, 200);
+  t.same(await bucketKeys(env.w), [], 'purged: its R2 object too');
+});
+
+t.test('postsuper -d (delete) and the retention of bounced messages delete the R2 object too', async (t) => {
+  const env = await setup(t, { RETENTION_MS: '1000', AGENT_SILENT_MS: '2000' });
+  const held = await postRaw(env.w, Buffer.concat([cloudflareBlock(FROM, TO), message('delete-me', 5000)]));
+  const del = await fetch(new URL(`/admin/messages/${held}/delete`, env.w.rt.url), { method: 'POST', headers: { Authorization: `Bearer ${ADMIN}` } });
+  t.equal(del.status, 200);
+  t.same(await bucketKeys(env.w), [], 'deleted: its R2 object too');
+
+  const relay = await startSmtpSink();
+  t.teardown(() => relay.close());
+  env.peer.finalReply = (r) => `550 5.1.1 <${r}> User doesn't exist\r\n`;
+  const id = await postRaw(env.w, Buffer.concat([cloudflareBlock(FROM, TO), message('expire-me', 5000)]));
+  env.agent(relay.url);
+  await eventually('the DSN', () => relay.messages, (m) => m.length >= 1);
+  // Kept RETENTION_MS after its DSN, then pruned by the alarm (while an agent is connected, it
+  // runs every AGENT_SILENT_MS / 2): the row and, with it, the body in R2.
+  await eventually('pruned', async () => (await admin(env.w, `/admin/messages/${id}`)).status, (s) => s === 404, 15_000);
+  await eventually('its R2 object deleted', () => bucketKeys(env.w), (k) => k.length === 0);
+  t.pass('pruned with its body');
+});
