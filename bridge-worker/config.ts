@@ -45,6 +45,11 @@ export interface Vars {
    * sender one "delayed" DSN, ms. Unset or 0 = off (the default).
    */
   DELAY_WARNING_MS?: string;
+  /**
+   * How often each queue object lists its R2 prefix for orphans (bodies no row owns: a put whose
+   * ingest never committed), ms. Default 1 h. Only objects older than 1 h are ever deleted.
+   */
+  ORPHAN_SWEEP_MS?: string;
   /** Dev-only: enables POST /dev/email for the local SMTP ingress. Never set in production. */
   DEV_INGRESS_TOKEN?: string;
   /** `info` (default): one event per message and side. `debug` adds ingest.queued and message.leased. */
@@ -57,7 +62,7 @@ export const SECRET_NAMES = ['AGENT_TOKENS', 'ADMIN_TOKEN', 'STATUS_TOKEN', 'DEV
 export const VAR_NAMES = [
   'ALLOWED_DOMAINS', 'ALLOWED_RECIPIENTS', 'MAX_MESSAGE_BYTES', 'VERDICT_WAIT_MS', 'DEDUPE_WINDOW_MS', 'AFFINITY_MS',
   'AGENT_SILENT_MS', 'SHARDS', 'RETRY_FIRST_MS', 'RETRY_MAX_MS', 'MAX_AGE_MS', 'MAX_UNSETTLED_LEASES', 'RETENTION_MS',
-  'DELAY_WARNING_MS', 'LOG_LEVEL',
+  'DELAY_WARNING_MS', 'ORPHAN_SWEEP_MS', 'LOG_LEVEL',
 ] as const satisfies readonly (keyof Vars)[];
 // A setting added to Vars but to neither list fails to compile here, so the local relay cannot miss it.
 type Unlisted = Exclude<keyof Vars, (typeof SECRET_NAMES)[number] | (typeof VAR_NAMES)[number]>;
@@ -78,6 +83,8 @@ export interface Config {
   retentionMs: number;
   /** Delay warning after this long undelivered, ms; 0 = off. */
   delayWarningMs: number;
+  /** Between two orphan sweeps of the BODIES bucket, ms. */
+  orphanSweepMs: number;
   adminToken: string | null;
   statusToken: string | null;
   devIngressToken: string | null;
@@ -162,6 +169,7 @@ export function parseConfig(env: Vars): Config {
   }
   const retentionMs = ms('RETENTION_MS', env.RETENTION_MS, DEFAULT_RETENTION_MS);
   const delayWarningMs = env.DELAY_WARNING_MS === '0' ? 0 : ms('DELAY_WARNING_MS', env.DELAY_WARNING_MS, 0);
+  const orphanSweepMs = ms('ORPHAN_SWEEP_MS', env.ORPHAN_SWEEP_MS, 60 * 60_000);
   const admin = env.ADMIN_TOKEN ?? '';
   if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const status = env.STATUS_TOKEN ?? '';
@@ -172,5 +180,5 @@ export function parseConfig(env: Vars): Config {
   if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
   const logLevel = env.LOG_LEVEL === undefined || env.LOG_LEVEL === '' ? 'info' : env.LOG_LEVEL;
   if (logLevel !== 'info' && logLevel !== 'debug') throw new ConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, delayWarningMs, adminToken: admin === '' ? null : admin, statusToken: status === '' ? null : status, devIngressToken: dev === '' ? null : dev, logLevel };
+  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, delayWarningMs, orphanSweepMs, adminToken: admin === '' ? null : admin, statusToken: status === '' ? null : status, devIngressToken: dev === '' ? null : dev, logLevel };
 }

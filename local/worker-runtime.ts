@@ -1,8 +1,10 @@
 // Runs bridge-worker in local workerd (Miniflare): the stand-in for
 // Cloudflare's edge. The Worker is bundled in memory by esbuild, as wrangler
-// does, and its Durable Object storage persists under `persistDir`.
+// does; its Durable Object storage persists under `persistDir`, and its R2
+// bucket BODIES (the message bodies, as wrangler.toml binds it) under `persistDir`/r2.
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { shardName } from '../bridge-worker/shard-hash.ts';
 import { r2RemoteBinding } from './r2-remote.ts';
@@ -20,6 +22,11 @@ export interface WorkerRuntimeOptions {
   port?: number;
   /** More Worker vars (e.g. RETRY_FIRST_MS), as in wrangler.toml [vars]. */
   vars?: Record<string, string>;
+  /**
+   * false: no BODIES bucket, as a Worker deployed without one: bodies go into the object's
+   * SQLite chunks (tests of that path and of upgrades). Default: bound, as in wrangler.toml.
+   */
+  bodies?: boolean;
   /** Each console line of the Worker (JSON events), for logs and tests. */
   onLog?: (line: string) => void;
   /**
@@ -34,8 +41,12 @@ export interface WorkerRuntime {
   mf: Miniflare;
   /** Messages in the queue by state (acked ones are gone). */
   summary(): Promise<Record<string, number>>;
-  /** Restarts workerd on the same persisted storage (a crash of the edge). */
-  restart(): Promise<void>;
+  /**
+   * Restarts workerd on the same persisted storage (a crash of the edge, or a redeploy).
+   * `bodies`: bind BODIES from now on or not (a deploy that adds the bucket); `whileDown`:
+   * runs while workerd is stopped (a test that edits the persisted storage).
+   */
+  restart(o?: { bodies?: boolean; whileDown?: () => Promise<void> }): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -58,6 +69,7 @@ export async function bundleWorker(): Promise<string> {
 
 export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const script = await bundleWorker();
+  let bodies = opts.bodies ?? true;
   const options = () => ({
     modules: true,
     script,
@@ -68,6 +80,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
     unsafeTriggerHandlers: true,
     durableObjects: { RELAY: { className: 'RelayQueue', useSQLite: true } },
     durableObjectsPersist: opts.persistDir,
+    ...(bodies ? { r2Buckets: ['BODIES'], r2Persist: join(opts.persistDir, 'r2') } : {}),
     bindings: {
       AGENT_TOKENS: opts.agentTokens.join(','),
       DEV_INGRESS_TOKEN: opts.devIngressToken,
@@ -96,9 +109,11 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
       }
       return total;
     },
-    async restart() {
+    async restart(o = {}) {
       const port = Number(url.port);
       await mf.dispose();
+      if (o.bodies !== undefined) bodies = o.bodies;
+      await o.whileDown?.();
       mf = new Miniflare({ ...options(), port });
       url = await mf.ready;
     },

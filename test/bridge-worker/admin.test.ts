@@ -34,12 +34,16 @@ const welcomed = (a: RawAgent) => a.until((seen) => seen.some((s) => s.kind === 
 
 const ids = (body: Record<string, unknown>): string[] => (body.messages as { id: string }[]).map((m) => m.id);
 
-/** The message frame of attempt `n` of `id`, once its end frame has arrived too. */
+/**
+ * The message frame of attempt `n` of `id`: a body in R2 at once (this agent answers without
+ * fetching it), chunks once their end frame has arrived too.
+ */
 const attempt = (a: RawAgent, id: string, n: number) => a.until((seen) => {
   const i = seen.findIndex((s) => s.kind === 'frame' && s.frame.type === 'message' && s.frame.id === id && s.frame.attempt === n);
-  const ended = i >= 0 && seen.slice(i).some((s) => s.kind === 'frame' && s.frame.type === 'end' && s.frame.id === id);
   const f = seen[i];
-  return ended && f?.kind === 'frame' ? (f.frame as MessageFrame) : undefined;
+  if (f?.kind !== 'frame' || f.frame.type !== 'message') return undefined;
+  const ended = f.frame.fetch !== undefined || seen.slice(i).some((s) => s.kind === 'frame' && s.frame.type === 'end' && s.frame.id === id);
+  return ended ? f.frame : undefined;
 });
 
 const answer = (a: RawAgent, m: MessageFrame, outcome: Outcome) => a.send({
@@ -51,7 +55,7 @@ const answer = (a: RawAgent, m: MessageFrame, outcome: Outcome) => a.send({
 async function deliverNow(id: string): Promise<void> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, fetch: true });
   answer(a, await attempt(a, id, 1), 'delivered');
   await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
   a.close();
@@ -91,7 +95,7 @@ t.test('retry now, dead-letter, replay with a fresh clock, purge', async (t) => 
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, fetch: true });
   await welcomed(a);
   t.match((await admin('GET', '/admin/queue')).body, { agents: [{ agent: 'admin-test' }] });
 
@@ -125,8 +129,10 @@ t.test('retry now, dead-letter, replay with a fresh clock, purge', async (t) => 
   await eventually('B settled', async () => !(await inState(B, 'in-flight')));
   t.equal((await admin('GET', `/admin/messages/${B}`)).body.state, 'deferred', 'fresh retry clock after replay');
 
+  t.ok((await w.bodyKeys()).includes(`queue/${C}`), 'a dead-lettered message keeps its body in R2');
   t.equal((await admin('DELETE', `/admin/messages/${C}`)).status, 200);
   t.equal((await admin('GET', `/admin/messages/${C}`)).status, 404, 'purged');
+  t.notOk((await w.bodyKeys()).includes(`queue/${C}`), 'and its R2 object with it');
   t.equal((await admin('POST', `/admin/messages/${C}/replay`)).status, 409);
 });
 
@@ -160,19 +166,24 @@ t.test('a bounce sent counts in bouncesSent; the queue keeps the count', async (
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, bounces: true });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, bounces: true, fetch: true });
   await welcomed(a);
-  const id = String((await w.post('s@sender.test', 'alice@example.test', Buffer.from('Subject: refused\r\n\r\nhi\r\n'))).body.id);
+  const id = String((await w.post('s@sender.test', 'alice@example.test', Buffer.from('Subject: refused\r\n\r\nthe body, never quoted\r\n'))).body.id);
   const m = await attempt(a, id, 1);
   a.send({ type: 'ack', id, results: m.recipients.map((recipient) => ({ recipient, code: 550, enhanced: '5.1.1', text: 'no such user', outcome: 'permfail' as const })) });
   const task = await a.until((seen) => {
     const f = seen.find((s) => s.kind === 'frame' && s.frame.type === 'bounce' && s.frame.id === id);
     return f?.kind === 'frame' ? (f.frame as BounceFrame) : undefined;
   });
+  const quoted = Buffer.from(task.headers, 'base64').toString('latin1');
+  t.match(quoted, /^Received: [^]*\r\nSubject: refused\r\n$/, 'the task quotes the header section, from the row (the body is in R2)');
+  t.notMatch(quoted, /never quoted/, 'and not a byte of the body');
   a.send({ type: 'bounced', id: task.id, status: 'sent', code: 250, text: '2.0.0 queued as X' });
   await eventually('bounced', () => inState(id, 'bounced'));
+  t.ok((await w.bodyKeys()).includes(`queue/${id}`), 'a bounced message keeps its body for the retention period');
   t.match((await admin('GET', '/admin/queue', STATUS)).body, { bouncesSent: sent0 + 1, states: { bounced: Number } });
   t.equal((await admin('DELETE', `/admin/messages/${id}`)).status, 200, 'purged: the count stays');
+  t.notOk((await w.bodyKeys()).includes(`queue/${id}`), 'the purge deleted its R2 object');
   t.equal(Number((await admin('GET', '/admin/queue', STATUS)).body.bouncesSent), sent0 + 1);
 });
 

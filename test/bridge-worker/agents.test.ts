@@ -14,7 +14,7 @@ t.teardown(() => w.stop());
 async function agent(name: string, window = 4): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window, credit: 8 << 20, fetch: true });
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   return a;
 }
@@ -29,7 +29,7 @@ t.test('two agents share the queue: each message goes to exactly one of them', a
   const ids = [await post('1'), await post('2'), await post('3'), await post('4')];
   await a.until(() => ids.every((id) => got(a, id).length + got(b, id).length === 1) || undefined);
   t.ok(ids.some((id) => got(a, id).length === 1) && ids.some((id) => got(b, id).length === 1), 'both got work (window 2 each)');
-  for (const id of ids) for (const x of [a, b]) { const m = got(x, id)[0]; if (m) { await x.until((s) => s.some((f) => f.kind === 'frame' && f.frame.type === 'end' && f.frame.id === id)); ack(x, m); } }
+  for (const id of ids) for (const x of [a, b]) { const m = got(x, id)[0]; if (m) { await x.received(id); ack(x, m); } }
   for (let i = 0; i < 80; i++) {
     const s = await w.summary();
     if ((s.queued ?? 0) + (s['in-flight'] ?? 0) === 0) break;
@@ -53,7 +53,7 @@ t.test('a dropped connection: its messages wait for the same agent, not for anot
   const again = await leased(a2, id);
   t.equal(again.attempt, 2, 'the same agent, reconnected, gets it back');
   t.equal(got(b, id).length, 0);
-  await a2.until((s) => s.some((f) => f.kind === 'frame' && f.frame.type === 'end' && f.frame.id === id));
+  await a2.received(id);
   ack(a2, again);
   a2.close(); b.close();
   await Promise.all([a2.closed, b.closed]);
@@ -69,7 +69,7 @@ t.test('when the agent does not come back, another one takes its messages after 
   const m = await b.until(() => got(b, id).at(-1), AFFINITY * 4);
   t.ok(Date.now() - dropped >= AFFINITY - 100, `failover after the affinity time (${Date.now() - dropped} ms)`);
   t.equal(m.attempt, 2);
-  await b.until((s) => s.some((f) => f.kind === 'frame' && f.frame.type === 'end' && f.frame.id === id));
+  await b.received(id);
   ack(b, m);
   b.close();
   await b.closed;

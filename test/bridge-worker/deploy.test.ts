@@ -20,6 +20,7 @@ t.test('wrangler deploy --dry-run bundles the Worker and its Durable Object', as
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_UPDATE_NOTIFIER: '1' },
   });
   t.match(stdout, /env\.RELAY \(RelayQueue\)\s+Durable Object/);
+  t.match(stdout, /env\.BODIES \(mailbridge-bodies\)\s+R2 Bucket/, 'the message bodies\' bucket is bound, as every local run binds it');
   t.match(stdout, /--dry-run: exiting now/);
   const bundle = await readFile(join(out, 'index.js'), 'utf8');
   t.match(bundle, /RelayQueue = class extends DurableObject/);

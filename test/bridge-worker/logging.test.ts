@@ -33,12 +33,12 @@ async function deliverOne(t: Test, w: TestWorker, body: Buffer): Promise<string>
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   await a.opened;
   t.teardown(() => a.close());
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'log-agent', window: 4, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'log-agent', window: 4, credit: 8 << 20, fetch: true });
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   // Without a Cloudflare block: the sizes logged are then those of `body`.
   const post = w.post('s@sender.test', 'alice@example.test', body, { block: false });
   const m = await a.until((s) => s.flatMap((x) => (x.kind === 'frame' && x.frame.type === 'message' ? [x.frame] : []))[0]) as MessageFrame;
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === m.id));
+  await a.received(m.id);
   a.send({ type: 'ack', id: m.id, results: [{ recipient: 'alice@example.test', code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' }] });
   const r = await post;
   t.equal(r.status, 200);
@@ -57,7 +57,7 @@ t.test('info (default): one line per delivered message in the Worker and one in 
   t.same(mine.map((e) => e.event).sort(), ['email.accepted', 'message.acked'], 'two lines name the message: one per side');
   t.match(mine.find((e) => e.event === 'email.accepted'), { event: 'email.accepted', id, duplicate: false, size: body.length, verdict: 'final' }, 'the verdict is in email.accepted');
   t.match(mine.find((e) => e.event === 'message.acked'), {
-    event: 'message.acked', id, attempt: 1, outcomes: ['delivered'], size: body.length, chunks: 1, recipients: 1,
+    event: 'message.acked', id, attempt: 1, outcomes: ['delivered'], size: body.length, body: 'r2', chunks: 0, recipients: 1,
     session: String, ageMs: Number,
   }, 'message.acked carries what ingest.queued and message.leased said');
   const names = new Set(events(w).map((e) => e.event));
@@ -70,7 +70,7 @@ t.test('LOG_LEVEL=debug adds ingest.queued and message.leased', async (t) => {
   const id = await deliverOne(t, w, body);
   const mine = events(w).filter((e) => e.id === id);
   t.same(mine.map((e) => e.event).sort(), ['email.accepted', 'ingest.queued', 'message.acked', 'message.leased']);
-  t.match(mine.find((e) => e.event === 'ingest.queued'), { size: body.length, chunks: 1, recipients: 1 });
+  t.match(mine.find((e) => e.event === 'ingest.queued'), { size: body.length, body: 'r2', chunks: 0, recipients: 1 });
   t.match(mine.find((e) => e.event === 'message.leased'), { attempt: 1, size: body.length });
 });
 

@@ -1,5 +1,6 @@
 // The queue Durable Object in real local workerd, driven by a hand-written
-// agent so every frame can be checked.
+// agent so every frame can be checked. Bodies in R2, as deployed (wrangler.toml);
+// the chunk path has its own file (chunk-path.test.ts).
 import { createHash, randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import t from 'tap';
@@ -13,7 +14,7 @@ let w: TestWorker;
 t.before(async () => { w = await startTestWorker({ allowedDomains: ['example.test'] }); });
 t.teardown(async () => { await w.stop(); });
 
-const hello = (credit = 8 << 20, window = 4) => ({ type: 'hello' as const, v: PROTOCOL_VERSION, agent: 'test-agent', window, credit });
+const hello = (credit = 8 << 20, window = 4) => ({ type: 'hello' as const, v: PROTOCOL_VERSION, agent: 'test-agent', window, credit, fetch: true });
 
 async function connect(token: string | null = AGENT_TOKEN, credit?: number): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), token);
@@ -27,7 +28,6 @@ const header = (a: RawAgent, id?: string, pick: (f: MessageFrame) => boolean = (
   for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && (id === undefined || x.frame.id === id) && pick(x.frame)) return x.frame;
   return undefined;
 });
-const ended = (a: RawAgent, id: string) => a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === id));
 const ackAll = (a: RawAgent, m: MessageFrame) => a.send({
   type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
 });
@@ -63,7 +63,7 @@ t.test('refuses agents without the right bearer token', async (t) => {
   await old.closed;
 });
 
-t.test('8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB, once acked they are gone', async (t) => {
+t.test('8-bit and binary bytes go to R2 and come back byte-exact through GET /agent/body; once acked the R2 object is gone', async (t) => {
   const body = Buffer.concat([
     Buffer.from('From: a@sender.test\r\nSubject: =?ISO-2022-JP?B?GyRCJEgkahsoQg==?=\r\n\r\n', 'latin1'),
     Buffer.from([0x82, 0xb1, 0x82, 0xf1, 0x82, 0xc9, 0x82, 0xbf, 0x82, 0xcd, 0x0d, 0x0a]), // Shift_JIS
@@ -71,17 +71,17 @@ t.test('8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB, onc
   ]);
   const r = await w.post('a@sender.test', 'alice@example.test', body);
   t.equal(r.status, 200);
+  t.same(await w.bodyKeys(), [`queue/${String(r.body.id)}`], 'one R2 object, named after the shard and the message');
   const a = await connect();
   const m = await header(a, String(r.body.id));
-  await ended(a, m.id);
   const prefix = m.prefix ?? 0;
   t.ok(prefix > 0, 'the stand-in\'s Cloudflare block was found');
   t.equal(m.size, prefix + body.length, 'size: the block and the sender\'s bytes');
-  t.equal(m.sha256, createHash('sha256').update(body).digest('hex'), 'sha256: the sender\'s bytes, after the block');
+  t.equal(m.sha256, undefined, 'no sha256: nothing in the object hashed the bytes');
+  t.equal(m.fetch?.md5, createHash('md5').update(body).digest('hex'), 'md5: R2\'s, of the sender\'s bytes after the block');
   t.same(m.recipients, ['alice@example.test']);
-  const chunks = a.seen.filter((s) => s.kind === 'chunk');
-  t.ok(chunks.every((c) => c.kind === 'chunk' && c.data.length <= MAX_CHUNK_BYTES), 'no chunk over 1 MiB');
-  const got = a.bytesOf(m.id);
+  const got = await a.received(m.id);
+  t.notOk(a.seen.some((s) => s.kind === 'chunk'), 'no chunk on the socket');
   t.match(got.subarray(0, prefix).toString('latin1'), STAND_IN_BLOCK, 'the block as Email Routing handed it over, first');
   t.ok(got.subarray(prefix).equals(body), 'then the sender\'s bytes, identical');
   t.equal((await w.summary())['in-flight'], 1);
@@ -90,6 +90,8 @@ t.test('8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB, onc
     for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
   });
   t.same(await w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, hold: 0, bouncing: 0, bounced: 0, 'dead-letter': 0 });
+  for (let i = 0; i < 50 && (await w.bodyKeys()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  t.same(await w.bodyKeys(), [], 'the ack deleted the R2 object');
   a.close();
   await a.closed;
 });
@@ -106,7 +108,7 @@ t.test('a retried delivery of the same message is stored once', async (t) => {
   const a = await connect();
   for (const id of [first.body.id, other.body.id]) {
     const m = await header(a, String(id));
-    await ended(a, m.id);
+    await a.received(m.id);
     ackAll(a, m);
   }
   await a.until(() => true);
@@ -114,6 +116,8 @@ t.test('a retried delivery of the same message is stored once', async (t) => {
   const after = await w.post('b@sender.test', 'alice@example.test', body);
   t.equal(after.body.duplicate, true, 'still a duplicate after it was acked');
   t.equal((await w.summary()).queued, 0);
+  for (let i = 0; i < 50 && (await w.bodyKeys()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  t.same(await w.bodyKeys(), [], 'the duplicates\' R2 objects are deleted: only a message keeps one');
   a.close();
   await a.closed;
 });
@@ -136,11 +140,10 @@ t.test('a sender\'s retry under a new Cloudflare block is stored once, with the 
   t.equal((await w.summary()).queued, 2, 'two stored');
   const a = await connect();
   const m = await header(a, String(first.body.id));
-  await ended(a, m.id);
-  t.ok(a.bytesOf(m.id).equals(Buffer.concat([blocks[0] as Buffer, body])), 'the agent gets what Email Routing handed over first, block included');
+  t.ok((await a.received(m.id)).equals(Buffer.concat([blocks[0] as Buffer, body])), 'the agent gets what Email Routing handed over first, block included');
   ackAll(a, m);
   const n = await header(a, String(third.body.id));
-  await ended(a, n.id);
+  await a.received(n.id);
   ackAll(a, n);
   await closeWhenIdle(a);
 });
@@ -155,52 +158,70 @@ t.test('without a block it can find, the key covers every byte: a changed first 
   for (const id of [one.body.id, two.body.id]) {
     const m = await header(a, String(id));
     t.equal(m.prefix, undefined, 'no prefix on the wire');
-    await ended(a, m.id);
+    t.equal(m.fetch?.block, '', 'no block to put back');
+    await a.received(m.id);
     ackAll(a, m);
   }
   await closeWhenIdle(a);
 });
 
-t.test('a v1 agent is leased only messages whose sha256 covers every byte', async (t) => {
-  const plain = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1\r\n\r\nx\r\n'), { block: false });
-  const blocked = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1 blocked\r\n\r\nx\r\n'));
+t.test('an agent that does not fetch (a v1 agent, or v2 without `fetch`) is leased no message in R2: it waits for one that does', async (t) => {
+  const posted = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1\r\n\r\nx\r\n'), { block: false });
   const old = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   await old.opened;
-  old.send({ ...hello(), v: 1 });
-  const m = await header(old, String(plain.body.id));
-  await ended(old, m.id);
-  ackAll(old, m);
+  old.send({ type: 'hello', v: 1, agent: 'old', window: 4, credit: 8 << 20 });
+  const noFetch = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  await noFetch.opened;
+  noFetch.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'no-fetch', window: 4, credit: 8 << 20 });
   await new Promise((r) => setTimeout(r, 300));
-  t.notOk(old.seen.some((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === blocked.body.id), 'the v1 agent never gets the message with a block');
-  old.close();
-  await old.closed;
+  for (const x of [old, noFetch]) {
+    t.ok(x.frames().some((f) => f.type === 'welcome'), 'welcomed');
+    t.notOk(x.frames().some((f) => f.type === 'message'), 'but given nothing');
+    x.close();
+    await x.closed;
+  }
+  t.equal((await w.summary()).queued, 1, 'the message waits, queued');
   const a = await connect();
-  const n = await header(a, String(blocked.body.id));
-  await ended(a, n.id);
+  const n = await header(a, String(posted.body.id));
+  await a.received(n.id);
   ackAll(a, n);
   await closeWhenIdle(a);
 });
 
-t.test('a socket dropped mid-message gives the message to the next connection', async (t) => {
+t.test('a lease that ends while its agent is mid-fetch: a fetch started after is refused, an answer from the old session is ignored, the message is delivered once', async (t) => {
   const body = randomBytes(3 * MAX_CHUNK_BYTES);
   const r = await w.post('c@sender.test', 'alice@example.test', body);
-  const a = await connect(AGENT_TOKEN, 1); // 1 byte of credit: one chunk, then it waits
+  const a = await connect();
   const m = await header(a, String(r.body.id));
-  await a.until((s) => s.some((x) => x.kind === 'chunk'));
-  await new Promise((r) => setTimeout(r, 200));
-  t.equal(a.seen.filter((s) => s.kind === 'chunk').length, 1, 'credit holds back the rest');
+  // The old connection's fetch: started, one read, then left hanging.
+  const u = new URL(`/agent/body/${m.id}`, w.rt.url);
+  const mid = await fetch(u, { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } });
+  t.equal(mid.status, 200, 'the fetch starts while the lease holds');
+  const reader = mid.body?.getReader();
+  t.ok(((await reader?.read())?.value?.byteLength ?? 0) > 0, 'and brings bytes');
   a.ws.terminate();
   await a.closed;
+  for (let i = 0; i < 50 && (await w.summary()).queued !== 1; i++) await new Promise((r) => setTimeout(r, 50));
+  t.equal((await w.summary()).queued, 1, 'the lease ended with the connection');
+  t.equal((await a.fetchBody(m.id)).status, 404, 'a fetch that starts now is refused: the message is not in flight');
   const b = await connect();
   const again = await header(b, m.id);
-  t.equal(again.attempt, 2);
-  await ended(b, m.id);
-  const got = splitBlock(b.bytesOf(m.id));
+  t.equal(again.attempt, 2, 'the next connection gets it');
+  const got = splitBlock(await b.received(m.id));
   t.match(got.block.toString('latin1'), STAND_IN_BLOCK);
   t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
+  // The old connection's agent answers late, on a connection of its own: not its lease.
+  const late = await connect();
+  ackAll(late, m);
   ackAll(b, again);
-  b.close();
-  await b.closed;
+  for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+  t.ok(w.logs.some((l) => l.includes('"event":"ack.ignored"') && l.includes(m.id)), 'the late ack was ignored');
+  t.ok(w.logs.filter((l) => l.includes('"event":"message.acked"') && l.includes(m.id)).length === 1, 'one ack settled it: delivered once');
+  await reader?.cancel().catch(() => undefined);
+  for (const x of [b, late]) {
+    x.close();
+    await x.closed;
+  }
 });
 
 t.test('malformed frames close the socket with 1008 and release its leases', async (t) => {
@@ -244,8 +265,7 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   t.equal((await w.summary()).queued, 1);
   const a = await connect();
   const m = await header(a, String(r.body.id));
-  await ended(a, m.id);
-  const got = splitBlock(a.bytesOf(m.id));
+  const got = splitBlock(await a.received(m.id));
   t.match(got.block.toString('latin1'), STAND_IN_BLOCK);
   t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
   ackAll(a, m);
@@ -253,19 +273,24 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   await a.closed;
 });
 
-t.test('an ingest cut short by a restart leaves no incoming row: the next instance removes it at start', async (t) => {
-  // Half a body posted, the rest never sent: the row stays incoming until workerd goes away.
+t.test('an email() cut short mid-body stores nothing: no row, and its R2 put fails and is deleted', async (t) => {
+  // Half a body posted, then the connection dropped: the stream into R2 breaks.
   const url = new URL('/dev/email', w.rt.url);
   url.searchParams.set('from', 'cut@sender.test');
   url.searchParams.set('to', 'alice@example.test');
+  const before = await w.summary();
+  const keys = await w.bodyKeys();
+  const tempfails = (): number => w.logs.filter((l) => l.includes('"event":"email.tempfail"')).length;
+  const failed = tempfails();
   const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}`, 'Content-Length': 4 * MAX_CHUNK_BYTES } });
-  req.on('error', () => undefined);  // the restart cuts it
+  req.on('error', () => undefined);
   req.write(randomBytes(2 * MAX_CHUNK_BYTES));
-  for (let i = 0; i < 200 && (await w.summary()).incoming !== 1; i++) await new Promise((r) => setTimeout(r, 25));
-  t.equal((await w.summary()).incoming, 1, 'mid-ingest: one incoming row');
-  await w.rt.restart();
+  await new Promise((r) => setTimeout(r, 300));
   req.destroy();
-  t.equal((await w.summary()).incoming, 0, 'gone after the restart, not an hour later');
+  for (let i = 0; i < 40 && tempfails() === failed; i++) await new Promise((r) => setTimeout(r, 50));
+  t.equal(tempfails(), failed + 1, 'email() failed: the sender retries');
+  t.same(await w.summary(), before, 'no row');
+  t.same(await w.bodyKeys(), keys, 'no R2 object left behind');
 });
 
 t.test('synchronous verdict: a permanent refusal by every recipient becomes the Worker\'s rejection', async (t) => {
@@ -273,7 +298,7 @@ t.test('synchronous verdict: a permanent refusal by every recipient becomes the 
   const body = Buffer.from('Subject: verdict\r\n\r\nz\r\n');
   const post = w.post('v@sender.test', 'nobody@example.test', body);
   const m = await header(a);
-  await ended(a, m.id);
+  await a.received(m.id);
   a.send({ type: 'ack', id: m.id, results: [{ recipient: 'nobody@example.test', code: 550, enhanced: '5.1.1', text: "<nobody@example.test> User doesn't exist\r\nX", outcome: 'permfail' }] });
   const r = await post;
   t.equal(r.status, 550);
@@ -282,7 +307,7 @@ t.test('synchronous verdict: a permanent refusal by every recipient becomes the 
 
   const post2 = w.post('v@sender.test', 'alice@example.test', body);
   const m2 = await header(a, undefined, (f) => f.id !== m.id);
-  await ended(a, m2.id);
+  await a.received(m2.id);
   a.send({ type: 'ack', id: m2.id, results: [{ recipient: 'alice@example.test', code: 451, enhanced: '4.3.0', text: 'try later', outcome: 'tempfail' }] });
   t.equal((await post2).status, 200, 'a temporary failure is accepted: the queue retries');
   t.equal((await w.summary()).deferred, 1);
@@ -295,7 +320,7 @@ t.test('a refusal told at SMTP time is not remembered for dedupe: the same messa
   const body = Buffer.from('Subject: refused, then sent again\r\n\r\nr\r\n');
   const post = w.post('r@sender.test', 'nobody@example.test', body);
   const m = await header(a, undefined, (f) => f.sender === 'r@sender.test');
-  await ended(a, m.id);
+  await a.received(m.id);
   a.send({ type: 'ack', id: m.id, results: [{ recipient: 'nobody@example.test', code: 550, enhanced: '5.1.1', text: "User doesn't exist", outcome: 'permfail' }] });
   t.equal((await post).status, 550, 'refused at SMTP time');
   a.close();
@@ -308,7 +333,7 @@ t.test('a refusal told at SMTP time is not remembered for dedupe: the same messa
   t.equal((await w.summary()).queued, 1, 'stored: it will be refused again and bounced, not dropped');
   const b = await connect();
   const m2 = await header(b, String(again.body.id));
-  await ended(b, m2.id);
+  await b.received(m2.id);
   ackAll(b, m2);
   for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
   b.close();
@@ -320,7 +345,7 @@ t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never 
   const a = await connect();
   const posted = await w.post('n@sender.test', 'alice@example.test', Buffer.from('Subject: nack\r\n\r\nx\r\n'));
   const m = await header(a, String(posted.body.id));
-  await ended(a, m.id);
+  await a.received(m.id);
   a.send({ type: 'nack', id: m.id, reason: 'corrupt', text: 'SHA-256 mismatch' });
   await t.resolves(async () => {
     for (let i = 0; i < 50 && (await w.summary()).deferred !== 2; i++) await new Promise((r) => setTimeout(r, 50));
@@ -330,7 +355,7 @@ t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never 
 
   const posted2 = await w.post('n@sender.test', 'bob@example.test', Buffer.from('Subject: nack 2\r\n\r\ny\r\n'));
   const m2 = await header(a, String(posted2.body.id));
-  await ended(a, m2.id);
+  await a.received(m2.id);
   a.send({ type: 'nack', id: m2.id, reason: 'shutdown', text: 'agent stopping' });
   await t.resolves(async () => {
     for (let i = 0; i < 50 && (await w.summary()).queued !== 1; i++) await new Promise((r) => setTimeout(r, 50));
@@ -341,7 +366,7 @@ t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never 
   const b = await connect();
   const again = await header(b, m2.id);
   t.equal(again.attempt, 2, 'the next connection gets it');
-  await ended(b, m2.id);
+  await b.received(m2.id);
   ackAll(b, again);
   b.close();
   await b.closed;

@@ -12,7 +12,7 @@ t.test('a large message to a user not on the list gets its 550, not a reset the 
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   await a.opened;
   t.teardown(() => a.close());
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'home', window: 4, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'home', window: 4, credit: 8 << 20, fetch: true });
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   const entries = ['alice@example.test'];
   a.send({ type: 'recipients', digest: createHash('sha256').update(entries.join('\n')).digest('hex'), part: 0, parts: 1, delimiter: '', entries });

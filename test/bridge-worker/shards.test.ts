@@ -28,18 +28,26 @@ t.test('each message is pushed on its recipient\'s shard only', async (t) => {
   const q = await admin('/admin/queue');
   t.match(q, { states: { queued: 12 }, shards: 4 });
   t.equal(((await admin('/admin/messages?state=queued')).messages as unknown[]).length, 12, 'the list spans every shard');
+  const names = ['queue', 'queue-1', 'queue-2', 'queue-3'];
+  t.same(await w.bodyKeys(), recipients.map((r) => `${names[shardOf(r, 4)]}/${ids.get(r)}`).sort(),
+    'each body in R2 under its shard\'s prefix (each shard sweeps its own), named by its message id');
 
   const agents = await Promise.all([0, 1, 2, 3].map(async (i) => {
     const a = new RawAgent(`${w.agentUrl()}?shard=${i}`, AGENT_TOKEN);
     await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'sharded', window: 16, credit: 8 << 20 });
+    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'sharded', window: 16, credit: 8 << 20, fetch: true });
     return a;
   }));
   t.teardown(() => { for (const a of agents) a.close(); });
   for (const r of recipients) {
     const shard = shardOf(r, 4);
-    const m = await agents[shard]?.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === ids.get(r)));
+    const a = agents[shard] as RawAgent;
+    const id = ids.get(r) ?? '';
+    const m = await a.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id));
     t.ok(m, `${r} on shard ${shard}`);
+    t.ok((await a.received(id)).toString('latin1').endsWith(`To: ${r}\r\n\r\nx\r\n`), `its body fetched with ?shard=${shard}`);
+    const other = agents[(shard + 1) % 4] as RawAgent;
+    t.equal((await other.fetchBody(id)).status, 404, 'not from another shard: it holds no lease on it');
   }
   const seen = agents.map((a) => a.frames().filter((f): f is MessageFrame => f.type === 'message').length);
   t.same(seen.reduce((a, b) => a + b, 0), 12, `no message on two shards (${seen.join(', ')})`);

@@ -13,7 +13,7 @@ t.test('silent sockets are closed and their messages released; pinging ones stay
   const connect = async (name: string) => {
     const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
     await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 4, credit: 8 << 20 });
+    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 4, credit: 8 << 20, fetch: true });
     await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
     return a;
   };

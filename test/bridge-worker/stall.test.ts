@@ -15,13 +15,13 @@ const ADMIN = 'admin-token-0123456789abcdef';
 async function hello(url: string, name = 'stall-test', window = 4): Promise<RawAgent> {
   const a = new RawAgent(url, AGENT_TOKEN);
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window, credit: 8 << 20, fetch: true });
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   return a;
 }
 
 const leasedIds = (a: RawAgent): string[] => a.frames().filter((f): f is MessageFrame => f.type === 'message').map((f) => f.id);
-const ended = (a: RawAgent, id: string): Promise<true> => a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === id) || false);
+const ended = async (a: RawAgent, id: string): Promise<true> => { await a.received(id); return true; };
 const ack = (m: MessageFrame) => ({ type: 'ack' as const, id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'ok', outcome: 'delivered' as const })) });
 
 t.test('a message whose lease keeps ending unanswered is spaced out, then given up; the next message is not held up', async (t) => {

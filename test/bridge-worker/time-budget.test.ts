@@ -56,7 +56,7 @@ t.test('a slow store and VERDICT_WAIT_MS at its maximum: email() still answers i
   // An agent that leases the message and never answers: without the budget, email() would wait 25 s more.
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'silent', window: 4, credit: 64 * MiB });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'silent', window: 4, credit: 64 * MiB, fetch: true });
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   const r = await trickle(cloudflareBlock('s@sender.test', 'alice@example.test'));
   t.equal(r.status, 200, 'stored and accepted');

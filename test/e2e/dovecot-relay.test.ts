@@ -1,6 +1,6 @@
-// The whole path into a real Dovecot over LMTP (TCP and unix socket): what Dovecot
-// stores ends with our trace header + the exact bytes sent, and an unknown user's
-// permanent refusal is final (the queue does not retry it).
+// The whole path into a real Dovecot over LMTP (TCP and unix socket), bodies through R2 as
+// deployed: what Dovecot stores ends with our trace header + the exact bytes sent, and an
+// unknown user's permanent refusal is final (the queue does not retry it).
 import t, { type Test } from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -68,4 +68,20 @@ t.test('only unknown recipients: the sender gets a 550 with 5.1.1, nothing stays
   t.match(res?.text, /^5\.1\.1 <nobody@example\.test>: /);
   t.same(Object.values(await relay.runtime.summary()).filter((n) => n > 0), [], 'the queue is empty');
   t.same(await dovecot.readMessages('alice'), []);
+});
+
+t.test('a 25 MiB message through R2 into Dovecot, byte-exact; its body is deleted from R2 once acked', { skip }, async (t) => {
+  const { dovecot, relay } = await setup(t, (d) => `lmtp://127.0.0.1:${d.lmtpPort}`);
+  // 18 MiB base64-encoded: about 24.6 MiB, just under the 25 MiB limit (MAX_MESSAGE_BYTES).
+  const raw = attachmentMessage('dovecot-25', 18 * 1024 * 1024);
+  t.ok(raw.length > 24 * 1024 * 1024 && raw.length <= 25 * 1024 * 1024, `${raw.length} bytes`);
+  const [res] = await sendSmtp(relay.smtpPort, 'sender@example.net', ['alice@example.test'], raw);
+  t.equal(res?.code, 250);
+  const [stored] = await waitFor('message in Dovecot', () => dovecot.readMessages('alice'), 1, 120_000);
+  t.ok(splitTrace(ours(stored ?? Buffer.alloc(0)) ?? Buffer.alloc(0))?.rest.equals(raw), 'byte-exact');
+  await drained(() => relay.runtime.summary());
+  const bucket = await relay.runtime.mf.getR2Bucket('BODIES');
+  for (let i = 0; i < 50 && (await bucket.list()).objects.length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  t.same((await bucket.list()).objects, [], 'nothing left in R2');
+  t.equal(relay.agent.stats.delivered, 1, 'delivered once');
 });

@@ -1,5 +1,6 @@
 // An agent with shards = 4 against a Worker with SHARDS = 4: one connection per
-// queue object, every recipient's mail delivered whatever its shard.
+// queue object, every recipient's mail delivered whatever its shard, each body
+// fetched from R2 through its own shard.
 import t from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -34,4 +35,7 @@ t.test('one connection per shard; mail for every shard is delivered', async (t) 
   }
   await drained(() => w.summary());
   t.equal(agent.stats.sessions, 4, 'four sessions, one per shard');
+  t.equal(w.logs.filter((l) => l.includes('"event":"message.acked"') && l.includes('"body":"r2"')).length, 12, 'every body went through R2, fetched from its own shard');
+  for (let i = 0; i < 50 && (await w.bodyKeys()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  t.same(await w.bodyKeys(), [], 'and was deleted there once acked');
 });

@@ -65,7 +65,7 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
         recipient: rcpt, code: pick(r, [250, 451, 550, 0]), enhanced: null, text: 'fuzz', outcome: pick(r, ['delivered', 'tempfail', 'permfail'] as const),
       });
       const templates = (): Record<string, Json>[] => [
-        { type: 'hello', v: PROTOCOL_VERSION, agent: 'fuzz', window: 1 + Math.floor(r() * 4), credit: 8 << 20 },
+        { type: 'hello', v: PROTOCOL_VERSION, agent: 'fuzz', window: 1 + Math.floor(r() * 4), credit: 8 << 20, fetch: true },
         { type: 'credit', bytes: 1 + Math.floor(r() * (1 << 20)) },
         { type: 'ack', id: someId(), results: [{ ...result(`u${Math.floor(r() * 3)}@example.test`) }] },
         { type: 'nack', id: someId(), reason: pick(r, ['shutdown', 'corrupt', 'unavailable']), text: 'fuzz' },

@@ -1,6 +1,7 @@
 // Starts the real Worker + Durable Object in local workerd for a test, with
 // its own persisted storage dir, and posts mail into it like Email Routing.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cloudflareBlock, type BlockOptions } from '../../local/email-routing.ts';
@@ -20,17 +21,27 @@ export interface TestWorker {
    */
   post(from: string, to: string, body: Uint8Array, opts?: { block?: BlockOptions | false }): Promise<{ status: number; body: Record<string, unknown> }>;
   summary(): Promise<Record<string, number>>;
+  /** The keys in the BODIES bucket (bodies in R2), sorted. */
+  bodyKeys(): Promise<string[]>;
+  /**
+   * Restarts workerd with these R2 objects `ms` older, for tests of the orphan sweep (R2 cannot
+   * backdate an object: Miniflare's own record of it is edited while workerd is down).
+   */
+  ageBodies(keys: string[], ms: number): Promise<void>;
   stop(): Promise<void>;
 }
 
-/** verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick. */
-export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string> } = {}): Promise<TestWorker> {
+/**
+ * verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick.
+ * `bodies: false`: no BODIES bucket, as a Worker deployed without it: bodies go into the object's chunks.
+ */
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
-    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {},
+    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? true,
     onLog: (l) => logs.push(l),
   });
   return {
@@ -45,6 +56,28 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     },
     summary: () => rt.summary(),
+    async bodyKeys() {
+      const b = await rt.mf.getR2Bucket('BODIES');
+      return (await b.list()).objects.map((o) => o.key).sort();
+    },
+    async ageBodies(keys, ms) {
+      await rt.restart({
+        async whileDown() {
+          const meta = join(dir, 'r2', 'miniflare-R2BucketObject');
+          let aged = 0;
+          for (const f of (await readdir(meta)).filter((n) => n.endsWith('.sqlite') && n !== 'metadata.sqlite')) {
+            const db = new DatabaseSync(join(meta, f));
+            try {
+              const set = db.prepare('UPDATE _mf_objects SET uploaded = uploaded - ? WHERE key = ?');
+              for (const k of keys) aged += Number(set.run(ms, k).changes);
+            } finally {
+              db.close();
+            }
+          }
+          if (aged !== keys.length) throw new Error(`aged ${aged} of ${keys.length} R2 objects: has Miniflare's R2 storage changed?`);
+        },
+      });
+    },
     async stop() {
       await rt.dispose();
       await rm(dir, { recursive: true, force: true });

@@ -42,9 +42,9 @@ t.test('hold, release, delete, flush', async (t) => {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'control', window: 8, credit: 8 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'control', window: 8, credit: 8 << 20, fetch: true });
   const m = await a.until((s) => s.map((x) => (x.kind === 'frame' && x.frame.type === 'message' ? x.frame : null)).find((f) => f?.id === plain) ?? false);
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === plain) || false);
+  await a.received(plain);
   t.match(await relayctl(w, 'delete', plain), { code: 1, err: /it is in-flight.*an agent has it now/ }, 'never what an agent holds');
   await new Promise((r) => setTimeout(r, 300));
   t.same(offered(a), [plain], 'the held and the deleted messages are not offered');

@@ -137,20 +137,18 @@ async function eventually(what: string, check: () => Promise<boolean>): Promise<
 }
 const stateOf = async (worker: TestWorker, id: string) => (await admin(worker, `/admin/messages/${id}`)).body.state;
 
-/** The message frame of attempt 1 of `id`, once all its chunks have arrived. */
-const received = (a: RawAgent, id: string) => a.until((seen) => {
-  const i = seen.findIndex((s) => s.kind === 'frame' && s.frame.type === 'message' && s.frame.id === id);
-  const f = seen[i];
-  const ended = i >= 0 && seen.slice(i).some((s) => s.kind === 'frame' && s.frame.type === 'end' && s.frame.id === id);
-  return ended && f?.kind === 'frame' ? (f.frame as MessageFrame) : undefined;
-});
+/** The message frame of attempt 1 of `id`, once its bytes have arrived (fetched from R2, or its chunks). */
+const received = async (a: RawAgent, id: string): Promise<MessageFrame> => {
+  await a.received(id);
+  return a.messageFrame(id) as MessageFrame;
+};
 const tempfail = (a: RawAgent, m: MessageFrame) => a.send({
   type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 451, enhanced: '4.3.0', text: 'busy', outcome: 'tempfail' as const })),
 });
 async function connect(worker: TestWorker, name: string): Promise<RawAgent> {
   const a = new RawAgent(worker.agentUrl(), AGENT_TOKEN);
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 8, credit: 32 << 20 });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 8, credit: 32 << 20, fetch: true });
   return a;
 }
 /** Small messages go without a Cloudflare block (their listed sizes are exact); M has one. */
@@ -172,7 +170,7 @@ const BINARY = Buffer.concat([
   Buffer.from('Content-Type: application/octet-stream\r\n\r\n'),
   Buffer.alloc(2.5 * 1024 * 1024, every), Buffer.from('\r\n.\r\nbare\rcr\nlf\x00end'),
 ]);
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
 
 let D1: string, D2: string, M: string;
 
@@ -319,18 +317,19 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   t.same(ids(queueJson), [D1, D2, M], 'oldest first');
   const m = (parse(queueJson).messages as Record<string, unknown>[])[2];
-  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'nextAttemptAt', 'prefix', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
-  // M came under the stand-in's Cloudflare block: stored with it, its sha256 over the sender's bytes.
+  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bodyKey', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'md5', 'nextAttemptAt', 'prefix', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
+  // M came under the stand-in's Cloudflare block: the block in its row, the sender's bytes in R2 with R2's MD5 of them.
   const prefix = Number(m?.prefix);
   t.ok(prefix > 0, 'M has a Cloudflare block');
-  t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: prefix + BINARY.length, sha256: sha(BINARY), chunks: 3, attempts: 0, lastError: null });
+  t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: prefix + BINARY.length, sha256: '', bodyKey: `queue/${M}`, md5: md5(BINARY), chunks: 0, attempts: 0, lastError: null });
   t.same(ids(deferred), [D1, D2]);
   t.match(limited.out, /^-- 1 message, \d+ B \(the first 1; --limit up to 500\)$/m);
 
   t.equal(show.code, 0);
   t.match(show.out, new RegExp(`^id\\s+${M}$`, 'm'));
   t.match(show.out, /^state\s+queued$/m);
-  t.match(show.out, new RegExp(`^size\\s+2\\.5 MiB \\(${prefix + BINARY.length} bytes in 3 chunks\\)$`, 'm'));
+  t.match(show.out, new RegExp(`^size\\s+2\\.5 MiB \\(${prefix + BINARY.length} bytes; body in R2 as queue/${M}\\)$`, 'm'));
+  t.match(show.out, new RegExp(`^md5\\s+${md5(BINARY)}$`, 'm'));
   t.match(show.out, /^attempts\s+0$/m);
   t.match(show.out, /^ {2}From: André <andre@sender\.test>$/m, 'encoded word (ISO-8859-1) decoded');
   t.match(show.out, /^ {2}Subject: Grüße und café$/m, 'encoded words (UTF-8, B and Q, folded) decoded');
@@ -339,7 +338,7 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
   t.notMatch(show.out, /\x1b/);
 
   const detail = parse(showJson);
-  t.match(detail, { id: M, state: 'queued', size: prefix + BINARY.length, sha256: sha(BINARY) });
+  t.match(detail, { id: M, state: 'queued', size: prefix + BINARY.length, md5: md5(BINARY) });
   t.same((detail.headers as { name: string }[]).slice(0, 4).map((h) => h.name), ['Received', 'ARC-Seal', 'ARC-Message-Signature', 'ARC-Authentication-Results'], 'Cloudflare\'s fields first');
   t.same((detail.headers as unknown[]).slice(-6), [
     { name: 'From', value: 'André <andre@sender.test>' },
@@ -355,7 +354,7 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
   t.equal(exported.stdout.length, prefix + BINARY.length);
   const out = splitBlock(exported.stdout);
   t.match(out.block.toString('latin1'), STAND_IN_BLOCK, 'export: the block as Email Routing handed it over');
-  t.ok(out.rest.equals(BINARY), 'export is byte-exact, checked against sha256 after the prefix');
+  t.ok(out.rest.equals(BINARY), 'export is byte-exact, checked against R2\'s MD5 after the prefix');
 
   const [showNone, exportNone] = await all([() => proc(['show', NO_ID]), () => cli(['export', NO_ID])]);
   for (const r of [showNone, exportNone]) {

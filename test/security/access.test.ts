@@ -63,7 +63,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 async function agent(name: string, opts: { token?: string; window?: number; credit?: number } = {}): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), opts.token ?? AGENT_TOKEN);
   await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: opts.window ?? 4, credit: opts.credit ?? 8 * MiB });
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: opts.window ?? 4, credit: opts.credit ?? 8 * MiB, fetch: true });
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   return a;
 }
@@ -71,8 +71,7 @@ async function agent(name: string, opts: { token?: string; window?: number; cred
 const messagesOf = (a: RawAgent, id?: string): MessageFrame[] =>
   a.frames().filter((f): f is MessageFrame => f.type === 'message' && (id === undefined || f.id === id));
 const leased = (a: RawAgent, id: string, ms = 10_000): Promise<MessageFrame> => a.until(() => messagesOf(a, id).at(-1), ms);
-const ended = (a: RawAgent, id: string): Promise<boolean> =>
-  a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === id));
+const ended = async (a: RawAgent, id: string): Promise<boolean> => { await a.received(id); return true; };
 const ackOf = (m: MessageFrame, outcome: Outcome = 'delivered'): AckFrame => ({
   type: 'ack', id: m.id,
   results: m.recipients.map((recipient) => ({ recipient, code: outcome === 'delivered' ? 250 : 451, enhanced: null, text: outcome, outcome })),
@@ -190,7 +189,7 @@ t.test('a revoked token: refused after the rotation restarts the object; what it
   const hello = async (rtUrl: URL, token: string, name: string): Promise<RawAgent> => {
     const a = new RawAgent(wsUrl(rtUrl), token);
     await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 4, credit: 8 * MiB });
+    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 4, credit: 8 * MiB, fetch: true });
     await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
     return a;
   };
@@ -362,9 +361,9 @@ t.test('frames out of order', async (t) => {
   p.send('ping');
   await p.until((s) => s.some((x) => x.kind === 'text' && x.text === 'pong'));
   t.pass('a heartbeat before hello is answered by the runtime (the object does not wake)');
-  p.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'ooo', window: 1, credit: MiB });
+  p.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'ooo', window: 1, credit: MiB, fetch: true });
   await p.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
-  p.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'ooo', window: 1, credit: MiB });
+  p.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'ooo', window: 1, credit: MiB, fetch: true });
   t.same(await within(p.closed, 5_000, 'close'), { code: 1008, reason: 'second hello' }, 'a second hello: 1008');
 
   const early: [string, string][] = [
@@ -388,20 +387,12 @@ t.test('frames out of order', async (t) => {
     t.same(await within(a.closed, 5_000, 'close'), { code: 1008, reason: 'malformed or unknown frame' }, `a ${f.type} frame from the agent: 1008`);
   }
 
-  // An ack before the end frame: the message is still being streamed (credit for one chunk).
+  // (An ack before the end frame of a message in chunks: chunk-path.test.ts. A body in R2 has none.)
   const id = await post(MAX_CHUNK_BYTES + 10);
-  const slow = await agent('ooo', { window: 1, credit: 1 });
-  const m = await leased(slow, id);
-  await slow.until((s) => s.some((x) => x.kind === 'chunk'));
-  slow.send(ackOf(m));
-  t.same(await within(slow.closed, 5_000, 'close'), { code: 1008, reason: 'ack before end of message' }, 'an ack before the end frame: 1008');
-  t.match(await row(id), { state: 'queued' }, 'the message is not settled by it; it is queued again');
   const next = await agent('ooo', { window: 1 });
   const again = await leased(next, id);
-  t.equal(again.attempt, m.attempt + 1);
-  await ended(next, id);
   // Under the stand-in's Cloudflare block (again.prefix bytes), the sender's bytes.
-  t.equal(next.bytesOf(id).length, (again.prefix ?? 0) + MAX_CHUNK_BYTES + 10 + Buffer.byteLength(`Message-ID: <access-${posted}@example.net>\r\nSubject: access ${posted}\r\n\r\n`) + 2, 'delivered whole to the next connection');
+  t.equal((await next.received(id)).length, (again.prefix ?? 0) + MAX_CHUNK_BYTES + 10 + Buffer.byteLength(`Message-ID: <access-${posted}@example.net>\r\nSubject: access ${posted}\r\n\r\n`) + 2, 'fetched whole');
   next.send({ ...ackOf(again), results: [{ recipient: 'bob@example.test', code: 250, enhanced: null, text: '', outcome: 'delivered' }] });
   // An answer the object cannot accept affects that message only: deferred with the reason.
   await eventually('the message to be deferred', async () => (await row(id))?.state === 'deferred');
@@ -519,7 +510,7 @@ t.test('silent sockets: what bounds them (AGENT_SILENT_MS)', async (t) => {
     return a;
   };
   const hello = async (a: RawAgent, name: string): Promise<void> => {
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 1, credit: 8 * MiB });
+    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 1, credit: 8 * MiB, fetch: true });
     await a.until((x) => x.some((f) => f.kind === 'frame' && f.frame.type === 'welcome'));
   };
   const pinging = (a: RawAgent): void => {
