@@ -21,6 +21,7 @@ import type { QueueStub } from './shards.ts';
 import { parseHeaders } from './headers.ts';
 import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
 import { isMessageId } from '../protocol/wire.ts';
+import { withBlock } from './bodies.ts';
 
 
 function json(status: number, body: unknown): Response {
@@ -57,7 +58,8 @@ async function ownerOf(shards: QueueStub[], id: string): Promise<QueueStub | nul
 /** The admin API's tokens; null = not set. */
 export interface AdminTokens { admin: string | null; status: string | null }
 
-export async function handleAdmin(request: Request, tokens: AdminTokens, shards: QueueStub[]): Promise<Response> {
+/** `bodies`: the BODIES bucket, for exports of messages whose body is in R2 (null: unbound). */
+export async function handleAdmin(request: Request, tokens: AdminTokens, shards: QueueStub[], bodies: R2Bucket | null): Promise<Response> {
   const url = new URL(request.url);
   const parts = url.pathname.split('/').slice(2);  // after '/admin'
   const method = request.method;
@@ -105,6 +107,17 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
   if (method === 'GET' && action === 'raw') {
     const raw = queue ? await queue.adminRaw(id) : null;
     if (!queue || !raw) return json(404, { error: 'no such message' });
+    if (raw.r2 !== null) {
+      // Its block from the row, then its body from R2, natively; X-Message-Md5 covers the body.
+      const object = bodies ? await bodies.get(raw.r2.key) : null;
+      if (!object) return json(404, { error: 'the message\'s body is missing from R2' });
+      return new Response(withBlock(raw.r2.block, object.body, raw.size), {
+        headers: {
+          'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store',
+          'X-Message-Size': String(raw.size), 'X-Message-Md5': raw.r2.md5, 'X-Message-Prefix': String(raw.prefix),
+        },
+      });
+    }
     // No Content-Length on a stream: the client checks the bytes against these (sha256: after the prefix).
     return new Response(rawStream(queue, id, raw.chunks), {
       headers: {

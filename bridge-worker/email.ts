@@ -1,12 +1,15 @@
-// The email() handler: recipient and size policy, then the message goes into
-// the queue object. Returning means "stored durably"; throwing makes Email
-// Routing answer the sender with a temporary error, so the sender retries.
+// The email() handler: recipient and size policy, then the body goes into R2
+// (bodies.ts) and its row into the queue object. Returning means "stored
+// durably"; throwing makes Email Routing answer the sender with a temporary
+// error, so the sender retries.
 import { isAddress } from '../protocol/wire.ts';
+import { bodyKey, putBody } from './bodies.ts';
 import { MAX_BLOCK_BYTES } from './cloudflare-block.ts';
 import { readConfig, type Env } from './env.ts';
-import { log } from './log.ts';
+import { log, randomId } from './log.ts';
+import type { IngestResult } from './relay-do.ts';
 import { rejectReason } from './verdict.ts';
-import { shardOf, shardStub } from './shards.ts';
+import { shardName, shardOf, shardStub } from './shards.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
 export interface IncomingEmail {
@@ -30,6 +33,19 @@ export type EmailOutcome =
 export const EMAIL_BUDGET_MS = 25_000;
 export const RETURN_MARGIN_MS = 1_000;
 
+/** Whether this isolate has said that BODIES is unbound (once per isolate, not per message). */
+let unboundSaid = false;
+
+/**
+ * Without the BODIES bucket every message goes into the object's SQLite chunks, whose CPU per
+ * message outgrows the Free plan's 10 ms (issue #15): a misconfiguration, said at ingest.
+ */
+function warnUnbound(): void {
+  if (unboundSaid) return;
+  unboundSaid = true;
+  log('bodies.unbound', { binding: 'BODIES', why: 'no R2 bucket is bound as BODIES (wrangler.toml [[r2_buckets]]): message bodies go into the queue object\'s SQLite chunks' });
+}
+
 export async function handleEmail(message: IncomingEmail, env: Env): Promise<EmailOutcome> {
   const start = Date.now();
   const cfg = readConfig(env);
@@ -52,10 +68,24 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   if (message.rawSize > cfg.maxMessageBytes + MAX_BLOCK_BYTES) {
     return reject(`5.3.4 Message size ${message.rawSize} exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }
-  const queue = shardStub(env, shardOf(message.to, cfg.shards));
+  const shard = shardOf(message.to, cfg.shards);
+  const queue = shardStub(env, shard);
   // One call stores the message and, with VERDICT_WAIT_MS > 0, waits for the agent's answer.
-  const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
-  const result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, budgetMs);
+  let result: IngestResult;
+  if (env.BODIES) {
+    // The body goes to R2 from here, natively; the object gets the row's worth (bodies.ts).
+    const put = await putBody(env.BODIES, bodyKey(shardName(shard), randomId()), message.raw, message.rawSize, cfg.maxMessageBytes);
+    if (!put.ok) return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
+    const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
+    // A failed call deletes nothing here: it may have committed before failing on the way back.
+    // The object deletes what it does not keep (duplicates, unknown recipients); an object no
+    // row ever came to own is its orphan sweep's (relay-do.ts).
+    result = await queue.ingestStored(sender, [message.to], put.body, cfg.verdictWaitMs, budgetMs);
+  } else {
+    warnUnbound();
+    const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
+    result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, budgetMs);
+  }
   if (result.status === 'too-large') {
     return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
   }

@@ -1,5 +1,5 @@
-// The Worker's env: its Durable Object binding plus its settings (config.ts),
-// parsed once per env object and cached.
+// The Worker's env: its Durable Object and R2 bindings plus its settings
+// (config.ts), parsed once per env object and cached.
 import { parseConfig, type Config, type Vars } from './config.ts';
 import type { RelayQueue } from './relay-do.ts';
 
@@ -7,6 +7,11 @@ export { ConfigError, type Config, type LogLevel } from './config.ts';
 
 export interface Env extends Vars {
   RELAY: DurableObjectNamespace<RelayQueue>;
+  /**
+   * Message bodies (bodies.ts), bound in wrangler.toml. Unset: bodies go into the object's
+   * SQLite chunks (ingest.ts), with a warning (email.ts).
+   */
+  BODIES?: R2Bucket;
 }
 
 // Parsed once per env object: it is read on every request, frame and ack.

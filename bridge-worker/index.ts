@@ -6,6 +6,7 @@ import { handleEmail, type IncomingEmail } from './email.ts';
 import { allShards, shardStub } from './shards.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
+import { isMessageId } from '../protocol/wire.ts';
 
 export { RelayQueue } from './relay-do.ts';
 
@@ -38,7 +39,7 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
     if (out.outcome === 'accepted') return json(200, out);
     // Read what is left of the body before answering: an HTTP client still sending it would
     // see a reset instead of the 550 (dev route only; Email Routing has no such problem).
-    if (!request.bodyUsed) await request.body.pipeTo(new WritableStream()).catch(() => undefined);
+    if (!request.body.locked) await request.body.pipeTo(new WritableStream()).catch(() => undefined);
     return json(550, { outcome: 'rejected', reason: rejected });
   } catch (err) {
     // What a thrown email() becomes at the edge: a temporary failure.
@@ -47,12 +48,39 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
   }
 }
 
-/** GET /agent?shard=N: the agent holds one connection per shard (default 0). */
-function agentShard(request: Request, env: Env, shards: number): Promise<Response> | Response {
+/** The shard a request names (?shard=N, default 0), or null when it has no such shard. */
+function shardIndex(request: Request, shards: number): number | null {
   const text = new URL(request.url).searchParams.get('shard') ?? '0';
   const i = /^[0-9]{1,2}$/.test(text) ? Number(text) : -1;
-  if (i < 0 || i >= shards) return json(404, { error: `no shard ${text}: this relay has ${shards}` });
+  return i < 0 || i >= shards ? null : i;
+}
+
+/** GET /agent?shard=N: the agent holds one connection per shard (default 0). */
+function agentShard(request: Request, env: Env, shards: number): Promise<Response> | Response {
+  const i = shardIndex(request, shards);
+  if (i === null) return json(404, { error: `no shard ${new URL(request.url).searchParams.get('shard') ?? '0'}: this relay has ${shards}` });
   return shardStub(env, i).fetch(request);
+}
+
+/**
+ * GET /agent/body/<id>?shard=N: the R2 body of a message the shard has leased (in-flight),
+ * streamed from R2 as it is (no JS per byte). The agent checks it against the MD5 of its
+ * message frame; anything else (not leased, no such body) is a 404 and the agent nacks.
+ */
+async function agentBody(request: Request, env: Env, shards: number, id: string): Promise<Response> {
+  if (request.method !== 'GET') return json(405, { error: 'GET only' });
+  const i = shardIndex(request, shards);
+  if (i === null || !env.BODIES || !isMessageId(id)) return json(404, { error: 'not found' });
+  const body = await shardStub(env, i).bodyOf(id);
+  if (body === null) return json(404, { error: 'no such message in flight' });
+  const object = await env.BODIES.get(body.key);
+  if (object === null) {
+    log('body.missing', { id, key: body.key });
+    return json(404, { error: 'the message\'s body is missing from R2' });
+  }
+  return new Response(object.body, {
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(object.size), 'Cache-Control': 'no-store' },
+  });
 }
 
 export default {
@@ -67,7 +95,11 @@ export default {
     const { pathname } = new URL(request.url);
     if (pathname === '/admin' || pathname.startsWith('/admin/')) {
       if (cfg.adminToken === null && cfg.statusToken === null) return json(404, { error: 'not found' });
-      return handleAdmin(request, { admin: cfg.adminToken, status: cfg.statusToken }, allShards(env, cfg.shards));
+      return handleAdmin(request, { admin: cfg.adminToken, status: cfg.statusToken }, allShards(env, cfg.shards), env.BODIES ?? null);
+    }
+    if (pathname.startsWith('/agent/body/')) {
+      if (!(await hasToken(request, cfg.agentTokens))) return json(401, { error: 'bad or missing bearer token' });
+      return agentBody(request, env, cfg.shards, pathname.slice('/agent/body/'.length));
     }
     switch (pathname) {
       case '/agent':

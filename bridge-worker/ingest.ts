@@ -1,4 +1,5 @@
-// Reads one raw message stream into chunk rows of at most MAX_CHUNK_BYTES,
+// The chunk path (no BODIES bucket bound, bodies.ts being the path as deployed):
+// reads one raw message stream into chunk rows of at most MAX_CHUNK_BYTES,
 // hashing on the way. Holds one chunk in memory, never the whole message.
 import { MAX_CHUNK_BYTES, NO_VERDICTS, type AuthVerdicts } from '../protocol/wire.ts';
 import { blockVerdicts } from './cf-verdicts.ts';

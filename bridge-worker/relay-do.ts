@@ -1,4 +1,5 @@
-// The queue: one Durable Object holds every message until an agent acks it.
+// The queue: one Durable Object holds every message until an agent acks it: its
+// row, with its body in R2 (bodies.ts) or, without the bucket, in chunk rows.
 // Written for hibernation: all per-socket state lives in the socket's
 // attachment or in SQLite, so any handler may be the first after a wake-up.
 import { DurableObject } from 'cloudflare:workers';
@@ -16,6 +17,8 @@ import { migrate, type State } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
 import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
 import { bounceHeaders, headerSection } from './headers.ts';
+import { bodyPrefix, type StoredBody } from './bodies.ts';
+import { blockVerdicts } from './cf-verdicts.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -40,6 +43,8 @@ interface Attachment {
   warnings?: boolean;
   /** The protocol version of the agent's hello (absent: a socket accepted before it was kept, treated as 1). */
   version?: number;
+  /** The agent's hello said it fetches R2 bodies: messages stored there may go to it. */
+  fetch?: boolean;
 }
 
 export type IngestResult =
@@ -54,6 +59,9 @@ const AGENTS_BOUNCE = 'agents_bounce';
 
 /** meta key: bounces (DSNs) sent since the object was created, for the metrics (GET /admin/queue). */
 const BOUNCES_SENT = 'bounces_sent';
+
+/** R2 keys deleted per call (R2 takes at most 1,000). */
+const MAX_DELETES = 1000;
 
 /** An ingest that has not finished after this long crashed; its rows are removed. */
 const STALE_INCOMING_MS = 60 * 60_000;
@@ -132,6 +140,7 @@ export class RelayQueue extends DurableObject<Env> {
         a.bounces = frame.bounces === true;
         a.warnings = a.bounces && frame.warnings === true;
         a.version = frame.v;
+        a.fetch = frame.fetch === true;
         this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
@@ -160,6 +169,7 @@ export class RelayQueue extends DurableObject<Env> {
     }
     this.#pump(ws, a);
     await this.#scheduleAlarm();
+    await this.#deleteBodies();
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -222,10 +232,84 @@ export class RelayQueue extends DurableObject<Env> {
     }
     // Cloudflare's verdicts, from its block only (cf-verdicts.ts), go to the agent with the message.
     this.#store.commit(id, stored.size, stored.sha256, stored.prefix, stored.chunks, key, stored.auth);
-    if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, chunks: stored.chunks, recipients: recipients.length });
+    if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: stored.size, body: 'chunks', chunks: stored.chunks, recipients: recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
     return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, waitLeft(verdictWaitMs, deadline)) };
+  }
+
+  /**
+   * Queues one message whose body email() already stored in R2 (bodies.ts): the row is the
+   * only write, committed before this returns (the runtime holds the answer until it is on
+   * disk). Its id is the one in its R2 key. A duplicate (the same envelope, and R2's MD5 and
+   * length of the bytes after the block) or a refused recipient keeps nothing: its R2 object
+   * is deleted.
+   */
+  async ingestStored(
+    sender: string, recipients: string[], body: StoredBody, verdictWaitMs = 0, budgetMs = Number.POSITIVE_INFINITY,
+  ): Promise<IngestResult> {
+    const deadline = Date.now() + budgetMs;
+    const prefix = bodyPrefix(body.key);
+    // Only the Worker calls this, with what putBody returned: anything else is a programmer's error.
+    if (prefix === null || !Number.isSafeInteger(body.size) || !Number.isSafeInteger(body.prefix) || body.prefix < 0 || body.prefix > body.size ||
+      !/^[0-9a-f]{32}$/.test(body.md5) || !(body.head instanceof Uint8Array) || body.head.byteLength < body.prefix) {
+      throw new Error(`ingestStored: not a stored body: ${JSON.stringify({ key: body.key, size: body.size, prefix: body.prefix, md5: body.md5 })}`);
+    }
+    const unknown = this.#unknownRecipients(recipients);
+    if (unknown.length > 0) {
+      this.#store.noteBodyDelete(body.key);
+      await this.#deleteBodies();
+      log('ingest.unknown-recipient', { recipients: unknown });
+      return { status: 'unknown-recipient', recipients: unknown };
+    }
+    const now = Date.now();
+    // The key covers the sender's message, not Cloudflare's block: a retry under a new block is one message.
+    const key = await dedupeKey(sender, recipients, storedDigest(body.md5, body.size - body.prefix));
+    const earlier = this.#store.findDuplicate(key, now - readConfig(this.env).dedupeWindowMs);
+    if (earlier !== null) {
+      this.#store.noteBodyDelete(body.key);
+      await this.#deleteBodies();
+      log('ingest.duplicate', { id: earlier, size: body.size });
+      return { status: 'accepted', id: earlier, duplicate: true, verdict: await this.#verdict(earlier, waitLeft(verdictWaitMs, deadline)) };
+    }
+    const id = body.key.slice(prefix.length);
+    // Cloudflare's verdicts, from its block only (cf-verdicts.ts), as for messages in chunks.
+    const auth = blockVerdicts(body.head.subarray(0, body.prefix));
+    this.#store.insertStored(id, sender, recipients, now, body, key, auth);
+    if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: body.size, body: 'r2', chunks: 0, recipients: recipients.length });
+    this.#pumpAll();
+    await this.#scheduleAlarm();
+    return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, waitLeft(verdictWaitMs, deadline)) };
+  }
+
+  /**
+   * The R2 object of message `id` while it is leased (in-flight): the Worker's GET
+   * /agent/body/<id> streams it to the agent. Null for any other message or state: once the
+   * lease ends (its connection closed), a fetch that starts is refused.
+   */
+  async bodyOf(id: string): Promise<{ key: string; size: number } | null> {
+    const msg = this.#store.get(id);
+    if (!msg || msg.state !== 'in-flight' || msg.bodyKey === null) return null;
+    return { key: msg.bodyKey, size: msg.size - msg.prefix };
+  }
+
+  /**
+   * Deletes the R2 objects of removed messages, noted in the commit that removed them, up to
+   * MAX_DELETES per call (one R2 call). The runtime sends the delete only once that commit is
+   * on disk (output gate), so a body never goes before its row. One that fails stays noted:
+   * the next handler or the alarm tries again. Nothing to do without a bucket.
+   */
+  async #deleteBodies(): Promise<void> {
+    const bucket = this.env.BODIES;
+    if (!bucket) return;
+    const keys = this.#store.bodyDeletes(MAX_DELETES);
+    if (keys.length === 0) return;
+    try {
+      await bucket.delete(keys);
+      this.#store.bodiesDeleted(keys);
+    } catch (err) {
+      log('bodies.delete-failed', { keys: keys.length, error: String(err) });
+    }
   }
 
   /**
@@ -277,14 +361,22 @@ export class RelayQueue extends DurableObject<Env> {
   async adminShow(id: string): Promise<{ message: MessageRow; header: Uint8Array } | null> {
     const message = this.#store.get(id);
     if (!message || message.state === 'incoming') return null;
-    return { message, header: message.chunks > 0 ? headerSection(this.#store.chunk(id, 0)) : new Uint8Array() };
+    return { message, header: headerSection(this.#store.head(id)) };
   }
 
-  /** What GET /admin/messages/<id>/raw needs before streaming: size, hash, chunk count. */
-  async adminRaw(id: string): Promise<{ size: number; sha256: string; prefix: number; chunks: number } | null> {
+  /**
+   * What GET /admin/messages/<id>/raw needs before streaming: size, hash, chunk count; for a
+   * body in R2, its key, MD5 and the block that goes before it.
+   */
+  async adminRaw(id: string): Promise<{
+    size: number; sha256: string; prefix: number; chunks: number; r2: { key: string; md5: string; block: Uint8Array } | null;
+  } | null> {
     const message = this.#store.get(id);
     if (!message || message.state === 'incoming') return null;
-    return { size: message.size, sha256: message.sha256, prefix: message.prefix, chunks: message.chunks };
+    const r2 = message.bodyKey !== null
+      ? { key: message.bodyKey, md5: message.md5 ?? '', block: this.#store.head(id).slice(0, message.prefix) }
+      : null;
+    return { size: message.size, sha256: message.sha256, prefix: message.prefix, chunks: message.chunks, r2 };
   }
 
   /** One stored chunk, fetched per read so an export holds one chunk in memory; null once the message is gone. */
@@ -336,6 +428,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (!msg || msg.state === 'incoming' || msg.state === 'in-flight' || msg.leaseSession !== null) return false;
     this.#store.remove(id);
     log('admin.delete', { id, state: msg.state, sender: msg.sender, recipients: msg.recipients });
+    await this.#deleteBodies();
     return true;
   }
 
@@ -354,6 +447,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (!msg || (msg.state !== 'dead-letter' && msg.state !== 'bounced')) return false;
     this.#store.remove(id);
     log('admin.purge', { id, sender: msg.sender, recipients: msg.recipients.length });
+    await this.#deleteBodies();
     return true;
   }
 
@@ -373,6 +467,7 @@ export class RelayQueue extends DurableObject<Env> {
     this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
     if (woken > 0) log('deferred.due', { woken });
     this.#pumpAll();
+    await this.#deleteBodies();
     await this.#scheduleAlarm();
   }
 
@@ -469,7 +564,7 @@ export class RelayQueue extends DurableObject<Env> {
         this.#store.finish(msg.id, refused ? null : this.#store.dedupeKeyOf(msg.id), now);
         // The message's one info line in the object: what ingest.queued and message.leased said too.
         log('message.acked', {
-          id: msg.id, attempt: msg.attempts, outcomes, size: msg.size, chunks: msg.chunks,
+          id: msg.id, attempt: msg.attempts, outcomes, size: msg.size, body: msg.bodyKey !== null ? 'r2' : 'chunks', chunks: msg.chunks,
           recipients: msg.recipients.length, session: msg.leaseSession, ageMs: now - msg.receivedAt,
         });
         break;
@@ -698,7 +793,7 @@ export class RelayQueue extends DurableObject<Env> {
           this.#send(ws, {
             type: FRAME.BOUNCE, id: bounce.id, sender: bounce.sender, receivedAt: bounce.receivedAt, reason: bounce.failure ?? 'refused',
             results: bounce.results.filter((r) => r.outcome !== 'delivered'),
-            headers: bounce.chunks > 0 ? bounceHeaders(headerSection(this.#store.chunk(bounce.id, 0))) : '',
+            headers: this.#bounceHeaders(bounce.id),
           });
           continue;
         }
@@ -710,13 +805,14 @@ export class RelayQueue extends DurableObject<Env> {
           this.#send(ws, {
             type: FRAME.BOUNCE, id: m.id, sender: m.sender, receivedAt: m.receivedAt, reason: 'delayed',
             results: warning.results, retryUntil: retryUntil(m.retryFrom, this.#retry()),
-            headers: m.chunks > 0 ? bounceHeaders(headerSection(this.#store.chunk(m.id, 0))) : '',
+            headers: this.#bounceHeaders(m.id),
           });
           log('warning.leased', { id: m.id, session: a.session, sender: m.sender, ageMs: now - m.receivedAt });
           continue;
         }
         // A v1 agent hashes every byte: it gets only messages whose sha256 covers them all.
-        const next = this.#store.nextQueued(a.agent ?? '', now, (a.version ?? 1) >= 2);
+        // Only an agent that said `fetch` gets messages whose body is in R2.
+        const next = this.#store.nextQueued(a.agent ?? '', now, (a.version ?? 1) >= 2, a.fetch === true);
         if (!next) break;
         // The age limit holds at every lease, not only when an attempt settles (the grace of one
         // minimal backoff lets the last attempt, which settle() schedules at the limit, run).
@@ -727,20 +823,30 @@ export class RelayQueue extends DurableObject<Env> {
           continue;
         }
         this.#store.lease(next.id, a.session, a.agent ?? '');
+        // A body in R2: the agent fetches it through the Worker, no chunk passes through here.
+        const body = next.bodyKey !== null
+          ? { fetch: { md5: next.md5 ?? '', block: base64(this.#store.head(next.id).subarray(0, next.prefix)) } }
+          : { sha256: next.sha256 };
         this.#send(ws, {
           type: FRAME.MESSAGE, id: next.id, attempt: next.attempts + 1, sender: next.sender,
-          recipients: next.recipients, size: next.size, sha256: next.sha256, receivedAt: next.receivedAt,
+          recipients: next.recipients, size: next.size, receivedAt: next.receivedAt, ...body,
           ...(next.auth ? { auth: next.auth } : {}),
           ...(next.prefix > 0 ? { prefix: next.prefix } : {}),
         });
         if (readConfig(this.env).logLevel === 'debug') log('message.leased', { id: next.id, session: a.session, attempt: next.attempts + 1, size: next.size });
-        a.cursor = { id: next.id, seq: 0, chunks: next.chunks };
+        if (next.bodyKey === null) a.cursor = { id: next.id, seq: 0, chunks: next.chunks };
       }
     } catch (err) {
       // A send on a socket that is going away: its close handler releases the leases.
       log('pump.failed', { session: a.session, error: String(err) });
     }
     ws.serializeAttachment(a);
+  }
+
+  /** The header section a DSN quotes: from the row's head (a body in R2) or the first chunk. */
+  #bounceHeaders(id: string): string {
+    const head = this.#store.head(id);
+    return head.byteLength > 0 ? bounceHeaders(headerSection(head)) : '';
   }
 
   #send(ws: WebSocket, frame: ObjectFrame): void {
@@ -797,8 +903,26 @@ function tempfailText(frame: AckFrame): string {
   return frame.results.filter((r) => r.outcome !== 'delivered').map((r) => `${r.recipient}: ${r.code} ${r.text}`).join('; ');
 }
 
-/** `sha256`: of the sender's message, the bytes after Cloudflare's block (storeChunks). */
-async function dedupeKey(sender: string, recipients: string[], sha256: string): Promise<string> {
-  const text = `${sender}\n${recipients.join('\n')}\n${sha256}`;
+/**
+ * `digest`: of the sender's message, the bytes after Cloudflare's block: its sha256 (storeChunks)
+ * or, for a body in R2, storedDigest() (a different key space: the two never match).
+ */
+async function dedupeKey(sender: string, recipients: string[], digest: string): Promise<string> {
+  const text = `${sender}\n${recipients.join('\n')}\n${digest}`;
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
+}
+
+/** Base64 of a few KiB (Cloudflare's block for the message frame). */
+function base64(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < bytes.byteLength; i += 0x2000) s += String.fromCharCode(...bytes.subarray(i, i + 0x2000));
+  return btoa(s);
+}
+
+/**
+ * What the dedupe key takes of a body in R2: R2's MD5 of it (R2 computes it; no JS touches a
+ * byte) and its length. docs/architecture.md, "Duplicates", says why MD5 is enough here.
+ */
+function storedDigest(md5: string, bytes: number): string {
+  return `md5:${md5}:${bytes}`;
 }

@@ -152,6 +152,19 @@ const MIGRATIONS: readonly string[] = [
      status TEXT
    );
    CREATE INDEX warnings_by_state ON warnings (state, next_attempt_at);`,
+  // 9: bodies in R2 (issue #15). body_key: the R2 object holding the bytes after the block
+  // (NULL: they are in `chunks`: stored before this, or by a Worker without a BODIES bucket);
+  // md5: R2's MD5 of that object (the agent checks it; with its length and the envelope it
+  // makes the dedupe key); head: the block and the header section after it (at most 64 KiB,
+  // no body bytes), for the block the agent puts back, the admin view and bounces.
+  // body_deletes: R2 objects of removed messages still to delete (noted in the commit that
+  // removes the row; the delete itself is retried until R2 confirms it). The index serves the
+  // orphan sweep's question: does any row own this R2 object?
+  `ALTER TABLE messages ADD COLUMN body_key TEXT;
+   ALTER TABLE messages ADD COLUMN md5 TEXT;
+   ALTER TABLE messages ADD COLUMN head BLOB;
+   CREATE INDEX messages_by_body_key ON messages (body_key);
+   CREATE TABLE body_deletes (key TEXT PRIMARY KEY);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,5 +1,7 @@
 // The message store: every SQL statement the queue runs, with parameters.
-// Message bytes live in `chunks`, at most MAX_CHUNK_BYTES a row.
+// Message bytes live in R2 under `body_key` (the row keeps Cloudflare's block and the
+// header section, `head`), or, stored before the BODIES bucket or without one, in
+// `chunks`, at most MAX_CHUNK_BYTES a row.
 import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
 import type { QueueMessage } from '../protocol/queue.ts';
 import { STATES, type State } from './schema.ts';
@@ -27,6 +29,16 @@ export interface RecipientList { digest: string; delimiter: string; entries: str
 
 type Row = Record<string, SqlStorageValue>;
 
+/** Every column toMessage reads: not `head` (up to 64 KiB a row), which head() reads alone. */
+const COLUMNS = [
+  'id', 'state', 'sender', 'recipients', 'results', 'size', 'sha256', 'chunks', 'dedupe_key', 'received_at', 'attempts',
+  'next_attempt_at', 'lease_session', 'last_error', 'retry_from', 'agent', 'affinity_until', 'lease_ends', 'failure',
+  'bounce_status', 'settled_at', 'auth', 'prefix', 'body_key', 'md5',
+] as const;
+const ROW = COLUMNS.join(', ');
+/** The same columns of the messages table under alias `m`, for joins. */
+const M_ROW = COLUMNS.map((c) => `m.${c}`).join(', ');
+
 function toMessage(r: Row): MessageRow {
   return {
     id: String(r.id),
@@ -38,6 +50,8 @@ function toMessage(r: Row): MessageRow {
     sha256: String(r.sha256 ?? ''),
     prefix: Number(r.prefix ?? 0),
     chunks: Number(r.chunks),
+    bodyKey: r.body_key === null || r.body_key === undefined ? null : String(r.body_key),
+    md5: r.md5 === null || r.md5 === undefined ? null : String(r.md5),
     receivedAt: Number(r.received_at),
     retryFrom: Number(r.retry_from ?? r.received_at),
     attempts: Number(r.attempts),
@@ -90,8 +104,53 @@ export class MessageStore {
     return rows.length;
   }
 
-  /** Removes a message and its bytes, whatever its state. */
+  /**
+   * A message whose body is already in R2 (`body.key`), queued at once: the row is the only
+   * write, so there is no `incoming` step. `body.head`: Cloudflare's block and the header
+   * section after it.
+   */
+  insertStored(
+    id: string, sender: string, recipients: string[], now: number,
+    body: { key: string; size: number; md5: string; prefix: number; head: Uint8Array }, dedupeKey: string, auth: AuthVerdicts,
+  ): void {
+    this.#sql.exec(
+      `INSERT INTO messages (id, state, sender, recipients, received_at, size, prefix, chunks, body_key, md5, head, dedupe_key, auth)
+       VALUES (?, 'queued', ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)`,
+      id, sender, JSON.stringify(recipients), now, body.size, body.prefix, body.key, body.md5, body.head, dedupeKey, JSON.stringify(auth),
+    );
+  }
+
+  /**
+   * The message's first bytes, block included: its stored head (R2 messages: the block and
+   * the header section) or its first chunk. Empty when it has neither.
+   */
+  head(id: string): Uint8Array {
+    const r = this.#sql.exec(`SELECT head, chunks FROM messages WHERE id = ?`, id).toArray()[0];
+    if (!r) return new Uint8Array();
+    if (r.head !== null && r.head !== undefined) return new Uint8Array(r.head as ArrayBuffer);
+    return Number(r.chunks) > 0 ? this.chunk(id, 0) : new Uint8Array();
+  }
+
+  /** An R2 object no message keeps (a duplicate, a refused recipient): to delete. */
+  noteBodyDelete(key: string): void {
+    this.#sql.exec(`INSERT OR IGNORE INTO body_deletes (key) VALUES (?)`, key);
+  }
+
+  /** R2 objects of removed messages not yet deleted, at most `limit`. */
+  bodyDeletes(limit: number): string[] {
+    return this.#sql.exec(`SELECT key FROM body_deletes LIMIT ?`, limit).toArray().map((r) => String(r.key));
+  }
+
+  /** R2 confirmed these deletes. */
+  bodiesDeleted(keys: string[]): void {
+    this.#sql.exec(`DELETE FROM body_deletes WHERE key IN (SELECT value FROM json_each(?))`, JSON.stringify(keys));
+  }
+
+  /** Removes a message and its bytes, whatever its state; an R2 body is noted for deletion. */
   remove(id: string): void {
+    this.#sql.exec(
+      `INSERT OR IGNORE INTO body_deletes (key) SELECT body_key FROM messages WHERE id = ? AND body_key IS NOT NULL`, id,
+    );
     this.#sql.exec(`DELETE FROM chunks WHERE message_id = ?`, id);
     this.#sql.exec(`DELETE FROM messages WHERE id = ?`, id);
   }
@@ -109,15 +168,15 @@ export class MessageStore {
   }
 
   get(id: string): MessageRow | null {
-    const r = this.#sql.exec(`SELECT * FROM messages WHERE id = ?`, id).toArray()[0];
+    const r = this.#sql.exec(`SELECT ${ROW} FROM messages WHERE id = ?`, id).toArray()[0];
     return r ? toMessage(r) : null;
   }
 
   /** Messages in one state (or all but incoming), oldest first, for the admin API. */
   list(state: State | null, limit: number): MessageRow[] {
     const rows = state === null
-      ? this.#sql.exec(`SELECT * FROM messages WHERE state != 'incoming' ORDER BY received_at, id LIMIT ?`, limit)
-      : this.#sql.exec(`SELECT * FROM messages WHERE state = ? ORDER BY received_at, id LIMIT ?`, state, limit);
+      ? this.#sql.exec(`SELECT ${ROW} FROM messages WHERE state != 'incoming' ORDER BY received_at, id LIMIT ?`, limit)
+      : this.#sql.exec(`SELECT ${ROW} FROM messages WHERE state = ? ORDER BY received_at, id LIMIT ?`, state, limit);
     return rows.toArray().map(toMessage);
   }
 
@@ -162,15 +221,19 @@ export class MessageStore {
    * Oldest queued message this agent may lease: one without affinity, its own, or one
    * whose affinity to another agent has run out.
    */
-  /** `prefixes`: the agent checks sha256 after a prefix (protocol v2); else only messages without one. */
-  nextQueued(agent: string, now: number, prefixes = true): MessageRow | null {
+  /**
+   * `prefixes`: the agent checks sha256 after a prefix (protocol v2); else only messages without one.
+   * `fetches`: the agent fetches R2 bodies (hello `fetch`); else only messages in chunks.
+   */
+  nextQueued(agent: string, now: number, prefixes = true, fetches = false): MessageRow | null {
     const r = this.#sql.exec(
-      `SELECT * FROM messages WHERE state = 'queued'
+      `SELECT ${ROW} FROM messages WHERE state = 'queued'
          AND (affinity_until IS NULL OR affinity_until <= ? OR agent = ?)
          AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
          AND (? OR prefix = 0)
+         AND (? OR body_key IS NULL)
        ORDER BY received_at, id LIMIT 1`,
-      now, agent, now, prefixes ? 1 : 0,
+      now, agent, now, prefixes ? 1 : 0, fetches ? 1 : 0,
     ).toArray()[0];
     return r ? toMessage(r) : null;
   }
@@ -181,7 +244,7 @@ export class MessageStore {
    */
   nextBounce(now: number): MessageRow | null {
     const r = this.#sql.exec(
-      `SELECT * FROM messages WHERE state = 'bouncing' AND lease_session IS NULL
+      `SELECT ${ROW} FROM messages WHERE state = 'bouncing' AND lease_session IS NULL
          AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
          AND id NOT IN (SELECT message_id FROM warnings WHERE lease_session IS NOT NULL)
        ORDER BY settled_at, id LIMIT 1`,
@@ -237,7 +300,7 @@ export class MessageStore {
   #release(where: string, args: SqlStorageValue[], until: number, notBefore: (leaseEnds: number) => number): MessageRow[] {
     this.#sql.exec(`UPDATE messages SET lease_session = NULL WHERE state = 'bouncing' AND lease_session IS NOT NULL AND ${where}`, ...args);
     this.#sql.exec(`UPDATE warnings SET lease_session = NULL WHERE lease_session IS NOT NULL AND ${where}`, ...args);
-    const rows = this.#sql.exec(`SELECT * FROM messages WHERE state = 'in-flight' AND ${where}`, ...args).toArray().map(toMessage);
+    const rows = this.#sql.exec(`SELECT ${ROW} FROM messages WHERE state = 'in-flight' AND ${where}`, ...args).toArray().map(toMessage);
     for (const m of rows) {
       m.leaseEnds++;
       const at = notBefore(m.leaseEnds);
@@ -394,7 +457,7 @@ export class MessageStore {
   /** The oldest warning due now, no connection holding it, whose message is still deferred (not leased). */
   nextWarning(now: number): { message: MessageRow; results: RecipientResult[] } | null {
     const r = this.#sql.exec(
-      `SELECT m.*, w.results AS warning_results FROM warnings w JOIN messages m ON m.id = w.message_id
+      `SELECT ${M_ROW}, w.results AS warning_results FROM warnings w JOIN messages m ON m.id = w.message_id
        WHERE w.state = 'owed' AND w.lease_session IS NULL AND w.next_attempt_at <= ? AND m.state = 'deferred'
        ORDER BY w.next_attempt_at, w.message_id LIMIT 1`,
       now,

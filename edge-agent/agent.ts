@@ -4,6 +4,7 @@
 // health, the metrics, and the graceful stop.
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
 import { backoffMs, HEALTHY_SESSION_MS, pause } from './backoff.ts';
+import type { FetchLimits } from './body-fetch.ts';
 import { Bouncer } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
@@ -33,6 +34,8 @@ export interface AgentOptions {
   now?: () => number;
   /** How often the recipients file is checked for changes (default 2 s). */
   recipientsPollMs?: number;
+  /** Timeouts of each body fetch (messages in R2; default body-fetch.ts's FETCH_LIMITS). */
+  fetchLimits?: FetchLimits;
 }
 
 export interface Health {
@@ -138,7 +141,10 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
   const bouncer = cfg.bounceRelay === null ? null : new Bouncer({
     relay: cfg.bounceRelay, journal, log, reportingMta: cfg.reportingMta, localName: cfg.reportingMta, now,
   });
-  const hooks: SessionHooks = { recipients: () => recipients.frames, ...(bouncer ? { bounce: bouncer.run } : {}) };
+  const hooks: SessionHooks = {
+    recipients: () => recipients.frames, ...(bouncer ? { bounce: bouncer.run } : {}),
+    ...(opts.fetchLimits ? { fetchLimits: opts.fetchLimits } : {}),
+  };
   recipients.onChange = (frames) => { for (const x of sessions) x?.publishRecipients(frames); };
   recipients.start();
 

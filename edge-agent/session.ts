@@ -1,12 +1,14 @@
 // One WebSocket connection to the queue object: handshake, frames in and out,
 // credit, heartbeat. Deliveries run in parallel (up to the window); each is
-// answered with an ack only after its end frame and its final LMTP replies.
+// answered with an ack only after its end frame (or its fetched body's end,
+// body-fetch.ts) and its final LMTP replies.
 import WebSocket from 'ws';
 import {
   FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
   type AgentFrame, type BounceFrame, type BouncedFrame, type MessageFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
 import type { AgentConfig } from './config.ts';
+import { fetchBody, type FetchLimits } from './body-fetch.ts';
 import { InboundMessage } from './inbound.ts';
 import type { Logger } from './log.ts';
 import { relayed } from './reclaim.ts';
@@ -70,6 +72,8 @@ export interface SessionHooks {
   recipients?: () => readonly RecipientsFrame[];
   /** Runs a bounce task; set only with a bounce relay (then hello says `bounces`). Never rejects. */
   bounce?: (task: BounceFrame) => Promise<BouncedFrame>;
+  /** Timeouts of a body fetch (messages in R2); unset: body-fetch.ts's FETCH_LIMITS. */
+  fetchLimits?: FetchLimits;
 }
 
 /** After the grace period, how long handed-back deliveries get to unwind (and journal a late 250). */
@@ -127,6 +131,9 @@ export class AgentSession {
         if (this.#deadline) clearTimeout(this.#deadline);
         this.#current?.fail('connection closed');
         this.#current = null;
+        // Body fetches still running stop too: their lease ended with the socket, and the object
+        // may lease the message to another agent once its affinity runs out.
+        for (const d of this.#active.values()) if (d.inbound.header.fetch) d.inbound.fail('connection closed');
         const end = { code, reason: reason.toString('utf8'), heartbeatLost: this.#heartbeatLost };
         readyFail(new Error(`connection closed before welcome: ${end.code} ${end.reason}`));
         resolve(end);
@@ -147,6 +154,8 @@ export class AgentSession {
         type: FRAME.HELLO, v: PROTOCOL_VERSION, agent: cfg.name, window: cfg.concurrency, credit: cfg.creditBytes,
         // With a bounce relay it sends delay warnings too (`bounce` tasks with reason `delayed`).
         ...(hooks.bounce ? { bounces: true, warnings: true } : {}),
+        // It fetches bodies stored in R2 itself (body-fetch.ts): the object leases those only to such agents.
+        fetch: true,
       });
       this.#lastSeen = Date.now();
       this.#pinger = setInterval(() => { if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(PING); }, cfg.heartbeatMs);
@@ -181,7 +190,7 @@ export class AgentSession {
             return;
           }
           if (!this.#current || this.#current.header.id !== frame.id) return this.#violation('end for a message not being sent');
-          this.#current.end(frame.chunks);
+          this.#current.end();
           this.#current = null;
           return;
         case FRAME.BOUNCE:
@@ -234,7 +243,7 @@ export class AgentSession {
     if (this.#stopping) {
       // Hand it straight back; its chunks already on the wire are dropped.
       this.#send({ type: FRAME.NACK, id: header.id, reason: 'shutdown', text: 'agent stopping' });
-      this.#discarding = true;
+      this.#discarding = header.fetch === undefined;  // a fetched body sends no chunks to drop
       this.#onSettled({
         id: header.id, attempt: header.attempt, recipients: header.recipients.length, bytes: header.size, ms: 0,
         sender: header.sender, to: header.recipients, receivedAt: header.receivedAt,
@@ -242,8 +251,16 @@ export class AgentSession {
       });
       return;
     }
-    const inbound = new InboundMessage(header, (n) => this.#grant(n));
-    this.#current = inbound;
+    let inbound: InboundMessage;
+    if (header.fetch) {
+      // Its body comes over HTTP, not as chunks on this socket: no credit, no end frame. The
+      // bytes still count towards the agent's memory reclaim (reclaim.ts), as chunks do in #grant.
+      inbound = new InboundMessage(header, relayed);
+      void fetchBody(this.#cfg.workerUrl, this.#cfg.token, inbound, this.#hooks.fetchLimits);
+    } else {
+      inbound = new InboundMessage(header, (n) => this.#grant(n));
+      this.#current = inbound;
+    }
     const active: Active = { inbound, started: Date.now(), handedBack: false };
     const task: Promise<void> = this.#run(active).finally(() => this.#active.delete(task));
     this.#active.set(task, active);

@@ -3,6 +3,7 @@
 // does, and its Durable Object storage persists under `persistDir`.
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { shardName } from '../bridge-worker/shard-hash.ts';
 import { r2RemoteBinding } from './r2-remote.ts';
@@ -20,6 +21,11 @@ export interface WorkerRuntimeOptions {
   port?: number;
   /** More Worker vars (e.g. RETRY_FIRST_MS), as in wrangler.toml [vars]. */
   vars?: Record<string, string>;
+  /**
+   * Bind an R2 bucket as BODIES: message bodies go to R2, persisted under `persistDir`/r2.
+   * Unset: bodies stay in the object's SQLite chunks.
+   */
+  bodies?: boolean;
   /** Each console line of the Worker (JSON events), for logs and tests. */
   onLog?: (line: string) => void;
   /**
@@ -58,6 +64,7 @@ export async function bundleWorker(): Promise<string> {
 
 export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const script = await bundleWorker();
+  const bodies = opts.bodies ?? false;
   const options = () => ({
     modules: true,
     script,
@@ -68,6 +75,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
     unsafeTriggerHandlers: true,
     durableObjects: { RELAY: { className: 'RelayQueue', useSQLite: true } },
     durableObjectsPersist: opts.persistDir,
+    ...(bodies ? { r2Buckets: ['BODIES'], r2Persist: join(opts.persistDir, 'r2') } : {}),
     bindings: {
       AGENT_TOKENS: opts.agentTokens.join(','),
       DEV_INGRESS_TOKEN: opts.devIngressToken,

@@ -55,6 +55,11 @@ const TABLE: Record<string, Level> = {
   'agent.silent': 'warning',
   'agent.answer-rejected': 'warning',
   'pump.failed': 'warning',
+  // Bodies in R2: no bucket bound (every body goes into the object's SQLite), a body gone from
+  // R2 while its message is queued, deletes R2 refused (retried; an operator should know).
+  'bodies.unbound': 'warning',
+  'body.missing': 'error',
+  'bodies.delete-failed': 'warning',
   'ingest.queued': 'debug',
   'message.leased': 'debug',
 };

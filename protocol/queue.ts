@@ -31,7 +31,12 @@ export interface QueueMessage {
   /** Of the bytes after `prefix`, Cloudflare's block (0 for none). */
   sha256: string;
   prefix: number;
+  /** Chunk rows holding the bytes in the object (0 for a body in R2). */
   chunks: number;
+  /** The R2 object holding the bytes after `prefix`; null: they are in the object's chunks. */
+  bodyKey: string | null;
+  /** R2's MD5 of that object (then `sha256` is ''); null for a message in chunks. */
+  md5: string | null;
   receivedAt: number;
   /** Start of the retry clock: receivedAt, or the time of a dead-letter replay. */
   retryFrom: number;

@@ -104,6 +104,8 @@ export interface HelloFrame {
   bounces?: boolean;
   /** v2: with `bounces`, this agent also takes delay warnings (`bounce` tasks with reason `delayed`). */
   warnings?: boolean;
+  /** v2: this agent fetches bodies stored in R2 over HTTP (`fetch` in the message frame). */
+  fetch?: boolean;
 }
 export interface CreditFrame { type: 'credit'; bytes: number }
 export interface AckFrame { type: 'ack'; id: string; results: RecipientResult[] }
@@ -140,8 +142,17 @@ export interface MessageFrame {
   sender: string;
   recipients: string[];
   size: number;
-  /** Lowercase hex SHA-256 of the stored bytes after the first `prefix`. */
-  sha256: string;
+  /**
+   * Lowercase hex SHA-256 of the stored bytes after the first `prefix`, for a message whose
+   * chunks follow as binary frames. Absent exactly when `fetch` is present.
+   */
+  sha256?: string;
+  /**
+   * The body is not sent as chunks: the agent fetches it (GET /agent/body/<id>, its bearer
+   * token) and delivers `block` (base64 of Cloudflare's block, `prefix` bytes) followed by it.
+   * `md5`: lowercase hex MD5 of the fetched bytes (R2's own checksum), checked end to end.
+   */
+  fetch?: FetchedBody;
   /**
    * v2: length of Cloudflare's block at the start of the bytes, which `sha256` does not cover
    * (`size` does); absent means 0.
@@ -152,6 +163,7 @@ export interface MessageFrame {
   /** Cloudflare's SPF/DKIM/DMARC/ARC verdicts; absent for messages stored before they were kept (= all 'none'). */
   auth?: AuthVerdicts;
 }
+export interface FetchedBody { md5: string; block: string }
 export interface EndFrame { type: 'end'; id: string; chunks: number }
 /** Why a message failed for good: refused by the target, too old, or too many attempts that never settled. */
 export type FailureReason = 'refused' | 'expired' | 'attempts';
@@ -182,6 +194,10 @@ type Obj = Record<string, unknown>;
 
 const ID_RE = /^[0-9a-f]{32}$/;
 const SHA_RE = /^[0-9a-f]{64}$/;
+const MD5_RE = /^[0-9a-f]{32}$/;
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+/** Cloudflare's block is at most 8 KiB (bridge-worker/cloudflare-block.ts): its base64 at most this. */
+const MAX_BLOCK_BASE64 = Math.ceil(8 * 1024 / 3) * 4;
 const AGENT_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const ENHANCED_RE = /^[245]\.\d{1,3}\.\d{1,3}$/;
 
@@ -320,10 +336,12 @@ export function parseAgentFrame(raw: string): AgentFrame | null {
     case FRAME.HELLO:
       return isInt(f.v, 1, 1000) && typeof f.agent === 'string' && AGENT_RE.test(f.agent) &&
         isInt(f.window, 1, MAX_WINDOW) && isInt(f.credit, 0, MAX_CREDIT_BYTES) &&
-        (f.bounces === undefined || typeof f.bounces === 'boolean') && (f.warnings === undefined || typeof f.warnings === 'boolean')
+        (f.bounces === undefined || typeof f.bounces === 'boolean') && (f.warnings === undefined || typeof f.warnings === 'boolean') &&
+        (f.fetch === undefined || typeof f.fetch === 'boolean')
         ? {
           type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit,
           ...(f.bounces === true ? { bounces: true } : {}), ...(f.warnings === true ? { warnings: true } : {}),
+          ...(f.fetch === true ? { fetch: true } : {}),
         }
         : null;
     case FRAME.CREDIT:
@@ -389,12 +407,18 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
       return isMessageId(f.id) && isInt(f.attempt, 1, 1_000_000) && isAddress(f.sender, true) &&
         Array.isArray(f.recipients) && f.recipients.length > 0 && f.recipients.length <= 100 &&
         f.recipients.every((r) => isAddress(r)) && isInt(f.size, 0, 2 ** 40) &&
-        typeof f.sha256 === 'string' && SHA_RE.test(f.sha256) && isInt(f.receivedAt, 0, 2 ** 53) &&
+        // Exactly one of the two ways the bytes come: chunks checked by sha256, or fetched.
+        (f.fetch === undefined
+          ? typeof f.sha256 === 'string' && SHA_RE.test(f.sha256)
+          : f.sha256 === undefined && isFetchedBody(f.fetch, typeof f.prefix === 'number' ? f.prefix : 0)) &&
+        isInt(f.receivedAt, 0, 2 ** 53) &&
         (f.auth === undefined || isAuthVerdicts(f.auth)) &&
         (f.prefix === undefined || isInt(f.prefix, 0, f.size as number))
         ? {
           type: 'message', id: f.id, attempt: f.attempt, sender: f.sender,
-          recipients: f.recipients as string[], size: f.size, sha256: f.sha256, receivedAt: f.receivedAt,
+          recipients: f.recipients as string[], size: f.size, receivedAt: f.receivedAt,
+          ...(typeof f.sha256 === 'string' ? { sha256: f.sha256 } : {}),
+          ...(f.fetch !== undefined ? { fetch: { md5: (f.fetch as FetchedBody).md5, block: (f.fetch as FetchedBody).block } } : {}),
           ...(f.auth !== undefined ? { auth: { ...(f.auth as AuthVerdicts) } } : {}),
           ...(typeof f.prefix === 'number' && f.prefix > 0 ? { prefix: f.prefix } : {}),
         }
@@ -416,6 +440,15 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
     default:
       return null;
   }
+}
+
+/** A fetched body's checksum and block; the block's base64 decodes to exactly `prefix` bytes. */
+function isFetchedBody(v: unknown, prefix: number): v is FetchedBody {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const b = v as Obj;
+  return Object.keys(b).length === 2 && typeof b.md5 === 'string' && MD5_RE.test(b.md5) &&
+    typeof b.block === 'string' && b.block.length <= MAX_BLOCK_BASE64 && b.block.length % 4 === 0 && BASE64_RE.test(b.block) &&
+    b.block.length / 4 * 3 - (b.block.endsWith('==') ? 2 : b.block.endsWith('=') ? 1 : 0) === prefix;
 }
 
 /** Serializes a frame; the one place either end turns a frame into text. */

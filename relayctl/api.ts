@@ -43,8 +43,11 @@ export interface MessageDetail extends Message { headers: HeaderField[] }
 
 export interface RawMessage {
   size: number;
-  /** Of the bytes after the first `prefix` (Cloudflare's block). */
-  sha256: string;
+  /**
+   * The digest of the bytes after the first `prefix` (Cloudflare's block): SHA-256 of a
+   * message stored in chunks, R2's MD5 of one whose body is in R2.
+   */
+  digest: { algorithm: 'sha256' | 'md5'; hex: string };
   prefix: number;
   body: AsyncIterable<Uint8Array>;
 }
@@ -111,6 +114,9 @@ function message(v: unknown, at: string): Message {
     // Absent from a Worker older than the Cloudflare block's recognition: no prefix.
     prefix: o.prefix === undefined ? 0 : int(o.prefix, `${at}.prefix`),
     chunks: int(o.chunks, `${at}.chunks`),
+    // Absent from a Worker older than bodies in R2: the bytes are in chunks.
+    bodyKey: o.bodyKey === undefined ? null : strOrNull(o.bodyKey, `${at}.bodyKey`),
+    md5: o.md5 === undefined ? null : strOrNull(o.md5, `${at}.md5`),
     receivedAt: int(o.receivedAt, `${at}.receivedAt`),
     retryFrom: int(o.retryFrom, `${at}.retryFrom`),
     attempts: int(o.attempts, `${at}.attempts`),
@@ -276,10 +282,11 @@ export class AdminClient {
     }
     const size = Number(res.headers.get('X-Message-Size'));
     const sha256 = res.headers.get('X-Message-Sha256') ?? '';
+    const md5 = res.headers.get('X-Message-Md5') ?? '';
     // Absent from a Worker before the Cloudflare block was recognised: sha256 covers every byte.
     const prefix = Number(res.headers.get('X-Message-Prefix') ?? '0');
     const type = res.headers.get('Content-Type') ?? '';
-    if (!Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(prefix) || prefix < 0 || prefix > size || !/^[0-9a-f]{64}$/.test(sha256) || !type.startsWith('application/octet-stream') || res.body === null) {
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(prefix) || prefix < 0 || prefix > size || !(/^[0-9a-f]{64}$/.test(sha256) || /^[0-9a-f]{32}$/.test(md5)) || !type.startsWith('application/octet-stream') || res.body === null) {
       clearTimeout(timer);
       await res.body?.cancel().catch(() => {});
       throw new CliError('api', `unexpected answer from ${url.href}: not a raw message (missing X-Message-Size / X-Message-Sha256); is the Worker older than relayctl?`);
@@ -303,7 +310,8 @@ export class AdminClient {
         await body.cancel().catch(() => {});
       }
     }
-    return { size, sha256, prefix, body: pieces() };
+    const digest = /^[0-9a-f]{64}$/.test(sha256) ? { algorithm: 'sha256' as const, hex: sha256 } : { algorithm: 'md5' as const, hex: md5 };
+    return { size, digest, prefix, body: pieces() };
   }
 
   #url(path: string): URL {

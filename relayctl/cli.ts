@@ -254,18 +254,19 @@ async function run(argv: string[], io: Io): Promise<void> {
       noMore(rest.slice(1), command);
       if (io.stdout.isTTY === true) throw usage(`refusing to write a raw message to a terminal; redirect it: relayctl export ${id} > ${id}.eml`);
       const raw = await api.raw(id);
-      const hash = createHash('sha256');
+      const hash = createHash(raw.digest.algorithm);
       let size = 0;
       for await (const piece of raw.body) {
-        // The sha256 covers the bytes after Cloudflare's block (X-Message-Prefix); the size all.
+        // The digest covers the bytes after Cloudflare's block (X-Message-Prefix); the size all.
         const skip = raw.prefix - size;
         hash.update(skip > 0 ? piece.subarray(Math.min(skip, piece.byteLength)) : piece);
         size += piece.byteLength;
         await write(piece);
       }
-      const sha256 = hash.digest('hex');
-      if (size !== raw.size || sha256 !== raw.sha256) {
-        throw new CliError('integrity', `export of ${id} is incomplete or damaged: got ${size} bytes (sha256 ${sha256}), the queue holds ${raw.size} bytes (sha256 ${raw.sha256}); do not use this output`);
+      const digest = hash.digest('hex');
+      const alg = raw.digest.algorithm;
+      if (size !== raw.size || digest !== raw.digest.hex) {
+        throw new CliError('integrity', `export of ${id} is incomplete or damaged: got ${size} bytes (${alg} ${digest}), the queue holds ${raw.size} bytes (${alg} ${raw.digest.hex}); do not use this output`);
       }
       return;
     }

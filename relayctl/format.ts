@@ -90,8 +90,9 @@ export function formatMessage(m: MessageDetail, now: number): string {
       : '')],
     ['sender', sender(m.sender)],
     ['pending', m.recipients.length === 0 ? '-' : m.recipients.map(clean).join(', ')],
-    ['size', `${bytes(m.size)} (${m.size} bytes in ${m.chunks} chunk${m.chunks === 1 ? '' : 's'})`],
-    ['sha256', m.sha256],
+    ...(m.bodyKey !== null
+      ? [['size', `${bytes(m.size)} (${m.size} bytes; body in R2 as ${clean(m.bodyKey)})`], ['md5', clean(m.md5 ?? '')]] as [string, string][]
+      : [['size', `${bytes(m.size)} (${m.size} bytes in ${m.chunks} chunk${m.chunks === 1 ? '' : 's'})`], ['sha256', m.sha256]] as [string, string][]),
     ['received', `${iso(m.receivedAt)} (${duration(now - m.receivedAt)} ago)`],
   ];
   if (m.retryFrom !== m.receivedAt) rows.push(['retry clock', `since ${iso(m.retryFrom)} (replayed from dead-letter)`]);

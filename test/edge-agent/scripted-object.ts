@@ -1,7 +1,10 @@
 // A scripted queue object: a plain WebSocket server that speaks wire frames by
 // hand, so a test can send what the real object never would (corrupt transfers,
 // redeliveries of an acked id, several messages at once) and see every frame.
+// On the same port it answers the agent's body fetches (GET /agent/body/<id>) as
+// each test scripts them (bodies in R2).
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   encodeFrame, parseAgentFrame, PING, PONG, PROTOCOL_VERSION,
@@ -28,9 +31,30 @@ export interface Conn {
 /** What this helper needs of a tap Test: also met by the fuzzers' long mode, which runs without tap. */
 export interface Teardowns { teardown(fn: () => unknown): void }
 
+/** Answers one body fetch (the request already checked for the token). */
+export type BodyServer = (res: ServerResponse, req: IncomingMessage) => void;
+
 export async function scriptedObject(t: Teardowns) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise((r) => wss.once('listening', r));
+  /** How each body is served, by message id; unknown ids get 404. */
+  const bodies = new Map<string, BodyServer>();
+  /** Every body fetch, in order: its id, its shard parameter, and whether its token was right. */
+  const fetches: { id: string; shard: string | null; authorized: boolean }[] = [];
+  const http = createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    const m = /^\/agent\/body\/([0-9a-f]{32})$/.exec(u.pathname);
+    if (req.method !== 'GET' || !m) return void res.writeHead(404).end();
+    const id = m[1] ?? '';
+    const authorized = req.headers.authorization === `Bearer ${TOKEN}`;
+    fetches.push({ id, shard: u.searchParams.get('shard'), authorized });
+    if (!authorized) return void res.writeHead(401).end();
+    const serve = bodies.get(id);
+    if (!serve) return void res.writeHead(404).end('no such message in flight');
+    serve(res, req);
+  });
+  const sockets = new Set<import('node:net').Socket>();
+  http.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  const wss = new WebSocketServer({ server: http });
   const conns: Conn[] = [];
   const waiting: ((c: Conn) => void)[] = [];
   const state: { refuse: boolean; kick: string | null } = { refuse: false, kick: null };
@@ -78,9 +102,17 @@ export async function scriptedObject(t: Teardowns) {
       wake?.();
     });
   });
-  t.teardown(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
-  const port = (wss.address() as { port: number }).port;
+  t.teardown(() => new Promise((r) => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+    for (const s of sockets) s.destroy();
+    http.close(() => r(undefined));
+  }));
+  const port = (http.address() as { port: number }).port;
   return {
+    /** Body fetches are answered by these (set one per message id before its frame goes out). */
+    bodies,
+    fetches,
     url: `ws://127.0.0.1:${port}/agent`,
     port,
     conns,
@@ -130,3 +162,21 @@ export function sendBounce(c: Conn, task: BounceFrame): void {
 
 /** A 32-hex message id from a small number, so tests can tell messages apart. */
 export const msgId = (n: number): string => n.toString(16).padStart(32, '0');
+
+/**
+ * A message whose body is in R2, as the object leases it: `block` (Cloudflare's, `prefix`
+ * bytes) travels in the frame, `body` is what GET /agent/body/<id> should return (md5 of it).
+ */
+export function fetchHeader(id: string, block: Buffer, body: Buffer, recipients: string[], attempt = 1, md5 = createHash('md5').update(body).digest('hex')): MessageFrame {
+  return {
+    type: 'message', id, attempt, sender: 's@example.net', recipients, size: block.byteLength + body.byteLength,
+    fetch: { md5, block: block.toString('base64') }, receivedAt: Date.UTC(2026, 10, 28, 12),
+    ...(block.byteLength > 0 ? { prefix: block.byteLength } : {}),
+  };
+}
+
+/** Serves `body` whole, with its length, as the Worker streams an R2 object. */
+export const serveWhole = (body: Buffer): BodyServer => (res) => {
+  res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(body.byteLength) });
+  res.end(body);
+};

@@ -1,5 +1,7 @@
 // A protocol-level agent for tests: speaks wire frames by hand so tests can
 // send exactly what they want (bad frames, early acks) and see every frame.
+// A message whose body is in R2 it fetches as the real agent does (received()).
+import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
 import { encodeFrame, parseObjectFrame, type AgentFrame, type ObjectFrame } from '../../protocol/wire.ts';
 
@@ -11,8 +13,12 @@ export class RawAgent {
   readonly opened: Promise<void>;
   readonly closed: Promise<{ code: number; reason: string }>;
   #waiters: (() => void)[] = [];
+  readonly #url: string;
+  readonly #token: string | null;
 
   constructor(url: string, token: string | null, headers: Record<string, string> = {}) {
+    this.#url = url;
+    this.#token = token;
     this.ws = new WebSocket(url, { headers: token === null ? headers : { ...headers, Authorization: `Bearer ${token}` } });
     this.opened = new Promise((res, rej) => {
       this.ws.once('open', () => res());
@@ -64,6 +70,41 @@ export class RawAgent {
       else if (s.kind === 'chunk' && inside) out.push(s.data);
     }
     return Buffer.concat(out);
+  }
+
+  /** The message frame of `id` (the latest, when it was leased more than once). */
+  messageFrame(id: string): Extract<ObjectFrame, { type: 'message' }> | undefined {
+    return this.frames().filter((f) => f.type === 'message' && f.id === id).pop() as Extract<ObjectFrame, { type: 'message' }> | undefined;
+  }
+
+  /**
+   * GET /agent/body/<id> on this connection's host and shard, with its token, as the real agent
+   * fetches a body in R2 (edge-agent/body-fetch.ts): the HTTP status and the bytes.
+   */
+  async fetchBody(id: string): Promise<{ status: number; bytes: Buffer }> {
+    const u = new URL(this.#url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = `/agent/body/${id}`;
+    const res = await fetch(u, { headers: this.#token === null ? {} : { Authorization: `Bearer ${this.#token}` } });
+    return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
+  }
+
+  /**
+   * Message `id` whole, once its frame came: its chunks up to the end frame, or, for a body in
+   * R2, the block from its frame followed by the fetched body (checked against size and MD5).
+   */
+  async received(id: string, ms = 10_000): Promise<Buffer> {
+    const m = await this.until(() => this.messageFrame(id), ms);
+    if (m.fetch === undefined) {
+      await this.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === id), ms);
+      return this.bytesOf(id);
+    }
+    const got = await this.fetchBody(id);
+    if (got.status !== 200) throw new Error(`body of ${id}: HTTP ${got.status} ${got.bytes.toString('utf8')}`);
+    if (createHash('md5').update(got.bytes).digest('hex') !== m.fetch.md5) throw new Error(`body of ${id}: MD5 mismatch`);
+    const all = Buffer.concat([Buffer.from(m.fetch.block, 'base64'), got.bytes]);
+    if (all.length !== m.size) throw new Error(`body of ${id}: ${all.length} bytes, the frame says ${m.size}`);
+    return all;
   }
 
   close(): void {

@@ -20,17 +20,22 @@ export interface TestWorker {
    */
   post(from: string, to: string, body: Uint8Array, opts?: { block?: BlockOptions | false }): Promise<{ status: number; body: Record<string, unknown> }>;
   summary(): Promise<Record<string, number>>;
+  /** The keys in the BODIES bucket (bodies in R2), sorted. */
+  bodyKeys(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
-/** verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick. */
-export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string> } = {}): Promise<TestWorker> {
+/**
+ * verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick.
+ * `bodies`: message bodies in an R2 bucket (BODIES), not in the object's chunks.
+ */
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
-    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {},
+    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? false,
     onLog: (l) => logs.push(l),
   });
   return {
@@ -45,6 +50,10 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     },
     summary: () => rt.summary(),
+    async bodyKeys() {
+      const b = await rt.mf.getR2Bucket('BODIES');
+      return (await b.list()).objects.map((o) => o.key).sort();
+    },
     async stop() {
       await rt.dispose();
       await rm(dir, { recursive: true, force: true });

@@ -189,3 +189,31 @@ t.test('v2: the message frame\'s prefix (Cloudflare\'s block, not covered by sha
     t.equal(parseObjectFrame(JSON.stringify({ ...msg, prefix })), null, `prefix ${JSON.stringify(prefix)}`);
   }
 });
+
+t.test('v2, bodies in R2: hello.fetch, and a message frame with `fetch` {md5, block} instead of sha256', async (t) => {
+  const hello: HelloFrame = { type: 'hello', v: 2, agent: 'dell-1', window: 4, credit: 8 << 20, bounces: true, warnings: true, fetch: true };
+  t.same(parseAgentFrame(encodeFrame(hello)), hello);
+  const { fetch: _fetch, ...without } = hello;
+  t.same(parseAgentFrame(encodeFrame({ ...hello, fetch: false })), without, 'fetch: false is the same as none');
+  t.equal(parseAgentFrame(JSON.stringify({ ...hello, fetch: 'yes' })), null, 'a boolean or nothing');
+  const block = Buffer.from('Received: from x\r\n\tby cloudflare-email.com\r\n');
+  const msg: MessageFrame = {
+    type: 'message', id, attempt: 1, sender: '', recipients: ['a@x.test'], size: block.length + 10, receivedAt: 1,
+    fetch: { md5: 'c'.repeat(32), block: block.toString('base64') }, prefix: block.length,
+  };
+  t.same(parseObjectFrame(encodeFrame(msg)), msg);
+  const { prefix: _prefix, ...unprefixed } = msg;
+  const noBlock: MessageFrame = { ...unprefixed, fetch: { md5: 'c'.repeat(32), block: '' } };
+  t.same(parseObjectFrame(encodeFrame(noBlock)), noBlock, 'no block: an empty one');
+  const bad: [string, unknown][] = [
+    ['both sha256 and fetch', { ...msg, sha256: sha }],
+    ['neither', { ...msg, fetch: undefined }],
+    ['an MD5 that is not 32 hex digits', { ...msg, fetch: { md5: 'C'.repeat(32), block: msg.fetch?.block } }],
+    ['a block that is not base64', { ...msg, fetch: { md5: 'c'.repeat(32), block: '!!!!' } }],
+    ['a block of another length than prefix', { ...msg, prefix: block.length - 1 }],
+    ['a block with no prefix', { ...msg, prefix: undefined }],
+    ['another key', { ...msg, fetch: { ...msg.fetch, url: 'https://evil.test/' } }],
+    ['a block over 8 KiB', { ...msg, size: 9000 + 10, prefix: 9000, fetch: { md5: 'c'.repeat(32), block: Buffer.alloc(9000).toString('base64') } }],
+  ];
+  for (const [why, f] of bad) t.equal(parseObjectFrame(JSON.stringify(f)), null, why);
+});

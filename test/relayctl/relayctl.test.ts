@@ -319,11 +319,11 @@ t.test('status with an agent; queue, show and export of an 8-bit binary message'
 
   t.same(ids(queueJson), [D1, D2, M], 'oldest first');
   const m = (parse(queueJson).messages as Record<string, unknown>[])[2];
-  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'nextAttemptAt', 'prefix', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
+  t.same(Object.keys(m ?? {}).sort(), ['attempts', 'bodyKey', 'bounceStatus', 'chunks', 'failure', 'id', 'lastError', 'leaseSession', 'md5', 'nextAttemptAt', 'prefix', 'receivedAt', 'recipients', 'results', 'retryFrom', 'sender', 'settledAt', 'sha256', 'size', 'state']);
   // M came under the stand-in's Cloudflare block: stored with it, its sha256 over the sender's bytes.
   const prefix = Number(m?.prefix);
   t.ok(prefix > 0, 'M has a Cloudflare block');
-  t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: prefix + BINARY.length, sha256: sha(BINARY), chunks: 3, attempts: 0, lastError: null });
+  t.match(m, { id: M, state: 'queued', sender: 's@sender.test', recipients: ['alice@example.test'], results: [], size: prefix + BINARY.length, sha256: sha(BINARY), chunks: 3, bodyKey: null, md5: null, attempts: 0, lastError: null });
   t.same(ids(deferred), [D1, D2]);
   t.match(limited.out, /^-- 1 message, \d+ B \(the first 1; --limit up to 500\)$/m);
 
