@@ -23,10 +23,10 @@ export async function inspectorWrapper(dir: string, port: number): Promise<strin
 
 interface Pending { resolve(v: unknown): void; reject(e: Error): void }
 
-export interface IsolateProfiler { stop(): Promise<unknown> }
+/** One inspector session with the user Worker's isolate (id "core:user:<name>"). */
+export interface IsolateSession { call(method: string, params?: Record<string, unknown>): Promise<unknown>; close(): void }
 
-/** Starts the sampling profiler in the user Worker's isolate (id "core:user:<name>"). */
-export async function profileIsolate(port: number, intervalUs = 200): Promise<IsolateProfiler> {
+export async function inspectIsolate(port: number): Promise<IsolateSession> {
   const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { id: string; webSocketDebuggerUrl: string }[];
   const target = list.find((t) => t.id.startsWith('core:user:'));
   if (!target) throw new Error(`no user worker among the inspector targets: ${list.map((t) => t.id).join(', ')}`);
@@ -42,19 +42,39 @@ export async function profileIsolate(port: number, intervalUs = 200): Promise<Is
     if (msg.error) p?.reject(new Error(msg.error.message));
     else p?.resolve(msg.result);
   });
-  const call = (method: string, params: Record<string, unknown> = {}): Promise<unknown> => new Promise((resolve, reject) => {
-    const id = ++seq;
-    pending.set(id, { resolve, reject });
-    ws.send(JSON.stringify({ id, method, params }));
-  });
-  await call('Profiler.enable');
-  await call('Profiler.setSamplingInterval', { interval: intervalUs });
-  await call('Profiler.start');
+  return {
+    call: (method, params = {}) => new Promise((resolve, reject) => {
+      const id = ++seq;
+      pending.set(id, { resolve, reject });
+      ws.send(JSON.stringify({ id, method, params }));
+    }),
+    close: () => ws.close(),
+  };
+}
+
+export interface IsolateProfiler { stop(): Promise<unknown> }
+
+/** Starts the sampling profiler in the user Worker's isolate. */
+export async function profileIsolate(port: number, intervalUs = 200): Promise<IsolateProfiler> {
+  const session = await inspectIsolate(port);
+  await session.call('Profiler.enable');
+  await session.call('Profiler.setSamplingInterval', { interval: intervalUs });
+  await session.call('Profiler.start');
   return {
     async stop() {
-      const r = (await call('Profiler.stop')) as { profile: unknown };
-      ws.close();
+      const r = (await session.call('Profiler.stop')) as { profile: unknown };
+      session.close();
       return r.profile;
     },
   };
+}
+
+/**
+ * The isolate's memory as V8 counts it against the 128 MB an isolate may use: the JS heap
+ * (`usedSize`) and the ArrayBuffer backing stores outside it (`backingStorageSize`, where
+ * this V8 reports it; 0 where it does not).
+ */
+export async function heapUsage(session: IsolateSession): Promise<{ used: number; backing: number }> {
+  const r = (await session.call('Runtime.getHeapUsage')) as { usedSize: number; backingStorageSize?: number };
+  return { used: r.usedSize, backing: r.backingStorageSize ?? 0 };
 }
