@@ -19,21 +19,23 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DatabaseSync } from 'node:sqlite';
-import { MAX_CHUNK_BYTES, type RecipientResult } from '../protocol/wire.ts';
+import { MAX_CHUNK_BYTES, type HelloFrame, type ObjectFrame, type RecipientResult } from '../protocol/wire.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../local/worker-runtime.ts';
+import { startR2Host, type R2Host } from '../local/r2-remote.ts';
 import { template, wholeMessage, SENDER, type Template } from './lib/messages.ts';
-import { childrenNamed } from './lib/proc.ts';
+import { childrenNamed, procStatus, resetPeak } from './lib/proc.ts';
 import { freePort } from './lib/postfix.ts';
 import { analyzeProfile, type ProfileSummary } from './lib/profile.ts';
 import { summarize } from './lib/stats.ts';
 import { perfUnavailable, shareIn, startScopeSampler } from './lib/cpu-scope.ts';
 import { processCpuNs, threadCpuNs, threadsOf, untilQuiet, untilRan } from './lib/thread-cpu.ts';
 import { WireAgent } from './lib/wire-agent.ts';
-import { inspectorWrapper, profileIsolate } from './lib/workerd-inspect.ts';
+import { heapUsage, inspectIsolate, inspectorWrapper, profileIsolate } from './lib/workerd-inspect.ts';
 
 const { values: args } = parseArgs({ options: {
   runs: { type: 'string' }, sizes: { type: 'string' }, 'no-profile': { type: 'boolean', default: false },
   'no-scope': { type: 'boolean', default: false }, hz: { type: 'string' },
+  chunks: { type: 'boolean', default: false }, 'no-memory': { type: 'boolean', default: false },
 } });
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -51,6 +53,10 @@ const say = (s: string): void => { process.stdout.write(`${s}\n`); };
 /** perf's sampling rate: 250 µs between samples; perf's own cost adds about 15 % to the thread's time. */
 const HZ = Number(args.hz ?? 0) || 4000;
 const scopeWhyNot: string | null = args['no-scope'] ? '--no-scope' : perfUnavailable();
+/** --chunks: no BODIES binding, bodies in the object's SQLite chunks (the path before R2, and a deployment without the bucket). */
+const R2 = args.chunks !== true;
+/** The scripted agent's hello: with R2 it fetches bodies (as the real agent says). */
+const hello: HelloFrame = { type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true, ...(R2 ? { fetch: true } : {}) };
 const sizeLabel = (n: number): string => (n >= MiB ? `${n / MiB} MiB` : `${n / KiB} KiB`);
 
 interface Sample {
@@ -67,7 +73,10 @@ const dir = await mkdtemp(join(tmpdir(), 'mailbridge-cloud-'));
 const inspectPort = await freePort();
 process.env.MINIFLARE_WORKERD_PATH = await inspectorWrapper(dir, inspectPort);
 const logs: string[] = [];
+// R2 runs in a workerd of its own, as on the edge: the simulator's work is not the Worker's.
+const r2host: R2Host | null = R2 ? await startR2Host(join(dir, 'r2')) : null;
 const rt: WorkerRuntime = await startWorkerRuntime({
+  ...(r2host ? { bodiesRemote: r2host.address } : {}),
   persistDir: join(dir, 'do'), agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN,
   // The object answers ingest once stored: the verdict wait is wall time, not CPU, and would
   // make the POST wait for the scripted agent's ack.
@@ -150,6 +159,7 @@ const hasFrame = (type: string, id?: string) => (r: WireAgent['received']): bool
  * measured alone, until the message's end frame has come. Returns when it has.
  */
 async function pumpToEnd(agent: WireAgent, size: number, id: string, from: number): Promise<void> {
+  if (R2) return fetchBody(agent, size, id);
   let at = from;
   while (!hasFrame('end', id)(agent.received.slice(from))) {
     const before = agent.received.length;
@@ -159,6 +169,28 @@ async function pumpToEnd(agent: WireAgent, size: number, id: string, from: numbe
     });
   }
   void at;
+}
+
+/** With R2: the agent's GET /agent/body/<id>, read to its end and checked, as one invocation. */
+async function fetchBody(agent: WireAgent, size: number, id: string): Promise<void> {
+  const m = messageFrame(agent, id);
+  if (!m?.fetch) throw new Error(`message ${id} has no fetch in its frame`);
+  const md5 = m.fetch.md5;
+  const want = size - (m.prefix ?? 0);
+  await measure('agent GET /agent/body/<id> (R2 object streamed back)', size, async () => {
+    const res = await fetch(new URL(`/agent/body/${id}`, base), { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } });
+    const body = Buffer.from(await res.arrayBuffer());
+    if (res.status !== 200 || body.byteLength !== want) throw new Error(`body fetch: HTTP ${res.status}, ${body.byteLength} bytes, wanted ${want}`);
+    if (createHash('md5').update(body).digest('hex') !== md5) throw new Error('body fetch: MD5 differs from the message frame\'s');
+  });
+}
+
+function messageFrame(agent: WireAgent, id: string): Extract<ObjectFrame, { type: 'message' }> | undefined {
+  for (let i = agent.received.length - 1; i >= 0; i--) {
+    const x = agent.received[i];
+    if (x?.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id) return x.frame;
+  }
+  return undefined;
 }
 
 /**
@@ -182,7 +214,7 @@ async function storage(): Promise<Stored | null> {
   const files: string[] = [];
   const walk = async (d: string): Promise<void> => {
     for (const e of await readdir(d, { withFileTypes: true })) {
-      if (e.isDirectory()) await walk(join(d, e.name));
+      if (e.isDirectory()) await walk(join(d, e.name));  // (R2's own storage is another process's, under dir/r2)
       else if (e.name.endsWith('.sqlite')) files.push(join(d, e.name));
     }
   };
@@ -225,7 +257,7 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
   const a = agent;
   let from = a.received.length;
   await measure('hello (credit 0)', size, async () => {
-    a.send({ type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true });
+    a.send(hello);
     await a.until(from, hasFrame('welcome'), 'welcome');
   });
   for (let i = 0; i < 3; i++) {
@@ -254,13 +286,13 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
   await measure('admin GET /admin/queue', size, async () => { await admin('/admin/queue'); });
   await measure('admin GET /admin/messages (list)', size, async () => { await admin('/admin/messages?limit=100'); });
   await measure('admin GET /admin/messages/<id> (show)', size, async () => { await admin(`/admin/messages/${id1}`); });
-  await measure('admin GET …/raw (export; 1 RPC per chunk)', size, async () => {
+  await measure(R2 ? 'admin GET …/raw (export: the block, then the R2 object)' : 'admin GET …/raw (export; 1 RPC per chunk)', size, async () => {
     const raw = await admin(`/admin/messages/${id1}/raw`);
     if (raw.byteLength !== size) throw new Error(`raw export gave ${raw.byteLength} bytes, wanted ${size}`);
   });
   await pumpToEnd(a, size, id1, from);
   logFrom = logs.length;
-  await measure('ack delivered (message and its chunks deleted)', size, async () => {
+  await measure(R2 ? 'ack delivered (row removed, R2 object deleted)' : 'ack delivered (message and its chunks deleted)', size, async () => {
     a.send({ type: 'ack', id: id1, results: result('delivered') });
     await untilLog(logFrom, 'message.acked');
   });
@@ -269,16 +301,17 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
   // Message 2: the agent holds its 8 MiB of credit, as the real one does: ingest stores and sends.
   await topUp(a, size);
   from = a.received.length;
-  const first = Math.min(Math.ceil(size / MAX_CHUNK_BYTES), AGENT_CREDIT / MAX_CHUNK_BYTES);
+  // With R2 no chunk follows the message frame: the agent fetches the body.
+  const first = R2 ? 0 : Math.min(Math.ceil(size / MAX_CHUNK_BYTES), AGENT_CREDIT / MAX_CHUNK_BYTES);
   try {
-    await measure('email() + ingest, agent holds 8 MiB credit (store + send)', size, async () => {
+    await measure(R2 ? 'email() + ingest, agent online (store + message frame)' : 'email() + ingest, agent holds 8 MiB credit (store + send)', size, async () => {
       await post(t, `cloud-${size}-${run}-b`);
       await a.until(from, (r) => hasFrame('message')(r) && chunksIn(r) >= first, 'message frame and its first chunks');
     });
   } catch (err) {
     // Seen at 25 MiB: workerd drops the POST's connection (EPIPE). Recorded, and the run ends here.
     const why = err instanceof Error ? `${err.message}${err.cause ? ` (${String(err.cause)})` : ''}` : String(err);
-    failures.push({ size, run, kind: 'email() + ingest, agent holds 8 MiB credit (store + send)', error: why });
+    failures.push({ size, run, kind: 'email() + ingest with an agent online', error: why });
     say(`  ${sizeLabel(size)} run ${run}: ingest with credit failed: ${why}`);
     await a.close().catch(() => undefined);
     return;
@@ -292,7 +325,7 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
   });
   await topUp(a, size);
   from = a.received.length;
-  await measure('alarm (deferred message due: leased, sent within 8 MiB credit)', size, async () => {
+  await measure(R2 ? 'alarm (deferred message due: leased, frame sent)' : 'alarm (deferred message due: leased, sent within 8 MiB credit)', size, async () => {
     await a.until(from, (r) => hasFrame('message', id2)(r) && chunksIn(r) >= first, 'message frame from the alarm', 30_000);
   });
   await pumpToEnd(a, size, id2, from);
@@ -322,8 +355,9 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
 
 interface CpuProfile { nodes: { id: number; callFrame: { functionName: string }; children?: number[] }[]; samples: number[]; timeDeltas: number[] }
 
-const OBJECT_FNS = new Set(['ingest', 'storeChunks', 'flush', 'dedupeKey', 'appendChunk', 'begin', 'commit', 'findDuplicate', '#scheduleAlarm', '#pumpAll', '#pump']);
-const WORKER_FNS = new Set(['fetch', 'devEmail', 'handleEmail', 'hasToken', 'cloudflareVerdicts', 'readConfig']);
+const OBJECT_FNS = new Set(['ingest', 'storeChunks', 'flush', 'dedupeKey', 'appendChunk', 'begin', 'commit', 'findDuplicate', '#scheduleAlarm', '#pumpAll', '#pump',
+  'ingestStored', 'bodyOf', '#deleteBodies']);
+const WORKER_FNS = new Set(['fetch', 'devEmail', 'handleEmail', 'hasToken', 'cloudflareVerdicts', 'readConfig', 'putBody', 'readHead', 'agentBody']);
 
 /** ms of sampled time whose stack holds `ingest` (the object) or the Worker's email path, and the rest. */
 function split(p: CpuProfile): Record<string, number> {
@@ -371,7 +405,7 @@ async function profileRuns(outDir: string): Promise<ProfileResult[]> {
   for (const { bytes } of SIZES.filter((s) => s.bytes >= MiB)) {
     const t = template(bytes, `cloud-prof-${bytes}`);
     const a = await WireAgent.connect(agentUrl, AGENT_TOKEN);
-    a.send({ type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true });
+    a.send(hello);
     await a.until(0, hasFrame('welcome'), 'welcome');
     const from = a.received.length;
     out.push(await profiled(outDir, 'email()+ingest (store only)', bytes, async () => {
@@ -380,7 +414,11 @@ async function profileRuns(outDir: string): Promise<ProfileResult[]> {
     }));
     const id = a.last('message')?.id ?? '';
     const n = Math.ceil(bytes / MAX_CHUNK_BYTES);
-    out.push(await profiled(outDir, 'pump (credit frames, all chunks)', bytes, async () => {
+    out.push(await profiled(outDir, R2 ? 'body fetch (GET /agent/body/<id>)' : 'pump (credit frames, all chunks)', bytes, async () => {
+      if (R2) {
+        await (await fetch(new URL(`/agent/body/${id}`, base), { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } })).arrayBuffer();
+        return;
+      }
       a.send({ type: 'credit', bytes: n * MAX_CHUNK_BYTES });
       await a.until(from, hasFrame('end', id), 'end frame');
     }));
@@ -391,7 +429,7 @@ async function profileRuns(outDir: string): Promise<ProfileResult[]> {
   }
   // Heartbeats: the runtime answers them; does the isolate run at all?
   const a = await WireAgent.connect(agentUrl, AGENT_TOKEN);
-  a.send({ type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true });
+  a.send(hello);
   await a.until(0, hasFrame('welcome'), 'welcome');
   out.push(await profiled(outDir, '200 heartbeats', 0, async () => {
     for (let i = 0; i < 200; i++) {
@@ -402,6 +440,74 @@ async function profileRuns(outDir: string): Promise<ProfileResult[]> {
   }));
   await a.close();
   return out;
+}
+
+// ---- memory: several agents, 25 MiB each, at once ------------------------------------------
+
+interface MemoryResult { agents: number; size: number; heapBefore: number; peakHeap: number; peakBacking: number; rssBefore: number; peakRss: number; samples: number }
+
+/**
+ * `agents` scripted agents each get one `size` message and read its body at the same time
+ * (with R2: GET /agent/body; with chunks: credit for all of it at once, as a greedy agent
+ * might), while the isolate's heap and ArrayBuffer backing stores are read every few ms over
+ * the inspector and workerd's peak RSS is taken from the kernel.
+ */
+async function memoryRun(agents: number, size: number): Promise<MemoryResult> {
+  const session = await inspectIsolate(inspectPort);
+  const conns: WireAgent[] = [];
+  for (let i = 0; i < agents; i++) {
+    const a = await WireAgent.connect(agentUrl, AGENT_TOKEN);
+    a.send(hello);
+    await a.until(0, hasFrame('welcome'), 'welcome');
+    conns.push(a);
+  }
+  const t = template(size, 'cloud-mem');
+  for (let i = 0; i < agents; i++) await post(t, `cloud-mem-${size}-${i}`);
+  // Each agent (window 1) has been leased one message by now.
+  const ids = await Promise.all(conns.map(async (a) => {
+    await a.until(0, hasFrame('message'), 'message frame');
+    return a.last('message')?.id ?? '';
+  }));
+  await untilQuiet(workerd, tid);
+  const before = await heapUsage(session);
+  resetPeak(workerd);
+  const rssBefore = procStatus(workerd)?.rss ?? 0;
+  let peakHeap = before.used;
+  let peakBacking = before.backing;
+  let polls = 0;
+  let reading = true;
+  const poll = (async () => {
+    while (reading) {
+      const h = await heapUsage(session);
+      peakHeap = Math.max(peakHeap, h.used);
+      peakBacking = Math.max(peakBacking, h.backing);
+      polls++;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  await Promise.all(conns.map(async (a, i) => {
+    const id = ids[i] ?? '';
+    if (R2) {
+      const res = await fetch(new URL(`/agent/body/${id}`, base), { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } });
+      const got = (await res.arrayBuffer()).byteLength;
+      if (got !== size - (messageFrame(a, id)?.prefix ?? 0)) throw new Error(`memory run: body of ${got} bytes`);
+    } else {
+      const from = a.received.length;
+      a.send({ type: 'credit', bytes: size });
+      await a.until(from, hasFrame('end', id), 'end frame');
+    }
+  }));
+  reading = false;
+  await poll;
+  const peakRss = procStatus(workerd)?.hwm ?? 0;
+  for (const [i, a] of conns.entries()) {
+    const logFrom = logs.length;
+    a.send({ type: 'ack', id: ids[i] ?? '', results: result('delivered') });
+    await untilLog(logFrom, 'message.acked');
+    await a.close();
+  }
+  session.close();
+  return { agents, size, heapBefore: before.used, peakHeap, peakBacking, rssBefore, peakRss, samples: polls };
 }
 
 // ---- main ----------------------------------------------------------------------------------
@@ -433,6 +539,11 @@ try {
   await rt.dispose();
   process.exit(1);
 }
+let memory: MemoryResult | null = null;
+if (!args['no-memory']) {
+  const top = Math.max(...SIZES.map((x) => x.bytes));
+  memory = await memoryRun(3, top);
+}
 let profiles: ProfileResult[] = [];
 const date = new Date().toISOString().slice(0, 10);
 if (!args['no-profile']) {
@@ -442,6 +553,7 @@ if (!args['no-profile']) {
 }
 const load1 = loadavg();
 await rt.dispose();
+await r2host?.dispose();
 await rm(dir, { recursive: true, force: true });
 
 // ---- report ----------------------------------------------------------------------------------
@@ -507,6 +619,12 @@ if (profiles.length > 0) {
   }
 }
 
+if (memory) {
+  const m = memory;
+  const mb = (n: number): string => `${(n / MiB).toFixed(1)} MiB`;
+  say(`\nMemory, ${m.agents} agents reading a ${sizeLabel(m.size)} body each at once (${R2 ? 'GET /agent/body' : 'chunks, all credit at once'}): isolate JS heap ${mb(m.heapBefore)} before, peak ${mb(m.peakHeap)}; ArrayBuffer backing stores peak ${mb(m.peakBacking)} (${m.samples} readings); workerd RSS ${mb(m.rssBefore)} before, peak ${mb(m.peakRss)}`);
+}
+
 if (failures.length > 0) say(`\nFAILED invocations (not in the table): ${failures.map((f) => `${f.kind}, ${sizeLabel(f.size)} run ${f.run}: ${f.error}`).join('; ')}`);
 const none: Row = { kind: '?', size: 0, max: Number.NaN, n: 0, p50: 0, threadP50: 0, threadMax: Number.NaN, processP50: 0, over10: 0 };
 const worst = rows.reduce((m, r) => (r.max > m.max ? r : m), rows[0] ?? none);
@@ -518,7 +636,7 @@ await writeFile(file, `${JSON.stringify({
   method: scoped
     ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope)`
     : 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
-  sizes: SIZES, rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay,
+  sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,
   profiles: profiles.map((p) => ({ phase: p.phase, size: p.size, threadMs: p.threadMs, split: p.split, topSelf: p.summary.topSelf, topInclusive: p.summary.topInclusive })),
   samples,
 }, null, 1)}\n`);
