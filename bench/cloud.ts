@@ -76,7 +76,7 @@ const logs: string[] = [];
 // R2 runs in a workerd of its own, as on the edge: the simulator's work is not the Worker's.
 const r2host: R2Host | null = R2 ? await startR2Host(join(dir, 'r2')) : null;
 const rt: WorkerRuntime = await startWorkerRuntime({
-  ...(r2host ? { bodiesRemote: r2host.address } : {}),
+  ...(r2host ? { bodiesRemote: r2host.address } : { bodies: false }),
   persistDir: join(dir, 'do'), agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN,
   // The object answers ingest once stored: the verdict wait is wall time, not CPU, and would
   // make the POST wait for the scripted agent's ack.

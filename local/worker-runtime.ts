@@ -80,7 +80,8 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
     unsafeTriggerHandlers: true,
     durableObjects: { RELAY: { className: 'RelayQueue', useSQLite: true } },
     durableObjectsPersist: opts.persistDir,
-    ...(bodies ? { r2Buckets: ['BODIES'], r2Persist: join(opts.persistDir, 'r2') } : {}),
+    // bodiesRemote replaces the in-process bucket: one BODIES binding, from the other process.
+    ...(bodies && opts.bodiesRemote === undefined ? { r2Buckets: ['BODIES'], r2Persist: join(opts.persistDir, 'r2') } : {}),
     bindings: {
       AGENT_TOKENS: opts.agentTokens.join(','),
       DEV_INGRESS_TOKEN: opts.devIngressToken,
