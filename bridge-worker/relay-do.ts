@@ -79,12 +79,23 @@ const MAX_DELETES = 1000;
 /** An ingest that has not finished after this long crashed; its rows are removed. */
 const STALE_INCOMING_MS = 60 * 60_000;
 const HOUSEKEEPING_MS = 60 * 60_000;
+/**
+ * Chunk-path bodies (no BODIES binding, or stored before it): the credit a connection may hold
+ * here, whatever its agent granted (the wire allows 64 MiB), and the chunk bytes one
+ * invocation sends across every connection. ws.send has no backpressure, so what the object
+ * has sent and the agent not yet read is bounded by the first, per connection; what one
+ * invocation reads out of SQLite and hands to the runtime by the second (issue #15).
+ */
+export const HELD_CREDIT_BYTES = 8 * 1024 * 1024;
+export const PUMP_BUDGET_BYTES = 4 * 1024 * 1024;
 
 export class RelayQueue extends DurableObject<Env> {
   readonly #store: MessageStore;
   readonly #verdicts = new VerdictBoard();
   /** The recipients list in force, as a set; undefined until first needed after a wake-up. */
   #recipients: { delimiter: string; entries: Set<string> } | null | undefined;
+  /** A pump stopped at its budget with credit left: the next alarm is due at once. */
+  #pumpPending = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -149,7 +160,7 @@ export class RelayQueue extends DurableObject<Env> {
         }
         a.agent = frame.agent;
         a.window = frame.window;
-        a.credit = frame.credit;
+        a.credit = Math.min(frame.credit, HELD_CREDIT_BYTES);
         a.bounces = frame.bounces === true;
         a.warnings = a.bounces && frame.warnings === true;
         a.version = frame.v;
@@ -159,7 +170,7 @@ export class RelayQueue extends DurableObject<Env> {
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
         break;
       case FRAME.CREDIT:
-        a.credit = Math.min(a.credit + frame.bytes, MAX_CREDIT_BYTES);
+        a.credit = Math.min(a.credit + frame.bytes, HELD_CREDIT_BYTES);
         break;
       case FRAME.ACK:
         if (!this.#onAck(ws, a, frame)) return;
@@ -515,6 +526,7 @@ export class RelayQueue extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     // Alarms may run more than once: everything here is idempotent.
     const now = Date.now();
+    this.#pumpPending = false;
     this.#closeSilentAgents(now);
     const woken = this.#store.wakeDeferred(now);
     const cfg = readConfig(this.env);
@@ -547,6 +559,8 @@ export class RelayQueue extends DurableObject<Env> {
     const now = Date.now();
     const deadline = this.#store.nextDeadline(now);
     let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
+    // Chunks a pump left for want of budget: at once, in an invocation of their own.
+    if (this.#pumpPending) at = now;
     // While agents are connected, look for silent ones every half silence limit.
     if (this.ctx.getWebSockets().length > 0) at = Math.min(at, now + Math.max(500, readConfig(this.env).agentSilentMs / 2));
     // The orphan sweep's next page (set once this shard stored a body in R2).
@@ -816,30 +830,38 @@ export class RelayQueue extends DurableObject<Env> {
   // ---- pushing --------------------------------------------------------------------
 
   #pumpAll(except?: WebSocket): void {
+    const budget = { bytes: PUMP_BUDGET_BYTES };
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except) continue;
       const a = this.#attachment(ws);
-      if (a && a.agent !== null && !a.closed) this.#pump(ws, a);
+      if (a && a.agent !== null && !a.closed) this.#pump(ws, a, budget);
     }
   }
 
   /**
    * Sends what this socket has room for: chunks of the current message while
-   * credit lasts (ws.send has no backpressure: credit is our flow control),
-   * then leases the next queued message if the window allows.
+   * credit lasts (ws.send has no backpressure: credit is our flow control) and the
+   * invocation's chunk budget, shared by every socket it pumps, lasts; then leases the next
+   * queued message if the window allows. Chunks left for want of budget go in an alarm set
+   * for now (#scheduleAlarm), which pumps again.
    */
-  #pump(ws: WebSocket, a: Attachment): void {
+  #pump(ws: WebSocket, a: Attachment, budget = { bytes: PUMP_BUDGET_BYTES }): void {
     try {
       for (;;) {
         if (a.cursor) {
           const c = a.cursor;
-          while (a.credit > 0 && c.seq < c.chunks) {
+          while (a.credit > 0 && budget.bytes > 0 && c.seq < c.chunks) {
             const data = this.#store.chunk(c.id, c.seq);
             ws.send(data);
             a.credit -= data.byteLength;
+            budget.bytes -= data.byteLength;
             c.seq++;
           }
-          if (c.seq < c.chunks) break; // wait for credit
+          if (c.seq < c.chunks) {
+            // Out of budget with credit left: the alarm goes on where this stopped.
+            if (a.credit > 0) this.#pumpPending = true;
+            break;
+          }
           this.#send(ws, { type: FRAME.END, id: c.id, chunks: c.chunks });
           a.cursor = null;
         }

@@ -96,6 +96,37 @@ t.test('without BODIES: a socket dropped mid-message gives the message to the ne
   await b.closed;
 });
 
+t.test('without BODIES: the object holds at most 8 MiB of an agent\'s credit; what one invocation\'s 4 MiB budget leaves follows in an alarm', async (t) => {
+  const MiB = 1 << 20;
+  const bodies = [randomBytes(12 * MiB), randomBytes(12 * MiB)];
+  const posted = [];
+  for (const [i, body] of bodies.entries()) posted.push(await w.post(`greedy${i}@sender.test`, 'alice@example.test', body));
+  // Two agents that grant all the wire allows (64 MiB) and never give any back.
+  const agents = [await connect(64 * MiB), await connect(64 * MiB)];
+  const sent = (a: RawAgent): number => a.seen.reduce((n, x) => n + (x.kind === 'chunk' ? x.data.length : 0), 0);
+  const frames = await Promise.all(agents.map((a) => a.until((s) => {
+    for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message') return x.frame;
+    return undefined;
+  })));
+  // Each has its message; the object sends 8 MiB of each (its cap, plus at most the chunk that crossed it), then waits for credit.
+  for (const a of agents) await a.until((s) => s.filter((x) => x.kind === 'chunk').length >= 8 || undefined);
+  await new Promise((r) => setTimeout(r, 500));
+  for (const [i, a] of agents.entries()) {
+    t.ok(sent(a) >= 8 * MiB && sent(a) < 9 * MiB, `agent ${i}: ${sent(a)} bytes sent against 64 MiB granted: held to 8 MiB`);
+  }
+  // Credit back (as the real agent grants after reading): the rest of both messages comes.
+  for (const a of agents) a.send({ type: 'credit', bytes: 8 * MiB });
+  for (const [i, a] of agents.entries()) {
+    const m = frames[i] as MessageFrame;
+    const got = splitBlock(await a.received(m.id));
+    const which = posted.findIndex((p) => String(p.body.id) === m.id);
+    t.ok(got.rest.equals(bodies[which] ?? Buffer.alloc(0)), `agent ${i}: the whole message, byte-exact`);
+    ackAll(a, m);
+  }
+  await settled(w);
+  for (const a of agents) { a.close(); await a.closed; }
+});
+
 t.test('a v1 agent is leased only messages whose sha256 covers every byte', async (t) => {
   const plain = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1\r\n\r\nx\r\n'), { block: false });
   const blocked = await w.post('v@sender.test', 'alice@example.test', Buffer.from('Subject: v1 blocked\r\n\r\nx\r\n'));
