@@ -28,3 +28,22 @@ t.test('wrangler deploy --dry-run bundles the Worker and its Durable Object', as
   t.same(imports, ['cloudflare:workers'], 'the only import is the Workers runtime');
   t.notMatch(bundle, /\brequire\(["']node:/, 'no Node built-ins');
 });
+
+// wrangler.paid.toml: the same deploy with Cloudflare's CPU limit at the Free plan's 10 ms,
+// for Workers Paid accounts (the Free plan refuses a deploy that sets `limits`).
+t.test('wrangler.paid.toml is wrangler.toml plus a 10 ms CPU limit, and deploys', async (t) => {
+  const lines = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const free = lines(await readFile(join(ROOT, 'wrangler.toml'), 'utf8'));
+  const paid = lines(await readFile(join(ROOT, 'wrangler.paid.toml'), 'utf8'));
+  t.notOk(free.some((l) => /^\[limits\]|^limits\b|cpu_ms/.test(l)), 'wrangler.toml sets no limits: Free would refuse the deploy');
+  t.same(paid.slice(-2), ['[limits]', 'cpu_ms = 10'], 'the paid file ends with the Free plan\'s limit');
+  t.same(paid.slice(0, -2), free, 'and is otherwise wrangler.toml, line for line');
+  const out = await mkdtemp(join(tmpdir(), 'mailbridge-deploy-paid-'));
+  t.teardown(() => rm(out, { recursive: true, force: true }));
+  const { stdout } = await promisify(execFile)(process.execPath, [WRANGLER, 'deploy', '--dry-run', '-c', 'wrangler.paid.toml', '--outdir', out], {
+    cwd: ROOT, encoding: 'utf8', timeout: 120_000,
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_UPDATE_NOTIFIER: '1' },
+  });
+  t.match(stdout, /env\.BODIES \(mailbridge-bodies\)\s+R2 Bucket/);
+  t.match(stdout, /--dry-run: exiting now/);
+});
