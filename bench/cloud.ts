@@ -13,7 +13,7 @@
 // Prints a table per kind and size, writes bench/results/cloud-<date>.json; the last line
 // names the largest CPU time of any single invocation.
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,10 +71,12 @@ interface Sample {
 
 const dir = await mkdtemp(join(tmpdir(), 'mailbridge-cloud-'));
 const inspectPort = await freePort();
+// R2 runs in a workerd of its own, as on the edge: the simulator's work is not the Worker's.
+// Started first, with the plain workerd: the inspector wrapper is for the Worker's alone.
+const r2host: R2Host | null = R2 ? await startR2Host(join(dir, 'r2')) : null;
+const r2pids = new Set(childrenNamed(process.pid, 'workerd'));
 process.env.MINIFLARE_WORKERD_PATH = await inspectorWrapper(dir, inspectPort);
 const logs: string[] = [];
-// R2 runs in a workerd of its own, as on the edge: the simulator's work is not the Worker's.
-const r2host: R2Host | null = R2 ? await startR2Host(join(dir, 'r2')) : null;
 const rt: WorkerRuntime = await startWorkerRuntime({
   ...(r2host ? { bodiesRemote: r2host.address } : { bodies: false }),
   persistDir: join(dir, 'do'), agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN,
@@ -90,7 +92,7 @@ const rt: WorkerRuntime = await startWorkerRuntime({
   },
   onLog: (l) => logs.push(l),
 });
-const workerd: number = childrenNamed(process.pid, 'workerd')[0] ?? -1;
+const workerd: number = childrenNamed(process.pid, 'workerd').find((p) => !r2pids.has(p)) ?? -1;
 if (workerd < 0) throw new Error('no workerd child process found');
 const isolate = threadsOf(workerd).find((t) => t.tid === workerd);
 if (!isolate) throw new Error('workerd has no main thread?');
@@ -534,6 +536,8 @@ try {
   }
   if (sampler) {
     const perf = await sampler.stop();
+    // BENCH_KEEP_PERF=<file>: keep perf's samples (with their stacks) for a closer look.
+    if (process.env.BENCH_KEEP_PERF) await copyFile(join(dir, 'perf.data'), process.env.BENCH_KEEP_PERF);
     for (const x of samples) {
       const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
       x.perfSamples = n;
