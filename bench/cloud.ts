@@ -35,7 +35,7 @@ import { heapUsage, inspectIsolate, inspectorWrapper, profileIsolate } from './l
 const { values: args } = parseArgs({ options: {
   runs: { type: 'string' }, sizes: { type: 'string' }, 'no-profile': { type: 'boolean', default: false },
   'no-scope': { type: 'boolean', default: false }, hz: { type: 'string' },
-  chunks: { type: 'boolean', default: false }, 'no-memory': { type: 'boolean', default: false },
+  chunks: { type: 'boolean', default: false }, 'no-memory': { type: 'boolean', default: false }, 'no-cold': { type: 'boolean', default: false },
 } });
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -52,6 +52,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const say = (s: string): void => { process.stdout.write(`${s}\n`); };
 /** perf's sampling rate: 250 µs between samples; perf's own cost adds about 15 % to the thread's time. */
 const HZ = Number(args.hz ?? 0) || 4000;
+/** Full runs before measuring: V8 has compiled and tiered up what every kind runs. */
+const WARM_RUNS = 3;
+/** Fresh workerd processes, each measured on its first invocations (a cold isolate and object). */
+const COLD_RUNS = 3;
 const scopeWhyNot: string | null = args['no-scope'] ? '--no-scope' : perfUnavailable();
 /** --chunks: no BODIES binding, bodies in the object's SQLite chunks (the path before R2, and a deployment without the bucket). */
 const R2 = args.chunks !== true;
@@ -92,11 +96,12 @@ const rt: WorkerRuntime = await startWorkerRuntime({
   },
   onLog: (l) => logs.push(l),
 });
-const workerd: number = childrenNamed(process.pid, 'workerd').find((p) => !r2pids.has(p)) ?? -1;
+// `let`: the cold runs restart workerd (a new process, a new thread).
+let workerd: number = childrenNamed(process.pid, 'workerd').find((p) => !r2pids.has(p)) ?? -1;
 if (workerd < 0) throw new Error('no workerd child process found');
 const isolate = threadsOf(workerd).find((t) => t.tid === workerd);
 if (!isolate) throw new Error('workerd has no main thread?');
-const tid = isolate.tid;
+let tid = isolate.tid;
 const base = rt.url;
 const agentUrl = new URL('/agent', base).href.replace(/^http/, 'ws');
 
@@ -174,12 +179,12 @@ async function pumpToEnd(agent: WireAgent, size: number, id: string, from: numbe
 }
 
 /** With R2: the agent's GET /agent/body/<id>, read to its end and checked, as one invocation. */
-async function fetchBody(agent: WireAgent, size: number, id: string): Promise<void> {
+async function fetchBody(agent: WireAgent, size: number, id: string, kind = 'agent GET /agent/body/<id> (R2 object streamed back)'): Promise<void> {
   const m = messageFrame(agent, id);
   if (!m?.fetch) throw new Error(`message ${id} has no fetch in its frame`);
   const md5 = m.fetch.md5;
   const want = size - (m.prefix ?? 0);
-  await measure('agent GET /agent/body/<id> (R2 object streamed back)', size, async () => {
+  await measure(kind, size, async () => {
     const res = await fetch(new URL(`/agent/body/${id}`, base), { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } });
     const body = Buffer.from(await res.arrayBuffer());
     if (res.status !== 200 || body.byteLength !== want) throw new Error(`body fetch: HTTP ${res.status}, ${body.byteLength} bytes, wanted ${want}`);
@@ -444,6 +449,61 @@ async function profileRuns(outDir: string): Promise<ProfileResult[]> {
   return out;
 }
 
+// ---- cold: the first invocations of a fresh isolate and object ------------------------------
+
+/**
+ * On the edge a quiet personal domain's Worker isolate and queue object are often evicted
+ * between messages, and the next message runs in fresh ones: V8 compiles each function the
+ * first time it runs, and the object opens its database (schema check) in its constructor.
+ * Each cold run restarts workerd and measures, in a fresh isolate, the first email() + ingest
+ * (no agent yet: the object too starts there), then connect + hello, then the agent's first body
+ * fetch, each with its own window, into `samples` under "cold: …".
+ */
+async function coldRuns(t: Template, size: number, perfDir: string): Promise<void> {
+  for (let run = 0; run < COLD_RUNS; run++) {
+    runNo = run;
+    await rt.restart();
+    workerd = childrenNamed(process.pid, 'workerd').find((p) => !r2pids.has(p)) ?? -1;
+    tid = workerd;
+    await untilQuiet(workerd, tid);
+    const from = samples.length;
+    const sampler = scopeWhyNot === null ? await startScopeSampler(tid, join(perfDir, `cold-${size}-${run}.data`), HZ) : null;
+    // Every request here first passes Miniflare's entry worker, whose own first run (its
+    // compile) the edge does not have: this measures that floor and takes it out of the rest.
+    await measure('cold: first GET /healthz (Miniflare\'s entry worker and the Worker\'s routing, compiled)', size, async () => {
+      await (await fetch(new URL('/healthz', base))).arrayBuffer();
+    });
+    await measure('cold: email() + ingest (then: the Worker\'s email path and a fresh object)', size, async () => { await post(t, `cloud-cold-${size}-${run}`); });
+    let agent: WireAgent | undefined;
+    await measure('cold: connect + hello', size, async () => {
+      agent = await WireAgent.connect(agentUrl, AGENT_TOKEN);
+      agent.send(hello);
+      await agent.until(0, hasFrame('welcome'), 'welcome');
+    });
+    if (!agent) throw new Error('unreachable');
+    const a = agent;
+    await a.until(0, hasFrame('message'), 'message frame');
+    const id = a.last('message')?.id ?? '';
+    await untilQuiet(workerd, tid);
+    if (R2) await fetchBody(a, size, id, 'cold: agent GET /agent/body/<id> (first)');
+    const logFrom = logs.length;
+    await measure('cold: ack delivered (first)', size, async () => {
+      a.send({ type: 'ack', id, results: result('delivered') });
+      await untilLog(logFrom, 'message.acked');
+    });
+    await a.close();
+    if (sampler) {
+      const perf = await sampler.stop();
+      if (process.env.BENCH_KEEP_PERF) await copyFile(join(perfDir, `cold-${size}-${run}.data`), `${process.env.BENCH_KEEP_PERF}.cold-${size}-${run}`);
+      for (const x of samples.slice(from)) {
+        const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
+        x.perfSamples = n;
+        x.scopeMs = n === 0 ? x.threadMs : x.threadMs * (inScope / n);
+      }
+    }
+  }
+}
+
 // ---- memory: several agents, 25 MiB each, at once ------------------------------------------
 
 interface MemoryResult { agents: number; size: number; heapBefore: number; peakHeap: number; peakBacking: number; rssBefore: number; peakRss: number; samples: number }
@@ -525,8 +585,9 @@ const load0 = loadavg();
 say(`bench:cloud — workerd pid ${workerd}, isolate thread ${tid} (${isolate.comm}); loadavg ${load0.map((x) => x.toFixed(2)).join(' ')}; ${new Date().toISOString()}`);
 const storageLog: Record<string, unknown>[] = [];
 try {
-  // Warm-up: the first invocations compile the Worker's code; not measured.
-  await oneRun(template(10 * KiB, 'cloud-warm'), 10 * KiB, -1, null);
+  // Warm-up: the first invocations compile the Worker's code (lazily, function by function,
+  // then in tiers as they run again): not measured here. The cold runs below measure them.
+  for (let i = 0; i < WARM_RUNS; i++) await oneRun(template(10 * KiB, 'cloud-warm'), 10 * KiB, -1, null);
   samples.length = 0;
   const sampler = scopeWhyNot === null ? await startScopeSampler(tid, join(dir, 'perf.data'), HZ) : null;
   for (const { bytes, runs } of SIZES) {
@@ -561,6 +622,9 @@ if (!args['no-profile']) {
   const outDir = join(ROOT, 'bench', 'results', 'profiles', `cloud-${date}-${process.pid}`);
   await mkdir(outDir, { recursive: true });
   profiles = await profileRuns(outDir);
+}
+if (!args['no-cold']) {
+  for (const size of [...new Set([10 * KiB, Math.max(...SIZES.map((x) => x.bytes))])]) await coldRuns(template(size, `cloud-cold-${size}`), size, dir);
 }
 const load1 = loadavg();
 await rt.dispose();

@@ -17,6 +17,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const SCOPE_FRAME = 'workerd::IoContext::runImpl';
+/** libc calls made only by workerd's event loop (never by JS, SQLite or a native API JS calls). */
+const EVENT_LOOP_CALLS = /^(epoll_p?wait|splice)$/;
 /** The bottom of the main thread's stack: a sample that reaches it has its whole chain. */
 const BOTTOM_FRAMES = ['__libc_start_call_main', 'main'];
 
@@ -66,11 +68,15 @@ export async function classify(lines: AsyncIterable<string> | Iterable<string>):
   let inScope = false;
   let whole = false;
   let firstUser: string | null = null;
+  let userFrames = 0;
   let open = false;
   const close = (): void => {
     // Out of the scope only when known to be: the whole chain was seen without the scope
-    // frame, or the thread was in the event loop's wait (libc's epoll_pwait ends the chain).
-    if (open) flags.push(!inScope && (whole || (firstUser !== null && /^epoll_p?wait/.test(firstUser))) ? 0 : 1);
+    // frame, or the chain is one libc call that only the event loop makes: its wait
+    // (epoll_pwait) or kj's zero-copy pump between sockets (splice), whose libc wrappers end
+    // the frame-pointer chain. Any other cut chain counts as in.
+    const loopIo = userFrames === 1 && firstUser !== null && EVENT_LOOP_CALLS.test(firstUser);
+    if (open) flags.push(!inScope && (whole || loopIo) ? 0 : 1);
     open = false;
   };
   for await (const line of lines) {
@@ -81,6 +87,7 @@ export async function classify(lines: AsyncIterable<string> | Iterable<string>):
       inScope = false;
       whole = false;
       firstUser = null;
+      userFrames = 0;
       open = true;
       continue;
     }
@@ -89,6 +96,7 @@ export async function classify(lines: AsyncIterable<string> | Iterable<string>):
     const [, ip = '', sym = ''] = frame;
     if (ip.startsWith('ffffffff')) continue;  // kernel frames: the syscall or fault under a user frame
     firstUser ??= sym;
+    userFrames++;
     if (sym.startsWith(SCOPE_FRAME)) inScope = true;
     else if (BOTTOM_FRAMES.includes(sym)) whole = true;
   }
