@@ -56,6 +56,8 @@ const HZ = Number(args.hz ?? 0) || 4000;
 const WARM_RUNS = 3;
 /** Fresh workerd processes, each measured on its first invocations (a cold isolate and object). */
 const COLD_RUNS = 3;
+/** workerd evicts a Durable Object after 10 s without a request (Miniflare's docs): a margin on top. */
+const EVICTED_AFTER_MS = 15_000;
 const scopeWhyNot: string | null = args['no-scope'] ? '--no-scope' : perfUnavailable();
 /** --chunks: no BODIES binding, bodies in the object's SQLite chunks (the path before R2, and a deployment without the bucket). */
 const R2 = args.chunks !== true;
@@ -134,13 +136,15 @@ async function measure(kind: string, size: number, act: (cpu0: number) => Promis
 /** A frame that gets no answer: wait until the thread ran, then for quiet. */
 const ran = (cpu0: number): Promise<void> => untilRan(workerd, tid, cpu0);
 
-async function post(t: Template, id: string): Promise<void> {
+/** Posts one message to the dev route; returns the queue's id for it. */
+async function post(t: Template, id: string): Promise<string> {
   const url = new URL('/dev/email', base);
   url.searchParams.set('from', SENDER);
   url.searchParams.set('to', RCPT);
   const res = await fetch(url, { method: 'POST', body: wholeMessage(t, id), headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
   const body = await res.text();
   if (res.status !== 200) throw new Error(`POST /dev/email: ${res.status} ${body}`);
+  return String((JSON.parse(body) as { id?: unknown }).id ?? '');
 }
 
 async function admin(path: string, method = 'GET'): Promise<Buffer> {
@@ -449,6 +453,25 @@ async function profileRuns(outDir: string): Promise<ProfileResult[]> {
   return out;
 }
 
+// ---- woken: a warm isolate, a queue object that was evicted -----------------------------------
+
+/**
+ * workerd evicts an idle Durable Object after 10 s (Cloudflare after a minute or two): the
+ * next message finds the isolate, and its compiled code, still there but builds the object
+ * anew (its constructor opens the database and checks the schema). With no agent connected,
+ * each run waits for that eviction and measures the next email() + ingest.
+ */
+async function wokenRuns(t: Template, size: number): Promise<void> {
+  const ids: string[] = [];
+  for (let run = 0; run < COLD_RUNS; run++) {
+    runNo = run;
+    await new Promise((r) => setTimeout(r, EVICTED_AFTER_MS));
+    await measure('woken: email() + ingest (warm isolate, object evicted after 10 s idle)', size, async () => { ids.push(await post(t, `cloud-woken-${run}`)); });
+  }
+  // Not delivered: out of the queue, so that the next agents get only their own messages.
+  for (const id of ids) await admin(`/admin/messages/${id}/delete`, 'POST');
+}
+
 // ---- cold: the first invocations of a fresh isolate and object ------------------------------
 
 /**
@@ -595,6 +618,7 @@ try {
     for (let r = 0; r < runs; r++) await oneRun(t, bytes, r, r === 0 ? storageLog : null);
     say(`  ${sizeLabel(bytes)}: ${runs} runs done; loadavg ${loadavg()[0]?.toFixed(2)}`);
   }
+  if (!args['no-cold']) await wokenRuns(template(10 * KiB, 'cloud-woken'), 10 * KiB);
   if (sampler) {
     const perf = await sampler.stop();
     // BENCH_KEEP_PERF=<file>: keep perf's samples (with their stacks) for a closer look.
