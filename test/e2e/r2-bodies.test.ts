@@ -15,6 +15,7 @@ import { validateConfig } from '../../edge-agent/config.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { startLmtpPeer, type LmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
+import { poll } from '../helpers/wait.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
@@ -45,16 +46,6 @@ async function setup(t: Test, vars: Record<string, string> = {}): Promise<Env> {
       return a;
     },
   };
-}
-
-async function eventually<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function admin(w: TestWorker, path: string): Promise<Response> {
@@ -105,7 +96,7 @@ for (const size of [10 * 1024, 5 * 1024 * 1024 + 123]) {
 
     const a = env.agent();
     await a.connected;
-    await eventually('the delivery', () => env.peer.stored.length, (n) => n >= 1);
+    await poll('the delivery', () => env.peer.stored.length, (n) => n >= 1, 30_000);
     const got = env.peer.stored[0] ?? Buffer.alloc(0);
     if (!got.subarray(got.length - raw.length).equals(raw)) {
       const tail = got.subarray(got.length - raw.length);
@@ -115,7 +106,7 @@ for (const size of [10 * 1024, 5 * 1024 * 1024 + 123]) {
     }
     t.ok(got.subarray(got.length - raw.length).equals(raw), 'LMTP got the message byte for byte (after the agent\'s Authentication-Results)');
     t.match(got.subarray(0, got.length - raw.length).toString('latin1'), /^Authentication-Results: [^]*\r\n$/, 'and nothing else before it');
-    await eventually('the R2 object to be deleted', () => bucketKeys(env.w), (k) => k.length === 0);
+    await poll('the R2 object to be deleted', () => bucketKeys(env.w), (k) => k.length === 0, 30_000);
     t.same(await env.w.summary(), { incoming: 0, queued: 0, 'in-flight': 0, deferred: 0, hold: 0, 'dead-letter': 0, bouncing: 0, bounced: 0 }, 'acked: gone from the queue');
     t.equal(env.peer.stored.length, 1, 'delivered once');
   });
@@ -132,7 +123,7 @@ t.test('the same message under two different Cloudflare blocks is stored once (d
   t.match(first.body, { outcome: 'accepted', duplicate: false });
   t.match(second.body, { outcome: 'accepted', duplicate: true, id: first.body.id }, 'the retry is the first message');
   t.equal((await env.w.summary()).queued, 1, 'one message queued');
-  await eventually('the duplicate\'s R2 object to be deleted', () => bucketKeys(env.w), (k) => k.length === 1);
+  await poll('the duplicate\'s R2 object to be deleted', () => bucketKeys(env.w), (k) => k.length === 1, 30_000);
   const other = await env.w.post(FROM, TO, Buffer.concat([blockA, message('dedupe-2', 20_000)]), { block: false });
   t.match(other.body, { duplicate: false }, 'a different body is a different message');
 });
@@ -147,9 +138,9 @@ t.test('a body damaged in R2 is refused by the agent (nack corrupt) and never de
   damaged[damaged.length - 10] = (damaged[damaged.length - 10] ?? 0) ^ 0x01;  // one bit, near the end: most of the body streams before the check
   await b.put(key ?? '', damaged.buffer.slice(damaged.byteOffset, damaged.byteOffset + damaged.byteLength));
   env.agent();
-  const corrupt = await eventually('the agent\'s refusal', () => env.events.filter((e) => e.event === 'deliver.corrupt'), (e) => e.length >= 1);
+  const corrupt = await poll('the agent\'s refusal', () => env.events.filter((e) => e.event === 'deliver.corrupt'), (e) => e.length >= 1, 30_000);
   t.match(String(corrupt[0]?.error), /MD5 mismatch/, 'the agent names the MD5 mismatch');
-  const msg = await eventually('the message to be deferred', async () => (await admin(env.w, `/admin/messages/${id}`)).json() as Promise<Record<string, unknown>>, (m) => m.state === 'deferred');
+  const msg = await poll('the message to be deferred', async () => (await admin(env.w, `/admin/messages/${id}`)).json() as Promise<Record<string, unknown>>, (m) => m.state === 'deferred', 30_000);
   t.match(msg.lastError, /nack corrupt: .*MD5 mismatch/, 'deferred with the reason');
   t.same(env.peer.stored, [], 'nothing stored by LMTP: the final dot never went out');
   t.ok(env.peer.dataBytes > 0, 'although the body was streaming into the LMTP DATA');
@@ -192,13 +183,13 @@ t.test('a refused message in R2 bounces with its original header section; the pu
   const raw = Buffer.concat([cloudflareBlock(FROM, TO), message('bounce-me', 40_000)]);
   const id = await postRaw(env.w, raw);
   env.agent(relay.url);
-  const [dsn] = await eventually('the DSN', () => relay.messages, (m) => m.length >= 1);
+  const [dsn] = await poll('the DSN', () => relay.messages, (m) => m.length >= 1, 30_000);
   t.same(dsn?.to, [FROM], 'to the sender');
   const text = dsn?.body.toString('latin1') ?? '';
   t.match(text, /Content-Type: text\/rfc822-headers/, 'with the original headers');
   t.match(text, /Message-ID: <bounce-me@example\.net>\r\nSubject: bounce-me\r\n/, 'quoted from the stored header section');
   t.ok(text.length < 20_000, 'and not the 40 kB body');
-  await eventually('bounced', async () => (await admin(env.w, `/admin/messages/${id}`)).json() as Promise<Record<string, unknown>>, (m) => m.state === 'bounced');
+  await poll('bounced', async () => (await admin(env.w, `/admin/messages/${id}`)).json() as Promise<Record<string, unknown>>, (m) => m.state === 'bounced', 30_000);
   t.same(await bucketKeys(env.w), [`queue/${id}`], 'a bounced message keeps its body (relayctl export) until purged or expired');
   const purge = await fetch(new URL(`/admin/messages/${id}`, env.w.rt.url), { method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN}` } });
   t.equal(purge.status, 200);
@@ -217,10 +208,10 @@ t.test('postsuper -d (delete) and the retention of bounced messages delete the R
   env.peer.finalReply = (r) => `550 5.1.1 <${r}> User doesn't exist\r\n`;
   const id = await postRaw(env.w, Buffer.concat([cloudflareBlock(FROM, TO), message('expire-me', 5000)]));
   env.agent(relay.url);
-  await eventually('the DSN', () => relay.messages, (m) => m.length >= 1);
+  await poll('the DSN', () => relay.messages, (m) => m.length >= 1, 30_000);
   // Kept RETENTION_MS after its DSN, then pruned by the alarm (while an agent is connected, it
   // runs every AGENT_SILENT_MS / 2): the row and, with it, the body in R2.
-  await eventually('pruned', async () => (await admin(env.w, `/admin/messages/${id}`)).status, (s) => s === 404, 15_000);
-  await eventually('its R2 object deleted', () => bucketKeys(env.w), (k) => k.length === 0);
+  await poll('pruned', async () => (await admin(env.w, `/admin/messages/${id}`)).status, (s) => s === 404, 15_000);
+  await poll('its R2 object deleted', () => bucketKeys(env.w), (k) => k.length === 0, 30_000);
   t.pass('pruned with its body');
 });
