@@ -4,6 +4,7 @@
 import { cloudflareBlockLength } from './cloudflare-block.ts';
 import { headerSection } from './headers.ts';
 import { hex } from './log.ts';
+import { byobReader } from './streams.ts';
 
 /**
  * The first bytes email() reads itself before piping the rest natively: enough to find the
@@ -101,12 +102,7 @@ export async function putBody(
  * ends. Any other stream: whole pieces until `max` is reached (one piece more at most).
  */
 async function readHead(raw: ReadableStream<Uint8Array>, max: number): Promise<{ first: Uint8Array; done: boolean }> {
-  let byob: ReadableStreamBYOBReader | null = null;
-  try {
-    byob = raw.getReader({ mode: 'byob' });
-  } catch {
-    byob = null;
-  }
+  const byob = byobReader(raw);
   if (byob) {
     let buf = new Uint8Array(max);
     let fill = 0;

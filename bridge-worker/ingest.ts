@@ -5,6 +5,7 @@ import { MAX_CHUNK_BYTES, NO_VERDICTS, type AuthVerdicts } from '../protocol/wir
 import { blockVerdicts } from './cf-verdicts.ts';
 import { MAX_BLOCK_BYTES, cloudflareBlockLength } from './cloudflare-block.ts';
 import { hex } from './log.ts';
+import { byobReader } from './streams.ts';
 import type { MessageStore } from './store.ts';
 
 export type ChunkResult =
@@ -59,12 +60,7 @@ export async function storeChunks(
   };
   // A byte stream (the request body, message.raw, an RPC stream) is read straight into the
   // chunk buffer: no copy in JS, one read per chunk. Any other stream: one copy per piece.
-  let byob: ReadableStreamBYOBReader | null = null;
-  try {
-    byob = raw.getReader({ mode: 'byob' });
-  } catch {
-    byob = null;
-  }
+  const byob = byobReader(raw);
   if (byob) {
     const reader = byob;
     for (;;) {
