@@ -2,12 +2,11 @@
 // (bodies go into the object's SQLite, 1 MiB a row, pumped to the agent against credit), and
 // messages such a Worker stored before the bucket was bound (an upgrade with a queue).
 import { createHash, randomBytes } from 'node:crypto';
-import { request } from 'node:http';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
 import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, DEV_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, postPartly, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 let w: TestWorker;
 t.before(async () => { w = await startTestWorker({ allowedDomains: ['example.test'], bodies: false }); });
@@ -151,12 +150,7 @@ t.test('a v1 agent is leased only messages whose sha256 covers every byte', asyn
 
 t.test('an ingest cut short by a restart leaves no incoming row: the next instance removes it at start', async (t) => {
   // Half a body posted, the rest never sent: the row stays incoming until workerd goes away.
-  const url = new URL('/dev/email', w.rt.url);
-  url.searchParams.set('from', 'cut@sender.test');
-  url.searchParams.set('to', 'alice@example.test');
-  const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}`, 'Content-Length': 4 * MAX_CHUNK_BYTES } });
-  req.on('error', () => undefined);  // the restart cuts it
-  req.write(randomBytes(2 * MAX_CHUNK_BYTES));
+  const req = postPartly(w, 'cut@sender.test', 'alice@example.test', 4 * MAX_CHUNK_BYTES, randomBytes(2 * MAX_CHUNK_BYTES));  // the restart cuts it
   for (let i = 0; i < 200 && (await w.summary()).incoming !== 1; i++) await new Promise((r) => setTimeout(r, 25));
   t.equal((await w.summary()).incoming, 1, 'mid-ingest: one incoming row');
   await w.rt.restart();

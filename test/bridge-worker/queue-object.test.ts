@@ -2,13 +2,12 @@
 // agent so every frame can be checked. Bodies in R2, as deployed (wrangler.toml);
 // the chunk path has its own file (chunk-path.test.ts).
 import { createHash, randomBytes } from 'node:crypto';
-import { request } from 'node:http';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, DEV_TOKEN, OLD_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, OLD_TOKEN, postPartly, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
 let w: TestWorker;
 t.before(async () => { w = await startTestWorker({ allowedDomains: ['example.test'] }); });
@@ -275,16 +274,11 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
 
 t.test('an email() cut short mid-body stores nothing: no row, and its R2 put fails and is deleted', async (t) => {
   // Half a body posted, then the connection dropped: the stream into R2 breaks.
-  const url = new URL('/dev/email', w.rt.url);
-  url.searchParams.set('from', 'cut@sender.test');
-  url.searchParams.set('to', 'alice@example.test');
   const before = await w.summary();
   const keys = await w.bodyKeys();
   const tempfails = (): number => w.logs.filter((l) => l.includes('"event":"email.tempfail"')).length;
   const failed = tempfails();
-  const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}`, 'Content-Length': 4 * MAX_CHUNK_BYTES } });
-  req.on('error', () => undefined);
-  req.write(randomBytes(2 * MAX_CHUNK_BYTES));
+  const req = postPartly(w, 'cut@sender.test', 'alice@example.test', 4 * MAX_CHUNK_BYTES, randomBytes(2 * MAX_CHUNK_BYTES));
   await new Promise((r) => setTimeout(r, 300));
   req.destroy();
   for (let i = 0; i < 40 && tempfails() === failed; i++) await new Promise((r) => setTimeout(r, 50));

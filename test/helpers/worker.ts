@@ -1,6 +1,7 @@
 // Starts the real Worker + Durable Object in local workerd for a test, with
 // its own persisted storage dir, and posts mail into it like Email Routing.
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { request, type ClientRequest } from 'node:http';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +30,21 @@ export interface TestWorker {
    */
   ageBodies(keys: string[], ms: number): Promise<void>;
   stop(): Promise<void>;
+}
+
+/**
+ * Starts a POST of a message to the dev route that announces `announced` bytes (Content-Length)
+ * and writes only `sent`: a body cut short. Its 'error' is swallowed (the test cuts it on
+ * purpose); the request is returned for the test to destroy, or for a restart to cut.
+ */
+export function postPartly(w: TestWorker, from: string, to: string, announced: number, sent: Buffer): ClientRequest {
+  const url = new URL('/dev/email', w.rt.url);
+  url.searchParams.set('from', from);
+  url.searchParams.set('to', to);
+  const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}`, 'Content-Length': announced } });
+  req.on('error', () => undefined);
+  req.write(sent);
+  return req;
 }
 
 /**
