@@ -48,6 +48,8 @@ const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const RCPT = 'alice@example.test';
 /** The real agent's credit: 8 MiB at hello, given back in 1 MiB grants as it reads (edge-agent/session.ts). */
 const AGENT_CREDIT = 8 * MiB;
+/** bridge-worker/relay-do.ts PUMP_BUDGET_BYTES (4 MiB) in 1 MiB chunks: what one invocation sends. */
+const PUMP_BUDGET_CHUNKS = 4;
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const say = (s: string): void => { process.stdout.write(`${s}\n`); };
 /** perf's sampling rate: 250 µs between samples; perf's own cost adds about 15 % to the thread's time. */
@@ -313,7 +315,8 @@ async function oneRun(t: Template, size: number, run: number, storageLog: Record
   await topUp(a, size);
   from = a.received.length;
   // With R2 no chunk follows the message frame: the agent fetches the body.
-  const first = R2 ? 0 : Math.min(Math.ceil(size / MAX_CHUNK_BYTES), AGENT_CREDIT / MAX_CHUNK_BYTES);
+  // (--chunks: one invocation sends at most PUMP_BUDGET_BYTES, 4 MiB, of chunks; an alarm the rest.)
+  const first = R2 ? 0 : Math.min(Math.ceil(size / MAX_CHUNK_BYTES), PUMP_BUDGET_CHUNKS);
   try {
     await measure(R2 ? 'email() + ingest, agent online (store + message frame)' : 'email() + ingest, agent holds 8 MiB credit (store + send)', size, async () => {
       await post(t, `cloud-${size}-${run}-b`);
