@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
-import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
+import { eightBitMessage, splitBlock, STAND_IN_BLOCK } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, postPartly, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -40,11 +40,7 @@ async function settled(on: TestWorker): Promise<void> {
 }
 
 t.test('without BODIES: 8-bit and binary bytes arrive byte-exact in chunks of at most 1 MiB; one warning names the missing binding', async (t) => {
-  const body = Buffer.concat([
-    Buffer.from('From: a@sender.test\r\nSubject: =?ISO-2022-JP?B?GyRCJEgkahsoQg==?=\r\n\r\n', 'latin1'),
-    Buffer.from([0x82, 0xb1, 0x82, 0xf1, 0x82, 0xc9, 0x82, 0xbf, 0x82, 0xcd, 0x0d, 0x0a]), // Shift_JIS
-    randomBytes(2 * MAX_CHUNK_BYTES + 12345),
-  ]);
+  const body = eightBitMessage(2 * MAX_CHUNK_BYTES + 12345);
   const r = await w.post('a@sender.test', 'alice@example.test', body);
   t.equal(r.status, 200);
   const second = await w.post('a@sender.test', 'alice@example.test', Buffer.from('Subject: second\r\n\r\nx\r\n'));

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
-import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
+import { eightBitMessage, splitBlock, STAND_IN_BLOCK } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, OLD_TOKEN, postPartly, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -63,11 +63,7 @@ t.test('refuses agents without the right bearer token', async (t) => {
 });
 
 t.test('8-bit and binary bytes go to R2 and come back byte-exact through GET /agent/body; once acked the R2 object is gone', async (t) => {
-  const body = Buffer.concat([
-    Buffer.from('From: a@sender.test\r\nSubject: =?ISO-2022-JP?B?GyRCJEgkahsoQg==?=\r\n\r\n', 'latin1'),
-    Buffer.from([0x82, 0xb1, 0x82, 0xf1, 0x82, 0xc9, 0x82, 0xbf, 0x82, 0xcd, 0x0d, 0x0a]), // Shift_JIS
-    randomBytes(2 * MAX_CHUNK_BYTES + 12345),
-  ]);
+  const body = eightBitMessage(2 * MAX_CHUNK_BYTES + 12345);
   const r = await w.post('a@sender.test', 'alice@example.test', body);
   t.equal(r.status, 200);
   t.same(await w.bodyKeys(), [`queue/${String(r.body.id)}`], 'one R2 object, named after the shard and the message');

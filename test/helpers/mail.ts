@@ -18,6 +18,18 @@ export function message(headers: Record<string, string>, body: Uint8Array): Buff
 }
 
 /** 8-bit Shift_JIS text, lines that start with '.', a lone '.' line: all must survive as bytes. */
+/**
+ * A header with an ISO-2022-JP encoded-word, a Shift_JIS line, then `random` random bytes (every
+ * byte value, bare CR and LF among them): what must arrive byte-exact.
+ */
+export function eightBitMessage(random: number): Buffer {
+  return Buffer.concat([
+    Buffer.from('From: a@sender.test\r\nSubject: =?ISO-2022-JP?B?GyRCJEgkahsoQg==?=\r\n\r\n', 'latin1'),
+    Buffer.from([0x82, 0xb1, 0x82, 0xf1, 0x82, 0xc9, 0x82, 0xbf, 0x82, 0xcd, 0x0d, 0x0a]), // Shift_JIS
+    randomBytes(random),
+  ]);
+}
+
 export function shiftJisMessage(id: string): Buffer {
   const sjis = Buffer.from([0x93, 0xfa, 0x96, 0x7b, 0x8c, 0xea, 0x82, 0xcc, 0x83, 0x65, 0x83, 0x58, 0x83, 0x67]);  // 日本語のテスト
   const body = Buffer.concat([
