@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DatabaseSync } from 'node:sqlite';
-import { MAX_CHUNK_BYTES, type HelloFrame, type ObjectFrame, type RecipientResult } from '../protocol/wire.ts';
+import { MAX_CHUNK_BYTES, type HelloFrame, type RecipientResult } from '../protocol/wire.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../local/worker-runtime.ts';
 import { startR2Host, type R2Host } from '../local/r2-remote.ts';
 import { template, wholeMessage, SENDER, type Template } from './lib/messages.ts';
@@ -27,7 +27,7 @@ import { childrenNamed, procStatus, resetPeak } from './lib/proc.ts';
 import { freePort } from './lib/postfix.ts';
 import { analyzeProfile, type ProfileSummary } from './lib/profile.ts';
 import { summarize } from './lib/stats.ts';
-import { perfUnavailable, shareIn, startScopeSampler } from './lib/cpu-scope.ts';
+import { perfUnavailable, shareIn, startScopeSampler, type ScopeSampler } from './lib/cpu-scope.ts';
 import { processCpuNs, threadCpuNs, threadsOf, untilQuiet, untilRan } from './lib/thread-cpu.ts';
 import { WireAgent } from './lib/wire-agent.ts';
 import { heapUsage, inspectIsolate, inspectorWrapper, profileIsolate } from './lib/workerd-inspect.ts';
@@ -135,6 +135,22 @@ async function measure(kind: string, size: number, act: (cpu0: number) => Promis
   samples.push({ kind, size, run: runNo, threadMs: (t1 - t0) / 1e6, processMs: (p1 - p0) / 1e6, t0: w0, t1: w1 });
 }
 
+/**
+ * Stops `sampler` and gives each of `xs` its time in the CPU-limit scope: its thread time ×
+ * the share of perf's samples in its window that were in the scope. BENCH_KEEP_PERF=<file>
+ * keeps perf's data (with the stacks) as <file><suffix>, for a closer look.
+ */
+async function applyScope(sampler: ScopeSampler, data: string, suffix: string, xs: Sample[]): Promise<void> {
+  const perf = await sampler.stop();
+  if (process.env.BENCH_KEEP_PERF) await copyFile(data, `${process.env.BENCH_KEEP_PERF}${suffix}`);
+  for (const x of xs) {
+    const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
+    x.perfSamples = n;
+    // No sample in the window (a very short invocation): all of the thread's time counts.
+    x.scopeMs = n === 0 ? x.threadMs : x.threadMs * (inScope / n);
+  }
+}
+
 /** A frame that gets no answer: wait until the thread ran, then for quiet. */
 const ran = (cpu0: number): Promise<void> => untilRan(workerd, tid, cpu0);
 
@@ -186,7 +202,7 @@ async function pumpToEnd(agent: WireAgent, size: number, id: string, from: numbe
 
 /** With R2: the agent's GET /agent/body/<id>, read to its end and checked, as one invocation. */
 async function fetchBody(agent: WireAgent, size: number, id: string, kind = 'agent GET /agent/body/<id> (R2 object streamed back)'): Promise<void> {
-  const m = messageFrame(agent, id);
+  const m = agent.last('message', id);
   if (!m?.fetch) throw new Error(`message ${id} has no fetch in its frame`);
   const md5 = m.fetch.md5;
   const want = size - (m.prefix ?? 0);
@@ -196,14 +212,6 @@ async function fetchBody(agent: WireAgent, size: number, id: string, kind = 'age
     if (res.status !== 200 || body.byteLength !== want) throw new Error(`body fetch: HTTP ${res.status}, ${body.byteLength} bytes, wanted ${want}`);
     if (createHash('md5').update(body).digest('hex') !== md5) throw new Error('body fetch: MD5 differs from the message frame\'s');
   });
-}
-
-function messageFrame(agent: WireAgent, id: string): Extract<ObjectFrame, { type: 'message' }> | undefined {
-  for (let i = agent.received.length - 1; i >= 0; i--) {
-    const x = agent.received[i];
-    if (x?.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id) return x.frame;
-  }
-  return undefined;
 }
 
 /**
@@ -518,15 +526,7 @@ async function coldRuns(t: Template, size: number, perfDir: string): Promise<voi
       await untilLog(logFrom, 'message.acked');
     });
     await a.close();
-    if (sampler) {
-      const perf = await sampler.stop();
-      if (process.env.BENCH_KEEP_PERF) await copyFile(join(perfDir, `cold-${size}-${run}.data`), `${process.env.BENCH_KEEP_PERF}.cold-${size}-${run}`);
-      for (const x of samples.slice(from)) {
-        const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
-        x.perfSamples = n;
-        x.scopeMs = n === 0 ? x.threadMs : x.threadMs * (inScope / n);
-      }
-    }
+    if (sampler) await applyScope(sampler, join(perfDir, `cold-${size}-${run}.data`), `.cold-${size}-${run}`, samples.slice(from));
   }
 }
 
@@ -578,7 +578,7 @@ async function memoryRun(agents: number, size: number): Promise<MemoryResult> {
     if (R2) {
       const res = await fetch(new URL(`/agent/body/${id}`, base), { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } });
       const got = (await res.arrayBuffer()).byteLength;
-      if (got !== size - (messageFrame(a, id)?.prefix ?? 0)) throw new Error(`memory run: body of ${got} bytes`);
+      if (got !== size - (a.last('message', id)?.prefix ?? 0)) throw new Error(`memory run: body of ${got} bytes`);
     } else {
       // As a greedy agent: all the credit at once (the object holds at most 8 MiB of it), then
       // 1 MiB back per chunk read, as the real agent grants.
@@ -622,17 +622,7 @@ try {
     say(`  ${sizeLabel(bytes)}: ${runs} runs done; loadavg ${loadavg()[0]?.toFixed(2)}`);
   }
   if (!args['no-cold']) await wokenRuns(template(10 * KiB, 'cloud-woken'), 10 * KiB);
-  if (sampler) {
-    const perf = await sampler.stop();
-    // BENCH_KEEP_PERF=<file>: keep perf's samples (with their stacks) for a closer look.
-    if (process.env.BENCH_KEEP_PERF) await copyFile(join(dir, 'perf.data'), process.env.BENCH_KEEP_PERF);
-    for (const x of samples) {
-      const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
-      x.perfSamples = n;
-      // No sample in the window (a very short invocation): all of the thread's time counts.
-      x.scopeMs = n === 0 ? x.threadMs : x.threadMs * (inScope / n);
-    }
-  }
+  if (sampler) await applyScope(sampler, join(dir, 'perf.data'), '', samples);
 } catch (err) {
   say(`failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-10).join('\n')}`);
   await rt.dispose();

@@ -63,11 +63,13 @@ export class WireAgent {
     return this.received.length;
   }
 
-  /** The last frame of this type received, if any. */
-  last<T extends ObjectFrame['type']>(type: T): Extract<ObjectFrame, { type: T }> | undefined {
+  /** The last frame of this type received (about message `id`, if given), if any. */
+  last<T extends ObjectFrame['type']>(type: T, id?: string): Extract<ObjectFrame, { type: T }> | undefined {
     for (let i = this.received.length - 1; i >= 0; i--) {
       const r = this.received[i];
-      if (r?.kind === 'frame' && r.frame.type === type) return r.frame as Extract<ObjectFrame, { type: T }>;
+      if (r?.kind === 'frame' && r.frame.type === type && (id === undefined || ('id' in r.frame && r.frame.id === id))) {
+        return r.frame as Extract<ObjectFrame, { type: T }>;
+      }
     }
     return undefined;
   }
