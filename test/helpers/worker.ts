@@ -51,13 +51,14 @@ export function postPartly(w: TestWorker, from: string, to: string, announced: n
  * verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick.
  * `bodies: false`: no BODIES bucket, as a Worker deployed without it: bodies go into the object's chunks.
  */
-export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean } = {}): Promise<TestWorker> {
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean; bodiesRemote?: string } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
     verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? true,
+    ...(opts.bodiesRemote === undefined ? {} : { bodiesRemote: opts.bodiesRemote }),
     onLog: (l) => logs.push(l),
   });
   return {
