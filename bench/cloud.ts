@@ -13,6 +13,7 @@
 // Prints a table per kind and size, writes bench/results/cloud-<date>.json; the last line
 // names the largest CPU time of any single invocation.
 import { createHash } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import { freePort } from './lib/postfix.ts';
 import { analyzeProfile, type ProfileSummary } from './lib/profile.ts';
 import { summarize } from './lib/stats.ts';
 import { perfUnavailable, shareIn, startScopeSampler, type ScopeSampler } from './lib/cpu-scope.ts';
+import { installProbes, shareByOwner, startOwnerTracer, type Owner, type OwnerTracer } from './lib/invocation-owner.ts';
 import { processCpuNs, threadCpuNs, threadsOf, untilQuiet, untilRan } from './lib/thread-cpu.ts';
 import { WireAgent } from './lib/wire-agent.ts';
 import { heapUsage, inspectIsolate, inspectorWrapper, profileIsolate } from './lib/workerd-inspect.ts';
@@ -73,6 +75,8 @@ interface Sample {
   t0: number; t1: number;
   /** threadMs × the share of perf's samples in the window that were inside the CPU-limit scope. */
   scopeMs?: number; perfSamples?: number;
+  /** scopeMs split by whose invocation ran: the Worker's, the object's, Miniflare's (local only). */
+  ownerMs?: Record<Owner, number>;
 }
 
 // ---- the runtime --------------------------------------------------------------------------
@@ -106,6 +110,10 @@ if (workerd < 0) throw new Error('no workerd child process found');
 const isolate = threadsOf(workerd).find((t) => t.tid === workerd);
 if (!isolate) throw new Error('workerd has no main thread?');
 let tid = isolate.tid;
+// Which invocation each sample belongs to: the Worker's or the object's, each with its own limit.
+const ownersWhyNot: string | null = scopeWhyNot ?? installProbes(readlinkSync(`/proc/${workerd}/exe`));
+/** From the runtime's start: a context made before a window must still be known in it. */
+let tracer: OwnerTracer | null = await startTracer(join(dir, 'owners.data'));
 const base = rt.url;
 const agentUrl = new URL('/agent', base).href.replace(/^http/, 'ws');
 
@@ -140,15 +148,29 @@ async function measure(kind: string, size: number, act: (cpu0: number) => Promis
  * the share of perf's samples in its window that were in the scope. BENCH_KEEP_PERF=<file>
  * keeps perf's data (with the stacks) as <file><suffix>, for a closer look.
  */
-async function applyScope(sampler: ScopeSampler, data: string, suffix: string, xs: Sample[]): Promise<void> {
+async function applyScope(sampler: ScopeSampler, data: string, suffix: string, xs: Sample[], tracer: OwnerTracer | null): Promise<void> {
   const perf = await sampler.stop();
+  const owners = await tracer?.stop();
   if (process.env.BENCH_KEEP_PERF) await copyFile(data, `${process.env.BENCH_KEEP_PERF}${suffix}`);
+  if (process.env.BENCH_KEEP_PERF && tracer) await copyFile(tracer.file, `${process.env.BENCH_KEEP_PERF}${suffix}.owners`);
+  if (owners && owners.unknown > 0) say(`  (${owners.unknown} runImpl entries on a context the probes did not see made: counted as the Worker's)`);
   for (const x of xs) {
     const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
     x.perfSamples = n;
     // No sample in the window (a very short invocation): all of the thread's time counts.
     x.scopeMs = n === 0 ? x.threadMs : x.threadMs * (inScope / n);
+    if (!owners) continue;
+    const o = shareByOwner(perf, owners, x.t0, x.t1);
+    // No sample at all: the whole thread time, to each side (harsh: it cannot be split).
+    x.ownerMs = n === 0
+      ? { worker: x.threadMs, object: x.threadMs, local: 0 }
+      : { worker: x.threadMs * (o.worker / n), object: x.threadMs * (o.object / n), local: x.threadMs * (o.local / n) };
   }
+}
+
+/** Probes on the workerd that runs the Worker: the owner of each sample (bench/lib/invocation-owner.ts). */
+async function startTracer(file: string): Promise<OwnerTracer | null> {
+  return ownersWhyNot === null ? startOwnerTracer(workerd, file) : null;
 }
 
 /** A frame that gets no answer: wait until the thread ran, then for quiet. */
@@ -501,6 +523,7 @@ async function coldRuns(t: Template, size: number, perfDir: string): Promise<voi
     tid = workerd;
     await untilQuiet(workerd, tid);
     const from = samples.length;
+    const coldTracer = await startTracer(join(perfDir, `cold-owners-${size}-${run}.data`));
     const sampler = scopeWhyNot === null ? await startScopeSampler(tid, join(perfDir, `cold-${size}-${run}.data`), HZ) : null;
     // Every request here first passes Miniflare's entry worker, whose own first run (its
     // compile) the edge does not have: this measures that floor and takes it out of the rest.
@@ -526,7 +549,7 @@ async function coldRuns(t: Template, size: number, perfDir: string): Promise<voi
       await untilLog(logFrom, 'message.acked');
     });
     await a.close();
-    if (sampler) await applyScope(sampler, join(perfDir, `cold-${size}-${run}.data`), `.cold-${size}-${run}`, samples.slice(from));
+    if (sampler) await applyScope(sampler, join(perfDir, `cold-${size}-${run}.data`), `.cold-${size}-${run}`, samples.slice(from), coldTracer);
   }
 }
 
@@ -622,7 +645,8 @@ try {
     say(`  ${sizeLabel(bytes)}: ${runs} runs done; loadavg ${loadavg()[0]?.toFixed(2)}`);
   }
   if (!args['no-cold']) await wokenRuns(template(10 * KiB, 'cloud-woken'), 10 * KiB);
-  if (sampler) await applyScope(sampler, join(dir, 'perf.data'), '', samples);
+  if (sampler) await applyScope(sampler, join(dir, 'perf.data'), '', samples, tracer);
+  tracer = null;
 } catch (err) {
   say(`failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-10).join('\n')}`);
   await rt.dispose();
@@ -655,25 +679,41 @@ const sizes = SIZES.map((s) => s.bytes);
 interface Row { kind: string; size: number; n: number; p50: number; max: number; threadP50: number; threadMax: number; processP50: number; over10: number }
 const rows: Row[] = [];
 const scoped = samples.every((x) => x.scopeMs !== undefined);
-const cpuOf = (x: Sample): number => x.scopeMs ?? x.threadMs;
-say(scoped
-  ? '\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread × the share of perf samples under IoContext::runImpl), median / max over the runs [n]; (main thread in all: median / max)'
-  : `\nCPU per invocation, ms: workerd main thread (isolate + its I/O), median / max over the runs [n]; (whole workerd process, median). The CPU-limit scope is not measured: ${scopeWhyNot ?? '?'}`);
+// Split by owner: the edge gives the Worker's invocation and the object's each their own 10 ms;
+// Miniflare's entry worker (local only) is in neither.
+const owned = scoped && samples.every((x) => x.ownerMs !== undefined);
+type Part = 'worker' | 'object' | 'both';
+const PART_LABEL: Record<Part, string> = { worker: ' — the Worker\'s part', object: ' — the object\'s part', both: '' };
+const cpuOf = (x: Sample, part: Part = 'both'): number => (part === 'both' ? x.scopeMs ?? x.threadMs : x.ownerMs?.[part] ?? 0);
+say(owned
+  ? '\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread × the share of perf samples under IoContext::runImpl), each row the Worker\'s or the object\'s part (uprobes on IoContext tell them apart; Miniflare\'s entry worker is in neither), median / max over the runs [n]; (main thread in all: median / max)'
+  : scoped
+    ? `\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread × the share of perf samples under IoContext::runImpl), the Worker's and the object's invocations together (not split: ${ownersWhyNot ?? '?'}), median / max over the runs [n]; (main thread in all: median / max)`
+    : `\nCPU per invocation, ms: workerd main thread (isolate + its I/O), median / max over the runs [n]; (whole workerd process, median). The CPU-limit scope is not measured: ${scopeWhyNot ?? '?'}`);
 say(`| invocation | ${sizes.map(sizeLabel).join(' | ')} |`);
 say(`|---|${sizes.map(() => '---:').join('|')}|`);
-for (const kind of kinds) {
+const partsOf = (kind: string): Part[] => {
+  if (!owned) return ['both'];
+  const s = samples.filter((x) => x.kind === kind);
+  // A part that never ran (a heartbeat: the runtime answers it; a frame only the object gets)
+  // gets no row, unless neither ran.
+  const ran = (['worker', 'object'] as const).filter((p) => s.some((x) => cpuOf(x, p) > 0));
+  return ran.length > 0 ? ran : ['object'];
+};
+for (const kind of kinds) for (const part of partsOf(kind)) {
+  const label = `${kind}${PART_LABEL[part]}`;
   const cells = sizes.map((size) => {
     const s = samples.filter((x) => x.kind === kind && x.size === size);
     if (s.length === 0) return '–';
-    const cpu = summarize(s.map(cpuOf));
+    const cpu = summarize(s.map((x) => cpuOf(x, part)));
     const th = summarize(s.map((x) => x.threadMs));
     const pr = summarize(s.map((x) => x.processMs));
-    rows.push({ kind, size, n: cpu.n, p50: cpu.p50, max: cpu.max, threadP50: th.p50, threadMax: th.max, processP50: pr.p50, over10: s.filter((x) => cpuOf(x) > 10).length });
+    rows.push({ kind: label, size, n: cpu.n, p50: cpu.p50, max: cpu.max, threadP50: th.p50, threadMax: th.max, processP50: pr.p50, over10: s.filter((x) => cpuOf(x, part) > 10).length });
     return scoped
       ? `${cpu.p50.toFixed(2)} / ${cpu.max.toFixed(2)} [${cpu.n}] (${th.p50.toFixed(1)} / ${th.max.toFixed(1)})`
       : `${th.p50.toFixed(2)} / ${th.max.toFixed(2)} [${th.n}] (${pr.p50.toFixed(2)})`;
   });
-  say(`| ${kind} | ${cells.join(' | ')} |`);
+  say(`| ${label} | ${cells.join(' | ')} |`);
 }
 
 // Durable Object requests per delivered message (Cloudflare bills incoming WebSocket messages 20:1):
@@ -729,7 +769,9 @@ const worstThread = rows.reduce((m, r) => (r.threadMax > m.threadMax ? r : m), r
 const file = join(ROOT, 'bench', 'results', `cloud-${new Date().toISOString().slice(0, 16).replace(/[T:]/g, '-')}.json`);
 await writeFile(file, `${JSON.stringify({
   date: new Date().toISOString(), loadavg: { start: load0, end: load1 }, workerdPid: workerd,
-  method: scoped
+  method: owned
+    ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope), split into the Worker's and the object's invocations by uprobes on IoContext's constructor and runImpl (the context each sample ran in); Miniflare's entry worker in neither`
+    : scoped
     ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope)`
     : 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
   sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,

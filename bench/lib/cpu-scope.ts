@@ -21,13 +21,34 @@ const SCOPE_FRAME = 'workerd::IoContext::runImpl';
 const EVENT_LOOP_CALLS = /^(epoll_p?wait|splice)$/;
 /** The bottom of the main thread's stack: a sample that reaches it has its whole chain. */
 const BOTTOM_FRAMES = ['__libc_start_call_main', 'main'];
+/**
+ * Local workerd starts a Durable Object inside the caller's call on its stub (opening its
+ * SQLite database, constructing it); on the edge that happens where the object runs, so it is
+ * the object's.
+ */
+const ACTOR_START = 'workerd::server::Server::WorkerService::ActorNamespace::ActorContainer::start';
+/**
+ * console.log in local workerd (stdout mode) formats each line with a JS module it loads on
+ * the first call (node-internal:internal_inspect's formatLog) and writes it to stdout; on the
+ * edge (worker.c++, Worker::handleLog) a line is JSON-serialised for the trace instead. The
+ * call into V8's own console (which feeds an inspector) is made on both.
+ */
+const LOG_CALL = 'workerd::Worker::handleLog';
+const V8_CONSOLE = /V8Console|Builtin_Console/;
 
 export interface ScopeSamples {
   /** CLOCK_MONOTONIC nanoseconds of each sample, ascending (process.hrtime.bigint()'s clock). */
   times: Float64Array;
   /** 1 when the sample is in the CPU-limit scope (or its stack was cut off), else 0. */
   inScope: Uint8Array;
+  /** Whose work a sample is by its stack alone, whichever context ran it: 0 the context's, HINT_OBJECT, HINT_LOCAL. */
+  hint: Uint8Array;
 }
+
+/** A Durable Object being started (ACTOR_START): the object's. */
+export const HINT_OBJECT = 1;
+/** stdout log formatting that the edge does not do (LOG_CALL): local only. */
+export const HINT_LOCAL = 2;
 
 export interface ScopeSampler { stop(): Promise<ScopeSamples> }
 
@@ -65,7 +86,11 @@ function readSamples(file: string): Promise<ScopeSamples> {
 export async function classify(lines: AsyncIterable<string> | Iterable<string>): Promise<ScopeSamples> {
   const times: number[] = [];
   const flags: number[] = [];
+  const hints: number[] = [];
   let inScope = false;
+  let actorStart = false;
+  let logCall = false;
+  let v8Console = false;
   let whole = false;
   let firstUser: string | null = null;
   let userFrames = 0;
@@ -76,7 +101,10 @@ export async function classify(lines: AsyncIterable<string> | Iterable<string>):
     // (epoll_pwait) or kj's zero-copy pump between sockets (splice), whose libc wrappers end
     // the frame-pointer chain. Any other cut chain counts as in.
     const loopIo = userFrames === 1 && firstUser !== null && EVENT_LOOP_CALLS.test(firstUser);
-    if (open) flags.push(!inScope && (whole || loopIo) ? 0 : 1);
+    if (open) {
+      flags.push(!inScope && (whole || loopIo) ? 0 : 1);
+      hints.push(actorStart ? HINT_OBJECT : logCall && !v8Console ? HINT_LOCAL : 0);
+    }
     open = false;
   };
   for await (const line of lines) {
@@ -85,6 +113,9 @@ export async function classify(lines: AsyncIterable<string> | Iterable<string>):
       close();
       times.push(Number(stamp[1]) * 1e9 + Number(stamp[2]));
       inScope = false;
+      actorStart = false;
+      logCall = false;
+      v8Console = false;
       whole = false;
       firstUser = null;
       userFrames = 0;
@@ -99,21 +130,29 @@ export async function classify(lines: AsyncIterable<string> | Iterable<string>):
     userFrames++;
     if (sym.startsWith(SCOPE_FRAME)) inScope = true;
     else if (BOTTOM_FRAMES.includes(sym)) whole = true;
+    else if (sym.startsWith(ACTOR_START)) actorStart = true;
+    else if (sym.startsWith(LOG_CALL)) logCall = true;
+    else if (V8_CONSOLE.test(sym)) v8Console = true;
   }
   close();
-  return { times: Float64Array.from(times), inScope: Uint8Array.from(flags) };
+  return { times: Float64Array.from(times), inScope: Uint8Array.from(flags), hint: Uint8Array.from(hints) };
 }
 
 /** Samples in [t0, t1) (monotonic ns), and how many of them are in the scope. */
 export function shareIn(s: ScopeSamples, t0: number, t1: number): { samples: number; inScope: number } {
-  let lo = 0;
-  let hi = s.times.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if ((s.times[mid] ?? 0) < t0) lo = mid + 1; else hi = mid; }
   let samples = 0;
   let inScope = 0;
-  for (let i = lo; i < s.times.length && (s.times[i] ?? Infinity) < t1; i++) {
+  for (let i = firstAtOrAfter(s.times, t0); i < s.times.length && (s.times[i] ?? Infinity) < t1; i++) {
     samples++;
     inScope += s.inScope[i] ?? 0;
   }
   return { samples, inScope };
+}
+
+/** Index of the first of the ascending `times` at or after `t`. */
+export function firstAtOrAfter(times: Float64Array, t: number): number {
+  let lo = 0;
+  let hi = times.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if ((times[mid] ?? 0) < t) lo = mid + 1; else hi = mid; }
+  return lo;
 }

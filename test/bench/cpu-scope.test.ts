@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { classify, perfUnavailable, shareIn, startScopeSampler } from '../../bench/lib/cpu-scope.ts';
+import { classify, HINT_LOCAL, HINT_OBJECT, perfUnavailable, shareIn, startScopeSampler } from '../../bench/lib/cpu-scope.ts';
 import { childrenNamed } from '../../bench/lib/proc.ts';
 import { threadCpuNs, untilQuiet } from '../../bench/lib/thread-cpu.ts';
 
@@ -40,12 +40,32 @@ t.test('classify(): the scope frame anywhere on the stack; out only when the who
     '\t    5000 v8::internal::Heap::Scavenge',
     '\t    5100 v8::internal::Heap::CollectGarbage',
     '',
+    ' 100.000000007: ',                       // a Durable Object started inside the caller's stub call: the object's
+    '\t    6000 sqlite3BtreeOpen',
+    '\t    6100 workerd::server::Server::WorkerService::ActorNamespace::ActorContainer::start(kj::Own<X>&)',
+    '\t    6200 workerd::api::Fetcher::getClientForOneCall',
+    '\t    4000 workerd::IoContext::runImpl(workerd::IoContext::Runnable&)',
+    '\t    2000 main',
+    '',
+    ' 100.000000008: ',                       // console.log formatted for stdout: local only
+    '\t    7000 workerd::jsg::Lock::resolveInternalModule',
+    '\t    7100 workerd::Worker::handleLog',
+    '\t    4000 workerd::IoContext::runImpl(workerd::IoContext::Runnable&)',
+    '\t    2000 main',
+    '',
+    ' 100.000000009: ',                       // console.log's call into V8's console (the inspector's): on the edge too
+    '\t    8000 v8_inspector::V8Console::Log',
+    '\t    7100 workerd::Worker::handleLog',
+    '\t    4000 workerd::IoContext::runImpl(workerd::IoContext::Runnable&)',
+    '\t    2000 main',
+    '',
   ];
   const s = await classify(text);
-  t.same([...s.times], [1, 2, 3, 4, 5, 6].map((n) => 100e9 + n));
-  t.same([...s.inScope], [1, 0, 0, 0, 1, 1]);
+  t.same([...s.times], [1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => 100e9 + n));
+  t.same([...s.inScope], [1, 0, 0, 0, 1, 1, 1, 1, 1]);
+  t.same([...s.hint], [0, 0, 0, 0, 0, 0, HINT_OBJECT, HINT_LOCAL, 0]);
   t.same(shareIn(s, 100e9 + 2, 100e9 + 5), { samples: 3, inScope: 0 });
-  t.same(shareIn(s, 0, Infinity), { samples: 6, inScope: 3 });
+  t.same(shareIn(s, 0, Infinity), { samples: 9, inScope: 6 });
 });
 
 const why = perfUnavailable();
