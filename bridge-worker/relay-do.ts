@@ -103,7 +103,10 @@ export class RelayQueue extends DurableObject<Env> {
     // Heartbeats are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
     void ctx.blockConcurrencyWhile(async () => {
-      migrate(ctx.storage.sql);
+      // Most starts are wake-ups after idling: a current schema, nothing left to recover.
+      const state = this.#store.startState();
+      if (state === 'clean') return;
+      if (state === 'migrate') migrate(ctx.storage.sql);
       // Ingests that died with the previous instance (a restart mid-ingest): nothing will finish them.
       const orphans = this.#store.removeIncoming();
       if (orphans > 0) log('ingest.orphans-removed', { removed: orphans });
@@ -280,9 +283,13 @@ export class RelayQueue extends DurableObject<Env> {
       throw new Error(`ingestStored: not a stored body: ${JSON.stringify({ key: body.key, size: body.size, prefix: body.prefix, md5: body.md5 })}`);
     }
     // The sweep lists this shard's prefix: learned from its keys (the object does not know its name).
+    let sweepSet = false;
     if (this.#store.meta(BODIES_PREFIX) !== prefix) {
       this.#store.setMeta(BODIES_PREFIX, prefix);
-      if (this.#store.meta(SWEEP_AT) === null) this.#store.setMeta(SWEEP_AT, String(Date.now() + readConfig(this.env).orphanSweepMs));
+      if (this.#store.meta(SWEEP_AT) === null) {
+        this.#store.setMeta(SWEEP_AT, String(Date.now() + readConfig(this.env).orphanSweepMs));
+        sweepSet = true;
+      }
     }
     const unknown = this.#unknownRecipients(recipients);
     if (unknown.length > 0) {
@@ -307,7 +314,9 @@ export class RelayQueue extends DurableObject<Env> {
     this.#store.insertStored(id, sender, recipients, now, body, key, auth);
     if (readConfig(this.env).logLevel === 'debug') log('ingest.queued', { id, size: body.size, body: 'r2', chunks: 0, recipients: recipients.length });
     this.#pumpAll();
-    await this.#scheduleAlarm();
+    // A queued message brings no deadline of its own (nextDeadline): an alarm already set stands,
+    // unless this ingest started the orphan sweep's clock or left chunks to pump.
+    if (sweepSet || this.#pumpPending || (await this.ctx.storage.getAlarm()) === null) await this.#scheduleAlarm();
     return { status: 'accepted', id, duplicate: false, verdict: await this.#verdict(id, waitLeft(verdictWaitMs, deadline)) };
   }
 

@@ -4,7 +4,7 @@
 // `chunks`, at most MAX_CHUNK_BYTES a row.
 import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
 import type { QueueMessage } from '../protocol/queue.ts';
-import { STATES, type State } from './schema.ts';
+import { SCHEMA_VERSION, STATES, type State } from './schema.ts';
 
 /** A stored message: what the admin API shows, and what only the object needs. */
 export interface MessageRow extends QueueMessage {
@@ -68,6 +68,9 @@ function toMessage(r: Row): MessageRow {
 
 export class MessageStore {
   readonly #sql: SqlStorage;
+
+  /** The meta table's rows, once read (#metaRows). */
+  #meta: Map<string, string> | null = null;
 
   constructor(sql: SqlStorage) {
     this.#sql = sql;
@@ -166,14 +169,14 @@ export class MessageStore {
 
   /** The id of an earlier copy of the same message (same key) still queued or acked since `since`. */
   findDuplicate(dedupeKey: string, since: number): string | null {
-    const live = this.#sql.exec(
-      `SELECT id FROM messages WHERE dedupe_key = ? AND state != 'incoming' LIMIT 1`, dedupeKey,
-    ).toArray()[0];
-    if (live) return String(live.id);
-    const done = this.#sql.exec(
-      `SELECT message_id FROM delivered WHERE dedupe_key = ? AND acked_at >= ?`, dedupeKey, since,
-    ).toArray()[0];
-    return done ? String(done.message_id) : null;
+    // One statement for both places (each statement a fresh object prepares costs it CPU).
+    const r = this.#sql.exec(
+      `SELECT COALESCE(
+         (SELECT id FROM messages WHERE dedupe_key = ?1 AND state != 'incoming' LIMIT 1),
+         (SELECT message_id FROM delivered WHERE dedupe_key = ?1 AND acked_at >= ?2 LIMIT 1)) AS id`,
+      dedupeKey, since,
+    ).one();
+    return r.id === null ? null : String(r.id);
   }
 
   get(id: string): MessageRow | null {
@@ -218,16 +221,52 @@ export class MessageStore {
   }
 
   meta(key: string): string | null {
-    const r = this.#sql.exec(`SELECT value FROM meta WHERE key = ?`, key).toArray()[0];
-    return r ? String(r.value) : null;
+    return this.#metaRows().get(key) ?? null;
   }
 
   setMeta(key: string, value: string): void {
     this.#sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value);
+    this.#metaRows().set(key, value);
   }
 
   deleteMeta(key: string): void {
     this.#sql.exec(`DELETE FROM meta WHERE key = ?`, key);
+    this.#meta?.delete(key);
+  }
+
+  /** The meta table, read once per object: the object is its storage's only writer. */
+  #metaRows(): Map<string, string> {
+    if (this.#meta === null) {
+      this.#meta = new Map();
+      for (const r of this.#sql.exec(`SELECT key, value FROM meta`)) this.#meta.set(String(r.key), String(r.value));
+    }
+    return this.#meta;
+  }
+
+  /**
+   * What a starting object has to do: 'migrate' (a new object, or a schema older than this
+   * code), 'recover' (an ingest that never committed, or leases whose connections may be gone),
+   * or nothing. Most starts are wake-ups with nothing to do; they read the meta table (kept for
+   * meta()) and run one more statement, since a fresh object pays for each statement it prepares.
+   */
+  startState(): 'migrate' | 'recover' | 'clean' {
+    try {
+      if (Number(this.meta('schema_version') ?? 0) !== SCHEMA_VERSION) return this.#forgetMeta('migrate');
+    } catch {
+      return this.#forgetMeta('migrate');  // no meta table yet
+    }
+    const r = this.#sql.exec(
+      `SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'incoming')
+           OR EXISTS (SELECT 1 FROM messages WHERE state IN ('in-flight', 'bouncing') AND lease_session IS NOT NULL)
+           OR EXISTS (SELECT 1 FROM warnings WHERE lease_session IS NOT NULL) AS recover`,
+    ).one();
+    return r.recover ? 'recover' : 'clean';
+  }
+
+  /** Migrations write meta behind the cache's back: read it again after them. */
+  #forgetMeta<T>(v: T): T {
+    this.#meta = null;
+    return v;
   }
 
   /**
