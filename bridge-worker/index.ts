@@ -7,6 +7,8 @@ import { allShards, shardStub } from './shards.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
 import { isMessageId } from '../protocol/wire.ts';
+// Compiles every message's pure code at startup, not on the first message (issue #15).
+import './warm-up.ts';
 
 export { RelayQueue } from './relay-do.ts';
 
