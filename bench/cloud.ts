@@ -28,7 +28,7 @@ import { childrenNamed, procStatus, resetPeak } from './lib/proc.ts';
 import { freePort } from './lib/postfix.ts';
 import { analyzeProfile, type ProfileSummary } from './lib/profile.ts';
 import { summarize } from './lib/stats.ts';
-import { perfUnavailable, shareIn, startScopeSampler, type ScopeSampler } from './lib/cpu-scope.ts';
+import { perfCostPerSample, perfUnavailable, shareIn, startScopeSampler, type ScopeSampler } from './lib/cpu-scope.ts';
 import { installProbes, shareByOwner, startOwnerTracer, type Owner, type OwnerTracer } from './lib/invocation-owner.ts';
 import { processCpuNs, threadCpuNs, threadsOf, untilQuiet, untilRan } from './lib/thread-cpu.ts';
 import { WireAgent } from './lib/wire-agent.ts';
@@ -75,8 +75,8 @@ interface Sample {
   t0: number; t1: number;
   /** threadMs × the share of perf's samples in the window that were inside the CPU-limit scope. */
   scopeMs?: number; perfSamples?: number;
-  /** scopeMs split by whose invocation ran: the Worker's, the object's, Miniflare's (local only). */
-  ownerMs?: Record<Owner, number>;
+  /** scopeMs split by whose invocation ran: the Worker's, the object's, Miniflare's (local only); `start`: of the object's, its start by workerd. */
+  ownerMs?: Record<Owner | 'start', number>;
 }
 
 // ---- the runtime --------------------------------------------------------------------------
@@ -87,6 +87,10 @@ const inspectPort = await freePort();
 // Started first, with the plain workerd: the inspector wrapper is for the Worker's alone.
 const r2host: R2Host | null = R2 ? await startR2Host(join(dir, 'r2')) : null;
 const r2pids = new Set(childrenNamed(process.pid, 'workerd'));
+// Before the inspector wrapper is set: the calibration's workerd is a plain one.
+/** What perf's sampling costs the sampled thread, per sample (taken off each window). */
+const perfCost = scopeWhyNot === null ? await perfCostPerSample(HZ, dir) : null;
+if (perfCost) say(`perf at ${HZ} Hz costs the sampled thread ${(perfCost.ms * 1000).toFixed(0)} µs a sample (a JS loop: ${perfCost.bare.toFixed(2)} ms bare, ${perfCost.sampled.toFixed(2)} ms sampled, ${perfCost.samples} samples)`);
 process.env.MINIFLARE_WORKERD_PATH = await inspectorWrapper(dir, inspectPort);
 const logs: string[] = [];
 const rt: WorkerRuntime = await startWorkerRuntime({
@@ -157,14 +161,16 @@ async function applyScope(sampler: ScopeSampler, data: string, suffix: string, x
   for (const x of xs) {
     const { samples: n, inScope } = shareIn(perf, x.t0, x.t1);
     x.perfSamples = n;
+    // The thread's time less perf's own (perfCost: its least per sample), then by share.
+    const ms = Math.max(0, x.threadMs - n * (perfCost?.ms ?? 0));
     // No sample in the window (a very short invocation): all of the thread's time counts.
-    x.scopeMs = n === 0 ? x.threadMs : x.threadMs * (inScope / n);
+    x.scopeMs = n === 0 ? ms : ms * (inScope / n);
     if (!owners) continue;
     const o = shareByOwner(perf, owners, x.t0, x.t1);
     // No sample at all: the whole thread time, to each side (harsh: it cannot be split).
     x.ownerMs = n === 0
-      ? { worker: x.threadMs, object: x.threadMs, local: 0 }
-      : { worker: x.threadMs * (o.worker / n), object: x.threadMs * (o.object / n), local: x.threadMs * (o.local / n) };
+      ? { worker: ms, object: ms, local: 0, start: 0 }
+      : { worker: ms * (o.worker / n), object: ms * (o.object / n), local: ms * (o.local / n), start: ms * (o.start / n) };
   }
 }
 
@@ -682,8 +688,11 @@ const scoped = samples.every((x) => x.scopeMs !== undefined);
 // Split by owner: the edge gives the Worker's invocation and the object's each their own 10 ms;
 // Miniflare's entry worker (local only) is in neither.
 const owned = scoped && samples.every((x) => x.ownerMs !== undefined);
-type Part = 'worker' | 'object' | 'both';
-const PART_LABEL: Record<Part, string> = { worker: ' — the Worker\'s part', object: ' — the object\'s part', both: '' };
+type Part = 'worker' | 'object' | 'start' | 'both';
+const PART_LABEL: Record<Part, string> = {
+  worker: ' — the Worker\'s part', object: ' — the object\'s part',
+  start: ' — of the object\'s part: its start (workerd opens its database, before its JS)', both: '',
+};
 const cpuOf = (x: Sample, part: Part = 'both'): number => (part === 'both' ? x.scopeMs ?? x.threadMs : x.ownerMs?.[part] ?? 0);
 say(owned
   ? '\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread × the share of perf samples under IoContext::runImpl), each row the Worker\'s or the object\'s part (uprobes on IoContext tell them apart; Miniflare\'s entry worker is in neither), median / max over the runs [n]; (main thread in all: median / max)'
@@ -697,7 +706,7 @@ const partsOf = (kind: string): Part[] => {
   const s = samples.filter((x) => x.kind === kind);
   // A part that never ran (a heartbeat: the runtime answers it; a frame only the object gets)
   // gets no row, unless neither ran.
-  const ran = (['worker', 'object'] as const).filter((p) => s.some((x) => cpuOf(x, p) > 0));
+  const ran = (['worker', 'object', 'start'] as const).filter((p) => s.some((x) => cpuOf(x, p) > 0));
   return ran.length > 0 ? ran : ['object'];
 };
 for (const kind of kinds) for (const part of partsOf(kind)) {
@@ -770,11 +779,11 @@ const file = join(ROOT, 'bench', 'results', `cloud-${new Date().toISOString().sl
 await writeFile(file, `${JSON.stringify({
   date: new Date().toISOString(), loadavg: { start: load0, end: load1 }, workerdPid: workerd,
   method: owned
-    ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope), split into the Worker's and the object's invocations by uprobes on IoContext's constructor and runImpl (the context each sample ran in); Miniflare's entry worker in neither`
+    ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread, less perf's own cost per sample, × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope), split into the Worker's and the object's invocations by uprobes on IoContext's constructor and runImpl (the context each sample ran in); Miniflare's entry worker in neither`
     : scoped
     ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope)`
     : 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
-  sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,
+  perfCost, sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,
   profiles: profiles.map((p) => ({ phase: p.phase, size: p.size, threadMs: p.threadMs, split: p.split, topSelf: p.summary.topSelf, topInclusive: p.summary.topInclusive })),
   samples,
 }, null, 1)}\n`);

@@ -156,3 +156,49 @@ export function firstAtOrAfter(times: Float64Array, t: number): number {
   while (lo < hi) { const mid = (lo + hi) >> 1; if ((times[mid] ?? 0) < t) lo = mid + 1; else hi = mid; }
   return lo;
 }
+
+/**
+ * perf's own cost per sample, in ms of the sampled thread's CPU time: the timer interrupt (a
+ * VM exit here) and the copy of the call chain land on the thread's schedstat. Measured on a
+ * workerd of its own that loops in JS (a short stack: a deep one costs perf more, so this is
+ * the least it costs), as the median time of one request with perf sampling at `hz` and
+ * without, over the samples taken. The bench takes `samples × this` off each window's thread
+ * time, so that the profiler's work is not billed to the Worker.
+ */
+export async function perfCostPerSample(hz: number, dir: string): Promise<{ ms: number; bare: number; sampled: number; samples: number }> {
+  const { Miniflare } = await import('miniflare');
+  const { childrenNamed } = await import('./proc.ts');
+  const { threadCpuNs, untilQuiet } = await import('./thread-cpu.ts');
+  const before = new Set(childrenNamed(process.pid, 'workerd'));
+  const mf = new Miniflare({
+    modules: true, compatibilityDate: '2026-04-01',
+    script: 'export default { async fetch() { let x = 0; for (let i = 0; i < 3_000_000; i++) x = (x + i * 7) % 1000003; return new Response(String(x)); } };',
+  });
+  try {
+    const url = await mf.ready;
+    const pid = childrenNamed(process.pid, 'workerd').find((p) => !before.has(p)) ?? -1;
+    if (pid < 0) throw new Error('perfCostPerSample: no workerd child');
+    const once = async (): Promise<{ ms: number; t0: number; t1: number }> => {
+      await untilQuiet(pid, pid);
+      const t0 = Number(process.hrtime.bigint());
+      const c0 = threadCpuNs(pid, pid);
+      await (await fetch(url)).text();
+      await untilQuiet(pid, pid);
+      return { ms: (threadCpuNs(pid, pid) - c0) / 1e6, t0, t1: Number(process.hrtime.bigint()) };
+    };
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? 0;
+    for (let i = 0; i < 5; i++) await once();
+    const bare: number[] = [];
+    for (let i = 0; i < 9; i++) bare.push((await once()).ms);
+    const sampler = await startScopeSampler(pid, `${dir}/perf-cost.data`, hz);
+    const runs: { ms: number; t0: number; t1: number }[] = [];
+    for (let i = 0; i < 9; i++) runs.push(await once());
+    const s = await sampler.stop();
+    const sampled = median(runs.map((r) => r.ms));
+    const samples = median(runs.map((r) => shareIn(s, r.t0, r.t1).samples));
+    const b = median(bare);
+    return { ms: samples > 0 ? Math.max(0, (sampled - b) / samples) : 0, bare: b, sampled, samples };
+  } finally {
+    await mf.dispose();
+  }
+}

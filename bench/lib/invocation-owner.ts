@@ -144,7 +144,11 @@ export function ownerAt(trace: OwnerTrace, t: number): Owner | null {
   return lo === 0 ? null : trace.owners[lo - 1] ?? null;
 }
 
-export interface OwnedShare { samples: number; inScope: number; worker: number; object: number; local: number }
+export interface OwnedShare {
+  samples: number; inScope: number; worker: number; object: number; local: number;
+  /** Of `object`: the object being started by local workerd (HINT_OBJECT), before any of its JS. */
+  start: number;
+}
 
 /**
  * Samples in [t0, t1) (monotonic ns); those in the scope split by their owner: a stack's hint
@@ -152,12 +156,13 @@ export interface OwnedShare { samples: number; inScope: number; worker: number; 
  * known: the Worker's).
  */
 export function shareByOwner(s: ScopeSamples, trace: OwnerTrace, t0: number, t1: number): OwnedShare {
-  const out: OwnedShare = { samples: 0, inScope: 0, worker: 0, object: 0, local: 0 };
+  const out: OwnedShare = { samples: 0, inScope: 0, worker: 0, object: 0, local: 0, start: 0 };
   for (let i = firstAtOrAfter(s.times, t0); i < s.times.length && (s.times[i] ?? Infinity) < t1; i++) {
     out.samples++;
     if ((s.inScope[i] ?? 0) === 0) continue;
     out.inScope++;
     const hint = s.hint[i] ?? 0;
+    if (hint === HINT_OBJECT) out.start++;
     out[hint === HINT_OBJECT ? 'object' : hint === HINT_LOCAL ? 'local' : ownerAt(trace, s.times[i] ?? 0) ?? 'worker']++;
   }
   return out;

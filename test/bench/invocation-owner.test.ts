@@ -37,7 +37,7 @@ t.test('parseOwnerTrace(): an actor makes the object; its Worker makes the Worke
     inScope: Uint8Array.from([1, 1, 1, 0, 1, 1]),
     hint: Uint8Array.from([0, 1, 0, 0, 2, 0]),  // a stack that says: the object's start; stdout log formatting
   };
-  t.same(shareByOwner(samples, trace, 0, Infinity), { samples: 6, inScope: 5, worker: 0, object: 3, local: 2 });
+  t.same(shareByOwner(samples, trace, 0, Infinity), { samples: 6, inScope: 5, worker: 0, object: 3, local: 2, start: 1 });
 });
 
 const why = perfUnavailable() ?? installProbesOnce();
