@@ -8,8 +8,11 @@
 // reads the CPU time of workerd's main thread, which runs the isolate (JS, and the native calls
 // it makes: SQLite, digests, ws.send) and workerd's own I/O loop, from the scheduler's exact
 // account (/proc/<pid>/task/<tid>/schedstat, bench/lib/thread-cpu.ts): before, then after the
-// object's answer has arrived and the thread has slept for 25 ms. Then (unless --no-profile) the
-// V8 inspector profiles ingest and the chunk pump per size, to say where the time goes.
+// object's answer has arrived and the thread has slept for 25 ms. perf samples the thread for
+// the share inside the CPU-limit scope (bench/lib/cpu-scope.ts; its own cost per sample taken
+// off), and uprobes on workerd's IoContext split that share into the Worker's invocation and
+// the object's, which the edge limits separately (bench/lib/invocation-owner.ts). Then (unless
+// --no-profile) the V8 inspector profiles ingest and the chunk pump per size.
 // Prints a table per kind and size, writes bench/results/cloud-<date>.json; the last line
 // names the largest CPU time of any single invocation.
 import { createHash } from 'node:crypto';
