@@ -268,6 +268,24 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   await a.closed;
 });
 
+t.test('a restart while a message is leased: the object, started again, finds the lease\'s connection gone and gives the message to the next agent', async (t) => {
+  const body = Buffer.from('Subject: leased\r\n\r\nacross a restart\r\n');
+  const r = await w.post('lease@sender.test', 'alice@example.test', body);
+  const a = await connect();
+  const m = await header(a, String(r.body.id));
+  t.equal((await w.summary())['in-flight'], 1, 'leased to the first agent, which never answers');
+  await w.rt.restart();  // its socket goes with the runtime: only the object's start can release the lease
+  const b = await connect();
+  const again = await header(b, m.id);
+  t.ok(splitBlock(await b.received(again.id)).rest.equals(body), 'the next agent gets it, byte for byte');
+  ackAll(b, again);
+  await idle();
+  const left = Object.entries(await w.summary()).filter(([, n]) => n !== 0);
+  t.same(left, [], 'delivered once, nothing left');
+  b.close();
+  await b.closed;
+});
+
 t.test('an email() cut short mid-body stores nothing: no row, and its R2 put fails and is deleted', async (t) => {
   // Half a body posted, then the connection dropped: the stream into R2 breaks.
   const before = await w.summary();
