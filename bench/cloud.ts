@@ -190,7 +190,18 @@ async function post(t: Template, id: string): Promise<string> {
   const url = new URL('/dev/email', base);
   url.searchParams.set('from', SENDER);
   url.searchParams.set('to', RCPT);
-  const res = await fetch(url, { method: 'POST', body: wholeMessage(t, id), headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+  const send = (): Promise<Response> => fetch(url, { method: 'POST', body: wholeMessage(t, id), headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+  let res: Response;
+  try {
+    res = await send();
+  } catch (err) {
+    // A kept-alive connection the server closed as the request went out (EPIPE, ECONNRESET
+    // before any answer): nothing was stored, and a sender tries again. Said, so it is seen.
+    const code = err instanceof Error && err.cause instanceof Error && 'code' in err.cause ? String(err.cause.code) : '';
+    if (code !== 'EPIPE' && code !== 'ECONNRESET') throw err;
+    say(`  (POST /dev/email: ${code} before an answer; sent again)`);
+    res = await send();
+  }
   const body = await res.text();
   if (res.status !== 200) throw new Error(`POST /dev/email: ${res.status} ${body}`);
   return String((JSON.parse(body) as { id?: unknown }).id ?? '');
@@ -664,7 +675,13 @@ try {
 let memory: MemoryResult | null = null;
 if (!args['no-memory']) {
   const top = Math.max(...SIZES.map((x) => x.bytes));
-  memory = await memoryRun(3, top);
+  try {
+    memory = await memoryRun(3, top);
+  } catch (err) {
+    say(`memory run failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-15).join('\n')}`);
+    await rt.dispose();
+    process.exit(1);
+  }
 }
 let profiles: ProfileResult[] = [];
 const date = new Date().toISOString().slice(0, 10);
