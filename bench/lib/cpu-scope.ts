@@ -13,8 +13,12 @@
 // that does not reach the thread's bottom frame (cut off at perf's depth limit) counts as in
 // the scope, so that a deep JS stack can only make the figure larger. The bench multiplies the
 // exact thread time of an invocation (schedstat) by the share of its samples in the scope.
+import { Miniflare } from 'miniflare';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { childrenNamed } from './proc.ts';
+import { summarize } from './stats.ts';
+import { threadCpuNs, untilQuiet } from './thread-cpu.ts';
 
 const SCOPE_FRAME = 'workerd::IoContext::runImpl';
 /** libc calls made only by workerd's event loop (never by JS, SQLite or a native API JS calls). */
@@ -166,9 +170,6 @@ export function firstAtOrAfter(times: Float64Array, t: number): number {
  * time, so that the profiler's work is not billed to the Worker.
  */
 export async function perfCostPerSample(hz: number, dir: string): Promise<{ ms: number; bare: number; sampled: number; samples: number }> {
-  const { Miniflare } = await import('miniflare');
-  const { childrenNamed } = await import('./proc.ts');
-  const { threadCpuNs, untilQuiet } = await import('./thread-cpu.ts');
   const before = new Set(childrenNamed(process.pid, 'workerd'));
   const mf = new Miniflare({
     modules: true, compatibilityDate: '2026-04-01',
@@ -186,7 +187,7 @@ export async function perfCostPerSample(hz: number, dir: string): Promise<{ ms: 
       await untilQuiet(pid, pid);
       return { ms: (threadCpuNs(pid, pid) - c0) / 1e6, t0, t1: Number(process.hrtime.bigint()) };
     };
-    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? 0;
+    const median = (xs: number[]): number => summarize(xs).p50;
     for (let i = 0; i < 5; i++) await once();
     const bare: number[] = [];
     for (let i = 0; i < 9; i++) bare.push((await once()).ms);
