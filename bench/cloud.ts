@@ -650,6 +650,13 @@ async function memoryRun(agents: number, size: number): Promise<MemoryResult> {
 
 // ---- main ----------------------------------------------------------------------------------
 
+/** Says what failed, with the Worker's last log lines, and ends the run. */
+async function fail(what: string, err: unknown): Promise<never> {
+  say(`${what}: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-15).join('\n')}`);
+  await rt.dispose();
+  process.exit(1);
+}
+
 const load0 = loadavg();
 say(`bench:cloud — workerd pid ${workerd}, isolate thread ${tid} (${isolate.comm}); loadavg ${load0.map((x) => x.toFixed(2)).join(' ')}; ${new Date().toISOString()}`);
 const storageLog: Record<string, unknown>[] = [];
@@ -668,9 +675,7 @@ try {
   if (sampler) await applyScope(sampler, join(dir, 'perf.data'), '', samples, tracer);
   tracer = null;
 } catch (err) {
-  say(`failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-10).join('\n')}`);
-  await rt.dispose();
-  process.exit(1);
+  await fail('failed', err);
 }
 let memory: MemoryResult | null = null;
 if (!args['no-memory']) {
@@ -678,9 +683,7 @@ if (!args['no-memory']) {
   try {
     memory = await memoryRun(3, top);
   } catch (err) {
-    say(`memory run failed: ${err instanceof Error ? `${err.stack} (cause: ${String(err.cause)})` : String(err)}\nlast log lines:\n${logs.slice(-15).join('\n')}`);
-    await rt.dispose();
-    process.exit(1);
+    await fail('memory run failed', err);
   }
 }
 let profiles: ProfileResult[] = [];
@@ -715,9 +718,9 @@ const PART_LABEL: Record<Part, string> = {
 };
 const cpuOf = (x: Sample, part: Part = 'both'): number => (part === 'both' ? x.scopeMs ?? x.threadMs : x.ownerMs?.[part] ?? 0);
 say(owned
-  ? '\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread × the share of perf samples under IoContext::runImpl), each row the Worker\'s or the object\'s part (uprobes on IoContext tell them apart; Miniflare\'s entry worker is in neither), median / max over the runs [n]; (main thread in all: median / max)'
+  ? '\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread, less perf\'s own cost, × the share of perf samples under IoContext::runImpl), each row the Worker\'s or the object\'s part (uprobes on IoContext tell them apart; Miniflare\'s entry worker is in neither), median / max over the runs [n]; (main thread in all: median / max)'
   : scoped
-    ? `\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread × the share of perf samples under IoContext::runImpl), the Worker's and the object's invocations together (not split: ${ownersWhyNot ?? '?'}), median / max over the runs [n]; (main thread in all: median / max)`
+    ? `\nCPU per invocation, ms, in the CPU-limit scope (workerd main thread, less perf's own cost, × the share of perf samples under IoContext::runImpl), the Worker's and the object's invocations together (not split: ${ownersWhyNot ?? '?'}), median / max over the runs [n]; (main thread in all: median / max)`
     : `\nCPU per invocation, ms: workerd main thread (isolate + its I/O), median / max over the runs [n]; (whole workerd process, median). The CPU-limit scope is not measured: ${scopeWhyNot ?? '?'}`);
 say(`| invocation | ${sizes.map(sizeLabel).join(' | ')} |`);
 say(`|---|${sizes.map(() => '---:').join('|')}|`);
@@ -801,7 +804,7 @@ await writeFile(file, `${JSON.stringify({
   method: owned
     ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread, less perf's own cost per sample, × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope), split into the Worker's and the object's invocations by uprobes on IoContext's constructor and runImpl (the context each sample ran in); Miniflare's entry worker in neither`
     : scoped
-    ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope)`
+    ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread, less perf's own cost per sample, × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope)`
     : 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
   perfCost, sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,
   profiles: profiles.map((p) => ({ phase: p.phase, size: p.size, threadMs: p.threadMs, split: p.split, topSelf: p.summary.topSelf, topInclusive: p.summary.topInclusive })),
