@@ -24,7 +24,7 @@ export function postToWorker(
   const url = new URL('/dev/email', workerUrl);
   url.searchParams.set('from', sender);
   url.searchParams.set('to', recipient);
-  return new Promise((resolve) => {
+  const attempt = (again: boolean): Promise<HandoffResult> => new Promise((resolve) => {
     const req = request(url, {
       method: 'POST',
       headers: { ...headers, Authorization: `Bearer ${token}`, 'Content-Length': head.byteLength + message.size, 'Content-Type': 'message/rfc822' },
@@ -44,7 +44,13 @@ export function postToWorker(
       });
       res.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker response: ${err.message}` }));
     });
-    req.on('error', (err) => resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` }));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      // A kept-alive connection the Worker's runtime closed as this request went out on it
+      // (Node's documented race: req.reusedSocket): nothing got an answer, so one more try on a
+      // fresh connection. Were the copy stored after all, the Worker's dedupe answers with its id.
+      if (!again && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) return resolve(attempt(true));
+      resolve({ ok: false, permanent: false, reason: `worker unreachable: ${err.message}` });
+    });
     req.write(head);
     if (message.kind === 'file') {
       createReadStream(message.path).on('error', (err) => req.destroy(err)).pipe(req);
@@ -54,4 +60,5 @@ export function postToWorker(
       req.end(message.chunks.length === 1 && only ? only : Buffer.concat(message.chunks, message.size));
     }
   });
+  return attempt(false);
 }

@@ -7,7 +7,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MEMORY_MAX_BYTES, startIngress, type HandoffResult, type IngressOptions, type Received } from '../../local/ingress.ts';
-import { workerHandoff } from '../../local/handoff.ts';
+import { postToWorker, workerHandoff } from '../../local/handoff.ts';
 import { STAND_IN_BLOCK, sendSmtp, shiftJisMessage, splitBlock } from '../helpers/mail.ts';
 
 interface Seen { recipient: string; kind: Received['kind']; bytes: Buffer; spoolFiles: string[] }
@@ -155,4 +155,32 @@ t.test('workerHandoff POSTs a fresh Cloudflare block, then exactly the bytes, fr
   t.ok(b?.rest.equals(large), 'from the file: the block, then the bytes exactly');
   t.not(/ id (\w{12})/.exec(a?.block.toString('latin1') ?? '')?.[1], / id (\w{12})/.exec(b?.block.toString('latin1') ?? '')?.[1], 'a fresh id each handoff');
   t.same(await readdir(spoolDir), []);
+});
+
+t.test('postToWorker: a kept-alive connection closed as a request goes out on it gets one more try on a fresh one; a fresh one that fails does not', async (t) => {
+  let requests = 0;
+  const drop = new Set<number>();  // the requests whose connection the server closes on arrival
+  const server = createServer((req, res) => {
+    const n = ++requests;
+    if (drop.has(n)) { req.socket.destroy(); return; }
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ id: String(Buffer.concat(parts).byteLength).padStart(32, '0') })));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }));
+  const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+  const raw = eightBit(5_000);
+  const message = { kind: 'memory' as const, size: raw.byteLength, chunks: [raw] };
+  const first = await postToWorker(url, 'tok', 'a@example.net', 'alice@example.test', message);
+  t.equal(first.ok, true, 'the first request opens a connection that is kept alive');
+  drop.add(2);
+  const second = await postToWorker(url, 'tok', 'a@example.net', 'alice@example.test', message);
+  t.equal(second.ok, true, `sent again on a fresh connection: ${JSON.stringify(second)}`);
+  t.equal(requests, 3, 'the dropped request and its one retry');
+  server.closeAllConnections();  // nothing kept alive: the next request opens a fresh connection
+  drop.add(4);
+  const third = await postToWorker(url, 'tok', 'a@example.net', 'alice@example.test', message);
+  t.same({ ok: third.ok, permanent: !third.ok && third.permanent }, { ok: false, permanent: false }, 'a fresh connection that fails is a temporary failure, not tried again');
+  t.equal(requests, 4);
 });
