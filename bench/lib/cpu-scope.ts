@@ -153,11 +153,15 @@ export function shareIn(s: ScopeSamples, t0: number, t1: number): { samples: num
   return { samples, inScope };
 }
 
-/** Index of the first of the ascending `times` at or after `t`. */
-export function firstAtOrAfter(times: Float64Array, t: number): number {
+/** Index of the first of the ascending `times` at or after `t` (`strictly`: after it). */
+export function firstAtOrAfter(times: Float64Array, t: number, strictly = false): number {
   let lo = 0;
   let hi = times.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if ((times[mid] ?? 0) < t) lo = mid + 1; else hi = mid; }
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const x = times[mid] ?? 0;
+    if (x < t || (strictly && x === t)) lo = mid + 1; else hi = mid;
+  }
   return lo;
 }
 

@@ -105,7 +105,7 @@ export async function startOwnerTracer(pid: number, file: string): Promise<Owner
 /**
  * Reads `perf script -F time,event,trace --ns` of the two probes. A context with an actor is
  * the object's; a context without one is the Worker's when it shares its Worker (isolate) with
- * an object, else Miniflare's (the entry worker, the R2 proxy).
+ * an object, else Miniflare's (its entry worker).
  */
 export async function parseOwnerTrace(lines: AsyncIterable<string> | Iterable<string>): Promise<OwnerTrace> {
   const made = new Map<string, { worker: string; actor: boolean }>();
@@ -138,10 +138,8 @@ export async function parseOwnerTrace(lines: AsyncIterable<string> | Iterable<st
 
 /** The owner of whatever ran in the scope at monotonic time `t`: the last runImpl entry's context. */
 export function ownerAt(trace: OwnerTrace, t: number): Owner | null {
-  let lo = 0;
-  let hi = trace.times.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if ((trace.times[mid] ?? 0) <= t) lo = mid + 1; else hi = mid; }
-  return lo === 0 ? null : trace.owners[lo - 1] ?? null;
+  const next = firstAtOrAfter(trace.times, t, true);
+  return next === 0 ? null : trace.owners[next - 1] ?? null;
 }
 
 export interface OwnedShare {

@@ -31,6 +31,7 @@ t.test('parseOwnerTrace(): an actor makes the object; its Worker makes the Worke
   t.equal(trace.unknown, 1);
   t.equal(ownerAt(trace, 10e9), null, 'before any entry: nobody');
   t.equal(ownerAt(trace, 10e9 + 6.5), 'object', 'between entries: the last one');
+  t.equal(ownerAt(trace, 10e9 + 6), 'object', 'at an entry\'s own time: that entry');
   t.equal(ownerAt(trace, 10e9 + 100), 'worker');
   const samples = {
     times: Float64Array.from([10e9 + 2.5, 10e9 + 4.5, 10e9 + 6.5, 10e9 + 6.6, 10e9 + 6.7, 10e9 + 6.8]),
