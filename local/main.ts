@@ -4,7 +4,7 @@
 // one, or a port in use, exits 2 before workerd starts.
 import { ConfigError } from '../edge-agent/config.ts';
 import { createLogger } from '../edge-agent/log.ts';
-import { ADMIN_FILE } from './admin-file.ts';
+import { ADMIN_FILE } from '../protocol/admin-file.ts';
 import { PortInUseError, startLocalRelay, type LocalRelay } from './relay.ts';
 import { readLocalSettings, type LocalSettings } from './settings.ts';
 

@@ -2,11 +2,11 @@
 // argument (argv is visible to every user in `ps`): it comes from a file or the
 // environment. Precedence: --token-file, RELAYCTL_TOKEN, RELAYCTL_TOKEN_FILE.
 // With no URL or no token set, the local relay's DATA_DIR/admin.json (written by
-// `npm start`, see local/admin-file.ts) fills the gap, found from the working
+// `npm start`, see protocol/admin-file.ts) fills the gap, found from the working
 // directory as npm start resolves DATA_DIR (default ./data); what is set explicitly wins.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ADMIN_FILE, parseAdminFile, type AdminFile } from '../local/admin-file.ts';
+import { ADMIN_FILE, parseAdminFile, type AdminFile } from '../protocol/admin-file.ts';
 import { CliError, parseBaseUrl } from './api.ts';
 
 export interface Config { baseUrl: URL; token: string }

@@ -56,6 +56,8 @@ function forbidden(from: Folder, spec: string, target: Folder | null): string | 
   }
   if (from === 'lmtp-proxy' && local && target !== 'lmtp-proxy') return `lmtp-proxy is the agent's protocol code: it imports no ${target}/`;
   if (PRODUCT.includes(from) && local && (target === 'test' || target === 'bench')) return `product code imports no ${target}/`;
+  // local/ holds the stand-ins and the dev harness: what ships (the Worker, the agent, relayctl) never needs them.
+  if (PRODUCT.includes(from) && from !== 'local' && local && target === 'local') return `product code imports no local/ (the stand-ins and dev harness)`;
   return null;
 }
 
@@ -115,6 +117,8 @@ t.test('the rules refuse each forbidden arrow', async (t) => {
   t.type(forbidden('protocol', '../lmtp-proxy/x.ts', 'lmtp-proxy'), 'string');
   for (const from of PRODUCT) t.type(forbidden(from, '../../test/x.ts', 'test'), 'string', `${from} -> test`);
   t.equal(forbidden('test', '../../local/x.ts', 'local'), null);
+  for (const from of ['relayctl', 'edge-agent'] as const) t.type(forbidden(from, '../local/x.ts', 'local'), 'string', `${from} -> local`);
+  t.equal(forbidden('local', './x.ts', 'local'), null);
 });
 
 t.test('it reads the project', async (t) => {
