@@ -22,6 +22,11 @@ export interface BlockOptions {
   receivedSpf?: boolean;
   authenticationResults?: boolean;
   xcf?: boolean;
+  /**
+   * true: the block cloudflare/workerd#6740 reports, its Received and ARC set with no verdicts
+   * (no ARC-Authentication-Results, and none of the fields that come after it).
+   */
+  noVerdicts?: boolean;
   now?: Date;
 }
 
@@ -62,8 +67,9 @@ export function cloudflareBlock(sender: string, recipient: string, opts: BlockOp
       '\t :list-subscribe:list-post:list-owner:list-archive;\r\n' +
       `\tt=${t}; x=${t + 604_800}; bh=${randomBytes(32).toString('base64')};\r\n` +
       `\tb=${folded(randomBytes(256).toString('base64'), 70)}`,
-    `ARC-Authentication-Results: i=1; mx.cloudflare.net;\r\n\tdkim=${v.dkim};\r\n\tdmarc=${v.dmarc} header.from=${domain};\r\n\tspf=${spf} smtp.mailfrom=${mailfrom}`,
   ];
+  if (opts.noVerdicts === true) return Buffer.from(lines.map((l) => `${l}\r\n`).join(''), 'latin1');
+  lines.push(`ARC-Authentication-Results: i=1; mx.cloudflare.net;\r\n\tdkim=${v.dkim};\r\n\tdmarc=${v.dmarc} header.from=${domain};\r\n\tspf=${spf} smtp.mailfrom=${mailfrom}`);
   if (opts.receivedSpf !== false) {
     lines.push(`Received-SPF: ${spf}\r\n\treceiver=mx.cloudflare.net; client-ip=${ip}; envelope-from="${mailfrom}"; helo=${host};`);
   }
