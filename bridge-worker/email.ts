@@ -79,7 +79,9 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   let result: IngestResult;
   if (env.BODIES) {
     // The body goes to R2 from here, natively; the object gets the row's worth (bodies.ts).
-    const put = await putBody(env.BODIES, bodyKey(shardName(shard), randomId()), message.raw, message.rawSize, cfg.maxMessageBytes);
+    // Stamped with the object's id: its orphan sweep deletes only what it can tell is its own.
+    const owner = env.RELAY.idFromName(shardName(shard)).toString();
+    const put = await putBody(env.BODIES, bodyKey(shardName(shard), randomId()), message.raw, message.rawSize, cfg.maxMessageBytes, owner);
     if (!put.ok) return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
     const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
     // A failed call deletes nothing here: it may have committed before failing on the way back.

@@ -17,7 +17,7 @@ import { migrate, type State } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
 import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
 import { bounceHeaders, headerSection } from './headers.ts';
-import { bodyPrefix, type StoredBody } from './bodies.ts';
+import { OWNER, bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
@@ -351,7 +351,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /**
-   * The orphan sweep: R2 objects under this shard's prefix that no row owns (a put whose
+   * The orphan sweep: R2 objects under this shard's prefix, stamped with this object's id, that no row owns (a put whose
    * ingestStored never committed: email() cut off, the RPC lost; a body whose delete was never
    * noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
    * the next page a minute later while the listing goes on; only objects older than
@@ -364,7 +364,9 @@ export class RelayQueue extends DurableObject<Env> {
     const cursor = this.#store.meta(SWEEP_CURSOR);
     let page: R2Objects;
     try {
-      page = await bucket.list({ prefix, limit: SWEEP_PAGE, ...(cursor !== null ? { cursor } : {}) });
+      // `include` (honoured since compatibility date 2022-08-04) is not in the pinned workers-types.
+      const options: R2ListOptions & { include: 'customMetadata'[] } = { prefix, limit: SWEEP_PAGE, include: ['customMetadata'], ...(cursor !== null ? { cursor } : {}) };
+      page = await bucket.list(options);
     } catch (err) {
       // A cursor R2 no longer takes starts the listing over; either way, again next round.
       this.#store.deleteMeta(SWEEP_CURSOR);
@@ -372,7 +374,12 @@ export class RelayQueue extends DurableObject<Env> {
       log('bodies.sweep-failed', { error: String(err) });
       return;
     }
-    const old = page.objects.filter((o) => o.uploaded.getTime() < now - ORPHAN_GRACE_MS).map((o) => o.key);
+    // Only this object's own: another deployment bound to the same bucket (a staging Worker, a
+    // renamed one, wrangler dev) writes the same `<shard>/` keys for an object of another id.
+    // An object with no stamp (put before stamps) is never provably ours: it is left alone.
+    const me = this.ctx.id.toString();
+    const mine = page.objects.filter((o) => o.customMetadata?.[OWNER] === me);
+    const old = mine.filter((o) => o.uploaded.getTime() < now - ORPHAN_GRACE_MS).map((o) => o.key);
     const orphans = this.#store.unowned(old);
     for (const k of orphans) this.#store.noteBodyDelete(k);
     if (page.truncated) {
@@ -382,7 +389,7 @@ export class RelayQueue extends DurableObject<Env> {
       this.#store.deleteMeta(SWEEP_CURSOR);
       this.#store.setMeta(SWEEP_AT, String(now + readConfig(this.env).orphanSweepMs));
     }
-    if (orphans.length > 0) log('bodies.orphans', { prefix, listed: page.objects.length, orphans: orphans.length });
+    if (orphans.length > 0) log('bodies.orphans', { prefix, listed: page.objects.length, notOurs: page.objects.length - mine.length, orphans: orphans.length });
     await this.#deleteBodies();
   }
 
