@@ -45,6 +45,8 @@ interface Attachment {
   version?: number;
   /** The agent's hello said it fetches R2 bodies: messages stored there may go to it. */
   fetch?: boolean;
+  /** Its hello said its body fetches present its session: none without it gets a body leased here. */
+  fetchSession?: boolean;
 }
 
 export type IngestResult =
@@ -168,6 +170,7 @@ export class RelayQueue extends DurableObject<Env> {
         a.warnings = a.bounces && frame.warnings === true;
         a.version = frame.v;
         a.fetch = frame.fetch === true;
+        a.fetchSession = frame.fetchSession === true;
         this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
@@ -321,14 +324,25 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /**
-   * The R2 object of message `id` while it is leased (in-flight): the Worker's GET
-   * /agent/body/<id> streams it to the agent. Null for any other message or state: once the
-   * lease ends (its connection closed), a fetch that starts is refused.
+   * The R2 object of message `id` while it is leased (in-flight) to `session`: the Worker's GET
+   * /agent/body/<id> streams it to the agent that holds the lease. Null for any other message,
+   * state or session: once the lease ends (its connection closed), a fetch that starts is
+   * refused. No session (null): an agent older than `fetchSession` presents none, so a body
+   * leased to such an agent is served without one; one leased to a newer agent never is.
    */
-  async bodyOf(id: string): Promise<{ key: string; size: number } | null> {
+  async bodyOf(id: string, session: string | null = null): Promise<{ key: string; size: number } | null> {
     const msg = this.#store.get(id);
-    if (!msg || msg.state !== 'in-flight' || msg.bodyKey === null) return null;
+    if (!msg || msg.state !== 'in-flight' || msg.bodyKey === null || msg.leaseSession === null) return null;
+    if (session !== null ? session !== msg.leaseSession : !this.#presentsNoSession(msg.leaseSession)) return null;
     return { key: msg.bodyKey, size: msg.size - msg.prefix };
+  }
+
+  /** Whether `session` is an open connection whose agent's body fetches name no session (an older agent). */
+  #presentsNoSession(session: string): boolean {
+    return this.ctx.getWebSockets().some((ws) => {
+      const a = this.#attachment(ws);
+      return a !== null && a.session === session && a.agent !== null && a.fetchSession !== true;
+    });
   }
 
   /**
