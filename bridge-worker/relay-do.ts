@@ -365,8 +365,8 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /**
-   * The orphan sweep: R2 objects under this shard's prefix, stamped with this object's id, that no row owns (a put whose
-   * ingestStored never committed: email() cut off, the RPC lost; a body whose delete was never
+   * The orphan sweep: R2 objects under this shard's prefix, stamped with this object's id
+   * (bodies.ts OWNER), that no row owns (a put whose ingestStored never committed: email() cut off, the RPC lost; a body whose delete was never
    * noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
    * the next page a minute later while the listing goes on; only objects older than
    * ORPHAN_GRACE_MS, so a put whose ingestStored is still on its way is never touched.
@@ -379,7 +379,9 @@ export class RelayQueue extends DurableObject<Env> {
     let page: R2Objects;
     try {
       // `include` (honoured since compatibility date 2022-08-04) is not in the pinned workers-types.
-      const options: R2ListOptions & { include: 'customMetadata'[] } = { prefix, limit: SWEEP_PAGE, include: ['customMetadata'], ...(cursor !== null ? { cursor } : {}) };
+      const options: R2ListOptions & { include: 'customMetadata'[] } = {
+        prefix, limit: SWEEP_PAGE, include: ['customMetadata'], ...(cursor !== null ? { cursor } : {}),
+      };
       page = await bucket.list(options);
     } catch (err) {
       // A cursor R2 no longer takes starts the listing over; either way, again next round.
