@@ -366,8 +366,8 @@ export class RelayQueue extends DurableObject<Env> {
 
   /**
    * The orphan sweep: R2 objects under this shard's prefix, stamped with this object's id
-   * (bodies.ts OWNER), that no row owns (a put whose ingestStored never committed: email() cut off, the RPC lost; a body whose delete was never
-   * noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
+   * (bodies.ts OWNER), that no row owns (a put whose ingestStored never committed: email() cut
+   * off, the RPC lost; a body whose delete was never noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
    * the next page a minute later while the listing goes on; only objects older than
    * ORPHAN_GRACE_MS, so a put whose ingestStored is still on its way is never touched.
    */
