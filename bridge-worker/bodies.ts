@@ -32,6 +32,14 @@ export type PutResult =
   /** The sender's message (after the block) is larger than `maxBytes`: nothing was stored. */
   | { ok: false; size: number };
 
+/**
+ * customMetadata name of the queue object an R2 body was put for: its Durable Object id
+ * (`idFromName(shard).toString()`, which differs between namespaces, so between two Workers
+ * bound to one bucket: a staging one, a renamed one, `wrangler dev` with a remote binding). The
+ * orphan sweep deletes only objects stamped with its own id (relay-do.ts).
+ */
+export const OWNER = 'owner';
+
 /** The R2 key of message `id` in queue shard `shard` (shards.ts): one prefix per shard, for its orphan sweep. */
 export function bodyKey(shard: string, id: string): string {
   return `${shard}/${id}`;
@@ -48,11 +56,13 @@ export function bodyPrefix(key: string): string | null {
  * with a known length (FixedLengthStream: R2 needs it, and it fails a stream longer or shorter
  * than `rawSize` said). Throws when R2 or the stream fails: email() then answers with a
  * temporary error and the sender retries. An object left behind by a failure that also failed
- * to delete it is the orphan sweep's (relay-do.ts).
+ * to delete it is the orphan sweep's (relay-do.ts): `owner` (the queue object's id) is stamped
+ * on it for that.
  */
 export async function putBody(
-  bucket: R2Bucket, key: string, raw: ReadableStream<Uint8Array>, rawSize: number, maxBytes: number,
+  bucket: R2Bucket, key: string, raw: ReadableStream<Uint8Array>, rawSize: number, maxBytes: number, owner: string,
 ): Promise<PutResult> {
+  const stamp: R2PutOptions = { customMetadata: { [OWNER]: owner } };
   const { first, done } = await readHead(raw, Math.min(HEAD_BYTES, rawSize + 1));
   const have = first.byteLength;
   if (have > rawSize || (done && have !== rawSize)) {
@@ -65,12 +75,12 @@ export async function putBody(
   const rest = first.subarray(prefix);
   let stored: R2Object | null;
   if (done) {
-    stored = await bucket.put(key, rest);
+    stored = await bucket.put(key, rest, stamp);
   } else {
     // The bytes already read go first, then the rest of the stream, natively (pipeTo between
     // workerd streams runs no JS per chunk). The length lets R2 take a stream.
     const { readable, writable } = new FixedLengthStream(rawSize - prefix);
-    const put = bucket.put(key, readable);
+    const put = bucket.put(key, readable, stamp);
     const feed = (async () => {
       const writer = writable.getWriter();
       if (rest.byteLength > 0) await writer.write(rest);

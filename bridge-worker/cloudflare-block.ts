@@ -10,16 +10,22 @@ export const MAX_BLOCK_BYTES = 8 * 1024;
 const CF_RECEIVED = /^Received:[^]*\bby cloudflare-email\.com\b/i;
 /** ARC-Seal / ARC-Message-Signature signed by Cloudflare (a forwarder's own ARC set is the sender's). */
 const CF_ARC_SIGNED = /^ARC-(Seal|Message-Signature):[^]*\bd=cloudflare-email\.com\b/i;
-/** ARC-Authentication-Results / Authentication-Results whose authserv-id is Cloudflare's. */
-const CF_RESULTS = /^(ARC-Authentication-Results:\s*i=\d+\s*;|Authentication-Results:)\s*mx\.cloudflare\.net\s*;/i;
-const CF_OTHER = /^(Received-SPF|X-CF-[A-Za-z0-9-]+):/i;
+/** Cloudflare's ARC-Authentication-Results: the verdicts its ARC set seals. */
+const CF_ARC_RESULTS = /^ARC-Authentication-Results:\s*i=\d+\s*;\s*mx\.cloudflare\.net\s*;/i;
+/**
+ * Fields Cloudflare writes only after its ARC-Authentication-Results (every sample that has them):
+ * a sender can write the same names, so in a block with no verdicts of its own (workerd#6740)
+ * they are the sender's first fields, never Cloudflare's.
+ */
+const CF_AFTER_RESULTS = /^(Authentication-Results:\s*mx\.cloudflare\.net\s*;|Received-SPF:|X-CF-[A-Za-z0-9-]+:)/i;
 /** The names a block's later fields may have. */
 const BLOCK_NAMES = /^(ARC-Seal|ARC-Message-Signature|ARC-Authentication-Results|Received-SPF|Authentication-Results|X-CF-[A-Za-z0-9-]+):/i;
 /** Bytes enough to read any of those names and its colon. */
 const MAX_NAME = 80;
 
-function isCloudflareField(field: string): boolean {
-  return CF_ARC_SIGNED.test(field) || CF_RESULTS.test(field) || CF_OTHER.test(field);
+/** Whether `field` is Cloudflare's, given whether the block so far holds its ARC-Authentication-Results. */
+function isCloudflareField(field: string, verdicts: boolean): boolean {
+  return CF_ARC_SIGNED.test(field) || CF_ARC_RESULTS.test(field) || (verdicts && CF_AFTER_RESULTS.test(field));
 }
 
 const CR = 0x0d;
@@ -32,7 +38,9 @@ const TAB = 0x09;
  * Cloudflare adds, beginning with its `Received: … by cloudflare-email.com`, up to the first
  * field it did not add. 0 when unsure: no such Received first, a line not ending in CRLF, or
  * the run's end not seen within MAX_BLOCK_BYTES. Only one Received belongs to the block: a
- * sender's own Received or ARC set below it is the sender's message. `whole`: `bytes` is the
+ * sender's own Received or ARC set below it is the sender's message, and so are its
+ * Authentication-Results / Received-SPF / X-CF-* directly below a block that holds no
+ * ARC-Authentication-Results of Cloudflare's (they fill no verdict and stay in the dedupe key). `whole`: `bytes` is the
  * entire message, so a block that ends where the bytes end (an empty message) is a block.
  */
 export function cloudflareBlockLength(bytes: Uint8Array, whole = false): number {
@@ -41,6 +49,7 @@ export function cloudflareBlockLength(bytes: Uint8Array, whole = false): number 
   const raw = bytes.subarray(0, end);  // every search below stays within the bound
   let start = 0;       // start of the current field
   let fields = 0;
+  let verdicts = false;  // Cloudflare's ARC-Authentication-Results seen
   for (;;) {
     if (start + 1 < end && raw[start] === CR && raw[start + 1] === LF) return start;  // the blank line ends the header section
     // A field by a name Cloudflare does not write ends the block, however long that field is.
@@ -61,7 +70,8 @@ export function cloudflareBlockLength(bytes: Uint8Array, whole = false): number 
     }
     // Of Cloudflare's, by what it says: a second Received, a forwarder's ARC set are the sender's.
     const field = latin1(raw.subarray(start, Math.min(i, start + 1024)));
-    if (fields === 0 ? !CF_RECEIVED.test(field) : !isCloudflareField(field)) return fields > 0 ? start : 0;
+    if (fields === 0 ? !CF_RECEIVED.test(field) : !isCloudflareField(field, verdicts)) return fields > 0 ? start : 0;
+    if (fields > 0 && CF_ARC_RESULTS.test(field)) verdicts = true;
     fields++;
     start = i;
     if (atEnd(start)) return start;  // the block was all there is: an empty message under it

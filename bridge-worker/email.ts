@@ -3,6 +3,7 @@
 // durably"; throwing makes Email Routing answer the sender with a temporary
 // error, so the sender retries.
 import { isAddress } from '../protocol/wire.ts';
+import { hasControl } from '../protocol/log-escape.ts';
 import { bodyKey, putBody } from './bodies.ts';
 import { MAX_BLOCK_BYTES } from './cloudflare-block.ts';
 import { readConfig, type Env } from './env.ts';
@@ -57,6 +58,10 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   const sender = message.from === '<>' ? '' : message.from;
   if (!isAddress(sender, true)) return reject('5.1.7 Invalid envelope sender address');
   if (!isAddress(message.to)) return reject('5.1.3 Invalid envelope recipient address');
+  // C1 controls and U+2028/2029 pass the wire's isAddress (kept so, for rows queued before):
+  // no mailbox has them, and they would reach logs and the target's LMTP command.
+  if (hasControl(sender)) return reject('5.1.7 Invalid envelope sender address: control character');
+  if (hasControl(message.to)) return reject('5.1.3 Invalid envelope recipient address: control character');
   const domain = message.to.slice(message.to.lastIndexOf('@') + 1).toLowerCase();
   if (cfg.allowedDomains.length > 0 && !cfg.allowedDomains.includes(domain)) {
     return reject(`5.7.1 Relaying denied: this server does not accept mail for ${domain}`);
@@ -74,7 +79,9 @@ export async function handleEmail(message: IncomingEmail, env: Env): Promise<Ema
   let result: IngestResult;
   if (env.BODIES) {
     // The body goes to R2 from here, natively; the object gets the row's worth (bodies.ts).
-    const put = await putBody(env.BODIES, bodyKey(shardName(shard), randomId()), message.raw, message.rawSize, cfg.maxMessageBytes);
+    // Stamped with the object's id: its orphan sweep deletes only what it can tell is its own.
+    const owner = env.RELAY.idFromName(shardName(shard)).toString();
+    const put = await putBody(env.BODIES, bodyKey(shardName(shard), randomId()), message.raw, message.rawSize, cfg.maxMessageBytes, owner);
     if (!put.ok) return reject(`5.3.4 Message size exceeds the limit of ${cfg.maxMessageBytes} bytes`);
     const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
     // A failed call deletes nothing here: it may have committed before failing on the way back.

@@ -6,7 +6,7 @@ import { handleEmail, type IncomingEmail } from './email.ts';
 import { allShards, shardStub } from './shards.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
-import { isMessageId } from '../protocol/wire.ts';
+import { BODY_SESSION_HEADER, isMessageId } from '../protocol/wire.ts';
 // Compiles every message's pure code at startup, not on the first message (issue #15).
 import './warm-up.ts';
 
@@ -65,7 +65,8 @@ function agentShard(request: Request, env: Env, shards: number): Promise<Respons
 }
 
 /**
- * GET /agent/body/<id>?shard=N: the R2 body of a message the shard has leased (in-flight),
+ * GET /agent/body/<id>?shard=N: the R2 body of a message the shard has leased (in-flight) to
+ * the session the request names (BODY_SESSION_HEADER; an older agent names none, see bodyOf),
  * streamed from R2 as it is (no JS per byte). The agent checks it against the MD5 of its
  * message frame; anything else (not leased, no such body) is a 404 and the agent nacks.
  */
@@ -73,8 +74,11 @@ async function agentBody(request: Request, env: Env, shards: number, id: string)
   if (request.method !== 'GET') return json(405, { error: 'GET only' });
   const i = shardIndex(request, shards);
   if (i === null || !env.BODIES || !isMessageId(id)) return json(404, { error: 'not found' });
-  const body = await shardStub(env, i).bodyOf(id);
-  if (body === null) return json(404, { error: 'no such message in flight' });
+  // Only the agent holding the lease: it names its session (a token alone is every agent's).
+  const session = request.headers.get(BODY_SESSION_HEADER);
+  if (session !== null && !isMessageId(session)) return json(404, { error: 'not found' });
+  const body = await shardStub(env, i).bodyOf(id, session);
+  if (body === null) return json(404, { error: 'no such message in flight for this session' });
   const object = await env.BODIES.get(body.key);
   if (object === null) {
     log('body.missing', { id, key: body.key });

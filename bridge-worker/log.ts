@@ -6,11 +6,13 @@
 // The field `level` (warning, error; debug for the debug steps) marks what needs an operator (a
 // message failed, a bounce that cannot go out): Workers Logs and `wrangler tail` filter on it.
 // It comes from the event's name (protocol/log-levels.ts, the agent's table too), never the call.
+// Text from outside (addresses, a target's reply) is escaped: no control reaches a terminal (log-escape.ts).
+import { logJson } from '../protocol/log-escape.ts';
 import { levelOf } from '../protocol/log-levels.ts';
 
 export function log(event: string, fields: Record<string, unknown> = {}): void {
   const level = levelOf(event);
-  console.log(JSON.stringify(level === 'info' ? { event, ...fields } : { event, level, ...fields }));
+  console.log(logJson(level === 'info' ? { event, ...fields } : { event, level, ...fields }));
 }
 
 export function randomId(): string {

@@ -17,7 +17,7 @@ import { migrate, type State } from './schema.ts';
 import { MessageStore, type MessageRow } from './store.ts';
 import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
 import { bounceHeaders, headerSection } from './headers.ts';
-import { bodyPrefix, type StoredBody } from './bodies.ts';
+import { OWNER, bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
@@ -45,6 +45,8 @@ interface Attachment {
   version?: number;
   /** The agent's hello said it fetches R2 bodies: messages stored there may go to it. */
   fetch?: boolean;
+  /** Its hello said its body fetches present its session: none without it gets a body leased here. */
+  fetchSession?: boolean;
 }
 
 export type IngestResult =
@@ -168,6 +170,7 @@ export class RelayQueue extends DurableObject<Env> {
         a.warnings = a.bounces && frame.warnings === true;
         a.version = frame.v;
         a.fetch = frame.fetch === true;
+        a.fetchSession = frame.fetchSession === true;
         this.#onBounceCapability(a.bounces);
         this.#send(ws, { type: FRAME.WELCOME, v: PROTOCOL_VERSION, session: a.session, window: a.window, maxChunk: MAX_CHUNK_BYTES });
         log('agent.hello', { session: a.session, agent: a.agent, window: a.window, credit: a.credit });
@@ -321,14 +324,25 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /**
-   * The R2 object of message `id` while it is leased (in-flight): the Worker's GET
-   * /agent/body/<id> streams it to the agent. Null for any other message or state: once the
-   * lease ends (its connection closed), a fetch that starts is refused.
+   * The R2 object of message `id` while it is leased (in-flight) to `session`: the Worker's GET
+   * /agent/body/<id> streams it to the agent that holds the lease. Null for any other message,
+   * state or session: once the lease ends (its connection closed), a fetch that starts is
+   * refused. No session (null): an agent older than `fetchSession` presents none, so a body
+   * leased to such an agent is served without one; one leased to a newer agent never is.
    */
-  async bodyOf(id: string): Promise<{ key: string; size: number } | null> {
+  async bodyOf(id: string, session: string | null = null): Promise<{ key: string; size: number } | null> {
     const msg = this.#store.get(id);
-    if (!msg || msg.state !== 'in-flight' || msg.bodyKey === null) return null;
+    if (!msg || msg.state !== 'in-flight' || msg.bodyKey === null || msg.leaseSession === null) return null;
+    if (session !== null ? session !== msg.leaseSession : !this.#presentsNoSession(msg.leaseSession)) return null;
     return { key: msg.bodyKey, size: msg.size - msg.prefix };
+  }
+
+  /** Whether `session` is an open connection whose agent's body fetches name no session (an older agent). */
+  #presentsNoSession(session: string): boolean {
+    return this.ctx.getWebSockets().some((ws) => {
+      const a = this.#attachment(ws);
+      return a !== null && a.session === session && a.agent !== null && a.fetchSession !== true;
+    });
   }
 
   /**
@@ -351,9 +365,9 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   /**
-   * The orphan sweep: R2 objects under this shard's prefix that no row owns (a put whose
-   * ingestStored never committed: email() cut off, the RPC lost; a body whose delete was never
-   * noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
+   * The orphan sweep: R2 objects under this shard's prefix, stamped with this object's id
+   * (bodies.ts OWNER), that no row owns (a put whose ingestStored never committed: email() cut
+   * off, the RPC lost; a body whose delete was never noted) are deleted. One page of at most SWEEP_PAGE keys per alarm, every ORPHAN_SWEEP_MS,
    * the next page a minute later while the listing goes on; only objects older than
    * ORPHAN_GRACE_MS, so a put whose ingestStored is still on its way is never touched.
    */
@@ -364,7 +378,11 @@ export class RelayQueue extends DurableObject<Env> {
     const cursor = this.#store.meta(SWEEP_CURSOR);
     let page: R2Objects;
     try {
-      page = await bucket.list({ prefix, limit: SWEEP_PAGE, ...(cursor !== null ? { cursor } : {}) });
+      // `include` (honoured since compatibility date 2022-08-04) is not in the pinned workers-types.
+      const options: R2ListOptions & { include: 'customMetadata'[] } = {
+        prefix, limit: SWEEP_PAGE, include: ['customMetadata'], ...(cursor !== null ? { cursor } : {}),
+      };
+      page = await bucket.list(options);
     } catch (err) {
       // A cursor R2 no longer takes starts the listing over; either way, again next round.
       this.#store.deleteMeta(SWEEP_CURSOR);
@@ -372,7 +390,12 @@ export class RelayQueue extends DurableObject<Env> {
       log('bodies.sweep-failed', { error: String(err) });
       return;
     }
-    const old = page.objects.filter((o) => o.uploaded.getTime() < now - ORPHAN_GRACE_MS).map((o) => o.key);
+    // Only this object's own: another deployment bound to the same bucket (a staging Worker, a
+    // renamed one, wrangler dev) writes the same `<shard>/` keys for an object of another id.
+    // An object with no stamp (put before stamps) is never provably ours: it is left alone.
+    const me = this.ctx.id.toString();
+    const mine = page.objects.filter((o) => o.customMetadata?.[OWNER] === me);
+    const old = mine.filter((o) => o.uploaded.getTime() < now - ORPHAN_GRACE_MS).map((o) => o.key);
     const orphans = this.#store.unowned(old);
     for (const k of orphans) this.#store.noteBodyDelete(k);
     if (page.truncated) {
@@ -382,7 +405,7 @@ export class RelayQueue extends DurableObject<Env> {
       this.#store.deleteMeta(SWEEP_CURSOR);
       this.#store.setMeta(SWEEP_AT, String(now + readConfig(this.env).orphanSweepMs));
     }
-    if (orphans.length > 0) log('bodies.orphans', { prefix, listed: page.objects.length, orphans: orphans.length });
+    if (orphans.length > 0) log('bodies.orphans', { prefix, listed: page.objects.length, notOurs: page.objects.length - mine.length, orphans: orphans.length });
     await this.#deleteBodies();
   }
 

@@ -1,9 +1,11 @@
 // Fetches a message body stored in R2 (the message frame's `fetch`) from the Worker:
-// GET /agent/body/<id> on the connection's host and shard, with the agent's token. Feeds
+// GET /agent/body/<id> on the connection's host and shard, with the agent's token and the
+// session that holds the lease (the object serves the body to that session alone). Feeds
 // the InboundMessage as the response streams, at most FETCH_AHEAD_BYTES ahead of the LMTP
 // client: the memory bound that credit is for chunked messages. A fetch that fails, stalls,
 // runs past its deadline, or brings the wrong length or MD5 fails the message (inbound.ts):
 // the LMTP client never sends the final dot, the session nacks, the object retries it later.
+import { BODY_SESSION_HEADER } from '../protocol/wire.ts';
 import type { InboundMessage } from './inbound.ts';
 
 /** What a network wait of the fetch gives once no more bytes are wanted. */
@@ -41,7 +43,9 @@ export function bodyUrl(workerUrl: string, id: string): string {
  * message, which the session answers with a nack. A consumer that stops reading (the journal
  * answered, every recipient refused) stops the download and ends the message unread.
  */
-export async function fetchBody(workerUrl: string, token: string, msg: InboundMessage, limits: FetchLimits = FETCH_LIMITS): Promise<void> {
+export async function fetchBody(
+  workerUrl: string, token: string, msg: InboundMessage, limits: FetchLimits = FETCH_LIMITS, session: string | null = null,
+): Promise<void> {
   const f = msg.header.fetch;
   if (!f) return msg.fail('not a fetched message');
   const abort = new AbortController();
@@ -80,7 +84,9 @@ export async function fetchBody(workerUrl: string, token: string, msg: InboundMe
   try {
     const block = Buffer.from(f.block, 'base64');
     if (block.byteLength > 0) msg.push(new Uint8Array(block.buffer, block.byteOffset, block.byteLength));
-    const request = fetch(bodyUrl(workerUrl, msg.header.id), { headers: { Authorization: `Bearer ${token}` }, signal: abort.signal });
+    // The session holding the lease (the welcome's): the Worker serves the body to it alone.
+    const headers: Record<string, string> = { Authorization: `Bearer ${token}`, ...(session !== null ? { [BODY_SESSION_HEADER]: session } : {}) };
+    const request = fetch(bodyUrl(workerUrl, msg.header.id), { headers, signal: abort.signal });
     const res = await watched(request);
     if (res === STOPPED) {
       // An answer that still comes is not read.

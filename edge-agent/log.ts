@@ -3,6 +3,7 @@
 // comes from its name (protocol/log-levels.ts); under journald each line starts with
 // its syslog priority (`<4>`, sd-daemon(3)), so `journalctl -p warning` shows the problems.
 import { fstatSync } from 'node:fs';
+import { hasControl, logJson, logText } from '../protocol/log-escape.ts';
 import { levelOf, PRIORITY, type Level } from '../protocol/log-levels.ts';
 
 export type Logger = (event: string, fields?: Record<string, unknown>) => void;
@@ -42,11 +43,14 @@ export function eventLevel(event: string, fields: Record<string, unknown>): Leve
 
 // ---- the maillog text form ---------------------------------------------------------
 
-/** `key=value`, the value quoted (as JSON) only when it holds a space, comma, quote or is not text. */
+/**
+ * `key=value`, the value quoted (as JSON) only when it holds a space, comma, quote or control or
+ * is not text; controls escaped either way (protocol/log-escape.ts), in the key too.
+ */
 function kv(key: string, v: unknown): string {
-  const s = typeof v === 'string' && v !== '' && !/[\s,"=()<>\\]/.test(v) ? v
-    : typeof v === 'number' || typeof v === 'boolean' || v === null ? String(v) : JSON.stringify(v);
-  return `${key}=${s}`;
+  const s = typeof v === 'string' && v !== '' && !/[\s,"=()<>\\]/.test(v) && !hasControl(v) ? v
+    : typeof v === 'number' || typeof v === 'boolean' || v === null ? String(v) : logJson(v);
+  return `${logText(key)}=${s}`;
 }
 
 /**
@@ -59,11 +63,12 @@ export function maillogText(event: string, fields: Record<string, unknown>): str
     const f = fields;
     // Optional fields go after relay=, where Postfix writes its own (conn_use=): the line still ends in status=... (reply).
     const extra = Object.entries(f).filter(([k]) => !DELIVERY_KEYS.has(k)).map(([k, v]) => `${kv(k, v)}, `);
-    return `${f.id}: from=<${String(f.from ?? '')}>, to=<${String(f.to ?? '')}>, relay=${String(f.relay)}, ${extra.join('')}` +
-      `delay=${String(f.delay)}, delays=${String(f.delays)}, dsn=${String(f.dsn)}, status=${String(f.status)} (${String(f.reply ?? '')})`;
+    const t = (v: unknown): string => logText(String(v));
+    return `${t(f.id)}: from=<${t(f.from ?? '')}>, to=<${t(f.to ?? '')}>, relay=${t(f.relay)}, ${extra.join('')}` +
+      `delay=${t(f.delay)}, delays=${t(f.delays)}, dsn=${t(f.dsn)}, status=${t(f.status)} (${t(f.reply ?? '')})`;
   }
   const rest = Object.entries(fields).map(([k, v]) => kv(k, v));
-  return rest.length > 0 ? `${event}: ${rest.join(', ')}` : event;
+  return rest.length > 0 ? `${logText(event)}: ${rest.join(', ')}` : logText(event);
 }
 const DELIVERY_KEYS = new Set(['id', 'from', 'to', 'relay', 'delay', 'delays', 'dsn', 'status', 'reply']);
 
@@ -83,7 +88,7 @@ export function createLogger(o: LoggerOptions = {}): Logger {
     // `level` only where it is not info: the field tells the problems apart without journald too.
     // A `level` among the fields is the table's to set, not the caller's.
     const { level: _given, ...rest } = fields;
-    write(prefix + JSON.stringify({ ts: now().toISOString(), event, ...(level === 'info' ? {} : { level }), ...rest }));
+    write(prefix + logJson({ ts: now().toISOString(), event, ...(level === 'info' ? {} : { level }), ...rest }));
   };
 }
 

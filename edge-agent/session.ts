@@ -156,6 +156,8 @@ export class AgentSession {
         ...(hooks.bounce ? { bounces: true, warnings: true } : {}),
         // It fetches bodies stored in R2 itself (body-fetch.ts): the object leases those only to such agents.
         fetch: true,
+        // And names its session on each body fetch: a body leased to it goes to no other fetch.
+        fetchSession: true,
       });
       this.#lastSeen = Date.now();
       this.#pinger = setInterval(() => { if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(PING); }, cfg.heartbeatMs);
@@ -256,7 +258,7 @@ export class AgentSession {
       // Its body comes over HTTP, not as chunks on this socket: no credit, no end frame. The
       // bytes still count towards the agent's memory reclaim (reclaim.ts), as chunks do in #grant.
       inbound = new InboundMessage(header, relayed);
-      void fetchBody(this.#cfg.workerUrl, this.#cfg.token, inbound, this.#hooks.fetchLimits);
+      void fetchBody(this.#cfg.workerUrl, this.#cfg.token, inbound, this.#hooks.fetchLimits, this.#session);
     } else {
       inbound = new InboundMessage(header, (n) => this.#grant(n));
       this.#current = inbound;

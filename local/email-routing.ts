@@ -22,6 +22,11 @@ export interface BlockOptions {
   receivedSpf?: boolean;
   authenticationResults?: boolean;
   xcf?: boolean;
+  /**
+   * true: the block cloudflare/workerd#6740 reports, its Received and ARC set with no verdicts
+   * (no ARC-Authentication-Results, and none of the fields that come after it).
+   */
+  noVerdicts?: boolean;
   now?: Date;
 }
 
@@ -62,15 +67,18 @@ export function cloudflareBlock(sender: string, recipient: string, opts: BlockOp
       '\t :list-subscribe:list-post:list-owner:list-archive;\r\n' +
       `\tt=${t}; x=${t + 604_800}; bh=${randomBytes(32).toString('base64')};\r\n` +
       `\tb=${folded(randomBytes(256).toString('base64'), 70)}`,
-    `ARC-Authentication-Results: i=1; mx.cloudflare.net;\r\n\tdkim=${v.dkim};\r\n\tdmarc=${v.dmarc} header.from=${domain};\r\n\tspf=${spf} smtp.mailfrom=${mailfrom}`,
   ];
-  if (opts.receivedSpf !== false) {
-    lines.push(`Received-SPF: ${spf}\r\n\treceiver=mx.cloudflare.net; client-ip=${ip}; envelope-from="${mailfrom}"; helo=${host};`);
+  // Cloudflare writes these only below its ARC-Authentication-Results (cloudflare-block.ts).
+  if (opts.noVerdicts !== true) {
+    lines.push(`ARC-Authentication-Results: i=1; mx.cloudflare.net;\r\n\tdkim=${v.dkim};\r\n\tdmarc=${v.dmarc} header.from=${domain};\r\n\tspf=${spf} smtp.mailfrom=${mailfrom}`);
+    if (opts.receivedSpf !== false) {
+      lines.push(`Received-SPF: ${spf}\r\n\treceiver=mx.cloudflare.net; client-ip=${ip}; envelope-from="${mailfrom}"; helo=${host};`);
+    }
+    if (opts.authenticationResults !== false) {
+      lines.push(`Authentication-Results: mx.cloudflare.net;\r\n\tdkim=${v.dkim};\r\n\tdmarc=${v.dmarc} header.from=${domain};\r\n\tspf=${v.spf} smtp.mailfrom=${mailfrom}`);
+    }
+    // The X-CF-* names public samples show vary; this one is the stand-in's own, marked as such.
+    if (opts.xcf !== false) lines.push(`X-CF-Stand-In: local Email Routing stand-in; id=${alnum(12)}`);
   }
-  if (opts.authenticationResults !== false) {
-    lines.push(`Authentication-Results: mx.cloudflare.net;\r\n\tdkim=${v.dkim};\r\n\tdmarc=${v.dmarc} header.from=${domain};\r\n\tspf=${v.spf} smtp.mailfrom=${mailfrom}`);
-  }
-  // The X-CF-* names public samples show vary; this one is the stand-in's own, marked as such.
-  if (opts.xcf !== false) lines.push(`X-CF-Stand-In: local Email Routing stand-in; id=${alnum(12)}`);
   return Buffer.from(lines.map((l) => `${l}\r\n`).join(''), 'latin1');
 }

@@ -42,18 +42,23 @@ export function r2RemoteBinding(name: string, address: string): PluginBinding & 
   return { name, type: 'r2-remote', plugin: R2_REMOTE_PLUGIN, options: { address } };
 }
 
-export interface R2Host { address: string; dispose(): Promise<void> }
+export interface R2Host {
+  address: string;
+  /** The bucket itself, for tests that look into it or put what no Worker put. */
+  bucket(): ReturnType<Miniflare['getR2Bucket']>;
+  dispose(): Promise<void>;
+}
 
-/** A second workerd process hosting one simulated R2 bucket, persisted under `persistDir`. */
-export async function startR2Host(persistDir: string): Promise<R2Host> {
+/** A second workerd process hosting one simulated R2 bucket, persisted under `persistDir` (`port`: 0, any). */
+export async function startR2Host(persistDir: string, port = 0): Promise<R2Host> {
   const bucket = 'bodies';
   const mf = new Miniflare({
-    name: 'r2-host', modules: true, compatibilityDate: '2026-04-01', host: '127.0.0.1', port: 0,
+    name: 'r2-host', modules: true, compatibilityDate: '2026-04-01', host: '127.0.0.1', port,
     r2Buckets: { BUCKET: bucket }, r2Persist: persistDir,
     // Miniflare names the simulator's service r2:bucket:<id>; a plain service binding reaches it.
     unsafeBindings: [{ name: 'SIMULATOR', type: 'service', plugin: R2_REMOTE_PLUGIN, options: { service: `r2:bucket:${bucket}` } }],
     script: 'export default { fetch(request, env) { return env.SIMULATOR.fetch(request); } };',
   });
   const url = await mf.ready;
-  return { address: url.host, dispose: () => mf.dispose() };
+  return { address: url.host, bucket: () => mf.getR2Bucket('BUCKET'), dispose: () => mf.dispose() };
 }

@@ -2,7 +2,6 @@
 // local workerd -> WebSocket -> edge-agent -> LMTP target. Used by `npm start`
 // and by the end-to-end tests.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { startAgent, type Agent, type AgentOptions } from '../edge-agent/agent.ts';
@@ -10,6 +9,7 @@ import { validateConfig, type AgentConfig } from '../edge-agent/config.ts';
 import type { Logger } from '../edge-agent/log.ts';
 import { startIngress, type Ingress } from './ingress.ts';
 import { startMaildirTarget, type MaildirTarget } from './maildir-target.ts';
+import { privateDataDir } from './data-dir.ts';
 import { adminToken, writeRunning, writeStopped } from './admin-file.ts';
 import { workerHandoff } from './handoff.ts';
 import { startWorkerRuntime, type WorkerRuntime } from './worker-runtime.ts';
@@ -97,7 +97,7 @@ export async function startLocalRelay(opts: LocalRelayOptions): Promise<LocalRel
   const releasePort = await holdPort(opts.smtpPort, '127.0.0.1');
   stops.push(releasePort);
   try {
-    mkdirSync(dataDir, { recursive: true });
+    privateDataDir(dataDir, log);
     // One per data dir, kept across starts: a relayctl already pointed at it keeps working.
     const admin = adminToken(dataDir);
     let embedded: MaildirTarget | null = null;

@@ -13,6 +13,11 @@ const entry = fileURLToPath(new URL('../bridge-worker/index.ts', import.meta.url
 
 export interface WorkerRuntimeOptions {
   persistDir: string;
+  /**
+   * The Worker's script name (default none). Its Durable Object ids derive from it, as on the
+   * edge from the namespace: two names are two deployments (tests of a shared bucket).
+   */
+  name?: string;
   agentTokens: string[];
   devIngressToken: string;
   allowedDomains?: string[];
@@ -71,6 +76,7 @@ export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<Wo
   const script = await bundleWorker();
   let bodies = opts.bodies ?? true;
   const options = () => ({
+    ...(opts.name === undefined ? {} : { name: opts.name }),
     modules: true,
     script,
     scriptPath: entry,

@@ -44,6 +44,9 @@ const TABLE: Record<string, Level> = {
   'ingress.spool-failed': 'warning',
   'ingress.unlink-failed': 'warning',
   'relay.stop-error': 'warning',
+  // DATA_DIR was open to other users (tightened to 0700), or could not be made private.
+  'relay.data-dir-tightened': 'warning',
+  'relay.data-dir-open': 'warning',
   // ---- the Worker and the queue object ----
   'config.invalid': 'error',
   'ingest.failed': 'error',

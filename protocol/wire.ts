@@ -106,7 +106,15 @@ export interface HelloFrame {
   warnings?: boolean;
   /** v2: this agent fetches bodies stored in R2 over HTTP (`fetch` in the message frame). */
   fetch?: boolean;
+  /**
+   * v2: its body fetches present its session (the welcome's) in BODY_SESSION_HEADER: a body
+   * leased to it is then served to no fetch without it. Absent: an older agent, served as before.
+   */
+  fetchSession?: boolean;
 }
+
+/** The request header of GET /agent/body/<id> that names the session holding the message's lease. */
+export const BODY_SESSION_HEADER = 'Mailbridge-Session';
 export interface CreditFrame { type: 'credit'; bytes: number }
 export interface AckFrame { type: 'ack'; id: string; results: RecipientResult[] }
 export interface NackFrame { type: 'nack'; id: string; reason: NackReason; text: string }
@@ -337,11 +345,11 @@ export function parseAgentFrame(raw: string): AgentFrame | null {
       return isInt(f.v, 1, 1000) && typeof f.agent === 'string' && AGENT_RE.test(f.agent) &&
         isInt(f.window, 1, MAX_WINDOW) && isInt(f.credit, 0, MAX_CREDIT_BYTES) &&
         (f.bounces === undefined || typeof f.bounces === 'boolean') && (f.warnings === undefined || typeof f.warnings === 'boolean') &&
-        (f.fetch === undefined || typeof f.fetch === 'boolean')
+        (f.fetch === undefined || typeof f.fetch === 'boolean') && (f.fetchSession === undefined || typeof f.fetchSession === 'boolean')
         ? {
           type: 'hello', v: f.v, agent: f.agent, window: f.window, credit: f.credit,
           ...(f.bounces === true ? { bounces: true } : {}), ...(f.warnings === true ? { warnings: true } : {}),
-          ...(f.fetch === true ? { fetch: true } : {}),
+          ...(f.fetch === true ? { fetch: true } : {}), ...(f.fetchSession === true ? { fetchSession: true } : {}),
         }
         : null;
     case FRAME.CREDIT:

@@ -3,6 +3,8 @@
 // the local stand-in's block is one it finds, fresh on every attempt, with honest verdicts.
 import t from 'tap';
 import { MAX_BLOCK_BYTES, cloudflareBlockLength } from '../../bridge-worker/cloudflare-block.ts';
+import { blockVerdicts } from '../../bridge-worker/cf-verdicts.ts';
+import { NO_VERDICTS } from '../../protocol/wire.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { CLOUDFLARE_SAMPLES } from '../corpus/cloudflare.ts';
 
@@ -65,4 +67,24 @@ t.test('an empty message under a block: the block is the whole message, and only
   const block = Buffer.from('Received: from mx.example.net (192.0.2.1)\r\n        by cloudflare-email.com (unknown) id AbCdEfGhIjKl\r\n        for <a@example.test>; Wed, 02 Dec 2026 12:00:00 +0000\r\nARC-Seal: i=1; a=rsa-sha256; s=2023; d=cloudflare-email.com; cv=none; b=x\r\n');
   t.equal(cloudflareBlockLength(block, true), block.byteLength, 'the whole message: all of it is the block');
   t.equal(cloudflareBlockLength(block), 0, 'a first chunk that may go on: unsure, nothing stripped');
+});
+
+t.test('below a block with no verdicts (workerd#6740), a sender\'s fields under Cloudflare\'s names are the sender\'s', async (t) => {
+  const block = cloudflareBlock('a@sender.example', 'alice@example.test', { noVerdicts: true });
+  t.same([...block.toString('latin1').matchAll(/^([A-Za-z-]+):/gm)].map((m) => m[1]), ['Received', 'ARC-Seal', 'ARC-Message-Signature']);
+  const own = [
+    'Authentication-Results: mx.cloudflare.net; dkim=pass; dmarc=pass header.from=bank.example; spf=pass; arc=pass\r\n',
+    'Received-SPF: pass (mx.cloudflare.net: domain of alerts@bank.example designates 192.0.2.9 as permitted sender)\r\n',
+    'X-CF-Spamh-Score: 0\r\n',
+  ];
+  for (const first of own) {
+    const raw = Buffer.concat([block, bytes(first + own.join('') + 'Subject: x\r\n\r\nx\r\n')]);
+    const n = cloudflareBlockLength(raw);
+    t.equal(n, block.byteLength, `not in the block: ${first.slice(0, 30)}`);
+    t.same(blockVerdicts(raw.subarray(0, n)), NO_VERDICTS, 'and it fills no verdict');
+  }
+  // Below Cloudflare's own verdicts the same names are Cloudflare's, as its later samples write them.
+  const full = cloudflareBlock('a@sender.example', 'alice@example.test', { verdicts: { spf: 'pass' } });
+  t.equal(cloudflareBlockLength(Buffer.concat([full, bytes('Subject: x\r\n\r\nx\r\n')])), full.byteLength);
+  t.equal(blockVerdicts(full).spf, 'pass');
 });

@@ -83,3 +83,24 @@ t.test('a bad LOG_LEVEL fails the Worker with a message naming it', async (t) =>
   const e = await eventually('config.invalid', () => events(w).find((x) => x.event === 'config.invalid'));
   t.match(e, { error: 'LOG_LEVEL: must be info or debug, not "verbose"' });
 });
+
+t.test('an envelope address with a control is refused 5xx, and no control reaches the log raw', async (t) => {
+  const w = await startTestWorker({});
+  t.teardown(() => w.stop());
+  const body = Buffer.from('Subject: c\r\n\r\nx\r\n');
+  // eslint-disable-next-line no-control-regex
+  const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+  for (const c of ['\x9b', '\x85', '\u2028', '\u2029']) {
+    const to = await w.post('s@sender.test', `al${c}31mice@example.test`, body);
+    t.equal(to.status, 550, `recipient with U+${c.charCodeAt(0).toString(16)}: refused`);
+    t.equal(to.body.reason, '5.1.3 Invalid envelope recipient address: control character');
+    const from = await w.post(`s${c}@sender.test`, 'alice@example.test', body);
+    t.equal(from.body.reason, '5.1.7 Invalid envelope sender address: control character');
+  }
+  const said = await eventually('the rejections logged', () => {
+    const r = events(w).filter((e) => e.event === 'email.rejected');
+    return r.length >= 8 ? r : undefined;
+  });
+  t.ok(said.some((e) => e.to === 'al\x9b31mice@example.test'), 'the log keeps the address, escaped');
+  for (const l of w.logs) t.notMatch(l, CONTROL, `no raw control in ${JSON.stringify(l)}`);
+});

@@ -52,6 +52,16 @@ export const CLOUDFLARE_SAMPLES: readonly CloudflareSample[] = [
     message: 'ARC-Authentication-Results: i=1; mx.google.com; arc=none\r\n' + SENDER,
     strip: true,
   },
+  // A block with no verdicts of its own (workerd#6740): what a sender writes below it under
+  // Cloudflare's names is the sender's (it fills no verdict and stays in the dedupe key).
+  {
+    name: 'no verdicts of Cloudflare\'s, then a sender\'s own Authentication-Results: mx.cloudflare.net: the sender\'s',
+    block: RECEIVED_2024 + ARC_2024,
+    message: 'Authentication-Results: mx.cloudflare.net; dkim=pass header.d=bank.example; dmarc=pass header.from=bank.example; spf=pass\r\n' + SENDER,
+    strip: true,
+  },
+  { name: 'no verdicts of Cloudflare\'s, then a sender\'s own Received-SPF and X-CF-*: the sender\'s', block: RECEIVED_2024 + ARC_2024, message: SPF + XCF + AR + SENDER, strip: true },
+  { name: 'no ARC set at all, then a sender\'s own X-CF-* and Authentication-Results: the sender\'s', block: RECEIVED_2024, message: XCF + AR + SENDER, strip: true },
   {
     name: 'a sender whose message starts with its own Received: (its MTA\'s trace)',
     block: RECEIVED_2024 + ARC_2024 + AAR_2024,
@@ -60,7 +70,7 @@ export const CLOUDFLARE_SAMPLES: readonly CloudflareSample[] = [
   },
   {
     name: 'a sender whose message starts with an ARC set of its own (a forwarder\'s, i=1, d=google)',
-    block: RECEIVED_2024 + SPF,
+    block: RECEIVED_2024 + ARC_2024 + AAR_2024 + SPF,
     message: `ARC-Seal: i=1; a=rsa-sha256; t=1717261920; cv=none; d=google.example; s=arc-20160816;\r\n\tb=${b64(70, 'gseal')}\r\n` +
       `ARC-Message-Signature: i=1; a=rsa-sha256; c=relaxed/relaxed; d=google.example; s=arc-20160816;\r\n\th=to:subject:from; bh=${b64(44, 'gbh')};\r\n\tb=${b64(70, 'gams')}\r\n` +
       'ARC-Authentication-Results: i=1; mx.google.example; arc=none\r\n' + SENDER,
@@ -75,6 +85,6 @@ export const CLOUDFLARE_SAMPLES: readonly CloudflareSample[] = [
   { name: 'a block and then a message with no header fields at all', block: RECEIVED_2024 + ARC_2024, message: '\r\nbody only\r\n', strip: true },
   { name: 'no Cloudflare Received first: nothing is stripped', block: '', message: 'Received: from mx.example by mx2.example; Sat, 01 Jun 2024 17:12:10 +0000\r\n' + SENDER, strip: false },
   { name: 'a block written with bare LF: not Cloudflare\'s writing, nothing is stripped', block: '', message: (RECEIVED_2024 + AAR_2024).replace(/\r\n/g, '\n') + SENDER, strip: false },
-  { name: 'a block whose end is past the bounded scan: nothing is stripped', block: '', message: RECEIVED_2024 + `X-CF-Long: ${'a'.repeat(9000)}\r\n` + SENDER, strip: false },
+  { name: 'a block whose end is past the bounded scan: nothing is stripped', block: '', message: RECEIVED_2024 + AAR_2024 + `X-CF-Long: ${'a'.repeat(9000)}\r\n` + SENDER, strip: false },
   { name: 'an empty message', block: '', message: '', strip: false },
 ];

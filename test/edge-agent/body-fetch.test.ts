@@ -52,6 +52,7 @@ t.test('the body URL: the session\'s host and shard, over http(s)', async (t) =>
 t.test('a fetched body is delivered byte for byte, Cloudflare\'s block first, and acked', async (t) => {
   const { object, peer, c } = await setup(t);
   t.equal(c.hello?.fetch, true, 'the hello says the agent fetches');
+  t.equal(c.hello?.fetchSession, true, 'and names its session on each fetch');
   const id = msgId(10);
   const body = bodyOf(3 * 1024 * 1024 + 17);  // more than FETCH_AHEAD_BYTES: the fetch waits for LMTP
   object.bodies.set(id, serveWhole(body));
@@ -61,7 +62,7 @@ t.test('a fetched body is delivered byte for byte, Cloudflare\'s block first, an
   const all = Buffer.concat([block, body]);
   t.ok(got.subarray(got.length - all.length).equals(all), 'the block, then the body, byte for byte');
   t.match(got.subarray(0, got.length - all.length).toString('latin1'), /^Authentication-Results: [^]*\r\n$/, 'after our Authentication-Results only');
-  t.same(object.fetches, [{ id, shard: null, authorized: true }], 'one fetch, with the agent\'s token');
+  t.same(object.fetches, [{ id, shard: null, authorized: true, session: c.session }], 'one fetch, with the agent\'s token and the session of its welcome');
   t.equal(c.log.filter((f) => f.type === 'credit').length, 0, 'no credit spent on it');
 });
 

@@ -126,3 +126,31 @@ t.test('connect.failed says what to check', async (t) => {
   t.equal(connectHint('connect ECONNREFUSED 127.0.0.1:9', 'ws://127.0.0.1:9/agent'), 'cannot reach 127.0.0.1:9: check workerUrl and the network');
   t.equal(connectHint('connection closed before welcome: 1008 bad hello', url), null, 'the error says it already');
 });
+
+t.test('controls (C0, DEL, C1, U+2028/2029) are escaped in every field of both formats', async (t) => {
+  const evil = 'x\x1b[2J\x07\r\n\x7f\x9b31m\x85\u2028\u2029\\u001b';
+  // eslint-disable-next-line no-control-regex
+  const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+  const [sent] = deliveryLines(settled({
+    id: ID, sender: `s${evil}@a.test`, to: [`a${evil}@home.test`], note: { subject: `Hi ${evil}` },
+    results: [{ recipient: `a${evil}@home.test`, code: 250, enhanced: '2.0.0', text: `Saved ${evil}`, outcome: 'delivered' }],
+  }), `relay${evil}`, NOW);
+  const other = { [`k${evil}`]: `v${evil}`, plain: evil, nested: { v: evil } };
+  for (const format of ['json', 'maillog'] as const) {
+    const lines: string[] = [];
+    const log = createLogger({ format, write: (l) => lines.push(l), now: at, journal: false });
+    log(sent?.event ?? '', sent?.fields);
+    log('session.closed', other);
+    log(`odd${evil}`, {});
+    t.equal(lines.length, 3);
+    for (const l of lines) t.notMatch(l, CONTROL, `${format}: no raw control in ${JSON.stringify(l)}`);
+    if (format === 'json') {
+      t.match(JSON.parse(lines[0] ?? ''), { from: `s${evil}@a.test`, to: `a${evil}@home.test`, subject: `Hi ${evil}`, reply: `250 2.0.0 Saved ${evil}` }, 'JSON: the same text comes back');
+      t.match(JSON.parse(lines[1] ?? ''), { [`k${evil}`]: `v${evil}`, nested: { v: evil } });
+    } else {
+      t.match(lines[0], /from=<sx\\u001b\[2J\\u0007\\u000d\\u000a\\u007f\\u009b31m\\u0085\\u2028\\u2029/, 'maillog: escapes in the Postfix line');
+      t.match(lines[0], /\\\\u001b@a\.test>/, 'a backslash in the text is doubled: an escape cannot be forged');
+      t.match(lines[1], /plain="x\\u001b\[2J\\u0007\\r\\n\\u007f\\u009b31m\\u0085\\u2028\\u2029\\\\u001b"/, 'a value with controls is quoted and escaped');
+    }
+  }
+});

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  encodeFrame, parseAgentFrame, PING, PONG, PROTOCOL_VERSION,
+  BODY_SESSION_HEADER, encodeFrame, parseAgentFrame, PING, PONG, PROTOCOL_VERSION,
   type AgentFrame, type BounceFrame, type HelloFrame, type MessageFrame, type RecipientResult,
 } from '../../protocol/wire.ts';
 
@@ -26,6 +26,8 @@ export interface Conn {
   pong: boolean;
   /** The agent's hello on this connection. */
   hello: HelloFrame | null;
+  /** The session its welcome named. */
+  session: string | null;
 }
 
 /** What this helper needs of a tap Test: also met by the fuzzers' long mode, which runs without tap. */
@@ -37,15 +39,16 @@ export type BodyServer = (res: ServerResponse, req: IncomingMessage) => void;
 export async function scriptedObject(t: Teardowns) {
   /** How each body is served, by message id; unknown ids get 404. */
   const bodies = new Map<string, BodyServer>();
-  /** Every body fetch, in order: its id, its shard parameter, and whether its token was right. */
-  const fetches: { id: string; shard: string | null; authorized: boolean }[] = [];
+  /** Every body fetch, in order: its id, its shard parameter, whether its token was right, the session it named. */
+  const fetches: { id: string; shard: string | null; authorized: boolean; session: string | null }[] = [];
   const http = createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     const m = /^\/agent\/body\/([0-9a-f]{32})$/.exec(u.pathname);
     if (req.method !== 'GET' || !m) return void res.writeHead(404).end();
     const id = m[1] ?? '';
     const authorized = req.headers.authorization === `Bearer ${TOKEN}`;
-    fetches.push({ id, shard: u.searchParams.get('shard'), authorized });
+    const session = req.headers[BODY_SESSION_HEADER.toLowerCase()];
+    fetches.push({ id, shard: u.searchParams.get('shard'), authorized, session: typeof session === 'string' ? session : null });
     if (!authorized) return void res.writeHead(401).end();
     const serve = bodies.get(id);
     if (!serve) return void res.writeHead(404).end('no such message in flight');
@@ -66,7 +69,7 @@ export async function scriptedObject(t: Teardowns) {
     const frames: AgentFrame[] = [];
     let wake: (() => void) | null = null;
     const conn: Conn = {
-      ws, frames, log: [], pong: true, hello: null,
+      ws, frames, log: [], pong: true, hello: null, session: null,
       async next(type) {
         const until = Date.now() + 10_000;
         for (;;) {
@@ -91,7 +94,8 @@ export async function scriptedObject(t: Teardowns) {
       }
       if (f.type === 'hello') {
         conn.hello = f;
-        ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: randomBytes(16).toString('hex'), window: f.window, maxChunk: 1 << 20 }));
+        conn.session = randomBytes(16).toString('hex');
+        ws.send(encodeFrame({ type: 'welcome', v: PROTOCOL_VERSION, session: conn.session, window: f.window, maxChunk: 1 << 20 }));
         conns.push(conn);
         if (state.kick !== null) ws.close(1008, state.kick);
         else waiting.shift()?.(conn);

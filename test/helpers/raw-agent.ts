@@ -3,7 +3,7 @@
 // A message whose body is in R2 it fetches as the real agent does (received()).
 import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
-import { encodeFrame, parseObjectFrame, type AgentFrame, type ObjectFrame } from '../../protocol/wire.ts';
+import { BODY_SESSION_HEADER, encodeFrame, parseObjectFrame, type AgentFrame, type ObjectFrame } from '../../protocol/wire.ts';
 
 export type Seen = { kind: 'frame'; frame: ObjectFrame } | { kind: 'chunk'; data: Buffer } | { kind: 'text'; text: string };
 
@@ -77,15 +77,26 @@ export class RawAgent {
     return this.frames().filter((f) => f.type === 'message' && f.id === id).pop() as Extract<ObjectFrame, { type: 'message' }> | undefined;
   }
 
+  /** The session of this connection's welcome, once it came. */
+  get session(): string | null {
+    const w = this.frames().find((f) => f.type === 'welcome');
+    return w?.type === 'welcome' ? w.session : null;
+  }
+
   /**
-   * GET /agent/body/<id> on this connection's host and shard, with its token, as the real agent
+   * GET /agent/body/<id> on this connection's host and shard, with its token and `session`
+   * (default: its own; null: none, as an agent older than `fetchSession`), as the real agent
    * fetches a body in R2 (edge-agent/body-fetch.ts): the HTTP status and the bytes.
    */
-  async fetchBody(id: string): Promise<{ status: number; bytes: Buffer }> {
+  async fetchBody(id: string, session: string | null = this.session): Promise<{ status: number; bytes: Buffer }> {
     const u = new URL(this.#url);
     u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
     u.pathname = `/agent/body/${id}`;
-    const res = await fetch(u, { headers: this.#token === null ? {} : { Authorization: `Bearer ${this.#token}` } });
+    const headers: Record<string, string> = {
+      ...(this.#token === null ? {} : { Authorization: `Bearer ${this.#token}` }),
+      ...(session === null ? {} : { [BODY_SESSION_HEADER]: session }),
+    };
+    const res = await fetch(u, { headers });
     return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
   }
 

@@ -48,10 +48,29 @@ export function postPartly(w: TestWorker, from: string, to: string, announced: n
 }
 
 /**
+ * Makes these R2 objects `ms` older in Miniflare's R2 storage under `r2Dir` (its r2Persist), which
+ * must not be running: R2 cannot backdate an object, so its record is edited.
+ */
+export async function ageR2Objects(r2Dir: string, keys: string[], ms: number): Promise<void> {
+  const meta = join(r2Dir, 'miniflare-R2BucketObject');
+  let aged = 0;
+  for (const f of (await readdir(meta)).filter((n) => n.endsWith('.sqlite') && n !== 'metadata.sqlite')) {
+    const db = new DatabaseSync(join(meta, f));
+    try {
+      const set = db.prepare('UPDATE _mf_objects SET uploaded = uploaded - ? WHERE key = ?');
+      for (const k of keys) aged += Number(set.run(ms, k).changes);
+    } finally {
+      db.close();
+    }
+  }
+  if (aged !== keys.length) throw new Error(`aged ${aged} of ${keys.length} R2 objects: has Miniflare's R2 storage changed?`);
+}
+
+/**
  * verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick.
  * `bodies: false`: no BODIES bucket, as a Worker deployed without it: bodies go into the object's chunks.
  */
-export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean; bodiesRemote?: string } = {}): Promise<TestWorker> {
+export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean; bodiesRemote?: string; name?: string } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
@@ -59,6 +78,7 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
     verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? true,
     ...(opts.bodiesRemote === undefined ? {} : { bodiesRemote: opts.bodiesRemote }),
+    ...(opts.name === undefined ? {} : { name: opts.name }),
     onLog: (l) => logs.push(l),
   });
   return {
@@ -79,20 +99,7 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
     },
     async ageBodies(keys, ms) {
       await rt.restart({
-        async whileDown() {
-          const meta = join(dir, 'r2', 'miniflare-R2BucketObject');
-          let aged = 0;
-          for (const f of (await readdir(meta)).filter((n) => n.endsWith('.sqlite') && n !== 'metadata.sqlite')) {
-            const db = new DatabaseSync(join(meta, f));
-            try {
-              const set = db.prepare('UPDATE _mf_objects SET uploaded = uploaded - ? WHERE key = ?');
-              for (const k of keys) aged += Number(set.run(ms, k).changes);
-            } finally {
-              db.close();
-            }
-          }
-          if (aged !== keys.length) throw new Error(`aged ${aged} of ${keys.length} R2 objects: has Miniflare's R2 storage changed?`);
-        },
+        whileDown: () => ageR2Objects(join(dir, 'r2'), keys, ms),
       });
     },
     async stop() {

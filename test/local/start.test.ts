@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,4 +141,25 @@ t.test('LOG_LEVEL=debug: the Worker\'s events are objects in the log, with their
   t.match(events().find((e) => e.event === 'delivery.sent'), { to: 'alice@example.test', from: 's@example.net', status: 'sent', dsn: /^2\./ }, 'and the agent\'s delivery line');
   r.p.kill('SIGTERM');
   t.equal(await r.exit, 0);
+});
+
+t.test('DATA_DIR is private: a new one is made 0700, an existing 0755 one tightened with a warning', async (t) => {
+  const loose = await mkdtemp(join(tmpdir(), 'mailbridge-loose-'));
+  t.teardown(() => rm(loose, { recursive: true, force: true }));
+  await chmod(loose, 0o755);
+  const r = await start({ DATA_DIR: loose });
+  const port = await running(r);
+  const [sent] = await sendSmtp(port, 's@example.net', ['alice@example.test'], message({ Subject: 'private' }, Buffer.from('hi\r\n')));
+  t.equal(sent?.code, 250);
+  t.equal((await stat(loose)).mode & 0o777, 0o700, 'the existing data dir is now 0700');
+  t.ok((await readdir(join(loose, 'worker'))).length > 0, 'the object\'s files are under it');
+  t.match(r.out(), /"event":"relay\.data-dir-tightened".*"was":"0755"/, 'and the log says what it was');
+  r.p.kill('SIGTERM');
+  t.equal(await r.exit, 0);
+  const fresh = join(loose, 'a', 'b');
+  const { privateDataDir } = await import('../../local/data-dir.ts');
+  const said: string[] = [];
+  privateDataDir(fresh, (e) => said.push(e));
+  t.equal((await stat(fresh)).mode & 0o777, 0o700, 'a new one is created 0700 whatever the umask');
+  t.same(said, [], 'with nothing to warn about');
 });
