@@ -16,6 +16,7 @@ import { splitTrace } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { garbleText, pick, randomBytes, type Json } from './mutate.ts';
 import type { PathRun } from './path-run.ts';
+import { shortReconnects } from './reconnect-gaps.ts';
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -34,17 +35,16 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
   const events: { event: string; [k: string]: unknown }[] = [];
   const agent = startAgent(
     validateConfig({ workerUrl: object.url, token: TOKEN, target: peer.url, name: 'fuzzed-agent', heartbeatMs: 1000, maxReconnectMs: MAX_RECONNECT_MS, concurrency: 4 }),
-    join(dir, 'state'), (event, fields = {}) => { events.push({ event, at: Date.now(), ...fields }); },
+    join(dir, 'state'), (event, fields = {}) => { events.push({ event, at: performance.now(), ...fields }); },
   );
   /** SHA-256 of each message sent whole and true to its header, by id. */
   const whole = new Map<string, string>();
   const agentCloses: Record<number, number> = {};
   let n = 0;
-  let shortGaps = 0;
   try {
     /** When each session got its welcome: the agent's backoff shows between its close and the next. */
     const arrivals: number[] = [];
-    const connection = (): Promise<Conn> => object.connection().then((c) => { arrivals.push(Date.now()); return c; });
+    const connection = (): Promise<Conn> => object.connection().then((c) => { arrivals.push(performance.now()); return c; });
     let next = connection();
     for (let round = 0; round < o.rounds; round++) {
       const c: Conn | null = await Promise.race([next, sleep(5_000).then(() => null)]);
@@ -108,13 +108,13 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
     await sleep(1_000);
     for (const text of object.refused) findings.push(`the agent sent a frame the object refuses: ${text.slice(0, 200)}`);
     if (object.conns.length > o.rounds + 1) findings.push(`${object.conns.length} sessions for ${o.rounds} rounds: a reconnect loop`);
-    // The wait after each close (the agent's session.closed) is at least half the first backoff step.
-    for (const e of events.filter((x) => x.event === 'session.closed')) {
-      const at = Number(e.at);
-      const again = arrivals.find((a) => a >= at);
-      if (again !== undefined && again - at < MAX_RECONNECT_MS / 2 - 5) shortGaps++;
-    }
-    if (shortGaps > 0) findings.push(`${shortGaps} reconnects sooner than the backoff allows`);
+    // The wait after each close (the agent's session.closed) is at least the one it announced,
+    // itself at least half the first backoff step.
+    const closes = events.filter((x) => x.event === 'session.closed' && typeof x.retryInMs === 'number')
+      .map((x) => ({ at: Number(x.at), retryInMs: Number(x.retryInMs) }));
+    for (const c of closes) if (c.retryInMs < MAX_RECONNECT_MS / 2) findings.push(`a wait of ${c.retryInMs} ms announced, under the backoff's least`);
+    const short = shortReconnects(closes, arrivals);
+    if (short.length > 0) findings.push(`${short.length} reconnects sooner than the backoff allows: ${JSON.stringify(short.slice(0, 3))}`);
     const stored = peer.stored.map((s) => splitTrace(s));
     for (const p of stored) {
       if (p === null) findings.push('a stored message without our trace header');
