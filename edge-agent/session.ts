@@ -4,7 +4,7 @@
 // body-fetch.ts) and its final LMTP replies.
 import WebSocket from 'ws';
 import {
-  FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
+  FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame, refusedObjectFrame,
   type AgentFrame, type BounceFrame, type BouncedFrame, type MessageFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
 import type { AgentConfig } from './config.ts';
@@ -172,7 +172,7 @@ export class AgentSession {
       const text = buf.toString('utf8');
       if (text === PONG) return;
       const frame = parseObjectFrame(text);
-      if (!frame) return this.#violation('malformed or unknown frame');
+      if (!frame) return this.#onRefused(text);
       switch (frame.type) {
         case FRAME.WELCOME:
           if (this.#session !== null) return this.#violation('second welcome');
@@ -234,6 +234,49 @@ export class AgentSession {
       .then((answer) => { this.#send(answer); })
       .finally(() => this.#bounces.delete(job));
     this.#bounces.add(job);
+  }
+
+  /**
+   * A text frame that failed to parse. One that names a message is answered for that message
+   * alone, and the session goes on (issue #22: a replayed message with no recipients closed
+   * every session it was leased on, and the others leased with it were given up): a message is
+   * nacked `corrupt` with the reason (the object defers it with the usual backoff) and its
+   * chunks are dropped; a bounce task is answered `deferred`; an end fails its transfer (then
+   * nacked `corrupt` as well). Only a frame that names no message breaks the session.
+   */
+  #onRefused(text: string): void {
+    const r = refusedObjectFrame(text);
+    if (r === null) return this.#violation('malformed or unknown frame');
+    if (this.#session === null) return this.#violation(`${r.type} before welcome`);
+    const why = `${r.type} frame refused: ${r.why}`;
+    this.#log('frame.refused', { session: this.#session, id: r.id, type: r.type, why });
+    switch (r.type) {
+      case 'message': {
+        if (this.#current) return this.#violation('message while another is being sent');
+        this.#send({ type: FRAME.NACK, id: r.id, reason: 'corrupt', text: why });
+        // Chunks may follow (unless its body was to be fetched): dropped, their credit given back.
+        this.#discarding = true;
+        const e = r.envelope;
+        this.#onSettled({
+          id: r.id, attempt: e.attempt, recipients: e.recipients.length, bytes: e.size, ms: 0,
+          sender: e.sender, to: e.recipients, receivedAt: e.receivedAt,
+          outcome: 'corrupt', results: null, error: why, note: {},
+        });
+        return;
+      }
+      case 'bounce':
+        this.#send({ type: FRAME.BOUNCED, id: r.id, status: 'deferred', code: 0, text: why });
+        return;
+      case 'end':
+        if (this.#discarding) {
+          this.#discarding = false;
+          return;
+        }
+        if (!this.#current || this.#current.header.id !== r.id) return this.#violation('end for a message not being sent');
+        this.#current.fail(why);
+        this.#current = null;
+        return;
+    }
   }
 
   #onMessage(header: MessageFrame): void {

@@ -1,8 +1,9 @@
 // Frames fuzzed from object to agent (#16): a scripted object sends the REAL agent (in this
 // process) whole messages mixed with mutated frames, noise, chunks outside a message, bodies
 // whose bytes, size or chunk count do not match their header, a second welcome. Returns
-// findings: the agent must close a bad session with 1008 and come back after a backoff, send
-// only frames the object's parser takes, and store only messages that arrived whole.
+// findings: the agent must answer a bad frame that names one message for that message alone
+// (issue #22), close a session with 1008 only for a frame that names none, come back after a
+// backoff, send only frames the object's parser takes, and store only messages that arrived whole.
 import { createHash, randomBytes as cryptoBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -123,10 +124,11 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
     const ids = stored.map((p) => p?.id);
     if (new Set(ids).size !== ids.length) findings.push('a message stored twice');
     const violations = events.filter((e) => e.event === 'session.violation').length;
+    const refusedOne = events.filter((e) => e.event === 'frame.refused').length;
     return {
       findings,
       summary: `seed ${o.seed}: ${object.conns.length} sessions, ${n} items sent, ${whole.size} whole messages, ${peer.stored.length} stored, ` +
-        `${violations} violations seen by the agent, agent closes ${JSON.stringify(agentCloses)}, ${findings.length} findings`,
+        `${violations} violations seen by the agent, ${refusedOne} frames refused for one message, agent closes ${JSON.stringify(agentCloses)}, ${findings.length} findings`,
     };
   } finally {
     await agent.stop(1_000);
