@@ -3,7 +3,7 @@
 // what lives across connections: the journal and its pruning, the target's
 // health, the metrics, and the graceful stop.
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { backoffMs, HEALTHY_SESSION_MS, pause } from './backoff.ts';
+import { backoffMs, pause, resetsBackoff } from './backoff.ts';
 import type { FetchLimits } from './body-fetch.ts';
 import { Bouncer } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
@@ -210,12 +210,11 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
       const end = await s.closed;
       if (end.heartbeatLost) metrics.heartbeatLost.inc();
       const upMs = Date.now() - upAt;
-      // 1008: the object refused a frame of ours. However long the session ran, the next one
-      // may well end the same way (the same message again): no fresh start for the backoff.
-      attempts = upMs >= HEALTHY_SESSION_MS && end.code !== 1008 ? 1 : attempts + 1;
+      attempts = resetsBackoff({ upMs, refusedByObject: end.refusedByObject, acks: end.acks }) ? 1 : attempts + 1;
       wait = stopping ? 0 : backoffMs(attempts, cfg.maxReconnectMs);
       log('session.closed', {
-        code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, upMs, ...(stopping ? {} : { retryInMs: wait }), ...where,
+        code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, upMs, acks: end.acks,
+        ...(stopping ? {} : { retryInMs: wait }), ...where,
       });
     }
   };

@@ -57,6 +57,10 @@ export interface SessionEnd {
   reason: string;
   /** The agent dropped the connection because the heartbeat went unanswered. */
   heartbeatLost: boolean;
+  /** The object closed it with 1008: it refused a frame of ours (not the agent refusing one of the object's). */
+  refusedByObject: boolean;
+  /** Messages answered with an ack on it (delivered or answered from the journal; any result). */
+  acks: number;
 }
 
 interface Active {
@@ -96,6 +100,9 @@ export class AgentSession {
   #pinger: NodeJS.Timeout | null = null;
   #deadline: NodeJS.Timeout | null = null;
   #heartbeatLost = false;
+  /** The agent itself closed the session for a frame of the object's it cannot take. */
+  #violated = false;
+  #acks = 0;
   #stopping = false;
   #closed = false;
   readonly #active = new Map<Promise<void>, Active>();
@@ -134,7 +141,10 @@ export class AgentSession {
         // Body fetches still running stop too: their lease ended with the socket, and the object
         // may lease the message to another agent once its affinity runs out.
         for (const d of this.#active.values()) if (d.inbound.header.fetch) d.inbound.fail('connection closed');
-        const end = { code, reason: reason.toString('utf8'), heartbeatLost: this.#heartbeatLost };
+        const end: SessionEnd = {
+          code, reason: reason.toString('utf8'), heartbeatLost: this.#heartbeatLost,
+          refusedByObject: code === 1008 && !this.#violated, acks: this.#acks,
+        };
         readyFail(new Error(`connection closed before welcome: ${end.code} ${end.reason}`));
         resolve(end);
       });
@@ -338,7 +348,7 @@ export class AgentSession {
       this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, MAX_RESULT_TEXT) });
       outcome = 'corrupt';
     } else {
-      this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results });
+      if (this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results })) this.#acks++;
       outcome = delivered.fromJournal ? 'journal' : 'acked';
     }
     this.#onSettled({
@@ -402,6 +412,7 @@ export class AgentSession {
   }
 
   #violation(why: string): void {
+    this.#violated = true;
     this.#log('session.violation', { session: this.#session, why });
     this.#ws.close(1008, why);
   }
