@@ -5,7 +5,7 @@
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
 import { backoffMs, pause, resetsBackoff } from './backoff.ts';
 import type { FetchLimits } from './body-fetch.ts';
-import { Bouncer } from './bounce.ts';
+import { Bouncer, homeNames } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
 import { deliveryLines, relayName } from './delivery-log.ts';
@@ -140,6 +140,8 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
   };
   const bouncer = cfg.bounceRelay === null ? null : new Bouncer({
     relay: cfg.bounceRelay, journal, log, reportingMta: cfg.reportingMta, localName: cfg.reportingMta, now,
+    // The LMTP target's name is in many a local error (connect ECONNREFUSED ...): never in a DSN.
+    hide: homeNames(target),
   });
   const hooks: SessionHooks = {
     recipients: () => recipients.frames, ...(bouncer ? { bounce: bouncer.run } : {}),

@@ -134,3 +134,21 @@ t.test('a delay warning and a later bounce of one message: one DSN each, each re
   t.match(named('warning.sent'), [{ id, reason: 'delayed' }, { id, fromJournal: true }]);
   t.match(named('bounce.sent'), [{ id, reason: 'refused' }, { id, fromJournal: true }]);
 });
+
+t.test('issue #22: the DSN shows no name of the home network: not the LMTP target\'s, not the bounce relay\'s', async (t) => {
+  const { agent, object, sink } = await setup(t);
+  const conn = object.connection();
+  // Nothing is delivered here: the target's name only has to be one no pattern would catch.
+  agent({ bounceRelay: sink.url, reportingMta: 'home.example.test', target: 'lmtp://mailstore.example.test:2424' });
+  const c = await conn;
+  const id = msgId(0xb22);
+  sendBounce(c, bounceTask(id, headers, [
+    { recipient: 'alice@example.test', code: 0, enhanced: null, text: 'getaddrinfo ENOTFOUND mailstore.example.test', outcome: 'tempfail' },
+    { recipient: 'bob@example.test', code: 0, enhanced: null, text: `connect ECONNREFUSED ${sink.url.replace(/^smtp:\/\//, '')}`, outcome: 'tempfail' },
+  ]));
+  t.match(await c.next('bounced'), { id, status: 'sent' });
+  const body = sink.messages[0]?.body.toString('latin1') ?? '';
+  t.match(body, /<alice@example\.test>: getaddrinfo ENOTFOUND \[hidden\]/);
+  t.notOk(body.includes('mailstore'), 'not the LMTP target\'s name');
+  t.notOk(body.includes(sink.url.replace(/^smtp:\/\//, '')), 'not the bounce relay\'s host and port');
+});
