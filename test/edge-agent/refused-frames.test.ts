@@ -3,6 +3,7 @@
 // close the session with 1008: every message leased on it counted an unanswered lease, and
 // good ones were given up with it.
 import t from 'tap';
+import { levelOf } from '../../protocol/log-levels.ts';
 import { encodeFrame } from '../../protocol/wire.ts';
 import { splitTrace } from '../helpers/mail.ts';
 import { inProcess, until } from './in-process.ts';
@@ -49,6 +50,7 @@ t.test('bad message frames among good ones: each is nacked with its reason, the 
   t.equal(object.conns.length, 1, 'no reconnect');
   t.same(named('session.violation'), []);
   t.match(named('frame.refused'), [{ id: msgId(2), type: 'message' }, { id: msgId(4) }, { id: msgId(6) }]);
+  t.equal(levelOf('frame.refused'), 'warning', 'journalctl -p warning shows it');
   t.match(named('deliver.corrupt'), [{ id: msgId(2), error: /no recipients/ }, { id: msgId(4) }, { id: msgId(6) }], 'each in the delivery log');
 });
 
