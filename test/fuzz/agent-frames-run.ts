@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
-import { encodeFrame, PROTOCOL_VERSION } from '../../protocol/wire.ts';
+import { encodeFrame, parseObjectFrame, PROTOCOL_VERSION, refusedObjectFrame, type RefusedFrame } from '../../protocol/wire.ts';
 import { startLmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { header, msgId, push, scriptedObject, TOKEN, type Conn } from '../edge-agent/scripted-object.ts';
 import { splitTrace } from '../helpers/mail.ts';
@@ -55,6 +55,7 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
       }
       next = connection();
       let ourClose = false;
+      const owed: RefusedFrame[] = [];
       const closed = new Promise<number>((res) => c.ws.once('close', (code) => res(code)));
       const body = (): Buffer => Buffer.from(`Subject: f${n}\r\n\r\n${cryptoBytes(Math.floor(r() * 3000)).toString('base64')}\r\n`, 'latin1');
       for (let k = 2 + Math.floor(r() * 8); k > 0 && c.ws.readyState === c.ws.OPEN; k--) {
@@ -90,11 +91,19 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
             { type: 'end', id, chunks: 1 },
             { type: 'bounce', id, sender: 's@example.net', receivedAt: 0, reason: 'refused', results: [], headers: '' },
           ];
-          c.ws.send(garbleText(r, pick(r, templates)));
+          const text = garbleText(r, pick(r, templates));
+          c.ws.send(text);
+          // A frame that names its message is answered for that message alone (issue #22).
+          const named = parseObjectFrame(text) === null ? refusedObjectFrame(text) : null;
+          if (named !== null && named.type !== 'end') owed.push(named);
         } else c.ws.send(randomBytes(r), { binary: true });
         await sleep(Math.floor(r() * 30));
       }
       await sleep(100 + Math.floor(r() * 200));
+      const answer = (f: RefusedFrame): boolean => c.log.some((a) => (f.type === 'message'
+        ? a.type === 'nack' && a.id === f.id && a.reason === 'corrupt' && /^message frame refused: /.test(a.text)
+        : a.type === 'bounced' && a.id === f.id && a.status === 'deferred' && /^bounce frame refused: /.test(a.text)));
+      for (const until = Date.now() + 2_000; c.ws.readyState === c.ws.OPEN && !owed.every(answer) && Date.now() < until;) await sleep(20);
       if (c.ws.readyState === c.ws.OPEN) {
         ourClose = true;
         c.ws.close(1000, 'round over');
@@ -103,6 +112,9 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
       if (!ourClose) {
         agentCloses[code] = (agentCloses[code] ?? 0) + 1;
         if (code !== 1008) findings.push(`round ${round}: the agent closed with ${code}, not 1008`);
+      } else {
+        // The session lasted: each frame it could not take for one message was answered for that message.
+        for (const f of owed.filter((x) => !answer(x))) findings.push(`round ${round}: ${f.type} frame ${f.id} refused (${f.why}) without its answer`);
       }
     }
     // Deliveries of whole messages may still be running: let them end before counting.
