@@ -9,6 +9,7 @@ import { Bouncer, homeNames } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
 import { deliveryLines, relayName } from './delivery-log.ts';
+import { hideHome } from './dsn.ts';
 import { TargetWatch, type TargetStatus } from './health.ts';
 import { connectHint } from './hints.ts';
 import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
@@ -143,6 +144,13 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     // The LMTP target's name is in many a local error (connect ECONNREFUSED ...): never in a DSN.
     hide: homeNames(target),
   });
+  if (bouncer && hideHome(cfg.reportingMta, homeNames(target)) !== cfg.reportingMta) {
+    // The one home name a DSN cannot leave out: it is the DSN's Reporting-MTA and From domain.
+    log('bounce.private-name', {
+      reportingMta: cfg.reportingMta,
+      hint: 'every DSN names it: set reportingMta (MAILBRIDGE_REPORTING_MTA) to the public name mail from this host goes out as',
+    });
+  }
   const hooks: SessionHooks = {
     recipients: () => recipients.frames, ...(bouncer ? { bounce: bouncer.run } : {}),
     ...(opts.fetchLimits ? { fetchLimits: opts.fetchLimits } : {}),

@@ -7,6 +7,7 @@ import { simpleParser } from 'mailparser';
 import { msgId, bounceTask, sendBounce } from './scripted-object.ts';
 import { inProcess, until } from './in-process.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
+import { levelOf } from '../../protocol/log-levels.ts';
 
 const headers = Buffer.concat([Buffer.from('From: s@example.net\r\nTo: alice@example.test\r\nSubject: caf'), Buffer.from([0xe9, 0xff]), Buffer.from('\r\n')]);
 
@@ -151,4 +152,15 @@ t.test('issue #22: the DSN shows no name of the home network: not the LMTP targe
   t.match(body, /<alice@example\.test>: getaddrinfo ENOTFOUND \[hidden\]/);
   t.notOk(body.includes('mailstore'), 'not the LMTP target\'s name');
   t.notOk(body.includes(sink.url.replace(/^smtp:\/\//, '')), 'not the bounce relay\'s host and port');
+});
+
+t.test('a reportingMta of the home network (every DSN names it) is warned about at start', async (t) => {
+  const { agent, object, sink, named } = await setup(t);
+  agent({ bounceRelay: sink.url, reportingMta: 'nas.lan' });
+  await object.connection();
+  t.match(named('bounce.private-name'), [{ reportingMta: 'nas.lan', hint: /MAILBRIDGE_REPORTING_MTA/ }]);
+  t.equal(levelOf('bounce.private-name'), 'warning');
+  agent({ bounceRelay: sink.url, reportingMta: 'mx.example.org' });
+  await object.connection();
+  t.equal(named('bounce.private-name').length, 1, 'a public name: no warning');
 });
