@@ -3,12 +3,13 @@
 // what lives across connections: the journal and its pruning, the target's
 // health, the metrics, and the graceful stop.
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { backoffMs, HEALTHY_SESSION_MS, pause } from './backoff.ts';
+import { backoffMs, pause, resetsBackoff } from './backoff.ts';
 import type { FetchLimits } from './body-fetch.ts';
-import { Bouncer } from './bounce.ts';
+import { Bouncer, homeNames } from './bounce.ts';
 import type { AgentConfig } from './config.ts';
 import { Deliverer } from './deliver.ts';
 import { deliveryLines, relayName } from './delivery-log.ts';
+import { hideHome } from './dsn.ts';
 import { TargetWatch, type TargetStatus } from './health.ts';
 import { connectHint } from './hints.ts';
 import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
@@ -140,7 +141,16 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
   };
   const bouncer = cfg.bounceRelay === null ? null : new Bouncer({
     relay: cfg.bounceRelay, journal, log, reportingMta: cfg.reportingMta, localName: cfg.reportingMta, now,
+    // The LMTP target's name is in many a local error (connect ECONNREFUSED ...): never in a DSN.
+    hide: homeNames(target),
   });
+  if (bouncer && hideHome(cfg.reportingMta, homeNames(target)) !== cfg.reportingMta) {
+    // The one home name a DSN cannot leave out: it is the DSN's Reporting-MTA and From domain.
+    log('bounce.private-name', {
+      reportingMta: cfg.reportingMta,
+      hint: 'every DSN names it: set reportingMta (MAILBRIDGE_REPORTING_MTA) to the public name mail from this host goes out as',
+    });
+  }
   const hooks: SessionHooks = {
     recipients: () => recipients.frames, ...(bouncer ? { bounce: bouncer.run } : {}),
     ...(opts.fetchLimits ? { fetchLimits: opts.fetchLimits } : {}),
@@ -210,12 +220,11 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
       const end = await s.closed;
       if (end.heartbeatLost) metrics.heartbeatLost.inc();
       const upMs = Date.now() - upAt;
-      // 1008: the object refused a frame of ours. However long the session ran, the next one
-      // may well end the same way (the same message again): no fresh start for the backoff.
-      attempts = upMs >= HEALTHY_SESSION_MS && end.code !== 1008 ? 1 : attempts + 1;
+      attempts = resetsBackoff({ upMs, refusedByObject: end.refusedByObject, acks: end.acks }) ? 1 : attempts + 1;
       wait = stopping ? 0 : backoffMs(attempts, cfg.maxReconnectMs);
       log('session.closed', {
-        code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, upMs, ...(stopping ? {} : { retryInMs: wait }), ...where,
+        code: end.code, reason: end.reason, heartbeatLost: end.heartbeatLost, upMs, acks: end.acks,
+        ...(stopping ? {} : { retryInMs: wait }), ...where,
       });
     }
   };

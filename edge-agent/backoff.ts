@@ -7,13 +7,32 @@
 // early must count as a failure too, which its schedule cannot express.
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/**
- * A session up at least this long proved the path and the object healthy: the next wait
- * starts over from the first one. A shorter one counts as a failed attempt, and so does one
- * the object closed with 1008 (it refused a frame of ours), however long it ran. Acks do not
- * prove it: the object confirms none, and in #16 every session sent one before its 1008.
- */
+/** A session up at least this long, and not refused by the object, proved the path and the object healthy. */
 export const HEALTHY_SESSION_MS = 30_000;
+
+/** How a session ended, as far as the backoff cares. */
+export interface SessionSummary {
+  upMs: number;
+  /** The object closed it with 1008: it refused a frame of ours. */
+  refusedByObject: boolean;
+  /** Messages acked on it. */
+  acks: number;
+}
+
+/**
+ * Whether the next wait starts over from the first one. A session the object closed because it
+ * refused a frame of ours never does, however long it ran and whatever it acked: the next may
+ * well end the same way (issue #16: every session acked, then got its 1008 on the same message
+ * again). Any other session does when it did work (an ack went out and the object did not
+ * refuse it) or was up HEALTHY_SESSION_MS: a session the agent closed over the object's frame,
+ * the network dropped or the heartbeat lost is no failure of the path when mail flowed on it
+ * (issue #22: while one message's frame was refused, the wait only grew and nothing was delivered).
+ */
+export function resetsBackoff(s: SessionSummary): boolean {
+  if (s.refusedByObject) return false;
+  return s.acks > 0 || s.upMs >= HEALTHY_SESSION_MS;
+}
+
 /** The first wait is between half this and this. */
 const FIRST_WAIT_MS = 2_000;
 

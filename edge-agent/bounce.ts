@@ -32,6 +32,13 @@ export interface BouncerOptions {
   localName: string;
   now: () => number;
   timeouts?: Partial<typeof RELAY_TIMEOUTS>;
+  /** Names of the home network a DSN must not show (dsn.ts hideHome); the relay's own host is added. */
+  hide?: readonly string[];
+}
+
+/** A target's host, or its socket path: what a DSN must not show of it. */
+export function homeNames(t: Target): string[] {
+  return ['path' in t ? t.path : t.host];
 }
 
 /** A delay warning is journaled apart from the message's bounce. */
@@ -46,12 +53,14 @@ const clamp = (s: string): string => s.slice(0, MAX_RESULT_TEXT);
 export class Bouncer {
   readonly #o: BouncerOptions;
   readonly #relay: Target;
+  readonly #hide: readonly string[];
   /** Tasks by id and kind: a redelivery while the first run still talks to the relay waits for it. */
   readonly #running = new PerKey<BouncedFrame>();
 
   constructor(o: BouncerOptions) {
     this.#o = o;
     this.#relay = parseTarget(o.relay);
+    this.#hide = [...(o.hide ?? []), ...homeNames(this.#relay)];
   }
 
   /** Sends the DSN of one task (or finds it sent). Never rejects: every outcome is a `bounced` frame. */
@@ -75,7 +84,7 @@ export class Bouncer {
     }
     const dsn = buildDsn({
       reportingMta: this.#o.reportingMta, to: task.sender, arrivalDate: task.receivedAt, id: task.id, reason: task.reason,
-      results: task.results, headers: Buffer.from(task.headers, 'base64'), now: now(),
+      results: task.results, headers: Buffer.from(task.headers, 'base64'), now: now(), hide: this.#hide,
       ...(task.retryUntil !== undefined ? { retryUntil: task.retryUntil } : {}),
     });
     const r = await this.#send(task.sender, dsn);

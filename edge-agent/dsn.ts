@@ -24,6 +24,11 @@ export interface DsnInput {
   /** The original message's header section, exactly as received (possibly cut at a line end). */
   headers: Uint8Array;
   now: number;
+  /**
+   * Names of the home network the agent knows (the LMTP target's host or socket path, the
+   * bounce relay's host): never written into a DSN, nor anything that looks like one (hideHome).
+   */
+  hide?: readonly string[];
 }
 
 const CRLF = '\r\n';
@@ -39,6 +44,41 @@ export function rfc5322Date(ms: number): string {
 /** Text from the network (a reply) as printable ASCII: anything else becomes '?'. */
 export function printable(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, '?');
+}
+
+/** What a DSN says in place of a host, address, port or path of the home network. */
+export const HIDDEN = '[hidden]';
+
+/**
+ * What of a reply or a local error may go to the sender, who may be anyone (a forged sender
+ * gets the DSN): the text with every host, address, port and path of the home network taken
+ * out, each as HIDDEN. Out go the names in `hide`, URLs (lmtp://dovecot.lan:24), IPv4 and IPv6
+ * addresses with their ports, host:port, names under private suffixes (.lan, .local, .internal,
+ * .home.arpa, ...) and localhost, and absolute paths (/run/dovecot/lmtp). A mail address's
+ * domain stays: the recipient is the sender's own word. The operator's log keeps every text whole.
+ */
+export function hideHome(text: string, hide: readonly string[] = []): string {
+  let out = text;
+  for (const name of hide) {
+    if (name.length < 2) continue;
+    const quoted = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    out = out.replace(new RegExp(`\\[?(?<![@\\w.-])${quoted}(?![\\w-])\\]?(?::\\d{1,5})?`, 'gi'), HIDDEN);
+  }
+  return out
+    // URLs of any scheme (lmtp://dovecot.lan:24, lmtp+unix:/run/dovecot/lmtp), to the next space or closing mark.
+    .replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s;,()<>"']*/gi, HIDDEN)
+    .replace(/\blmtp\+unix:[^\s;,()<>"']*/gi, HIDDEN)
+    // IPv6 with '::' or in full (eight groups), bracketed or not, with a port.
+    .replace(/\[?(?<![\w:.])(?:[0-9a-f]{0,4}:){1,7}:[0-9a-f:.]*\]?(?::\d{1,5})?(?![\w:])/gi, HIDDEN)
+    .replace(/\[?(?<![\w:])(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\]?(?::\d{1,5})?(?![\w:])/gi, HIDDEN)
+    // IPv4, bracketed or not, with a port.
+    .replace(/\[?(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}\]?(?::\d{1,5})?(?![\w.])/g, HIDDEN)
+    // Names under suffixes no public host has, and localhost (not a mail address's domain).
+    .replace(/(?<![@\w.-])(?:[a-z0-9-]+\.)*(?:[a-z0-9-]+\.(?:lan|local|localdomain|internal|intranet|home|corp|private|home\.arpa)|localhost)(?![\w-])(?::\d{1,5})?/gi, HIDDEN)
+    // host:port.
+    .replace(/(?<![@\w.:-])(?=[a-z0-9.-]*[a-z])[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*:\d{1,5}(?![\w:.])/gi, HIDDEN)
+    // Absolute paths of at least two segments (a socket, a spool file).
+    .replace(/(?<![\w.~-])\/[\w.-]+(?:\/[\w.-]*)+/g, HIDDEN);
 }
 
 /**
@@ -136,9 +176,9 @@ function intro(input: DsnInput): string[] {
   ];
 }
 
-/** A reply as one line: code, enhanced code, text, e.g. '550 5.1.1 no such user'. */
-function replyLine(r: RecipientResult): string {
-  const text = printable(r.text);
+/** A reply as one line: code, enhanced code, text, e.g. '550 5.1.1 no such user'; nothing of the home network in it. */
+function replyLine(r: RecipientResult, hide: readonly string[]): string {
+  const text = printable(hideHome(r.text, hide));
   if (r.code === 0) return text;
   return [String(r.code), r.enhanced, text].filter((x) => x !== null && x !== '').join(' ');
 }
@@ -154,12 +194,13 @@ function boundaryFor(input: DsnInput, parts: readonly Buffer[]): string {
 /** The DSN, CRLF line ends, ready for DATA. */
 export function buildDsn(input: DsnInput): Uint8Array {
   const { reportingMta: mta, now } = input;
+  const hide = input.hide ?? [];
   const human = [
     `This is the mail system at host ${mta}.`,
     '',
     ...intro(input),
     '',
-    ...input.results.flatMap((r) => wrap(`<${printable(r.recipient)}>: ${replyLine(r) || 'no reply'}`, 0, '    ')),
+    ...input.results.flatMap((r) => wrap(`<${printable(r.recipient)}>: ${replyLine(r, hide) || 'no reply'}`, 0, '    ')),
     '',
   ].join(CRLF) + CRLF;
 
@@ -167,7 +208,8 @@ export function buildDsn(input: DsnInput): Uint8Array {
   const delayed = input.reason === 'delayed';
   for (const r of input.results) {
     status += CRLF + field('Final-Recipient', dsnAddress(r.recipient)) + field('Action', delayed ? 'delayed' : 'failed') + field('Status', dsnStatus(r, input.reason));
-    if (r.code > 0) status += field('Diagnostic-Code', `smtp; ${replyLine(r)}`);
+    // Never a Remote-MTA: it would name the home server.
+    if (r.code > 0) status += field('Diagnostic-Code', `smtp; ${replyLine(r, hide)}`);
     status += field('Last-Attempt-Date', rfc5322Date(now));
     if (delayed && input.retryUntil !== undefined) status += field('Will-Retry-Until', rfc5322Date(input.retryUntil));
   }

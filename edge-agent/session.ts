@@ -4,7 +4,7 @@
 // body-fetch.ts) and its final LMTP replies.
 import WebSocket from 'ws';
 import {
-  FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame,
+  FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame, refusedObjectFrame,
   type AgentFrame, type BounceFrame, type BouncedFrame, type MessageFrame, type RecipientResult, type RecipientsFrame,
 } from '../protocol/wire.ts';
 import type { AgentConfig } from './config.ts';
@@ -57,6 +57,10 @@ export interface SessionEnd {
   reason: string;
   /** The agent dropped the connection because the heartbeat went unanswered. */
   heartbeatLost: boolean;
+  /** The object closed it with 1008: it refused a frame of ours (not the agent refusing one of the object's). */
+  refusedByObject: boolean;
+  /** Messages answered with an ack on it (delivered or answered from the journal; any result). */
+  acks: number;
 }
 
 interface Active {
@@ -96,6 +100,9 @@ export class AgentSession {
   #pinger: NodeJS.Timeout | null = null;
   #deadline: NodeJS.Timeout | null = null;
   #heartbeatLost = false;
+  /** The agent itself closed the session for a frame of the object's it cannot take. */
+  #violated = false;
+  #acks = 0;
   #stopping = false;
   #closed = false;
   readonly #active = new Map<Promise<void>, Active>();
@@ -134,7 +141,10 @@ export class AgentSession {
         // Body fetches still running stop too: their lease ended with the socket, and the object
         // may lease the message to another agent once its affinity runs out.
         for (const d of this.#active.values()) if (d.inbound.header.fetch) d.inbound.fail('connection closed');
-        const end = { code, reason: reason.toString('utf8'), heartbeatLost: this.#heartbeatLost };
+        const end: SessionEnd = {
+          code, reason: reason.toString('utf8'), heartbeatLost: this.#heartbeatLost,
+          refusedByObject: code === 1008 && !this.#violated, acks: this.#acks,
+        };
         readyFail(new Error(`connection closed before welcome: ${end.code} ${end.reason}`));
         resolve(end);
       });
@@ -174,7 +184,7 @@ export class AgentSession {
       const text = buf.toString('utf8');
       if (text === PONG) return;
       const frame = parseObjectFrame(text);
-      if (!frame) return this.#violation('malformed or unknown frame');
+      if (!frame) return this.#onRefused(text);
       switch (frame.type) {
         case FRAME.WELCOME:
           if (this.#session !== null) return this.#violation('second welcome');
@@ -238,6 +248,49 @@ export class AgentSession {
     this.#bounces.add(job);
   }
 
+  /**
+   * A text frame that failed to parse. One that names a message is answered for that message
+   * alone, and the session goes on (issue #22: a replayed message with no recipients closed
+   * every session it was leased on, and the others leased with it were given up): a message is
+   * nacked `corrupt` with the reason (the object defers it with the usual backoff) and its
+   * chunks are dropped; a bounce task is answered `deferred`; an end fails its transfer (then
+   * nacked `corrupt` as well). Only a frame that names no message breaks the session.
+   */
+  #onRefused(text: string): void {
+    const r = refusedObjectFrame(text);
+    if (r === null) return this.#violation('malformed or unknown frame');
+    if (this.#session === null) return this.#violation(`${r.type} before welcome`);
+    const why = `${r.type} frame refused: ${r.why}`;
+    this.#log('frame.refused', { session: this.#session, id: r.id, type: r.type, why });
+    switch (r.type) {
+      case 'message': {
+        if (this.#current) return this.#violation('message while another is being sent');
+        this.#send({ type: FRAME.NACK, id: r.id, reason: 'corrupt', text: why });
+        // Chunks may follow (unless its body was to be fetched): dropped, their credit given back.
+        this.#discarding = true;
+        const e = r.envelope;
+        this.#onSettled({
+          id: r.id, attempt: e.attempt, recipients: e.recipients.length, bytes: e.size, ms: 0,
+          sender: e.sender, to: e.recipients, receivedAt: e.receivedAt,
+          outcome: 'corrupt', results: null, error: why, note: {},
+        });
+        return;
+      }
+      case 'bounce':
+        this.#send({ type: FRAME.BOUNCED, id: r.id, status: 'deferred', code: 0, text: why });
+        return;
+      case 'end':
+        if (this.#discarding) {
+          this.#discarding = false;
+          return;
+        }
+        if (!this.#current || this.#current.header.id !== r.id) return this.#violation('end for a message not being sent');
+        this.#current.fail(why);
+        this.#current = null;
+        return;
+    }
+  }
+
   #onMessage(header: MessageFrame): void {
     if (this.#session === null) return this.#violation('message before welcome');
     if (this.#current) return this.#violation('message while another is being sent');
@@ -297,7 +350,7 @@ export class AgentSession {
       this.#send({ type: FRAME.NACK, id: h.id, reason: 'corrupt', text: error.slice(0, MAX_RESULT_TEXT) });
       outcome = 'corrupt';
     } else {
-      this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results });
+      if (this.#send({ type: FRAME.ACK, id: h.id, results: delivered.results })) this.#acks++;
       outcome = delivered.fromJournal ? 'journal' : 'acked';
     }
     this.#onSettled({
@@ -361,6 +414,7 @@ export class AgentSession {
   }
 
   #violation(why: string): void {
+    this.#violated = true;
     this.#log('session.violation', { session: this.#session, why });
     this.#ws.close(1008, why);
   }

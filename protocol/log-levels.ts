@@ -28,6 +28,10 @@ const TABLE: Record<string, Level> = {
   'warning.failed': 'warning',
   'connect.failed': 'warning',
   'session.violation': 'warning',
+  // A frame about one message the agent could not take (answered for that message alone).
+  'frame.refused': 'warning',
+  // reportingMta names the home network (a .lan name, localhost): every DSN would show it.
+  'bounce.private-name': 'warning',
   'heartbeat.lost': 'warning',
   'ws.error': 'warning',
   'target.down': 'warning',

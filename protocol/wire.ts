@@ -401,6 +401,88 @@ export function frameMessageId(raw: string): string | null {
   return f && (f.type === FRAME.ACK || f.type === FRAME.NACK || f.type === FRAME.BOUNCED) && isMessageId(f.id) ? f.id : null;
 }
 
+/** Named field checks of a frame: the parser needs them all; the first that fails says why. */
+type Checks = readonly (readonly [string, (f: Obj) => boolean])[];
+
+function firstProblem(checks: Checks, f: Obj): string | null {
+  return checks.find(([, ok]) => !ok(f))?.[0] ?? null;
+}
+
+const MESSAGE_CHECKS: Checks = [
+  ['bad id', (f) => isMessageId(f.id)],
+  ['bad attempt', (f) => isInt(f.attempt, 1, 1_000_000)],
+  ['bad sender', (f) => isAddress(f.sender, true)],
+  ['no recipients', (f) => Array.isArray(f.recipients) && f.recipients.length > 0],
+  ['more than 100 recipients', (f) => (f.recipients as unknown[]).length <= 100],
+  ['bad recipient address', (f) => (f.recipients as unknown[]).every((r) => isAddress(r))],
+  ['bad size', (f) => isInt(f.size, 0, 2 ** 40)],
+  // Exactly one of the two ways the bytes come: chunks checked by sha256, or fetched.
+  ['bad sha256 or fetch', (f) => (f.fetch === undefined
+    ? typeof f.sha256 === 'string' && SHA_RE.test(f.sha256)
+    : f.sha256 === undefined && isFetchedBody(f.fetch, typeof f.prefix === 'number' ? f.prefix : 0))],
+  ['bad receivedAt', (f) => isInt(f.receivedAt, 0, 2 ** 53)],
+  ['bad auth verdicts', (f) => f.auth === undefined || isAuthVerdicts(f.auth)],
+  ['bad prefix', (f) => f.prefix === undefined || isInt(f.prefix, 0, f.size as number)],
+];
+
+const BOUNCE_CHECKS: Checks = [
+  ['bad id', (f) => isMessageId(f.id)],
+  ['bad sender', (f) => isAddress(f.sender)],
+  ['bad receivedAt', (f) => isInt(f.receivedAt, 0, 2 ** 53)],
+  ['bad reason', (f) => typeof f.reason === 'string' && DSN_REASONS.includes(f.reason)],
+  ['bad retryUntil', (f) => (f.reason === 'delayed' ? isInt(f.retryUntil, 0, 2 ** 53) : f.retryUntil === undefined)],
+  ['no results', (f) => Array.isArray(f.results) && f.results.length > 0],
+  ['more than 100 results', (f) => (f.results as unknown[]).length <= 100],
+  ['bad result', (f) => (f.results as unknown[]).every(isResult)],
+  ['bad headers', (f) => typeof f.headers === 'string' && f.headers.length <= Math.ceil(MAX_BOUNCE_HEADER_BYTES / 3) * 4 && BASE64_RE.test(f.headers)],
+];
+
+/** A frame from the object about one message that the agent cannot take, and why. */
+export interface RefusedFrame {
+  type: 'message' | 'bounce' | 'end'; id: string; why: string;
+  /** Of a message frame, what of its envelope passed the checks, for the agent's log; the rest is 0 or ''. */
+  envelope: { attempt: number; sender: string; recipients: string[]; size: number; receivedAt: number };
+}
+
+/**
+ * For a text frame parseObjectFrame refused: the message it is about and why, when it names
+ * one (a message, bounce or end frame with a valid id). The agent then answers for that
+ * message alone and keeps the connection, as the object does with frameMessageId. Null when no
+ * message id can be recovered: only then is the connection itself at fault.
+ */
+export function refusedObjectFrame(raw: string): RefusedFrame | null {
+  if (raw.length > MAX_CONTROL_FRAME) {
+    // Too long to parse (that is what broke it): encodeFrame writes type and id first.
+    const m = /^\{"type":"(message|bounce|end)","id":"([0-9a-f]{32})"/.exec(raw.slice(0, 128));
+    if (!m?.[1] || !m[2]) return null;
+    const why = `a frame of ${raw.length} characters, over the limit of ${MAX_CONTROL_FRAME}`;
+    return { type: m[1] as RefusedFrame['type'], id: m[2], why, envelope: envelopeOf({}) };
+  }
+  const f = parseJson(raw);
+  if (!f || !isMessageId(f.id)) return null;
+  const envelope = envelopeOf(f);
+  switch (f.type) {
+    case FRAME.MESSAGE:
+      return { type: 'message', id: f.id, why: firstProblem(MESSAGE_CHECKS, f) ?? 'unreadable', envelope };
+    case FRAME.BOUNCE:
+      return { type: 'bounce', id: f.id, why: firstProblem(BOUNCE_CHECKS, f) ?? 'unreadable', envelope };
+    case FRAME.END:
+      return { type: 'end', id: f.id, why: 'bad chunk count', envelope };
+    default:
+      return null;
+  }
+}
+
+function envelopeOf(f: Obj): RefusedFrame['envelope'] {
+  return {
+    attempt: isInt(f.attempt, 1, 1_000_000) ? f.attempt : 0,
+    sender: isAddress(f.sender, true) ? f.sender : '',
+    recipients: Array.isArray(f.recipients) ? f.recipients.filter((r): r is string => isAddress(r)).slice(0, 100) : [],
+    size: isInt(f.size, 0, 2 ** 40) ? f.size : 0,
+    receivedAt: isInt(f.receivedAt, 0, 2 ** 53) ? f.receivedAt : 0,
+  };
+}
+
 /** Parses a text frame sent by the object; null when it is not a valid v1 frame. */
 export function parseObjectFrame(raw: string): ObjectFrame | null {
   const f = parseJson(raw);
@@ -412,19 +494,10 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
         ? { type: 'welcome', v: f.v, session: f.session, window: f.window, maxChunk: f.maxChunk }
         : null;
     case FRAME.MESSAGE:
-      return isMessageId(f.id) && isInt(f.attempt, 1, 1_000_000) && isAddress(f.sender, true) &&
-        Array.isArray(f.recipients) && f.recipients.length > 0 && f.recipients.length <= 100 &&
-        f.recipients.every((r) => isAddress(r)) && isInt(f.size, 0, 2 ** 40) &&
-        // Exactly one of the two ways the bytes come: chunks checked by sha256, or fetched.
-        (f.fetch === undefined
-          ? typeof f.sha256 === 'string' && SHA_RE.test(f.sha256)
-          : f.sha256 === undefined && isFetchedBody(f.fetch, typeof f.prefix === 'number' ? f.prefix : 0)) &&
-        isInt(f.receivedAt, 0, 2 ** 53) &&
-        (f.auth === undefined || isAuthVerdicts(f.auth)) &&
-        (f.prefix === undefined || isInt(f.prefix, 0, f.size as number))
+      return firstProblem(MESSAGE_CHECKS, f) === null
         ? {
-          type: 'message', id: f.id, attempt: f.attempt, sender: f.sender,
-          recipients: f.recipients as string[], size: f.size, receivedAt: f.receivedAt,
+          type: 'message', id: f.id as string, attempt: f.attempt as number, sender: f.sender as string,
+          recipients: f.recipients as string[], size: f.size as number, receivedAt: f.receivedAt as number,
           ...(typeof f.sha256 === 'string' ? { sha256: f.sha256 } : {}),
           ...(f.fetch !== undefined ? { fetch: { md5: (f.fetch as FetchedBody).md5, block: (f.fetch as FetchedBody).block } } : {}),
           ...(f.auth !== undefined ? { auth: { ...(f.auth as AuthVerdicts) } } : {}),
@@ -434,14 +507,10 @@ export function parseObjectFrame(raw: string): ObjectFrame | null {
     case FRAME.END:
       return isMessageId(f.id) && isInt(f.chunks, 0, 2 ** 32) ? { type: 'end', id: f.id, chunks: f.chunks } : null;
     case FRAME.BOUNCE:
-      return isMessageId(f.id) && isAddress(f.sender) && isInt(f.receivedAt, 0, 2 ** 53) &&
-        typeof f.reason === 'string' && DSN_REASONS.includes(f.reason) &&
-        (f.reason === 'delayed' ? isInt(f.retryUntil, 0, 2 ** 53) : f.retryUntil === undefined) &&
-        Array.isArray(f.results) && f.results.length > 0 && f.results.length <= 100 && f.results.every(isResult) &&
-        typeof f.headers === 'string' && f.headers.length <= Math.ceil(MAX_BOUNCE_HEADER_BYTES / 3) * 4 && /^[A-Za-z0-9+/]*={0,2}$/.test(f.headers)
+      return firstProblem(BOUNCE_CHECKS, f) === null
         ? {
-          type: 'bounce', id: f.id, sender: f.sender, receivedAt: f.receivedAt, reason: f.reason as DsnReason,
-          results: f.results as RecipientResult[], headers: f.headers,
+          type: 'bounce', id: f.id as string, sender: f.sender as string, receivedAt: f.receivedAt as number, reason: f.reason as DsnReason,
+          results: f.results as RecipientResult[], headers: f.headers as string,
           ...(typeof f.retryUntil === 'number' ? { retryUntil: f.retryUntil } : {}),
         }
         : null;

@@ -7,6 +7,7 @@ import { simpleParser } from 'mailparser';
 import { msgId, bounceTask, sendBounce } from './scripted-object.ts';
 import { inProcess, until } from './in-process.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
+import { levelOf } from '../../protocol/log-levels.ts';
 
 const headers = Buffer.concat([Buffer.from('From: s@example.net\r\nTo: alice@example.test\r\nSubject: caf'), Buffer.from([0xe9, 0xff]), Buffer.from('\r\n')]);
 
@@ -133,4 +134,33 @@ t.test('a delay warning and a later bounce of one message: one DSN each, each re
   t.equal(b?.subject, 'Undelivered Mail Returned to Sender');
   t.match(named('warning.sent'), [{ id, reason: 'delayed' }, { id, fromJournal: true }]);
   t.match(named('bounce.sent'), [{ id, reason: 'refused' }, { id, fromJournal: true }]);
+});
+
+t.test('issue #22: the DSN shows no name of the home network: not the LMTP target\'s, not the bounce relay\'s', async (t) => {
+  const { agent, object, sink } = await setup(t);
+  const conn = object.connection();
+  // Nothing is delivered here: the target's name only has to be one no pattern would catch.
+  agent({ bounceRelay: sink.url, reportingMta: 'home.example.test', target: 'lmtp://mailstore.example.test:2424' });
+  const c = await conn;
+  const id = msgId(0xb22);
+  sendBounce(c, bounceTask(id, headers, [
+    { recipient: 'alice@example.test', code: 0, enhanced: null, text: 'getaddrinfo ENOTFOUND mailstore.example.test', outcome: 'tempfail' },
+    { recipient: 'bob@example.test', code: 0, enhanced: null, text: `connect ECONNREFUSED ${sink.url.replace(/^smtp:\/\//, '')}`, outcome: 'tempfail' },
+  ]));
+  t.match(await c.next('bounced'), { id, status: 'sent' });
+  const body = sink.messages[0]?.body.toString('latin1') ?? '';
+  t.match(body, /<alice@example\.test>: getaddrinfo ENOTFOUND \[hidden\]/);
+  t.notOk(body.includes('mailstore'), 'not the LMTP target\'s name');
+  t.notOk(body.includes(sink.url.replace(/^smtp:\/\//, '')), 'not the bounce relay\'s host and port');
+});
+
+t.test('a reportingMta of the home network (every DSN names it) is warned about at start', async (t) => {
+  const { agent, object, sink, named } = await setup(t);
+  agent({ bounceRelay: sink.url, reportingMta: 'nas.lan' });
+  await object.connection();
+  t.match(named('bounce.private-name'), [{ reportingMta: 'nas.lan', hint: /MAILBRIDGE_REPORTING_MTA/ }]);
+  t.equal(levelOf('bounce.private-name'), 'warning');
+  agent({ bounceRelay: sink.url, reportingMta: 'mx.example.org' });
+  await object.connection();
+  t.equal(named('bounce.private-name').length, 1, 'a public name: no warning');
 });

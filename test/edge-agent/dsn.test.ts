@@ -3,7 +3,7 @@
 // printable and lines short, and the original header bytes carried byte for byte.
 import t from 'tap';
 import { simpleParser } from 'mailparser';
-import { buildDsn, dsnStatus, type DsnInput } from '../../edge-agent/dsn.ts';
+import { buildDsn, dsnStatus, hideHome, type DsnInput } from '../../edge-agent/dsn.ts';
 import type { RecipientResult } from '../../protocol/wire.ts';
 
 const DAY = 24 * 60 * 60_000;
@@ -157,4 +157,44 @@ t.test('a delayed recipient\'s status is class 4 whatever its reply said', async
   t.equal(dsnStatus(r(451), 'delayed'), '4.0.0');
   t.equal(dsnStatus(r(0), 'delayed'), '4.4.2', 'no reply: bad connection');
   t.equal(dsnStatus(r(451, '5.7.1'), 'delayed'), '4.7.1', 'an odd 5.x.x with a 4xx reply is still transient');
+});
+
+t.test('issue #22: a DSN names no host, address, port or path of the home network', async (t) => {
+  const secrets = ['192.168.1.5', 'dovecot.lan', 'mailstore', 'fd00::5', '/run/dovecot/lmtp', ':24', ':2424', 'nas.local', '10.0.0.2'];
+  const failures: RecipientResult[] = [
+    { recipient: 'alice@example.test', code: 0, enhanced: null, text: 'connect ECONNREFUSED 192.168.1.5:24', outcome: 'tempfail' },
+    { recipient: 'bob@example.test', code: 0, enhanced: null, text: 'lmtp://dovecot.lan:24: connection refused', outcome: 'tempfail' },
+    { recipient: 'carol@example.test', code: 0, enhanced: null, text: 'getaddrinfo ENOTFOUND mailstore; then connect ECONNREFUSED [fd00::5]:24', outcome: 'tempfail' },
+    { recipient: 'dave@example.test', code: 0, enhanced: null, text: 'connect ENOENT /run/dovecot/lmtp', outcome: 'tempfail' },
+    { recipient: 'erin@example.test', code: 451, enhanced: '4.3.0', text: 'mailstore:2424 said: nas.local busy', outcome: 'tempfail' },
+    {
+      recipient: 'frank@example.test', code: 0, enhanced: null, outcome: 'tempfail',
+      text: 'delivery given up: 3 attempts in a row ended without an answer from the agent; last error: connect ECONNREFUSED 10.0.0.2:24',
+    },
+    // A mail address is the sender's own word: its domain stays, whatever it looks like.
+    { recipient: 'gina@home.lan', code: 550, enhanced: '5.1.1', text: '<gina@home.lan> User doesn\'t exist: gina@home.lan', outcome: 'permfail' },
+  ];
+  const raw = Buffer.from(buildDsn({ ...input, reason: 'expired', results: failures, hide: ['mailstore'] })).toString('latin1');
+  for (const s of secrets) t.notOk(raw.includes(s), `no ${s}`);
+  t.notMatch(raw, /Remote-MTA/i, 'no Remote-MTA');
+  const m = await simpleParser(Buffer.from(raw, 'latin1'));
+  t.match(m.text, /<alice@example\.test>: connect ECONNREFUSED \[hidden\]/, 'what happened stays: only the where is hidden');
+  t.match(m.text, /<frank@example\.test>: delivery given up: 3 attempts .* last error: connect ECONNREFUSED \[hidden\]/s);
+  t.match(raw, /Diagnostic-Code: smtp; 451 4\.3\.0 \[hidden\] said: \[hidden\] busy/);
+  t.match(raw, /Final-Recipient: rfc822; gina@home\.lan/);
+  t.match(raw, /Diagnostic-Code: smtp; 550 5\.1\.1 <gina@home\.lan> User doesn't exist:\s+gina@home\.lan/);
+});
+
+t.test('hideHome: what it takes out, and what it leaves', async (t) => {
+  const cases: [string, string][] = [
+    ['connect ECONNREFUSED ::1:24', 'connect ECONNREFUSED [hidden]'],
+    ['lmtp+unix:/run/dovecot/lmtp: gone', '[hidden] gone'],
+    ['localhost:24 timed out', '[hidden] timed out'],
+    ['host [MAILSTORE]:24 refused', 'host [hidden] refused'],
+    ['2001:db8:0:0:0:0:0:1 down', '[hidden] down'],
+    // No address in these: times, enhanced codes, dates, words.
+    ['451 4.3.0 Temporary internal error occurred. [2026-12-06 12:00:00]', '451 4.3.0 Temporary internal error occurred. [2026-12-06 12:00:00]'],
+    ['452 4.2.2 Quota exceeded (mailbox for user is full)', '452 4.2.2 Quota exceeded (mailbox for user is full)'],
+  ];
+  for (const [text, want] of cases) t.equal(hideHome(text, ['mailstore']), want, text);
 });

@@ -3,7 +3,7 @@
 // Before, a session closed right after welcome was followed at once by the next one: hundreds
 // a second, each logged.
 import t from 'tap';
-import { backoffMs } from '../../edge-agent/backoff.ts';
+import { backoffMs, resetsBackoff } from '../../edge-agent/backoff.ts';
 import { inProcess, metric, until } from './in-process.ts';
 import { header, msgId, push } from './scripted-object.ts';
 
@@ -60,4 +60,43 @@ t.test('stop() does not wait out a backoff', async (t) => {
   const started = Date.now();
   await a.stop(1_000);
   t.ok(Date.now() - started < 1_000, `stopped in ${Date.now() - started} ms`);
+});
+
+t.test('resetsBackoff: work done on a session starts the waits over, unless the object refused a frame of ours', async (t) => {
+  t.equal(resetsBackoff({ upMs: 23_000, refusedByObject: false, acks: 5 }), true, 'issue #22: up 23 s, mail delivered');
+  t.equal(resetsBackoff({ upMs: 10, refusedByObject: false, acks: 1 }), true);
+  t.equal(resetsBackoff({ upMs: 30_000, refusedByObject: false, acks: 0 }), true, 'up long enough');
+  t.equal(resetsBackoff({ upMs: 29_999, refusedByObject: false, acks: 0 }), false);
+  t.equal(resetsBackoff({ upMs: 60_000, refusedByObject: true, acks: 9 }), false, 'issue #16: acks, then the object\'s 1008');
+});
+
+t.test('a session that delivered resets the backoff, though the agent then closed it with 1008; the object\'s 1008 after an ack does not', async (t) => {
+  const { object, agent, named } = await inProcess(t);
+  agent({ maxReconnectMs: 60_000 });
+  const garbage = async (): Promise<void> => {
+    const c = await object.connection();
+    c.ws.send('{}');  // names no message: the agent closes the session (1008)
+  };
+  // Two sessions the agent closes at once: the waits grow (1-2 s, then 2-4 s).
+  await garbage();
+  await garbage();
+  const c = await object.connection();
+  push(c, header(msgId(0x22), body, ['alice@example.test']), body);
+  t.match(await c.next('ack'), { id: msgId(0x22), results: [{ outcome: 'delivered' }] });
+  c.ws.send('{}');
+  await until('three sessions closed', () => named('session.closed').length >= 3);
+  const [first, second, third] = named('session.closed');
+  t.match([first, second], [{ code: 1008, acks: 0 }, { code: 1008, acks: 0 }]);
+  t.ok(Number(second?.retryInMs) >= 2_000, `the wait grew: ${String(second?.retryInMs)} ms`);
+  t.match(third, { code: 1008, acks: 1 });
+  t.ok(Number(third?.retryInMs) <= 2_000, `after a session that delivered, the first wait again: ${String(third?.retryInMs)} ms`);
+
+  // The object refuses a frame of ours (1008) after an ack: that is #16's loop, the wait grows.
+  const d = await object.connection();
+  push(d, header(msgId(0x23), body, ['alice@example.test']), body);
+  t.match(await d.next('ack'), { id: msgId(0x23) });
+  d.ws.close(1008, 'the ack broke the protocol');
+  await until('four sessions closed', () => named('session.closed').length >= 4);
+  t.match(named('session.closed')[3], { code: 1008, acks: 1 });
+  t.ok(Number(named('session.closed')[3]?.retryInMs) >= 2_000, `no fresh start: ${String(named('session.closed')[3]?.retryInMs)} ms`);
 });

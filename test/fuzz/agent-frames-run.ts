@@ -1,21 +1,23 @@
 // Frames fuzzed from object to agent (#16): a scripted object sends the REAL agent (in this
 // process) whole messages mixed with mutated frames, noise, chunks outside a message, bodies
 // whose bytes, size or chunk count do not match their header, a second welcome. Returns
-// findings: the agent must close a bad session with 1008 and come back after a backoff, send
-// only frames the object's parser takes, and store only messages that arrived whole.
+// findings: the agent must answer a bad frame that names one message for that message alone
+// (issue #22), close a session with 1008 only for a frame that names none, come back after a
+// backoff, send only frames the object's parser takes, and store only messages that arrived whole.
 import { createHash, randomBytes as cryptoBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
-import { encodeFrame, PROTOCOL_VERSION } from '../../protocol/wire.ts';
+import { encodeFrame, parseObjectFrame, PROTOCOL_VERSION, refusedObjectFrame, type RefusedFrame } from '../../protocol/wire.ts';
 import { startLmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { header, msgId, push, scriptedObject, TOKEN, type Conn } from '../edge-agent/scripted-object.ts';
 import { splitTrace } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { garbleText, pick, randomBytes, type Json } from './mutate.ts';
 import type { PathRun } from './path-run.ts';
+import { shortReconnects } from './reconnect-gaps.ts';
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -34,17 +36,16 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
   const events: { event: string; [k: string]: unknown }[] = [];
   const agent = startAgent(
     validateConfig({ workerUrl: object.url, token: TOKEN, target: peer.url, name: 'fuzzed-agent', heartbeatMs: 1000, maxReconnectMs: MAX_RECONNECT_MS, concurrency: 4 }),
-    join(dir, 'state'), (event, fields = {}) => { events.push({ event, at: Date.now(), ...fields }); },
+    join(dir, 'state'), (event, fields = {}) => { events.push({ event, at: performance.now(), ...fields }); },
   );
   /** SHA-256 of each message sent whole and true to its header, by id. */
   const whole = new Map<string, string>();
   const agentCloses: Record<number, number> = {};
   let n = 0;
-  let shortGaps = 0;
   try {
     /** When each session got its welcome: the agent's backoff shows between its close and the next. */
     const arrivals: number[] = [];
-    const connection = (): Promise<Conn> => object.connection().then((c) => { arrivals.push(Date.now()); return c; });
+    const connection = (): Promise<Conn> => object.connection().then((c) => { arrivals.push(performance.now()); return c; });
     let next = connection();
     for (let round = 0; round < o.rounds; round++) {
       const c: Conn | null = await Promise.race([next, sleep(5_000).then(() => null)]);
@@ -54,6 +55,7 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
       }
       next = connection();
       let ourClose = false;
+      const owed: RefusedFrame[] = [];
       const closed = new Promise<number>((res) => c.ws.once('close', (code) => res(code)));
       const body = (): Buffer => Buffer.from(`Subject: f${n}\r\n\r\n${cryptoBytes(Math.floor(r() * 3000)).toString('base64')}\r\n`, 'latin1');
       for (let k = 2 + Math.floor(r() * 8); k > 0 && c.ws.readyState === c.ws.OPEN; k--) {
@@ -89,11 +91,19 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
             { type: 'end', id, chunks: 1 },
             { type: 'bounce', id, sender: 's@example.net', receivedAt: 0, reason: 'refused', results: [], headers: '' },
           ];
-          c.ws.send(garbleText(r, pick(r, templates)));
+          const text = garbleText(r, pick(r, templates));
+          c.ws.send(text);
+          // A frame that names its message is answered for that message alone (issue #22).
+          const named = parseObjectFrame(text) === null ? refusedObjectFrame(text) : null;
+          if (named !== null && named.type !== 'end') owed.push(named);
         } else c.ws.send(randomBytes(r), { binary: true });
         await sleep(Math.floor(r() * 30));
       }
       await sleep(100 + Math.floor(r() * 200));
+      const answer = (f: RefusedFrame): boolean => c.log.some((a) => (f.type === 'message'
+        ? a.type === 'nack' && a.id === f.id && a.reason === 'corrupt' && /^message frame refused: /.test(a.text)
+        : a.type === 'bounced' && a.id === f.id && a.status === 'deferred' && /^bounce frame refused: /.test(a.text)));
+      for (const until = Date.now() + 2_000; c.ws.readyState === c.ws.OPEN && !owed.every(answer) && Date.now() < until;) await sleep(20);
       if (c.ws.readyState === c.ws.OPEN) {
         ourClose = true;
         c.ws.close(1000, 'round over');
@@ -102,19 +112,22 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
       if (!ourClose) {
         agentCloses[code] = (agentCloses[code] ?? 0) + 1;
         if (code !== 1008) findings.push(`round ${round}: the agent closed with ${code}, not 1008`);
+      } else {
+        // The session lasted: each frame it could not take for one message was answered for that message.
+        for (const f of owed.filter((x) => !answer(x))) findings.push(`round ${round}: ${f.type} frame ${f.id} refused (${f.why}) without its answer`);
       }
     }
     // Deliveries of whole messages may still be running: let them end before counting.
     await sleep(1_000);
     for (const text of object.refused) findings.push(`the agent sent a frame the object refuses: ${text.slice(0, 200)}`);
     if (object.conns.length > o.rounds + 1) findings.push(`${object.conns.length} sessions for ${o.rounds} rounds: a reconnect loop`);
-    // The wait after each close (the agent's session.closed) is at least half the first backoff step.
-    for (const e of events.filter((x) => x.event === 'session.closed')) {
-      const at = Number(e.at);
-      const again = arrivals.find((a) => a >= at);
-      if (again !== undefined && again - at < MAX_RECONNECT_MS / 2 - 5) shortGaps++;
-    }
-    if (shortGaps > 0) findings.push(`${shortGaps} reconnects sooner than the backoff allows`);
+    // The wait after each close (the agent's session.closed) is at least the one it announced,
+    // itself at least half the first backoff step.
+    const closes = events.filter((x) => x.event === 'session.closed' && typeof x.retryInMs === 'number')
+      .map((x) => ({ at: Number(x.at), retryInMs: Number(x.retryInMs) }));
+    for (const c of closes) if (c.retryInMs < MAX_RECONNECT_MS / 2) findings.push(`a wait of ${c.retryInMs} ms announced, under the backoff's least`);
+    const short = shortReconnects(closes, arrivals);
+    if (short.length > 0) findings.push(`${short.length} reconnects sooner than the backoff allows: ${JSON.stringify(short.slice(0, 3))}`);
     const stored = peer.stored.map((s) => splitTrace(s));
     for (const p of stored) {
       if (p === null) findings.push('a stored message without our trace header');
@@ -123,10 +136,11 @@ export async function runAgentFrameFuzz(o: { seed: number; rounds: number }): Pr
     const ids = stored.map((p) => p?.id);
     if (new Set(ids).size !== ids.length) findings.push('a message stored twice');
     const violations = events.filter((e) => e.event === 'session.violation').length;
+    const refusedOne = events.filter((e) => e.event === 'frame.refused').length;
     return {
       findings,
       summary: `seed ${o.seed}: ${object.conns.length} sessions, ${n} items sent, ${whole.size} whole messages, ${peer.stored.length} stored, ` +
-        `${violations} violations seen by the agent, agent closes ${JSON.stringify(agentCloses)}, ${findings.length} findings`,
+        `${violations} violations seen by the agent, ${refusedOne} frames refused for one message, agent closes ${JSON.stringify(agentCloses)}, ${findings.length} findings`,
     };
   } finally {
     await agent.stop(1_000);
