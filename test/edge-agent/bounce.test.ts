@@ -23,7 +23,7 @@ t.test('hello says bounces only with a bounce relay', async (t) => {
   const { agent, object } = await setup(t);
   const conn = object.connection();
   agent();
-  t.same((await conn).hello, { type: 'hello', v: 2, agent: 'test-agent', window: 16, credit: 8 << 20, fetch: true }, 'no bounces: true');
+  t.same((await conn).hello, { type: 'hello', v: 2, agent: 'test-agent', window: 16, credit: 8 << 20, fetch: true, fetchSession: true }, 'no bounces: true');
 });
 
 t.test('a bounce task: one DSN from <> to the sender at the relay, answered sent', async (t) => {
