@@ -19,6 +19,7 @@ import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
 import { bounceHeaders, headerSection } from './headers.ts';
 import { bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
+import { exactDuration, mergeResults, owedOnReplay } from './owed.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -468,12 +469,17 @@ export class RelayQueue extends DurableObject<Env> {
     return true;
   }
 
-  async adminReplay(id: string): Promise<boolean> {
-    if (!this.#store.replay(id, Date.now())) return false;
-    log('admin.replay', { id });
+  /** dead-letter -> queued, owing the recipients not yet delivered; 'nothing-owed' when every one was. */
+  async adminReplay(id: string): Promise<'queued' | 'nothing-owed' | false> {
+    const msg = this.#store.get(id);
+    if (!msg || msg.state !== 'dead-letter') return false;
+    const owed = owedOnReplay(msg.recipients, msg.results);
+    if (owed.recipients.length === 0) return 'nothing-owed';
+    if (!this.#store.replay(id, Date.now(), owed.recipients, owed.results)) return false;
+    log('admin.replay', { id, recipients: owed.recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
-    return true;
+    return 'queued';
   }
 
   /** Puts a queued or deferred message on hold (postsuper -h). */
@@ -538,6 +544,7 @@ export class RelayQueue extends DurableObject<Env> {
     this.#pumpPending = false;
     this.#closeSilentAgents(now);
     const woken = this.#store.wakeDeferred(now);
+    for (const m of this.#store.owedSince(now - this.#expireAfterMs())) this.#expire(m);
     const cfg = readConfig(this.env);
     this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
     if (woken > 0) log('deferred.due', { woken });
@@ -566,7 +573,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   async #scheduleAlarm(): Promise<void> {
     const now = Date.now();
-    const deadline = this.#store.nextDeadline(now);
+    const deadline = this.#store.nextDeadline(now, this.#expireAfterMs());
     let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
     // Chunks a pump left for want of budget: at once, in an invocation of their own.
     if (this.#pumpPending) at = now;
@@ -681,6 +688,26 @@ export class RelayQueue extends DurableObject<Env> {
     this.#verdicts.settled(msg.id, { kind: 'dead-letter' }, now);
   }
 
+  /**
+   * How long after its retry clock starts a message that waits (queued, deferred) expires from
+   * the alarm: MAX_AGE_MS while no agent could try it, else one minimal backoff more, the grace
+   * #pump gives the last attempt that settle() schedules at the limit.
+   */
+  #expireAfterMs(): number {
+    const retry = this.#retry();
+    const online = this.ctx.getWebSockets().some((ws) => {
+      const a = this.#attachment(ws);
+      return a !== null && a.agent !== null && a.closed !== true;
+    });
+    return retry.maxAgeMs + (online ? retry.firstRetryMs : 0);
+  }
+
+  /** Undelivered within MAX_AGE_MS of its retry clock: given up, its pending recipients failed with this text. */
+  #expire(msg: MessageRow): void {
+    const text = `delivery given up: not delivered within ${exactDuration(this.#retry().maxAgeMs)}`;
+    this.#fail(msg, 'expired', msg.recipients, mergeResults(msg.results, this.#unanswered(msg, text)), text);
+  }
+
   /** `results` for recipients that never got a final answer: they failed with this text. */
   #unanswered(msg: MessageRow, text: string): RecipientResult[] {
     const final = new Set(msg.results.map((r) => r.recipient));
@@ -787,7 +814,7 @@ export class RelayQueue extends DurableObject<Env> {
     const since = msg.settledAt ?? now;
     const retry = this.#retry();
     if (now - since >= retry.maxAgeMs) {
-      this.#store.bounceFailed(msg.id, `bounce not sent within ${Math.round(retry.maxAgeMs / 3_600_000)} h: ${why}`);
+      this.#store.bounceFailed(msg.id, `bounce not sent within ${exactDuration(retry.maxAgeMs)}: ${why}`);
       log('bounce.failed', { id: msg.id, sender: msg.sender, why });
       return;
     }
@@ -907,8 +934,12 @@ export class RelayQueue extends DurableObject<Env> {
         // minimal backoff lets the last attempt, which settle() schedules at the limit, run).
         const retry = this.#retry();
         if (now - next.retryFrom >= retry.maxAgeMs + retry.firstRetryMs) {
-          const text = `delivery given up: not delivered within ${Math.round(retry.maxAgeMs / 3_600_000)} h`;
-          this.#fail(next, 'expired', next.recipients, [...next.results, ...this.#unanswered(next, text)], text);
+          this.#expire(next);
+          continue;
+        }
+        // Never a lease that asks for nothing: with no recipient owed, the message is settled as it stands.
+        if (next.recipients.length === 0) {
+          this.#settle(next, [], 'no recipient owed');
           continue;
         }
         this.#store.lease(next.id, a.session, a.agent ?? '');

@@ -167,12 +167,16 @@ export class MessageStore {
     this.#sql.exec(`DELETE FROM messages WHERE id = ?`, id);
   }
 
-  /** The id of an earlier copy of the same message (same key) still queued or acked since `since`. */
+  /**
+   * The id of an earlier copy of the same message (same key) still owed (queued, in-flight,
+   * deferred, hold) or acked since `since`. A copy that bounced or went to dead-letter is not
+   * one: its sender's resend is a new message.
+   */
   findDuplicate(dedupeKey: string, since: number): string | null {
     // One statement for both places (each statement a fresh object prepares costs it CPU).
     const r = this.#sql.exec(
       `SELECT COALESCE(
-         (SELECT id FROM messages WHERE dedupe_key = ?1 AND state != 'incoming' LIMIT 1),
+         (SELECT id FROM messages WHERE dedupe_key = ?1 AND state IN ('queued', 'in-flight', 'deferred', 'hold') LIMIT 1),
          (SELECT message_id FROM delivered WHERE dedupe_key = ?1 AND acked_at >= ?2 LIMIT 1)) AS id`,
       dedupeKey, since,
     ).one();
@@ -199,13 +203,19 @@ export class MessageStore {
     ).rowsWritten > 0;
   }
 
-  /** dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before it fails again). */
-  replay(id: string, now: number): boolean {
-    return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0,
+  /**
+   * dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before it fails again)
+   * and `recipients` the ones still owed, `results` the delivered ones' (owedOnReplay). Its
+   * delay warning, if any, is forgotten: the new clock may owe one again.
+   */
+  replay(id: string, now: number, recipients: string[], results: RecipientResult[]): boolean {
+    const done = this.#sql.exec(
+      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0, recipients = ?, results = ?,
          failure = NULL, bounce_status = NULL, settled_at = NULL WHERE id = ? AND state = 'dead-letter'`,
-      now, id,
+      now, JSON.stringify(recipients), JSON.stringify(results), id,
     ).rowsWritten > 0;
+    if (done) this.#sql.exec(`DELETE FROM warnings WHERE message_id = ?`, id);
+    return done;
   }
 
   /** queued or deferred -> hold (postsuper -h): nothing leases, retries or expires it until released. */
@@ -460,11 +470,16 @@ export class MessageStore {
     ).toArray().length;
   }
 
-  /** Earliest time something must happen without an outside event, or null. */
-  nextDeadline(now: number): number | null {
+  /**
+   * Earliest time something must happen without an outside event, or null. `expireAfterMs`: a
+   * queued or deferred message expires that long after the start of its retry clock.
+   */
+  nextDeadline(now: number, expireAfterMs: number): number | null {
     const r = this.#sql.exec(
       `SELECT MIN(t) AS t FROM (
          SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'deferred'
+         UNION ALL
+         SELECT MIN(COALESCE(retry_from, received_at)) + ? AS t FROM messages WHERE state IN ('queued', 'deferred')
          UNION ALL
          SELECT MIN(affinity_until) AS t FROM messages WHERE state = 'queued' AND affinity_until > ?
          UNION ALL
@@ -472,9 +487,16 @@ export class MessageStore {
          UNION ALL
          SELECT MIN(w.next_attempt_at) AS t FROM warnings w JOIN messages m ON m.id = w.message_id
            WHERE w.state = 'owed' AND w.lease_session IS NULL AND m.state = 'deferred' AND w.next_attempt_at > ?)`,
-      now, now, now,
+      expireAfterMs, now, now, now,
     ).one();
     return r.t === null ? null : Number(r.t);
+  }
+
+  /** Queued and deferred messages whose retry clock started at or before `since` (not leased, not held). */
+  owedSince(since: number): MessageRow[] {
+    return this.#sql.exec(
+      `SELECT ${ROW} FROM messages WHERE state IN ('queued', 'deferred') AND COALESCE(retry_from, received_at) <= ?`, since,
+    ).toArray().map(toMessage);
   }
 
   /**

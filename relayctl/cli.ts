@@ -235,8 +235,11 @@ async function run(argv: string[], io: Io): Promise<void> {
       if (sub === 'replay') {
         const id = messageIdArg(arg, 'dead-letter replay');
         noMore(extra, 'dead-letter replay');
-        await api.replay(id).catch((err: unknown) =>
-          explainConflict(api, err, id, 'replay', ['dead-letter'], { deferred: 'use relayctl retry' }));
+        await api.replay(id).catch((err: unknown) => {
+          // Still dead-letter, but every recipient was delivered: the Worker's own words say so.
+          if (err instanceof CliError && err.kind === 'conflict' && err.message.includes('nothing owed')) throw new CliError('conflict', `cannot replay ${err.message}`);
+          return explainConflict(api, err, id, 'replay', ['dead-letter'], { deferred: 'use relayctl retry' });
+        });
         return o.json ? json({ id, state: 'queued' }) : write(`${id}: dead-letter -> queued (fresh retry clock)\n`);
       }
       if (sub === 'purge') {
