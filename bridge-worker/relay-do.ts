@@ -824,7 +824,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   #onRecipients(a: Attachment, frame: RecipientsFrame): void {
-    const list = this.#store.putRecipientPart(frame, Date.now());
+    const list = this.#store.putRecipientPart(a.session, frame, Date.now());
     if (list === 'incomplete') return;
     this.#recipients = list === null ? null : { delimiter: list.delimiter, entries: new Set(list.entries) };
     log('recipients.published', { session: a.session, agent: a.agent, digest: frame.digest.slice(0, 12), entries: list?.entries.length ?? 0 });
@@ -1002,6 +1002,7 @@ export class RelayQueue extends DurableObject<Env> {
     a.closed = true;
     a.cursor = null;
     ws.serializeAttachment(a);
+    this.#store.dropRecipientParts(a.session);
     // Its own agent may have delivered them (the ack lost on the way): give it the first
     // chance to answer from its journal before another agent delivers them again.
     const now = Date.now();

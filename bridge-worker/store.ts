@@ -511,6 +511,8 @@ export class MessageStore {
     ).toArray();
     for (const r of stale) this.remove(String(r.id));
     this.#sql.exec(`DELETE FROM warnings WHERE message_id NOT IN (SELECT id FROM messages)`);
+    // Parts whose connection went with an evicted object (no close handler ran).
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE received_at < ?`, incomingBefore);
   }
 
   // ---- delay warnings (DELAY_WARNING_MS): their own table and lease ------------------
@@ -565,20 +567,33 @@ export class MessageStore {
   // ---- the recipients list -------------------------------------------------------
 
   /**
-   * Stores one part of a published list. Once every part of its digest is here, that list
-   * replaces the one in force (an empty list removes it). Returns the list when it changed.
+   * Stores one part of a list connection `session` publishes; a part of another list (or
+   * another part count) drops the parts it sent before. Once every part is here, that list
+   * replaces the one in force in this one commit (an empty list removes it). Returns the list
+   * when it changed.
    */
-  putRecipientPart(f: RecipientsFrame, now: number): RecipientList | null | 'incomplete' {
+  putRecipientPart(session: string, f: RecipientsFrame, now: number): RecipientList | null | 'incomplete' {
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ? AND (digest != ? OR parts != ?)`, session, f.digest, f.parts);
     this.#sql.exec(
-      `INSERT OR REPLACE INTO recipient_parts (digest, part, parts, delimiter, entries, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
-      f.digest, f.part, f.parts, f.delimiter, JSON.stringify(f.entries), now,
+      `INSERT OR REPLACE INTO recipient_staging (session, digest, part, parts, delimiter, entries, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      session, f.digest, f.part, f.parts, f.delimiter, JSON.stringify(f.entries), now,
     );
-    const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_parts WHERE digest = ? AND parts = ?`, f.digest, f.parts).one().n);
+    const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_staging WHERE session = ?`, session).one().n);
     if (have < f.parts) return 'incomplete';
-    this.#sql.exec(`DELETE FROM recipient_parts WHERE digest != ?`, f.digest);
+    this.#sql.exec(`DELETE FROM recipient_parts`);
+    this.#sql.exec(
+      `INSERT INTO recipient_parts (digest, part, parts, delimiter, entries, received_at)
+       SELECT digest, part, parts, delimiter, entries, received_at FROM recipient_staging WHERE session = ?`, session,
+    );
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ?`, session);
     const list = this.recipients();
     if (list === null) this.#sql.exec(`DELETE FROM recipient_parts`);
     return list;
+  }
+
+  /** Parts of a list this connection never finished: dropped with it (prune() drops those an eviction left). */
+  dropRecipientParts(session: string): void {
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ?`, session);
   }
 
   /** The list in force, or null when none is (never published, or published empty). */
