@@ -4,7 +4,7 @@
 // GET /admin/queue alone also takes STATUS_TOKEN (read-only: numbers, never a message or an
 // address), which the agent uses for its metrics; every other route takes ADMIN_TOKEN only.
 //
-//   GET    /admin/queue                     counts by state, oldest by state, bounces sent, agents online
+//   GET    /admin/queue                     counts, oldest and bytes stored by state, oldest owed, storage use, bounces sent, agents
 //   GET    /admin/messages?state=&limit=    oldest first (state: one of STATES)
 //   GET    /admin/messages/<id>             one message, with its parsed header fields
 //   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
@@ -22,6 +22,7 @@ import { parseHeaders } from './headers.ts';
 import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
 import { isMessageId } from '../protocol/wire.ts';
 import { withBlock } from './bodies.ts';
+import { addStored, storageUse } from './storage.ts';
 
 
 function json(status: number, body: unknown): Response {
@@ -77,7 +78,10 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
       return o === null || o === undefined ? m : m === null || o < m ? o : m;
     }, null)]));
     const bouncesSent = each.reduce((n, e) => n + e.bouncesSent, 0);
-    return json(200, { states, agents, oldest, oldestByState, bouncesSent, shards: shards.length });
+    const stored = each.map((e) => e.stored).reduce(addStored);
+    const r2Bytes = Object.values(stored).reduce((n, s) => n + s.r2Bytes, 0);
+    const storage = storageUse(each.reduce((n, e) => n + e.objectBytes, 0), r2Bytes);
+    return json(200, { states, agents, oldest, oldestByState, bouncesSent, stored, storage, shards: shards.length });
   }
   if (method === 'GET' && parts.length === 1 && (parts[0] === 'messages' || parts[0] === 'dead-letter')) {
     const state = parts[0] === 'dead-letter' ? 'dead-letter' : url.searchParams.get('state');

@@ -20,6 +20,7 @@ import { bounceHeaders, headerSection } from './headers.ts';
 import { bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
 import { exactDuration, mergeResults, owedOnReplay } from './owed.ts';
+import { nearLimit, STORAGE_CHECK_MS, type Stored } from './storage.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -60,6 +61,8 @@ const AGENTS_BOUNCE = 'agents_bounce';
 
 /** meta key: bounces (DSNs) sent since the object was created, for the metrics (GET /admin/queue). */
 const BOUNCES_SENT = 'bounces_sent';
+/** meta key: when this object next sums its storage (storage.ts). */
+const STORAGE_CHECK_AT = 'storage_check_at';
 
 /** meta keys of the orphan sweep: this shard's R2 prefix, when the next page is due, where the listing stands. */
 const BODIES_PREFIX = 'bodies_prefix';
@@ -414,18 +417,28 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- admin (the Worker's /admin routes call these after checking ADMIN_TOKEN) ----
 
+  /** `oldest`: of the messages still owed (store.oldestOwed); `objectBytes`: this object's SQLite database. */
   async adminSummary(): Promise<{
     states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null;
-    oldestByState: Record<State, number | null>; bouncesSent: number;
+    oldestByState: Record<State, number | null>; bouncesSent: number; stored: Record<State, Stored>; objectBytes: number;
   }> {
     const agents = this.ctx.getWebSockets().flatMap((ws) => {
       const a = this.#attachment(ws);
-      return a && a.agent !== null ? [{ agent: a.agent, session: a.session }] : [];
+      return a && a.agent !== null && !a.closed ? [{ agent: a.agent, session: a.session }] : [];
     });
     return {
-      states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null,
+      states: this.#store.counts(), agents, oldest: this.#store.oldestOwed(),
       oldestByState: this.#store.oldestByState(), bouncesSent: Number(this.#store.meta(BOUNCES_SENT) ?? 0),
+      stored: this.#store.stored(), objectBytes: this.ctx.storage.sql.databaseSize,
     };
+  }
+
+  /** At most every STORAGE_CHECK_MS: a warning once this object's use nears its share of the Free plan's storage. */
+  #checkStorage(now: number, shards: number): void {
+    if (now < Number(this.#store.meta(STORAGE_CHECK_AT) ?? 0)) return;
+    this.#store.setMeta(STORAGE_CHECK_AT, String(now + STORAGE_CHECK_MS));
+    const r2 = Object.values(this.#store.stored()).reduce((n, s) => n + s.r2Bytes, 0);
+    for (const w of nearLimit(this.ctx.storage.sql.databaseSize, r2, shards)) log('storage.near-limit', { ...w, shards });
   }
 
   async adminList(state: State | null, limit: number): Promise<MessageRow[]> {
@@ -548,6 +561,7 @@ export class RelayQueue extends DurableObject<Env> {
     const cfg = readConfig(this.env);
     this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
     if (woken > 0) log('deferred.due', { woken });
+    this.#checkStorage(now, cfg.shards);
     this.#pumpAll();
     await this.#deleteBodies();
     await this.#sweepOrphans(now);

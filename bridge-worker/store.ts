@@ -5,6 +5,7 @@
 import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
 import type { QueueMessage } from '../protocol/queue.ts';
 import { SCHEMA_VERSION, STATES, type State } from './schema.ts';
+import type { Stored } from './storage.ts';
 
 /** A stored message: what the admin API shows, and what only the object needs. */
 export interface MessageRow extends QueueMessage {
@@ -617,6 +618,26 @@ export class MessageStore {
     const out = Object.fromEntries(STATES.map((s) => [s, null])) as Record<State, number | null>;
     for (const r of this.#sql.exec(`SELECT state, MIN(received_at) AS oldest FROM messages WHERE state != 'incoming' GROUP BY state`)) {
       out[String(r.state) as State] = Number(r.oldest);
+    }
+    return out;
+  }
+
+  /** receivedAt of the oldest message still owed: waiting, in flight, held, or owing its bounce (null: none). */
+  oldestOwed(): number | null {
+    const r = this.#sql.exec(
+      `SELECT MIN(received_at) AS t FROM messages WHERE state IN ('queued', 'in-flight', 'deferred', 'hold', 'bouncing')`,
+    ).one();
+    return r.t === null ? null : Number(r.t);
+  }
+
+  /** Messages and their stored bytes by state (R2's share apart); storage.ts says why. */
+  stored(): Record<State, Stored> {
+    const out = Object.fromEntries(STATES.map((s) => [s, { bodies: 0, bytes: 0, r2Bytes: 0 }])) as Record<State, Stored>;
+    for (const r of this.#sql.exec(
+      `SELECT state, COUNT(*) AS n, SUM(size) AS bytes, SUM(CASE WHEN body_key IS NOT NULL THEN size - prefix ELSE 0 END) AS r2
+       FROM messages GROUP BY state`,
+    )) {
+      out[String(r.state) as State] = { bodies: Number(r.n), bytes: Number(r.bytes ?? 0), r2Bytes: Number(r.r2 ?? 0) };
     }
     return out;
   }

@@ -16,7 +16,7 @@ import { decodeHeaders } from './headers.ts';
 const USAGE = `usage: relayctl [options] <command>
 
 commands:
-  status                      agents connected, queue depth by state, oldest message age
+  status                      agents connected, messages and bytes by state, oldest owed message, storage use
   queue [--state S] [--limit N]
                               the queue, oldest first, like mailq (default: every state
                               but incoming, 100; at most 500)
@@ -157,7 +157,10 @@ async function run(argv: string[], io: Io): Promise<void> {
       const s = await api.summary();
       if (o.json) {
         const total = STATES.reduce((n, k) => n + s.states[k], 0);
-        return json({ url: api.baseUrl, agents: s.agents, states: s.states, total, oldest: s.oldest, oldestAgeMs: s.oldest === null ? null : Math.max(0, now() - s.oldest) });
+        return json({
+          url: api.baseUrl, agents: s.agents, states: s.states, total, oldest: s.oldest, oldestAgeMs: s.oldest === null ? null : Math.max(0, now() - s.oldest),
+          stored: s.stored, storage: s.storage,
+        });
       }
       return write(formatStatus(s, api.baseUrl, now()));
     }
