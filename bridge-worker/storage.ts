@@ -1,7 +1,7 @@
 // What the queue stores, seen before it runs out: bytes by state (dead-letter and hold
 // included: mail no one will move on its own) and the Free plan's limits. The object checks its
 // own use at most hourly from the alarm and logs storage.near-limit at WARN_PERCENT of its share.
-import type { State } from './schema.ts';
+import type { State } from '../protocol/queue.ts';
 
 /** Cloudflare's Free plan: Durable Object (SQLite) storage 5 GB per account, R2 10 GB-month. */
 export const OBJECT_LIMIT_BYTES = 5_000_000_000;
