@@ -9,7 +9,7 @@
 //   GET    /admin/messages/<id>             one message, with its parsed header fields
 //   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
 //   POST   /admin/messages/<id>/retry       deferred -> queued now
-//   POST   /admin/messages/<id>/replay      dead-letter -> queued, its undelivered recipients owed again, fresh retry clock
+//   POST   /admin/messages/<id>/replay      dead-letter -> queued under a new id, its undelivered recipients owed again, fresh retry clock
 //   POST   /admin/messages/<id>/hold        queued/deferred -> hold (postsuper -h)
 //   POST   /admin/messages/<id>/release     hold -> queued (postsuper -H)
 //   POST   /admin/messages/<id>/delete      deletes a message not in flight (postsuper -d)
@@ -137,7 +137,7 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
   if (method === 'POST' && action === 'replay') {
     const replayed = queue ? await queue.adminReplay(id) : false;
     if (replayed === 'nothing-owed') return json(409, { error: 'nothing owed: every recipient of this message was delivered (purge it instead)' });
-    return replayed === 'queued' ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
+    return replayed !== false ? json(200, { id: replayed.id, replayedFrom: id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
   }
   if (method === 'POST' && action === 'hold') {
     return queue && (await queue.adminHold(id)) ? json(200, { id, state: 'hold' }) : json(409, { error: 'only a queued or deferred message can be held' });

@@ -482,17 +482,18 @@ export class RelayQueue extends DurableObject<Env> {
     return true;
   }
 
-  /** dead-letter -> queued, owing the recipients not yet delivered; 'nothing-owed' when every one was. */
-  async adminReplay(id: string): Promise<'queued' | 'nothing-owed' | false> {
+  /** dead-letter -> queued under a new id (store.replay), owing the recipients not yet delivered; 'nothing-owed' when every one was. */
+  async adminReplay(id: string): Promise<{ id: string } | 'nothing-owed' | false> {
     const msg = this.#store.get(id);
     if (!msg || msg.state !== 'dead-letter') return false;
     const owed = owedOnReplay(msg.recipients, msg.results);
     if (owed.recipients.length === 0) return 'nothing-owed';
-    if (!this.#store.replay(id, Date.now(), owed.recipients, owed.results)) return false;
-    log('admin.replay', { id, recipients: owed.recipients.length });
+    const as = randomId();
+    if (!this.#store.replay(id, as, Date.now(), owed.recipients, owed.results)) return false;
+    log('admin.replay', { id, as, recipients: owed.recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
-    return 'queued';
+    return { id: as };
   }
 
   /** Puts a queued or deferred message on hold (postsuper -h). */

@@ -205,18 +205,22 @@ export class MessageStore {
   }
 
   /**
-   * dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before it fails again)
-   * and `recipients` the ones still owed, `results` the delivered ones' (owedOnReplay). Its
-   * delay warning, if any, is forgotten: the new clock may owe one again.
+   * dead-letter -> queued under a new id `as`, with a fresh retry clock (another MAX_AGE_MS
+   * before it fails again) and `recipients` the ones still owed, `results` the delivered ones'
+   * (owedOnReplay). A new id because the agent's journal answers a known id from its past
+   * answers (a refusal included): the replay must reach the target afresh. Its bytes stay where
+   * they are (body_key, or its chunks renamed with it); its delay warning, if any, is forgotten.
    */
-  replay(id: string, now: number, recipients: string[], results: RecipientResult[]): boolean {
+  replay(id: string, as: string, now: number, recipients: string[], results: RecipientResult[]): boolean {
     const done = this.#sql.exec(
-      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0, recipients = ?, results = ?,
-         failure = NULL, bounce_status = NULL, settled_at = NULL WHERE id = ? AND state = 'dead-letter'`,
-      now, JSON.stringify(recipients), JSON.stringify(results), id,
+      `UPDATE messages SET id = ?, state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0, recipients = ?, results = ?,
+         failure = NULL, bounce_status = NULL, settled_at = NULL, agent = NULL, affinity_until = NULL WHERE id = ? AND state = 'dead-letter'`,
+      as, now, JSON.stringify(recipients), JSON.stringify(results), id,
     ).rowsWritten > 0;
-    if (done) this.#sql.exec(`DELETE FROM warnings WHERE message_id = ?`, id);
-    return done;
+    if (!done) return false;
+    this.#sql.exec(`UPDATE chunks SET message_id = ? WHERE message_id = ?`, as, id);
+    this.#sql.exec(`DELETE FROM warnings WHERE message_id = ?`, id);
+    return true;
   }
 
   /** queued or deferred -> hold (postsuper -h): nothing leases, retries or expires it until released. */

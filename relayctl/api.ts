@@ -249,8 +249,16 @@ export class AdminClient {
   }
 
   /** dead-letter -> queued, fresh retry clock. */
-  async replay(id: string): Promise<void> {
-    await this.#call('POST', `admin/messages/${id}/replay`, actionAnswer(id, 'state', 'queued'), id);
+  /** dead-letter -> queued; returns the id it is queued under (new since issue #22; an older Worker keeps `id`). */
+  async replay(id: string): Promise<string> {
+    return this.#call('POST', `admin/messages/${id}/replay`, (v) => {
+      const o = obj(v, 'body');
+      const from = o.replayedFrom ?? o.id;
+      if (from !== id || o.state !== 'queued' || typeof o.id !== 'string' || !isMessageId(o.id)) {
+        throw new ShapeError(`body: expected {"id":"<new id>","replayedFrom":"${id}","state":"queued"}`);
+      }
+      return o.id;
+    }, id);
   }
 
   /** queued/deferred -> hold (postsuper -h). */

@@ -238,12 +238,14 @@ async function run(argv: string[], io: Io): Promise<void> {
       if (sub === 'replay') {
         const id = messageIdArg(arg, 'dead-letter replay');
         noMore(extra, 'dead-letter replay');
-        await api.replay(id).catch((err: unknown) => {
+        const as = await api.replay(id).catch((err: unknown) => {
           // Still dead-letter, but every recipient was delivered: the Worker's own words say so.
           if (err instanceof CliError && err.kind === 'conflict' && err.message.includes('nothing owed')) throw new CliError('conflict', `cannot replay ${err.message}`);
           return explainConflict(api, err, id, 'replay', ['dead-letter'], { deferred: 'use relayctl retry' });
         });
-        return o.json ? json({ id, state: 'queued' }) : write(`${id}: dead-letter -> queued (fresh retry clock)\n`);
+        // A new id: the agent's journal must not answer the replay from the old one's refusals.
+        return o.json ? json({ id: as, replayedFrom: id, state: 'queued' })
+          : write(`${id}: dead-letter -> queued${as === id ? '' : ` as ${as}`} (fresh retry clock)\n`);
       }
       if (sub === 'purge') {
         const id = messageIdArg(arg, 'dead-letter purge');

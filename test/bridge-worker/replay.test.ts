@@ -59,14 +59,19 @@ t.test('replay after a 550: only the refused recipient is leased again, never an
   await inState(w, id, 'dead-letter');
   t.match(await show(w, id), { failure: 'refused', bounceStatus: /no bounce relay/ });
 
-  t.equal((await admin(w, 'POST', `/admin/messages/${id}/replay`)).status, 200);
-  const m2 = await attempt(a, id, 2);
+  const replayed = await admin(w, 'POST', `/admin/messages/${id}/replay`);
+  t.match(replayed, { status: 200, body: { replayedFrom: id, state: 'queued' } });
+  // A new id: the agent's journal would answer the old one with its old refusal.
+  const as = String(replayed.body.id);
+  t.not(as, id, 'queued under a new id');
+  t.equal((await admin(w, 'GET', `/admin/messages/${id}`)).status, 404, 'the old id is gone');
+  const m2 = await attempt(a, as, 2);
   t.same(m2.recipients, ['alice@example.test'], 'the refused recipient is owed again: not an empty lease');
-  a.send({ type: 'ack', id, results: [result('alice@example.test', 550, '5.1.2', 'permfail')] });
-  await inState(w, id, 'dead-letter');
-  const results = (await show(w, id)).results as RecipientResult[];
+  a.send({ type: 'ack', id: as, results: [result('alice@example.test', 550, '5.1.2', 'permfail')] });
+  await inState(w, as, 'dead-letter');
+  const results = (await show(w, as)).results as RecipientResult[];
   t.same(results.map((r) => [r.recipient, r.enhanced]), [['alice@example.test', '5.1.2']], 'one result, the newest');
-  const shown = await show(w, id);
+  const shown = await show(w, as);
   t.not(shown.retryFrom, shown.receivedAt, 'a fresh retry clock');
 });
 
@@ -79,21 +84,21 @@ t.test('an expired message replayed: its old 4.x result gives way to the new one
   await sleep(AGE + 100);
   a.send({ type: 'ack', id, results: [result(m1.recipients[0] ?? '', 452, '4.4.2', 'tempfail')] });
   await inState(w, id, 'dead-letter');
-  t.same((await admin(w, 'POST', `/admin/messages/${id}/replay`)).status, 200);
-  const m2 = await attempt(a, id, 2);
+  const as = String((await admin(w, 'POST', `/admin/messages/${id}/replay`)).body.id);
+  const m2 = await attempt(a, as, 2);
   t.same(m2.recipients, ['dave@example.test']);
-  a.send({ type: 'ack', id, results: [result('dave@example.test', 550, '5.1.1', 'permfail')] });
-  await inState(w, id, 'dead-letter');
-  const results = (await show(w, id)).results as RecipientResult[];
+  a.send({ type: 'ack', id: as, results: [result('dave@example.test', 550, '5.1.1', 'permfail')] });
+  await inState(w, as, 'dead-letter');
+  const results = (await show(w, as)).results as RecipientResult[];
   t.same(results.map((r) => r.enhanced), ['5.1.1'], 'dave listed once, with the newest answer');
 
-  // Never leased again: it waits in the queue past MAX_AGE_MS and the pump gives it up.
-  t.equal((await admin(w, 'POST', `/admin/messages/${id}/replay`)).status, 200);
-  await attempt(a, id, 3);
+  // Leased once more, then no agent: it expires from the alarm, its reason exact.
+  const again = String((await admin(w, 'POST', `/admin/messages/${as}/replay`)).body.id);
+  await attempt(a, again, 3);
   a.close();
   await a.closed;
-  await inState(w, id, 'dead-letter');
-  t.match((await show(w, id)).lastError, /not delivered within 2 s\b/, 'exact: not "within 0 h"');
+  await inState(w, again, 'dead-letter');
+  t.match((await show(w, again)).lastError, /not delivered within 2 s\b/, 'exact: not "within 0 h"');
 });
 
 t.test('a queued message expires from the alarm with no agent connected; the returning agent bounces it', async (t) => {

@@ -436,19 +436,20 @@ t.test('dead-letter list, show, replay, purge', async (t) => {
 
   const replay = await run(['dead-letter', 'replay', X1], proc)();
   t.equal(replay.code, 0, replay.err);
-  t.equal(replay.out, `${X1}: dead-letter -> queued (fresh retry clock)\n`);
+  const X1as = /-> queued as ([0-9a-f]{32}) /.exec(replay.out)?.[1] ?? '';
+  t.equal(replay.out, `${X1}: dead-letter -> queued as ${X1as} (fresh retry clock)\n`, 'under a new id');
   const [replayAgain, purgeQueued, purge] = await all([
-    run(['dead-letter', 'replay', X1]), run(['dead-letter', 'purge', X1]), run(['dead-letter', 'purge', X2, '--json'], proc),
+    run(['dead-letter', 'replay', X1as]), run(['dead-letter', 'purge', X1as]), run(['dead-letter', 'purge', X2, '--json'], proc),
   ]);
   t.equal(replayAgain.code, 1);
-  t.match(replayAgain.err, new RegExp(`cannot replay ${X1}: it is queued, not dead-letter`));
+  t.match(replayAgain.err, new RegExp(`cannot replay ${X1as}: it is queued, not dead-letter`));
   t.equal(purgeQueued.code, 1);
   t.match(purgeQueued.err, /cannot purge .*: it is queued, not dead-letter/);
   t.equal(purge.code, 0, purge.err);
   t.same(parse(purge), { id: X2, purged: true });
 
   const [gone, status, deadAfter, replayed] = await all([
-    run(['show', X2]), run(['status', '--json']), run(['dead-letter', 'list', '--json']), run(['show', X1]),
+    run(['show', X2]), run(['status', '--json']), run(['dead-letter', 'list', '--json']), run(['show', X1as]),
   ]);
   t.equal(gone.code, 1);
   t.match(gone.err, /no message/);
