@@ -150,3 +150,19 @@ t.test('an identical resend after a dead-letter or a bounce is a new message', a
   await attempt(b, String(resent.body.id), 1);
   t.pass('the resend is leased: it will be delivered');
 });
+
+t.test('a message in chunks (no R2 bucket) replayed under its new id comes whole', async (t) => {
+  const w = await startTestWorker({ verdictWaitMs: 0, bodies: false, vars: { ADMIN_TOKEN: ADMIN } });
+  t.teardown(() => w.stop());
+  const a = await agent(w, false);
+  t.teardown(() => a.close());
+  const raw = Buffer.concat([Buffer.from('Subject: chunks\r\n\r\n'), Buffer.alloc(3 << 20, 0xe9)]);
+  const id = String((await w.post('s@sender.test', 'dave@example.test', raw)).body.id);
+  const first = await a.received(id);
+  a.send({ type: 'ack', id, results: [result('dave@example.test', 550, '5.1.1', 'permfail')] });
+  await inState(w, id, 'dead-letter');
+  const as = String((await admin(w, 'POST', `/admin/messages/${id}/replay`)).body.id);
+  t.ok((await a.received(as, 20_000)).equals(first), 'every chunk, under the new id');
+  a.send({ type: 'ack', id: as, results: [result('dave@example.test', 250, '2.0.0', 'delivered')] });
+  await eventually('delivered', async () => (await admin(w, 'GET', `/admin/messages/${as}`)).status === 404);
+});
