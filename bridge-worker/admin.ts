@@ -4,12 +4,12 @@
 // GET /admin/queue alone also takes STATUS_TOKEN (read-only: numbers, never a message or an
 // address), which the agent uses for its metrics; every other route takes ADMIN_TOKEN only.
 //
-//   GET    /admin/queue                     counts by state, oldest by state, bounces sent, agents online
+//   GET    /admin/queue                     counts, oldest and bytes stored by state, oldest owed, storage use, bounces sent, agents
 //   GET    /admin/messages?state=&limit=    oldest first (state: one of STATES)
 //   GET    /admin/messages/<id>             one message, with its parsed header fields
 //   GET    /admin/messages/<id>/raw         its stored bytes, untouched (application/octet-stream)
 //   POST   /admin/messages/<id>/retry       deferred -> queued now
-//   POST   /admin/messages/<id>/replay      dead-letter -> queued, with a fresh retry clock
+//   POST   /admin/messages/<id>/replay      dead-letter -> queued under a new id, its undelivered recipients owed again, fresh retry clock
 //   POST   /admin/messages/<id>/hold        queued/deferred -> hold (postsuper -h)
 //   POST   /admin/messages/<id>/release     hold -> queued (postsuper -H)
 //   POST   /admin/messages/<id>/delete      deletes a message not in flight (postsuper -d)
@@ -22,6 +22,7 @@ import { parseHeaders } from './headers.ts';
 import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
 import { isMessageId } from '../protocol/wire.ts';
 import { withBlock } from './bodies.ts';
+import { addStored, storageUse } from './storage.ts';
 
 
 function json(status: number, body: unknown): Response {
@@ -77,7 +78,10 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
       return o === null || o === undefined ? m : m === null || o < m ? o : m;
     }, null)]));
     const bouncesSent = each.reduce((n, e) => n + e.bouncesSent, 0);
-    return json(200, { states, agents, oldest, oldestByState, bouncesSent, shards: shards.length });
+    const stored = each.map((e) => e.stored).reduce(addStored);
+    const r2Bytes = Object.values(stored).reduce((n, s) => n + s.r2Bytes, 0);
+    const storage = storageUse(each.reduce((n, e) => n + e.objectBytes, 0), r2Bytes);
+    return json(200, { states, agents, oldest, oldestByState, bouncesSent, stored, storage, shards: shards.length });
   }
   if (method === 'GET' && parts.length === 1 && (parts[0] === 'messages' || parts[0] === 'dead-letter')) {
     const state = parts[0] === 'dead-letter' ? 'dead-letter' : url.searchParams.get('state');
@@ -131,7 +135,9 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
     return queue && (await queue.adminRetry(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a deferred message' });
   }
   if (method === 'POST' && action === 'replay') {
-    return queue && (await queue.adminReplay(id)) ? json(200, { id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
+    const replayed = queue ? await queue.adminReplay(id) : false;
+    if (replayed === 'nothing-owed') return json(409, { error: 'nothing owed: every recipient of this message was delivered (purge it instead)' });
+    return replayed !== false ? json(200, { id: replayed.id, replayedFrom: id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
   }
   if (method === 'POST' && action === 'hold') {
     return queue && (await queue.adminHold(id)) ? json(200, { id, state: 'hold' }) : json(409, { error: 'only a queued or deferred message can be held' });

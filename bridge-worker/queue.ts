@@ -2,6 +2,7 @@
 // deferred message is tried again, when it gives up. No storage, no clock of
 // its own, so tap covers it directly.
 import type { RecipientResult } from '../protocol/wire.ts';
+import { mergeResults } from './owed.ts';
 
 export interface RetryPolicy {
   /** Delay before the first retry, ms (Postfix minimal_backoff_time is 5 min). */
@@ -73,11 +74,11 @@ export function settle(
 ): Settlement {
   const final = attempt.filter((r) => r.outcome !== 'tempfail');
   const pending = attempt.filter((r) => r.outcome === 'tempfail').map((r) => r.recipient);
-  const results = [...earlier, ...final];
+  const results = mergeResults(earlier, final);
   if (pending.length === 0) return { kind: 'done', results };
   const lastTempfail = attempt.filter((r) => r.outcome === 'tempfail');
   if (now - since >= policy.maxAgeMs) {
-    return { kind: 'expired', results: [...results, ...lastTempfail], pending };
+    return { kind: 'expired', results: mergeResults(results, lastTempfail), pending };
   }
   const nextAttemptAt = Math.min(now + retryDelay(attempts, policy), since + policy.maxAgeMs);
   return { kind: 'deferred', results, pending, nextAttemptAt };

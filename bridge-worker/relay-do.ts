@@ -19,6 +19,8 @@ import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
 import { bounceHeaders, headerSection } from './headers.ts';
 import { OWNER, bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
+import { exactDuration, mergeResults, owedOnReplay } from './owed.ts';
+import { nearLimit, STORAGE_CHECK_MS, type Stored } from './storage.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -61,6 +63,8 @@ const AGENTS_BOUNCE = 'agents_bounce';
 
 /** meta key: bounces (DSNs) sent since the object was created, for the metrics (GET /admin/queue). */
 const BOUNCES_SENT = 'bounces_sent';
+/** meta key: when this object next sums its storage (storage.ts). */
+const STORAGE_CHECK_AT = 'storage_check_at';
 
 /** meta keys of the orphan sweep: this shard's R2 prefix, when the next page is due, where the listing stands. */
 const BODIES_PREFIX = 'bodies_prefix';
@@ -436,18 +440,28 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- admin (the Worker's /admin routes call these after checking ADMIN_TOKEN) ----
 
+  /** `oldest`: of the messages still owed (store.oldestOwed); `objectBytes`: this object's SQLite database. */
   async adminSummary(): Promise<{
     states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null;
-    oldestByState: Record<State, number | null>; bouncesSent: number;
+    oldestByState: Record<State, number | null>; bouncesSent: number; stored: Record<State, Stored>; objectBytes: number;
   }> {
     const agents = this.ctx.getWebSockets().flatMap((ws) => {
       const a = this.#attachment(ws);
-      return a && a.agent !== null ? [{ agent: a.agent, session: a.session }] : [];
+      return a && a.agent !== null && !a.closed ? [{ agent: a.agent, session: a.session }] : [];
     });
     return {
-      states: this.#store.counts(), agents, oldest: this.#store.list(null, 1)[0]?.receivedAt ?? null,
+      states: this.#store.counts(), agents, oldest: this.#store.oldestOwed(),
       oldestByState: this.#store.oldestByState(), bouncesSent: Number(this.#store.meta(BOUNCES_SENT) ?? 0),
+      stored: this.#store.stored(), objectBytes: this.ctx.storage.sql.databaseSize,
     };
+  }
+
+  /** At most every STORAGE_CHECK_MS: a warning once this object's use nears its share of the Free plan's storage. */
+  #checkStorage(now: number, shards: number): void {
+    if (now < Number(this.#store.meta(STORAGE_CHECK_AT) ?? 0)) return;
+    this.#store.setMeta(STORAGE_CHECK_AT, String(now + STORAGE_CHECK_MS));
+    const r2 = Object.values(this.#store.stored()).reduce((n, s) => n + s.r2Bytes, 0);
+    for (const w of nearLimit(this.ctx.storage.sql.databaseSize, r2, shards)) log('storage.near-limit', { ...w, shards });
   }
 
   async adminList(state: State | null, limit: number): Promise<MessageRow[]> {
@@ -491,12 +505,18 @@ export class RelayQueue extends DurableObject<Env> {
     return true;
   }
 
-  async adminReplay(id: string): Promise<boolean> {
-    if (!this.#store.replay(id, Date.now())) return false;
-    log('admin.replay', { id });
+  /** dead-letter -> queued under a new id (store.replay), owing the recipients not yet delivered; 'nothing-owed' when every one was. */
+  async adminReplay(id: string): Promise<{ id: string } | 'nothing-owed' | false> {
+    const msg = this.#store.get(id);
+    if (!msg || msg.state !== 'dead-letter') return false;
+    const owed = owedOnReplay(msg.recipients, msg.results);
+    if (owed.recipients.length === 0) return 'nothing-owed';
+    const as = randomId();
+    if (!this.#store.replay(id, as, Date.now(), owed.recipients, owed.results)) return false;
+    log('admin.replay', { id, as, recipients: owed.recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
-    return true;
+    return { id: as };
   }
 
   /** Puts a queued or deferred message on hold (postsuper -h). */
@@ -561,9 +581,11 @@ export class RelayQueue extends DurableObject<Env> {
     this.#pumpPending = false;
     this.#closeSilentAgents(now);
     const woken = this.#store.wakeDeferred(now);
+    for (const m of this.#store.owedSince(now - this.#expireAfterMs())) this.#expire(m);
     const cfg = readConfig(this.env);
     this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
     if (woken > 0) log('deferred.due', { woken });
+    this.#checkStorage(now, cfg.shards);
     this.#pumpAll();
     await this.#deleteBodies();
     await this.#sweepOrphans(now);
@@ -589,7 +611,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   async #scheduleAlarm(): Promise<void> {
     const now = Date.now();
-    const deadline = this.#store.nextDeadline(now);
+    const deadline = this.#store.nextDeadline(now, this.#expireAfterMs());
     let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
     // Chunks a pump left for want of budget: at once, in an invocation of their own.
     if (this.#pumpPending) at = now;
@@ -704,6 +726,26 @@ export class RelayQueue extends DurableObject<Env> {
     this.#verdicts.settled(msg.id, { kind: 'dead-letter' }, now);
   }
 
+  /**
+   * How long after its retry clock starts a message that waits (queued, deferred) expires from
+   * the alarm: MAX_AGE_MS while no agent could try it, else one minimal backoff more, the grace
+   * #pump gives the last attempt that settle() schedules at the limit.
+   */
+  #expireAfterMs(): number {
+    const retry = this.#retry();
+    const online = this.ctx.getWebSockets().some((ws) => {
+      const a = this.#attachment(ws);
+      return a !== null && a.agent !== null && a.closed !== true;
+    });
+    return retry.maxAgeMs + (online ? retry.firstRetryMs : 0);
+  }
+
+  /** Undelivered within MAX_AGE_MS of its retry clock: given up, its pending recipients failed with this text. */
+  #expire(msg: MessageRow): void {
+    const text = `delivery given up: not delivered within ${exactDuration(this.#retry().maxAgeMs)}`;
+    this.#fail(msg, 'expired', msg.recipients, mergeResults(msg.results, this.#unanswered(msg, text)), text);
+  }
+
   /** `results` for recipients that never got a final answer: they failed with this text. */
   #unanswered(msg: MessageRow, text: string): RecipientResult[] {
     const final = new Set(msg.results.map((r) => r.recipient));
@@ -810,7 +852,7 @@ export class RelayQueue extends DurableObject<Env> {
     const since = msg.settledAt ?? now;
     const retry = this.#retry();
     if (now - since >= retry.maxAgeMs) {
-      this.#store.bounceFailed(msg.id, `bounce not sent within ${Math.round(retry.maxAgeMs / 3_600_000)} h: ${why}`);
+      this.#store.bounceFailed(msg.id, `bounce not sent within ${exactDuration(retry.maxAgeMs)}: ${why}`);
       log('bounce.failed', { id: msg.id, sender: msg.sender, why });
       return;
     }
@@ -820,7 +862,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   #onRecipients(a: Attachment, frame: RecipientsFrame): void {
-    const list = this.#store.putRecipientPart(frame, Date.now());
+    const list = this.#store.putRecipientPart(a.session, frame, Date.now());
     if (list === 'incomplete') return;
     this.#recipients = list === null ? null : { delimiter: list.delimiter, entries: new Set(list.entries) };
     log('recipients.published', { session: a.session, agent: a.agent, digest: frame.digest.slice(0, 12), entries: list?.entries.length ?? 0 });
@@ -930,8 +972,12 @@ export class RelayQueue extends DurableObject<Env> {
         // minimal backoff lets the last attempt, which settle() schedules at the limit, run).
         const retry = this.#retry();
         if (now - next.retryFrom >= retry.maxAgeMs + retry.firstRetryMs) {
-          const text = `delivery given up: not delivered within ${Math.round(retry.maxAgeMs / 3_600_000)} h`;
-          this.#fail(next, 'expired', next.recipients, [...next.results, ...this.#unanswered(next, text)], text);
+          this.#expire(next);
+          continue;
+        }
+        // Never a lease that asks for nothing: with no recipient owed, the message is settled as it stands.
+        if (next.recipients.length === 0) {
+          this.#settle(next, [], 'no recipient owed');
           continue;
         }
         this.#store.lease(next.id, a.session, a.agent ?? '');
@@ -994,6 +1040,7 @@ export class RelayQueue extends DurableObject<Env> {
     a.closed = true;
     a.cursor = null;
     ws.serializeAttachment(a);
+    this.#store.dropRecipientParts(a.session);
     // Its own agent may have delivered them (the ack lost on the way): give it the first
     // chance to answer from its journal before another agent delivers them again.
     const now = Date.now();

@@ -165,6 +165,23 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE messages ADD COLUMN head BLOB;
    CREATE INDEX messages_by_body_key ON messages (body_key);
    CREATE TABLE body_deletes (key TEXT PRIMARY KEY);`,
+  // 10: a recipients list is replaced whole or not at all (issue #22). Parts on their way wait
+  // here under the connection that sent them (one list per connection: a new digest drops the
+  // older parts), are dropped with that connection, and move to recipient_parts in one commit
+  // once all are here; recipient_parts then holds only the list in force. Stray parts an older
+  // object kept there are dropped now.
+  `CREATE TABLE recipient_staging (
+     session TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     part INTEGER NOT NULL,
+     parts INTEGER NOT NULL,
+     delimiter TEXT NOT NULL,
+     entries TEXT NOT NULL,
+     received_at INTEGER NOT NULL,
+     PRIMARY KEY (session, part)
+   );
+   DELETE FROM recipient_parts WHERE digest NOT IN
+     (SELECT digest FROM recipient_parts GROUP BY digest HAVING COUNT(*) = MAX(parts) AND MIN(parts) = MAX(parts));`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -5,6 +5,7 @@
 import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
 import type { QueueMessage } from '../protocol/queue.ts';
 import { SCHEMA_VERSION, STATES, type State } from './schema.ts';
+import type { Stored } from './storage.ts';
 
 /** A stored message: what the admin API shows, and what only the object needs. */
 export interface MessageRow extends QueueMessage {
@@ -167,12 +168,16 @@ export class MessageStore {
     this.#sql.exec(`DELETE FROM messages WHERE id = ?`, id);
   }
 
-  /** The id of an earlier copy of the same message (same key) still queued or acked since `since`. */
+  /**
+   * The id of an earlier copy of the same message (same key) still owed (queued, in-flight,
+   * deferred, hold) or acked since `since`. A copy that bounced or went to dead-letter is not
+   * one: its sender's resend is a new message.
+   */
   findDuplicate(dedupeKey: string, since: number): string | null {
     // One statement for both places (each statement a fresh object prepares costs it CPU).
     const r = this.#sql.exec(
       `SELECT COALESCE(
-         (SELECT id FROM messages WHERE dedupe_key = ?1 AND state != 'incoming' LIMIT 1),
+         (SELECT id FROM messages WHERE dedupe_key = ?1 AND state IN ('queued', 'in-flight', 'deferred', 'hold') LIMIT 1),
          (SELECT message_id FROM delivered WHERE dedupe_key = ?1 AND acked_at >= ?2 LIMIT 1)) AS id`,
       dedupeKey, since,
     ).one();
@@ -199,13 +204,23 @@ export class MessageStore {
     ).rowsWritten > 0;
   }
 
-  /** dead-letter -> queued, with a fresh retry clock (another MAX_AGE_MS before it fails again). */
-  replay(id: string, now: number): boolean {
-    return this.#sql.exec(
-      `UPDATE messages SET state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0,
-         failure = NULL, bounce_status = NULL, settled_at = NULL WHERE id = ? AND state = 'dead-letter'`,
-      now, id,
+  /**
+   * dead-letter -> queued under a new id `as`, with a fresh retry clock (another MAX_AGE_MS
+   * before it fails again) and `recipients` the ones still owed, `results` the delivered ones'
+   * (owedOnReplay). A new id because the agent's journal answers a known id from its past
+   * answers (a refusal included): the replay must reach the target afresh. Its bytes stay where
+   * they are (body_key, or its chunks renamed with it); its delay warning, if any, is forgotten.
+   */
+  replay(id: string, as: string, now: number, recipients: string[], results: RecipientResult[]): boolean {
+    const done = this.#sql.exec(
+      `UPDATE messages SET id = ?, state = 'queued', next_attempt_at = NULL, retry_from = ?, lease_ends = 0, recipients = ?, results = ?,
+         failure = NULL, bounce_status = NULL, settled_at = NULL, agent = NULL, affinity_until = NULL WHERE id = ? AND state = 'dead-letter'`,
+      as, now, JSON.stringify(recipients), JSON.stringify(results), id,
     ).rowsWritten > 0;
+    if (!done) return false;
+    this.#sql.exec(`UPDATE chunks SET message_id = ? WHERE message_id = ?`, as, id);
+    this.#sql.exec(`DELETE FROM warnings WHERE message_id = ?`, id);
+    return true;
   }
 
   /** queued or deferred -> hold (postsuper -h): nothing leases, retries or expires it until released. */
@@ -460,11 +475,16 @@ export class MessageStore {
     ).toArray().length;
   }
 
-  /** Earliest time something must happen without an outside event, or null. */
-  nextDeadline(now: number): number | null {
+  /**
+   * Earliest time something must happen without an outside event, or null. `expireAfterMs`: a
+   * queued or deferred message expires that long after the start of its retry clock.
+   */
+  nextDeadline(now: number, expireAfterMs: number): number | null {
     const r = this.#sql.exec(
       `SELECT MIN(t) AS t FROM (
          SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'deferred'
+         UNION ALL
+         SELECT MIN(COALESCE(retry_from, received_at)) + ? AS t FROM messages WHERE state IN ('queued', 'deferred')
          UNION ALL
          SELECT MIN(affinity_until) AS t FROM messages WHERE state = 'queued' AND affinity_until > ?
          UNION ALL
@@ -472,9 +492,16 @@ export class MessageStore {
          UNION ALL
          SELECT MIN(w.next_attempt_at) AS t FROM warnings w JOIN messages m ON m.id = w.message_id
            WHERE w.state = 'owed' AND w.lease_session IS NULL AND m.state = 'deferred' AND w.next_attempt_at > ?)`,
-      now, now, now,
+      expireAfterMs, now, now, now,
     ).one();
     return r.t === null ? null : Number(r.t);
+  }
+
+  /** Queued and deferred messages whose retry clock started at or before `since` (not leased, not held). */
+  owedSince(since: number): MessageRow[] {
+    return this.#sql.exec(
+      `SELECT ${ROW} FROM messages WHERE state IN ('queued', 'deferred') AND COALESCE(retry_from, received_at) <= ?`, since,
+    ).toArray().map(toMessage);
   }
 
   /**
@@ -489,6 +516,8 @@ export class MessageStore {
     ).toArray();
     for (const r of stale) this.remove(String(r.id));
     this.#sql.exec(`DELETE FROM warnings WHERE message_id NOT IN (SELECT id FROM messages)`);
+    // Parts whose connection went with an evicted object (no close handler ran).
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE received_at < ?`, incomingBefore);
   }
 
   // ---- delay warnings (DELAY_WARNING_MS): their own table and lease ------------------
@@ -543,20 +572,33 @@ export class MessageStore {
   // ---- the recipients list -------------------------------------------------------
 
   /**
-   * Stores one part of a published list. Once every part of its digest is here, that list
-   * replaces the one in force (an empty list removes it). Returns the list when it changed.
+   * Stores one part of a list connection `session` publishes; a part of another list (or
+   * another part count) drops the parts it sent before. Once every part is here, that list
+   * replaces the one in force in this one commit (an empty list removes it). Returns the list
+   * when it changed.
    */
-  putRecipientPart(f: RecipientsFrame, now: number): RecipientList | null | 'incomplete' {
+  putRecipientPart(session: string, f: RecipientsFrame, now: number): RecipientList | null | 'incomplete' {
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ? AND (digest != ? OR parts != ?)`, session, f.digest, f.parts);
     this.#sql.exec(
-      `INSERT OR REPLACE INTO recipient_parts (digest, part, parts, delimiter, entries, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
-      f.digest, f.part, f.parts, f.delimiter, JSON.stringify(f.entries), now,
+      `INSERT OR REPLACE INTO recipient_staging (session, digest, part, parts, delimiter, entries, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      session, f.digest, f.part, f.parts, f.delimiter, JSON.stringify(f.entries), now,
     );
-    const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_parts WHERE digest = ? AND parts = ?`, f.digest, f.parts).one().n);
+    const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_staging WHERE session = ?`, session).one().n);
     if (have < f.parts) return 'incomplete';
-    this.#sql.exec(`DELETE FROM recipient_parts WHERE digest != ?`, f.digest);
+    this.#sql.exec(`DELETE FROM recipient_parts`);
+    this.#sql.exec(
+      `INSERT INTO recipient_parts (digest, part, parts, delimiter, entries, received_at)
+       SELECT digest, part, parts, delimiter, entries, received_at FROM recipient_staging WHERE session = ?`, session,
+    );
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ?`, session);
     const list = this.recipients();
     if (list === null) this.#sql.exec(`DELETE FROM recipient_parts`);
     return list;
+  }
+
+  /** Parts of a list this connection never finished: dropped with it (prune() drops those an eviction left). */
+  dropRecipientParts(session: string): void {
+    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ?`, session);
   }
 
   /** The list in force, or null when none is (never published, or published empty). */
@@ -580,6 +622,26 @@ export class MessageStore {
     const out = Object.fromEntries(STATES.map((s) => [s, null])) as Record<State, number | null>;
     for (const r of this.#sql.exec(`SELECT state, MIN(received_at) AS oldest FROM messages WHERE state != 'incoming' GROUP BY state`)) {
       out[String(r.state) as State] = Number(r.oldest);
+    }
+    return out;
+  }
+
+  /** receivedAt of the oldest message still owed: waiting, in flight, held, or owing its bounce (null: none). */
+  oldestOwed(): number | null {
+    const r = this.#sql.exec(
+      `SELECT MIN(received_at) AS t FROM messages WHERE state IN ('queued', 'in-flight', 'deferred', 'hold', 'bouncing')`,
+    ).one();
+    return r.t === null ? null : Number(r.t);
+  }
+
+  /** Messages and their stored bytes by state (R2's share apart); storage.ts says why. */
+  stored(): Record<State, Stored> {
+    const out = Object.fromEntries(STATES.map((s) => [s, { bodies: 0, bytes: 0, r2Bytes: 0 }])) as Record<State, Stored>;
+    for (const r of this.#sql.exec(
+      `SELECT state, COUNT(*) AS n, SUM(size) AS bytes, SUM(CASE WHEN body_key IS NOT NULL THEN size - prefix ELSE 0 END) AS r2
+       FROM messages GROUP BY state`,
+    )) {
+      out[String(r.state) as State] = { bodies: Number(r.n), bytes: Number(r.bytes ?? 0), r2Bytes: Number(r.r2 ?? 0) };
     }
     return out;
   }

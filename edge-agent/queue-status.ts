@@ -14,6 +14,12 @@ export interface QueueNumbers {
   /** receivedAt (ms) of the oldest message per state; null = none. */
   oldest: Map<string, number | null>;
   bouncesSent: number;
+  /** Bytes stored per state (every byte, and those in R2); empty from a Worker older than them. */
+  storedBytes: Map<string, number>;
+  storedR2Bytes: Map<string, number>;
+  /** Storage in use and the plan's limits by store ('object', 'r2'); empty from an older Worker. */
+  storage: Map<string, number>;
+  storageLimit: Map<string, number>;
 }
 
 /** https://host/admin/queue for wss://host/agent (http for ws, local runs). */
@@ -30,13 +36,25 @@ export function parseSummary(body: unknown): QueueNumbers | null {
   const states = b.states as Record<string, unknown> | undefined;
   const oldest = (b.oldestByState ?? {}) as Record<string, unknown>;
   if (typeof states !== 'object' || states === null || typeof b.bouncesSent !== 'number') return null;
-  const out: QueueNumbers = { states: new Map(), oldest: new Map(), bouncesSent: b.bouncesSent };
+  const out: QueueNumbers = {
+    states: new Map(), oldest: new Map(), bouncesSent: b.bouncesSent,
+    storedBytes: new Map(), storedR2Bytes: new Map(), storage: new Map(), storageLimit: new Map(),
+  };
+  const stored = (typeof b.stored === 'object' && b.stored !== null ? b.stored : {}) as Record<string, { bytes?: unknown; r2Bytes?: unknown } | undefined>;
   for (const st of STATES) {
     const n = states[st];
     if (typeof n !== 'number') return null;
     out.states.set(st, n);
     const o = oldest[st];
     out.oldest.set(st, typeof o === 'number' ? o : null);
+    const kept = stored[st];
+    if (typeof kept?.bytes === 'number') out.storedBytes.set(st, kept.bytes);
+    if (typeof kept?.r2Bytes === 'number') out.storedR2Bytes.set(st, kept.r2Bytes);
+  }
+  const u = (typeof b.storage === 'object' && b.storage !== null ? b.storage : {}) as Record<string, unknown>;
+  for (const [store, used, limit] of [['object', u.objectBytes, u.objectLimitBytes], ['r2', u.r2Bytes, u.r2LimitBytes]] as const) {
+    if (typeof used === 'number') out.storage.set(store, used);
+    if (typeof limit === 'number') out.storageLimit.set(store, limit);
   }
   return out;
 }
@@ -124,6 +142,15 @@ export class QueueStatus {
         const at = this.#okAt;
         return new Map([...n.oldest].filter(([st]) => st !== 'incoming').map(([st, o]) => [st, o === null ? 0 : Math.max(0, at - o) / 1000]));
       }));
+    // Storage never grows silently: dead-letter, hold and bounced mail keep their bytes until an operator acts.
+    r.add(new Sampled('mailbridge_queue_stored_bytes', 'Message bytes the queue keeps by state (in the object and in R2)', 'gauge', 'state',
+      () => this.#numbers?.storedBytes ?? null));
+    r.add(new Sampled('mailbridge_queue_stored_r2_bytes', 'Of those, bytes of bodies in R2, by state', 'gauge', 'state',
+      () => this.#numbers?.storedR2Bytes ?? null));
+    r.add(new Sampled('mailbridge_queue_storage_bytes', 'Storage in use: the queue objects\' SQLite (object) and R2 bodies (r2)', 'gauge', 'store',
+      () => this.#numbers?.storage ?? null));
+    r.add(new Sampled('mailbridge_queue_storage_limit_bytes', 'The plan\'s limit for each store (Free plan: object 5 GB, r2 10 GB)', 'gauge', 'store',
+      () => this.#numbers?.storageLimit ?? null));
     r.add(new Sampled('mailbridge_bounces_sent_total', 'Bounces (DSNs) the queue object has had sent', 'counter', null,
       () => this.#numbers?.bouncesSent ?? null));
     r.add(this.errors);

@@ -68,6 +68,8 @@ const TABLE: Record<string, Level> = {
   'body.missing': 'error',
   'bodies.delete-failed': 'warning',
   'bodies.sweep-failed': 'warning',
+  // The object's storage or R2 nears the Free plan's limit (80 % of this object's share).
+  'storage.near-limit': 'warning',
   'ingest.queued': 'debug',
   'message.leased': 'debug',
 };

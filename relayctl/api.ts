@@ -34,7 +34,15 @@ export class CliError extends Error {
 }
 
 export interface Agent { agent: string; session: string }
-export interface Summary { states: Record<State, number>; agents: Agent[]; oldest: number | null }
+/** Messages and their stored bytes in one state (`r2Bytes`: of those, in R2). */
+export interface Stored { bodies: number; bytes: number; r2Bytes: number }
+/** The deployment's storage in use and the plan's limits (absent from a Worker older than it). */
+export interface StorageUse { objectBytes: number; objectLimitBytes: number; r2Bytes: number; r2LimitBytes: number; warnPercent: number }
+/** `oldest`: receivedAt of the oldest message still owed (not bounced or dead-lettered). */
+export interface Summary {
+  states: Record<State, number>; agents: Agent[]; oldest: number | null;
+  stored: Record<State, Stored> | null; storage: StorageUse | null;
+}
 
 /** A message as the admin API shows it: protocol/queue.ts defines it for both ends. */
 export type Message = QueueMessage;
@@ -138,7 +146,18 @@ function summary(v: unknown): Summary {
     const x = obj(a, `body.agents[${i}]`);
     return { agent: str(x.agent, `body.agents[${i}].agent`), session: str(x.session, `body.agents[${i}].session`) };
   });
-  return { states, agents, oldest: intOrNull(o.oldest, 'body.oldest') };
+  // A Worker older than these answers without them: shown as unknown, not as an error.
+  const stored = o.stored === undefined ? null : Object.fromEntries(STATES.map((k) => {
+    const x = obj(obj(o.stored, 'body.stored')[k], `body.stored.${k}`);
+    return [k, { bodies: int(x.bodies, `body.stored.${k}.bodies`), bytes: int(x.bytes, `body.stored.${k}.bytes`), r2Bytes: int(x.r2Bytes, `body.stored.${k}.r2Bytes`) }];
+  })) as Record<State, Stored>;
+  const u = o.storage === undefined ? null : obj(o.storage, 'body.storage');
+  const storage = u === null ? null : {
+    objectBytes: int(u.objectBytes, 'body.storage.objectBytes'), objectLimitBytes: int(u.objectLimitBytes, 'body.storage.objectLimitBytes'),
+    r2Bytes: int(u.r2Bytes, 'body.storage.r2Bytes'), r2LimitBytes: int(u.r2LimitBytes, 'body.storage.r2LimitBytes'),
+    warnPercent: int(u.warnPercent, 'body.storage.warnPercent'),
+  };
+  return { states, agents, oldest: intOrNull(o.oldest, 'body.oldest'), stored, storage };
 }
 
 function messageList(v: unknown): Message[] {
@@ -230,8 +249,16 @@ export class AdminClient {
   }
 
   /** dead-letter -> queued, fresh retry clock. */
-  async replay(id: string): Promise<void> {
-    await this.#call('POST', `admin/messages/${id}/replay`, actionAnswer(id, 'state', 'queued'), id);
+  /** dead-letter -> queued; returns the id it is queued under (new since issue #22; an older Worker keeps `id`). */
+  async replay(id: string): Promise<string> {
+    return this.#call('POST', `admin/messages/${id}/replay`, (v) => {
+      const o = obj(v, 'body');
+      const from = o.replayedFrom ?? o.id;
+      if (from !== id || o.state !== 'queued' || typeof o.id !== 'string' || !isMessageId(o.id)) {
+        throw new ShapeError(`body: expected {"id":"<new id>","replayedFrom":"${id}","state":"queued"}`);
+      }
+      return o.id;
+    }, id);
   }
 
   /** queued/deferred -> hold (postsuper -h). */

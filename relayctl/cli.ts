@@ -16,7 +16,7 @@ import { decodeHeaders } from './headers.ts';
 const USAGE = `usage: relayctl [options] <command>
 
 commands:
-  status                      agents connected, queue depth by state, oldest message age
+  status                      agents connected, messages and bytes by state, oldest owed message, storage use
   queue [--state S] [--limit N]
                               the queue, oldest first, like mailq (default: every state
                               but incoming, 100; at most 500)
@@ -157,7 +157,10 @@ async function run(argv: string[], io: Io): Promise<void> {
       const s = await api.summary();
       if (o.json) {
         const total = STATES.reduce((n, k) => n + s.states[k], 0);
-        return json({ url: api.baseUrl, agents: s.agents, states: s.states, total, oldest: s.oldest, oldestAgeMs: s.oldest === null ? null : Math.max(0, now() - s.oldest) });
+        return json({
+          url: api.baseUrl, agents: s.agents, states: s.states, total, oldest: s.oldest, oldestAgeMs: s.oldest === null ? null : Math.max(0, now() - s.oldest),
+          stored: s.stored, storage: s.storage,
+        });
       }
       return write(formatStatus(s, api.baseUrl, now()));
     }
@@ -235,9 +238,14 @@ async function run(argv: string[], io: Io): Promise<void> {
       if (sub === 'replay') {
         const id = messageIdArg(arg, 'dead-letter replay');
         noMore(extra, 'dead-letter replay');
-        await api.replay(id).catch((err: unknown) =>
-          explainConflict(api, err, id, 'replay', ['dead-letter'], { deferred: 'use relayctl retry' }));
-        return o.json ? json({ id, state: 'queued' }) : write(`${id}: dead-letter -> queued (fresh retry clock)\n`);
+        const as = await api.replay(id).catch((err: unknown) => {
+          // Still dead-letter, but every recipient was delivered: the Worker's own words say so.
+          if (err instanceof CliError && err.kind === 'conflict' && err.message.includes('nothing owed')) throw new CliError('conflict', `cannot replay ${err.message}`);
+          return explainConflict(api, err, id, 'replay', ['dead-letter'], { deferred: 'use relayctl retry' });
+        });
+        // A new id: the agent's journal must not answer the replay from the old one's refusals.
+        return o.json ? json({ id: as, replayedFrom: id, state: 'queued' })
+          : write(`${id}: dead-letter -> queued${as === id ? '' : ` as ${as}`} (fresh retry clock)\n`);
       }
       if (sub === 'purge') {
         const id = messageIdArg(arg, 'dead-letter purge');

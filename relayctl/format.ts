@@ -55,13 +55,24 @@ export function formatStatus(s: Summary, url: string, now: number): string {
   const agents = s.agents.length === 0
     ? '0 connected'
     : `${s.agents.length} connected: ${s.agents.map((a) => clean(a.agent)).join(', ')}`;
-  const order: State[] = ['queued', 'in-flight', 'deferred', 'dead-letter', 'incoming'];
+  // Every state, in the order mail moves through them; each with the bytes it keeps stored.
+  const order: State[] = ['queued', 'in-flight', 'deferred', 'hold', 'bouncing', 'bounced', 'dead-letter', 'incoming'];
+  const kept = (k: State): string => {
+    const st = s.stored?.[k];
+    return st === undefined || st.bodies === 0 ? '' : `  (${bytes(st.bytes)}${st.r2Bytes > 0 ? `, ${bytes(st.r2Bytes)} in R2` : ''})`;
+  };
+  const u = s.storage;
+  const share = (used: number, limit: number): string => `${bytes(used)} of ${bytes(limit)} (${Math.floor((used / limit) * 100)} %)`;
   return pairs([
     ['worker', url],
     ['agents', agents],
-    ...order.map((k): [string, string] => [k, String(s.states[k])]),
+    ...order.map((k): [string, string] => [k, String(s.states[k]) + kept(k)]),
     ['total', String(total)],
-    ['oldest', s.oldest === null ? '-' : `${duration(now - s.oldest)} old (received ${iso(s.oldest)})`],
+    ['oldest', s.oldest === null ? '- (nothing owed)' : `${duration(now - s.oldest)} old (received ${iso(s.oldest)}; oldest still owed)`],
+    ...(u === null ? [] : [
+      ['storage', `object ${share(u.objectBytes, u.objectLimitBytes)}, R2 ${share(u.r2Bytes, u.r2LimitBytes)}` +
+        (u.objectBytes * 100 >= u.objectLimitBytes * u.warnPercent || u.r2Bytes * 100 >= u.r2LimitBytes * u.warnPercent ? '  NEAR THE LIMIT' : '')],
+    ] as [string, string][]),
   ]);
 }
 

@@ -124,10 +124,12 @@ t.test('retry now, dead-letter, replay with a fresh clock, purge', async (t) => 
   t.equal((await admin('DELETE', `/admin/messages/${A}`)).status, 409, 'only dead-letter can be purged');
 
   // Replay B: queued again; a tempfail now defers it (fresh clock) instead of dead-lettering it.
-  t.equal((await admin('POST', `/admin/messages/${B}/replay`)).status, 200);
-  answer(a, await attempt(a, B, 2), 'tempfail');
-  await eventually('B settled', async () => !(await inState(B, 'in-flight')));
-  t.equal((await admin('GET', `/admin/messages/${B}`)).body.state, 'deferred', 'fresh retry clock after replay');
+  const replayed = await admin('POST', `/admin/messages/${B}/replay`);
+  t.match(replayed, { status: 200, body: { replayedFrom: B, state: 'queued' } });
+  const B2 = String(replayed.body.id);  // a new id (the agent's journal knows the old one)
+  answer(a, await attempt(a, B2, 2), 'tempfail');
+  await eventually('B settled', async () => !(await inState(B2, 'in-flight')));
+  t.equal((await admin('GET', `/admin/messages/${B2}`)).body.state, 'deferred', 'fresh retry clock after replay');
 
   t.ok((await w.bodyKeys()).includes(`queue/${C}`), 'a dead-lettered message keeps its body in R2');
   t.equal((await admin('DELETE', `/admin/messages/${C}`)).status, 200);

@@ -52,6 +52,14 @@ t.test('/metrics shows the queue by state, its oldest message, bounces sent, and
   t.ok((metric(m, 'process_cpu_user_seconds_total') ?? 0) > 0, 'CPU time');
   t.type(metric(m, 'nodejs_eventloop_lag_p99_seconds'), 'number', 'event-loop delay');
   t.match(m, /# TYPE mailbridge_bounces_sent_total counter/);
+  // What is stored, by state and by store: nothing grows silently.
+  t.ok((metric(m, 'mailbridge_queue_stored_bytes{state="queued"}') ?? 0) > 2 * 'Subject: 1\r\n\r\nhi\r\n'.length, 'the queued messages\' bytes');
+  t.equal(metric(m, 'mailbridge_queue_stored_bytes{state="dead-letter"}'), 0, 'dead-letter shown, empty');
+  t.equal(metric(m, 'mailbridge_queue_stored_bytes{state="hold"}'), 0, 'hold shown, empty');
+  t.equal(metric(m, 'mailbridge_queue_stored_r2_bytes{state="queued"}'), 2 * 'Subject: 1\r\n\r\nhi\r\n'.length, 'their bodies in R2');
+  t.ok((metric(m, 'mailbridge_queue_storage_bytes{store="object"}') ?? 0) > 0, 'the object\'s SQLite');
+  t.equal(metric(m, 'mailbridge_queue_storage_bytes{store="r2"}'), 2 * 'Subject: 1\r\n\r\nhi\r\n'.length);
+  t.equal(metric(m, 'mailbridge_queue_storage_limit_bytes{store="r2"}'), 10e9);
 
   // Read at most every 15 s: a third message does not show in the next scrape.
   await worker.post('s@example.net', 'alice@example.test', Buffer.from('Subject: 3\r\n\r\nhi\r\n'));

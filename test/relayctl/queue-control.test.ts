@@ -61,3 +61,33 @@ t.test('hold, release, delete, flush', async (t) => {
   t.pass('released: offered at once');
   t.match(await relayctl(w, 'show', gone), { code: 1, err: /no message \w+ in the queue/ }, 'the deleted message is gone');
 });
+
+t.test('status shows every state with its bytes; "oldest" is the oldest message still owed', async (t) => {
+  const w = await startTestWorker({ verdictWaitMs: 0, vars: { ADMIN_TOKEN: ADMIN } });
+  t.teardown(() => w.stop());
+  const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+  t.teardown(() => a.close());
+  await a.opened;
+  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'status', window: 8, credit: 8 << 20, fetch: true });
+  // The oldest message goes to dead-letter (refused, no bounce relay): it is no longer owed.
+  const dead = String((await w.post('s@example.net', 'dave@example.test', Buffer.from('Subject: dead\r\n\r\nx\r\n'))).body.id);
+  const m = await a.until((s) => s.map((x) => (x.kind === 'frame' && x.frame.type === 'message' ? x.frame : null)).find((f) => f?.id === dead) ?? false);
+  a.send({ type: 'ack', id: dead, results: [{ recipient: m.recipients[0] ?? '', code: 550, enhanced: '5.1.1', text: 'no such user', outcome: 'permfail' }] });
+  for (let i = 0; i < 100 && !(await relayctl(w, '--json', 'status')).out.includes('"dead-letter": 1'); i++) await new Promise((r) => setTimeout(r, 50));
+  a.close();
+  await a.closed;
+  await new Promise((r) => setTimeout(r, 20));
+  const held = String((await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: held\r\n\r\nx\r\n'))).body.id);
+  t.match(await relayctl(w, 'hold', held), { code: 0 });
+  const heldAt = Number(JSON.parse((await relayctl(w, '--json', 'show', held)).out).receivedAt);
+
+  const text = await relayctl(w, 'status');
+  t.equal(text.code, 0, text.err);
+  for (const [st, n] of [['queued', 0], ['in-flight', 0], ['deferred', 0], ['hold', 1], ['bouncing', 0], ['bounced', 0], ['dead-letter', 1], ['incoming', 0]] as const) {
+    t.match(text.out, new RegExp(`^${st}\\s+${n}${n > 0 ? '  \\([\\d.]+ K?i?B, \\d+ B in R2\\)' : ''}$`, 'm'), `${st}: ${n}`);
+  }
+  const s = JSON.parse((await relayctl(w, '--json', 'status')).out) as { oldest: number; stored: Record<string, { bodies: number; bytes: number }> };
+  t.equal(s.oldest, heldAt, 'the held message, not the older dead-lettered one');
+  t.match(s.stored, { hold: { bodies: 1 }, 'dead-letter': { bodies: 1 } });
+  t.ok((s.stored['dead-letter']?.bytes ?? 0) > 0, 'dead-letter\'s bytes are counted');
+});
