@@ -186,7 +186,7 @@ t.test('the operator\'s delete and hold are ends of their own; a delete the oper
 t.test('a copy that is not what was sent is a byte mismatch', async (t) => {
   const x = sent(19);
   const c = copy(x);
-  c.bytes[c.bytes.length - 3] ^= 0x01;
+  c.bytes.writeUInt8(c.bytes.readUInt8(c.bytes.length - 3) ^ 0x01, c.bytes.length - 3);
   const b = await books({ sent: [x], stored: [c], agentLog: attempt(x, 1, T0) });
   t.equal(b.byteMismatches, 1);
 });
