@@ -32,7 +32,11 @@ export interface Evidence {
   lookup: QueueLookup;
   /** Queue ids the operator deleted (the admin API answered 200). */
   deletedByOperator?: ReadonlySet<string>;
+  /** Told where each accepted recipient ended (by queue id), for the summary's own counts. */
+  onOutcome?: (qid: string, outcome: Outcome) => void;
 }
+
+export type Outcome = 'delivered' | 'bounced' | 'dead-lettered' | 'deleted by the operator' | 'held' | 'lost';
 
 export interface Books {
   /** Recipients of accepted messages by outcome. */
@@ -197,6 +201,7 @@ export async function account(ev: Evidence): Promise<Books> {
       const windows = lmtpWindows(log, ev.lives, qid, r);
       if (n >= 1) {
         b.delivered++;
+        ev.onOutcome?.(qid, 'delivered');
         // Each window stored one copy at most that the agent could not know of.
         const explained = Math.min(n - 1, windows);
         b.explainedDuplicates += explained;
@@ -209,6 +214,7 @@ export async function account(ev: Evidence): Promise<Books> {
       }
       if (got.length >= 1) {
         b.bounced++;
+        ev.onOutcome?.(qid, 'bounced');
         const extra = got.length - 1;
         const explained = Math.min(extra, explainedDsns);
         b.explainedBounceDuplicates += explained;
@@ -219,11 +225,13 @@ export async function account(ev: Evidence): Promise<Books> {
       if (q?.state === 'dead-letter' && q.failure !== null) {
         b.deadLettered++;
         if (x.msg.sender === '') b.nullSenderDeadLettered++;
+        ev.onOutcome?.(qid, 'dead-lettered');
         continue;
       }
-      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; continue; }
-      if (q?.state === 'hold') { b.held++; continue; }
+      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; ev.onOutcome?.(qid, 'deleted by the operator'); continue; }
+      if (q?.state === 'hold') { b.held++; ev.onOutcome?.(qid, 'held'); continue; }
       b.lost++;
+      ev.onOutcome?.(qid, 'lost');
       problem(`lost (in no mailbox, no DSN; the queue says ${q === null ? 'no such message' : `${q.state}${q.state === 'bounced' ? ', yet the relay has no DSN' : ''}`})`, x, r);
     }
   }
