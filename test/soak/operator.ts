@@ -12,7 +12,7 @@ export type OperatorAction = 'hold' | 'release' | 'delete' | 'replay' | 'retry' 
 const ACTIONS: readonly OperatorAction[] = ['hold', 'release', 'delete', 'replay', 'retry', 'flush'];
 /** The state each action is meant for (flush takes none). */
 const MEANT_FOR: Record<Exclude<OperatorAction, 'flush'>, State[]> = {
-  hold: ['queued', 'deferred'], release: ['hold'], delete: ['queued', 'deferred', 'hold', 'bouncing', 'dead-letter'],
+  hold: ['queued', 'deferred'], release: ['hold'], delete: ['queued', 'deferred', 'hold', 'bouncing'],
   replay: ['dead-letter'], retry: ['deferred'],
 };
 

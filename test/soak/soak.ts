@@ -171,12 +171,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const faults: Record<string, number> = {};
     const rnd = prng(o.seed);
     let injecting = true;
+    const r2Fault = async (hits: () => number): Promise<void> => {
+      const from = hits();
+      await sleep(1000 + rnd() * 1000);
+      for (const until = Date.now() + 7000; hits() - from < 2 && Date.now() < until;) await sleep(50);
+    };
     const FAULTS: Record<string, () => Promise<void>> = {
-      // R2's first in a cycle: the fast soak's messages are all answered before its later faults.
       'agent kill -9': async () => { await stopAgent('SIGKILL'); await sleep(200 + rnd() * 1000); startAgentProcess(); },
-      'r2 put failing': async () => { r2.put = 'fail'; await sleep(1000 + rnd() * 1000); r2.put = 'pass'; },
-      'r2 get failing': async () => { r2.get = 'fail'; await sleep(1000 + rnd() * 1000); r2.get = 'pass'; },
-      'r2 get cut': async () => { r2.get = 'cut'; await sleep(1000 + rnd() * 1000); r2.get = 'pass'; },
+      // R2's faults come early in a cycle: the fast soak's messages are all answered before its later ones.
+      // Each R2 fault lasts 1-2 s, and on until it hit two calls (at most 8 s): one that hit nothing proves nothing.
+      'r2 put failing': async () => { r2.put = 'fail'; await r2Fault(() => r2.counts.putsFailed); r2.put = 'pass'; },
+      'r2 get failing': async () => { r2.get = 'fail'; await r2Fault(() => r2.counts.getsFailed); r2.get = 'pass'; },
+      'r2 get cut': async () => { r2.get = 'cut'; await r2Fault(() => r2.counts.getsCut); r2.get = 'pass'; },
       'dovecot restart': async () => { await dovecot.restart(); lmtpProxy.targetPort = dovecot.lmtpPort; },
       'websocket cut': async () => { wsProxy.cut(); },
       'websocket half-open': async () => { wsProxy.mode = 'blackhole'; await sleep(4500); wsProxy.mode = 'pass'; },
