@@ -183,6 +183,20 @@ t.test('the operator\'s delete and hold are ends of their own; a delete the oper
   t.equal(b.lost, 1);
 });
 
+t.test('a copy of a message the operator deleted is caught, unless a window stored it before', async (t) => {
+  const x = sent(20);
+  const deleted = new Set([qidOf(20)]);
+  const plain = await books({ sent: [x], stored: [copy(x)], agentLog: attempt(x, 1, T0), deletedByOperator: deleted });
+  t.equal(plain.deletedYetDelivered, 1);
+  const note = [{ recipient: KNOWN_USER, text: `451 4.4.2 connection lost ${MAY_BE_DELIVERED}` }];
+  const window = await books({ sent: [x], stored: [copy(x)], agentLog: attempt(x, 1, T0, note), deletedByOperator: deleted });
+  t.equal(window.deletedYetDelivered, 0, 'stored by the attempt whose reply was lost, before the delete');
+  t.equal(window.delivered, 1);
+  const cut = JSON.stringify({ ts: new Date(T0).toISOString(), event: 'deliver.disconnected', id: qidOf(20), attempt: 1, outcome: 'disconnected', results: ['delivered:250'] });
+  const unheard = await books({ sent: [x], stored: [copy(x)], agentLog: cut, deletedByOperator: deleted });
+  t.equal(unheard.deletedYetDelivered, 0, 'delivered by an attempt whose ack went down with its connection');
+});
+
 t.test('a copy that is not what was sent is a byte mismatch', async (t) => {
   const x = sent(19);
   const c = copy(x);

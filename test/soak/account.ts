@@ -48,6 +48,8 @@ export interface Books {
   deletedByOperator: number;
   /** Still on hold at the end (the operator never released it). */
   held: number;
+  /** Delivered although the operator's delete was answered 200, with no LMTP window to store it before. */
+  deletedYetDelivered: number;
   lost: number;
   /** Of deadLettered: messages from <> (never bounced). */
   nullSenderDeadLettered: number;
@@ -71,16 +73,22 @@ export interface AgentLogFacts {
   /** `<id> <recipient>` -> how many results said the message may have been delivered. */
   ambiguous: Map<string, number>;
   attempts: Map<string, Map<number, number>>;
+  /** Per id: attempts Dovecot took (a delivered result) whose ack the object never got (the connection was gone, or the message handed back). */
+  unheard: Map<string, number>;
   bounces: BounceLine[];
 }
 
 export function readAgentLog(text: string): AgentLogFacts {
   const ambiguous = new Map<string, number>();
   const attempts = new Map<string, Map<number, number>>();
+  const unheard = new Map<string, number>();
   const bounces: BounceLine[] = [];
   for (const line of text.split('\n')) {
     if (!line.startsWith('{')) continue;
-    let e: { ts?: string; event?: string; id?: string; attempt?: number; fromJournal?: boolean; notes?: { recipient: string; text: string }[] };
+    let e: {
+      ts?: string; event?: string; id?: string; attempt?: number; fromJournal?: boolean; outcome?: string; results?: string[];
+      notes?: { recipient: string; text: string }[];
+    };
     try {
       e = JSON.parse(line) as typeof e;
     } catch {
@@ -95,12 +103,15 @@ export function readAgentLog(text: string): AgentLogFacts {
       seen.set(e.attempt, Math.max(seen.get(e.attempt) ?? ts, ts));
       attempts.set(e.id, seen);
     }
+    if (e.outcome !== 'acked' && e.outcome !== 'journal' && e.results?.some((r) => r.startsWith('delivered:')) === true) {
+      unheard.set(e.id, (unheard.get(e.id) ?? 0) + 1);
+    }
     for (const n of e.notes ?? []) {
       const key = `${e.id} ${n.recipient}`;
       if (n.text.includes(MAY_BE_DELIVERED)) ambiguous.set(key, (ambiguous.get(key) ?? 0) + 1);
     }
   }
-  return { ambiguous, attempts, bounces };
+  return { ambiguous, attempts, unheard, bounces };
 }
 
 /**
@@ -129,7 +140,7 @@ export function lmtpWindows(log: AgentLogFacts, lives: AgentLife[], qid: string,
 
 export async function account(ev: Evidence): Promise<Books> {
   const b: Books = {
-    delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, lost: 0, nullSenderDeadLettered: 0, duplicates: 0, explainedDuplicates: 0,
+    delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, duplicates: 0, explainedDuplicates: 0,
     bounceDuplicates: 0, explainedBounceDuplicates: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
   };
   const problem = (what: string, x: Sent, r: string): void => {
@@ -202,6 +213,9 @@ export async function account(ev: Evidence): Promise<Books> {
       if (n >= 1) {
         b.delivered++;
         ev.onOutcome?.(qid, 'delivered');
+        // A delete is refused while an agent holds the message: a copy it still made came through a
+        // window, or by an attempt whose ack was lost with its connection (the object had it queued again).
+        if (ev.deletedByOperator?.has(qid) === true && n > windows + (log.unheard.get(qid) ?? 0)) { b.deletedYetDelivered++; problem('delivered after the operator deleted it', x, r); }
         // Each window stored one copy at most that the agent could not know of.
         const explained = Math.min(n - 1, windows);
         b.explainedDuplicates += explained;

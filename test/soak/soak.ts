@@ -318,7 +318,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       faults, refusedTemporarily, operator: operator.counts, releasedAtEnd: operator.releasedAtEnd, replayed, r2: { ...r2.counts },
       queueLeft, unsettled, wallMs: Date.now() - started, agentLog: agentLogPath,
       ok: books.lost === 0 && books.duplicates === 0 && books.bounceDuplicates === 0 && books.badBounces === 0 &&
-        books.byteMismatches === 0 && books.strays === 0 && unsettled === 0 && books.held === 0 && operator.problems.length === 0,
+        books.byteMismatches === 0 && books.strays === 0 && unsettled === 0 && books.held === 0 && books.deletedYetDelivered === 0 &&
+        operator.problems.length === 0,
     };
     return summary;
   } finally {
@@ -349,6 +350,7 @@ export function formatSummary(s: SoakSummary): string {
     ['dead-lettered (failure recorded)', `${s.deadLettered} (from <>: ${s.nullSenderDeadLettered})`],
     ['deleted by the operator', s.deletedByOperator],
     ['held at the end (never released)', s.held],
+    ['delivered after the operator deleted it', s.deletedYetDelivered],
     ['LOST', s.lost],
     ['duplicate deliveries: unexplained / in the LMTP window', `${s.duplicates} / ${s.explainedDuplicates}`],
     ['duplicate bounces: unexplained / agent killed before its journal', `${s.bounceDuplicates} / ${s.explainedBounceDuplicates}`],
