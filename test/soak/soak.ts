@@ -103,13 +103,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     cleanups.push(() => tempfail.close());
     const lmtpProxy = await startFaultProxy(dovecot.lmtpPort);
     cleanups.push(() => lmtpProxy.close());
-    // Retries within seconds, for deferred mail and for bounces the relay put off alike; nothing
-    // should reach the age limit in a soak, so a message failing as expired would be a finding.
     // R2 in its own workerd, behind a proxy that can fail its puts and gets.
     const r2Host = await startR2Host(join(dir, 'r2'));
     cleanups.push(() => r2Host.dispose());
     const r2 = await startR2FaultProxy(r2Host.address);
     cleanups.push(() => r2.close());
+    // Retries within seconds, for deferred mail and for bounces the relay put off alike; nothing
+    // should reach the age limit in a soak, so a message failing as expired would be a finding.
     const runtime = await startWorkerRuntime({
       persistDir: join(dir, 'worker'), agentTokens: [TOKEN], devIngressToken: DEV, verdictWaitMs: 3000, bodiesRemote: r2.address,
       vars: { RETRY_FIRST_MS: '1000', RETRY_MAX_MS: '2000', MAX_AGE_MS: '600000', ADMIN_TOKEN: ADMIN },
