@@ -76,6 +76,15 @@ t.test('a message the queue still owes (deferred) at the end is lost, not accoun
   t.equal(b.lost, 1);
 });
 
+t.test('a dead-letter from <> is an end; one from a sender who could be told is a finding', async (t) => {
+  const dead = (): Promise<{ state: string; failure: string }> => Promise.resolve({ state: 'dead-letter', failure: 'attempts' });
+  const fromNull = await books({ sent: [sent(21, '')], lookup: dead });
+  t.match(fromNull, { deadLettered: 1, nullSenderDeadLettered: 1, givenUp: 0, lost: 0 });
+  const fromSender = await books({ sent: [sent(22)], lookup: dead });
+  t.match(fromSender, { deadLettered: 1, givenUp: 1 });
+  t.match(fromSender.problems.join('\n'), /dead-lettered \(attempts\), its sender never told/);
+});
+
 t.test('a dead-letter with no failure recorded is no dead-letter', async (t) => {
   const x = sent(4);
   const b = await books({ sent: [x], lookup: () => Promise.resolve({ state: 'dead-letter', failure: null }) });

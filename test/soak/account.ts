@@ -53,6 +53,11 @@ export interface Books {
   lost: number;
   /** Of deadLettered: messages from <> (never bounced). */
   nullSenderDeadLettered: number;
+  /**
+   * Of deadLettered: messages from a sender who could have been told (the soak's bounce relay
+   * never refuses for good, and nothing should expire or be given up): each is a finding.
+   */
+  givenUp: number;
   /** Extra copies in Dovecot: unexplained, and in LMTP's window (reply lost after the dot, agent killed mid-delivery). */
   duplicates: number;
   explainedDuplicates: number;
@@ -140,7 +145,7 @@ export function lmtpWindows(log: AgentLogFacts, lives: AgentLife[], qid: string,
 
 export async function account(ev: Evidence): Promise<Books> {
   const b: Books = {
-    delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, duplicates: 0, explainedDuplicates: 0,
+    delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, givenUp: 0, duplicates: 0, explainedDuplicates: 0,
     bounceDuplicates: 0, explainedBounceDuplicates: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
   };
   const problem = (what: string, x: Sent, r: string): void => {
@@ -239,6 +244,7 @@ export async function account(ev: Evidence): Promise<Books> {
       if (q?.state === 'dead-letter' && q.failure !== null) {
         b.deadLettered++;
         if (x.msg.sender === '') b.nullSenderDeadLettered++;
+        else { b.givenUp++; problem(`dead-lettered (${q.failure}), its sender never told`, x, r); }
         ev.onOutcome?.(qid, 'dead-lettered');
         continue;
       }

@@ -318,7 +318,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       faults, refusedTemporarily, operator: operator.counts, releasedAtEnd: operator.releasedAtEnd, replayed, r2: { ...r2.counts },
       queueLeft, unsettled, wallMs: Date.now() - started, agentLog: agentLogPath,
       ok: books.lost === 0 && books.duplicates === 0 && books.bounceDuplicates === 0 && books.badBounces === 0 &&
-        books.byteMismatches === 0 && books.strays === 0 && unsettled === 0 && books.held === 0 && books.deletedYetDelivered === 0 &&
+        books.byteMismatches === 0 && books.strays === 0 && unsettled === 0 && books.held === 0 && books.deletedYetDelivered === 0 && books.givenUp === 0 &&
         operator.problems.length === 0,
     };
     return summary;
@@ -347,7 +347,7 @@ export function formatSummary(s: SoakSummary): string {
     ['delivered (in Dovecot, byte-exact)', s.delivered],
     ['refused at SMTP', s.refusedAtSmtp],
     ['bounced (one DSN from <> to the sender)', s.bounced],
-    ['dead-lettered (failure recorded)', `${s.deadLettered} (from <>: ${s.nullSenderDeadLettered})`],
+    ['dead-lettered (failure recorded)', `${s.deadLettered} (from <>: ${s.nullSenderDeadLettered}; given up with a sender to tell: ${s.givenUp})`],
     ['deleted by the operator', s.deletedByOperator],
     ['held at the end (never released)', s.held],
     ['delivered after the operator deleted it', s.deletedYetDelivered],
