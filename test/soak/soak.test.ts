@@ -26,7 +26,7 @@ t.test('nothing lost, nothing doubled, nothing mangled under faults; every recip
   t.ok(s.nullSenderDeadLettered > 0, `mail from <> to an unknown user dead-lettered (${s.nullSenderDeadLettered})`);
   t.equal(Object.keys(s.faults).length, 11, `every kind of fault was injected: ${Object.keys(s.faults).join(', ')}`);
   t.ok(s.r2.putsFailed > 0 && s.refusedTemporarily > 0, `R2 puts failed (${s.r2.putsFailed}), answered 4xx (${s.refusedTemporarily}) and sent again`);
-  t.ok(s.r2.getsFailed + s.r2.getsCut > 0, `R2 gets failed or cut (${s.r2.getsFailed}, ${s.r2.getsCut}): the agent nacked and got it again`);
+  t.ok(s.r2.getsFailed + s.r2.getsCut > 0 && s.bodyNacks > 0, `R2 gets failed or cut (${s.r2.getsFailed}, ${s.r2.getsCut}): the agent nacked (${s.bodyNacks}) and got it again`);
   t.equal(s.held, 0, 'nothing left on hold');
   t.equal(s.givenUp, 0, 'nothing dead-lettered whose sender could be told');
   t.equal(s.deletedYetDelivered, 0, 'nothing the operator deleted was delivered');

@@ -62,6 +62,8 @@ export interface SoakSummary extends Books {
   releasedAtEnd: number;
   replayed: Record<string, number>;
   r2: R2FaultProxy['counts'];
+  /** The agent's nacks of a message whose body it could not read whole. */
+  bodyNacks: number;
   queueLeft: Record<string, number>;
   /** Queue states still live at the end (incoming, queued, in-flight, deferred, bouncing): must be none. */
   unsettled: number;
@@ -305,8 +307,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       return { state: m.state, failure: m.failure };
     };
     const replayed: Record<string, number> = {};
+    const agentText = await readFile(agentLogPath, 'utf8');
+    // The agent's nacks for a body it could not read whole (R2's get failing or cut on the way).
+    const bodyNacks = agentText.split('\n').filter((l) => l.includes('"event":"deliver.corrupt"') && l.includes('reading the message body failed')).length;
     const books = await account({
-      seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: await readFile(agentLogPath, 'utf8'), lives, lookup,
+      seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: agentText, lives, lookup,
       deletedByOperator: operator.deleted,
       onOutcome: (qid: string, outcome: Outcome) => { if (operator.replayed.has(qid)) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
     });
@@ -315,7 +320,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const summary: SoakSummary = {
       ...books, seed: o.seed, sent: o.messages, accepted: accepted.length, refused: outcomes.length - accepted.length,
       recipients: outcomes.reduce((n, x) => n + x.msg.recipients.length, 0),
-      faults, refusedTemporarily, operator: operator.counts, releasedAtEnd: operator.releasedAtEnd, replayed, r2: { ...r2.counts },
+      faults, refusedTemporarily, operator: operator.counts, releasedAtEnd: operator.releasedAtEnd, replayed, r2: { ...r2.counts }, bodyNacks,
       queueLeft, unsettled, wallMs: Date.now() - started, agentLog: agentLogPath,
       ok: books.lost === 0 && books.duplicates === 0 && books.bounceDuplicates === 0 && books.badBounces === 0 &&
         books.byteMismatches === 0 && books.strays === 0 && unsettled === 0 && books.held === 0 && books.deletedYetDelivered === 0 && books.givenUp === 0 &&
@@ -356,7 +361,7 @@ export function formatSummary(s: SoakSummary): string {
     ['duplicate bounces: unexplained / agent killed before its journal', `${s.bounceDuplicates} / ${s.explainedBounceDuplicates}`],
     ['bad bounces, byte mismatches, strays', `${s.badBounces}, ${s.byteMismatches}, ${s.strays}`],
     ['faults injected', Object.entries(s.faults).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'],
-    ['R2 calls: puts (failed) / gets (failed, cut)', `${s.r2.puts} (${s.r2.putsFailed}) / ${s.r2.gets} (${s.r2.getsFailed}, ${s.r2.getsCut})`],
+    ['R2 calls: puts (failed) / gets (failed, cut); the agent\'s nacks of a body not read whole', `${s.r2.puts} (${s.r2.putsFailed}) / ${s.r2.gets} (${s.r2.getsFailed}, ${s.r2.getsCut}); ${s.bodyNacks}`],
     ['SMTP answers 4xx the senders retried (refused temporarily)', s.refusedTemporarily],
     ['operator actions: done/refused(/unreachable)', operatorLine(s.operator)],
     ['operator: released at the end / replayed messages ended', `${s.releasedAtEnd} / ${Object.entries(s.replayed).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`],
