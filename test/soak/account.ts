@@ -1,8 +1,10 @@
 // The soak's books: where each recipient of each message ended up. Per recipient of a message
 // the senders got 250 for: delivered (in Dovecot), refused at SMTP (named in the 250, or a 5xx
 // for the whole message), bounced (a DSN at the bounce relay), dead-lettered (the queue says so,
-// with the failure recorded), else LOST. Extra copies and extra DSNs are duplicates; only those
-// in a window the protocol admits (and that the evidence shows was hit) are explained.
+// with the failure recorded), deleted by the operator (DELETE's 200 for its queue id), held
+// (the queue says hold), else LOST. Extra copies and extra DSNs are duplicates; only those in a
+// window the protocol admits (and that the evidence shows was hit) are explained, and each such
+// window explains one copy at most.
 import { createHash } from 'node:crypto';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { Sunk } from '../helpers/smtp-sink.ts';
@@ -28,7 +30,13 @@ export interface Evidence {
   agentLog: string;
   lives: AgentLife[];
   lookup: QueueLookup;
+  /** Queue ids the operator deleted (the admin API answered 200). */
+  deletedByOperator?: ReadonlySet<string>;
+  /** Told where each accepted recipient ended (by queue id), for the summary's own counts. */
+  onOutcome?: (qid: string, outcome: Outcome) => void;
 }
+
+export type Outcome = 'delivered' | 'bounced' | 'dead-lettered' | 'deleted by the operator' | 'held' | 'lost';
 
 export interface Books {
   /** Recipients of accepted messages by outcome. */
@@ -36,9 +44,20 @@ export interface Books {
   refusedAtSmtp: number;
   bounced: number;
   deadLettered: number;
+  /** Deleted by the operator on purpose: a legitimate end. */
+  deletedByOperator: number;
+  /** Still on hold at the end (the operator never released it). */
+  held: number;
+  /** Delivered although the operator's delete was answered 200, with no LMTP window to store it before. */
+  deletedYetDelivered: number;
   lost: number;
   /** Of deadLettered: messages from <> (never bounced). */
   nullSenderDeadLettered: number;
+  /**
+   * Of deadLettered: messages from a sender who could have been told (the soak's bounce relay
+   * never refuses for good, and nothing should expire or be given up): each is a finding.
+   */
+  givenUp: number;
   /** Extra copies in Dovecot: unexplained, and in LMTP's window (reply lost after the dot, agent killed mid-delivery). */
   duplicates: number;
   explainedDuplicates: number;
@@ -54,31 +73,79 @@ export interface Books {
 
 interface BounceLine { id: string; ts: number; fromJournal: boolean }
 
-/** What the agent's log says: LMTP-window attempts, and the DSNs it journaled. */
-function readAgentLog(text: string): { ambiguous: Set<string>; attempts: Map<string, Set<number>>; bounces: BounceLine[] } {
-  const ambiguous = new Set<string>();
-  const attempts = new Map<string, Set<number>>();
+/** What the agent's log says: per id its logged attempts (number -> time), the "may have been delivered" results, and the DSNs it journaled. */
+export interface AgentLogFacts {
+  /** `<id> <recipient>` -> how many results said the message may have been delivered. */
+  ambiguous: Map<string, number>;
+  attempts: Map<string, Map<number, number>>;
+  /** Per id: attempts Dovecot took (a delivered result) whose ack the object never got (the connection was gone, or the message handed back). */
+  unheard: Map<string, number>;
+  bounces: BounceLine[];
+}
+
+export function readAgentLog(text: string): AgentLogFacts {
+  const ambiguous = new Map<string, number>();
+  const attempts = new Map<string, Map<number, number>>();
+  const unheard = new Map<string, number>();
   const bounces: BounceLine[] = [];
   for (const line of text.split('\n')) {
     if (!line.startsWith('{')) continue;
-    let e: { ts?: string; event?: string; id?: string; attempt?: number; fromJournal?: boolean; notes?: { recipient: string; text: string }[] };
+    let e: {
+      ts?: string; event?: string; id?: string; attempt?: number; fromJournal?: boolean; outcome?: string; results?: string[];
+      notes?: { recipient: string; text: string }[];
+    };
     try {
       e = JSON.parse(line) as typeof e;
     } catch {
       continue;  // a line cut by kill -9
     }
     if (e.id === undefined) continue;
-    if (e.event === 'bounce.sent') bounces.push({ id: e.id, ts: Date.parse(e.ts ?? ''), fromJournal: e.fromJournal === true });
+    const ts = Date.parse(e.ts ?? '');
+    if (e.event === 'bounce.sent') bounces.push({ id: e.id, ts, fromJournal: e.fromJournal === true });
     if (!e.event?.startsWith('deliver.')) continue;
-    if (e.attempt !== undefined) attempts.set(e.id, (attempts.get(e.id) ?? new Set()).add(e.attempt));
-    for (const n of e.notes ?? []) if (n.text.includes(MAY_BE_DELIVERED)) ambiguous.add(`${e.id} ${n.recipient}`);
+    if (e.attempt !== undefined) {
+      const seen = attempts.get(e.id) ?? new Map<number, number>();
+      seen.set(e.attempt, Math.max(seen.get(e.attempt) ?? ts, ts));
+      attempts.set(e.id, seen);
+    }
+    if (e.outcome !== 'acked' && e.outcome !== 'journal' && e.results?.some((r) => r.startsWith('delivered:')) === true) {
+      unheard.set(e.id, (unheard.get(e.id) ?? 0) + 1);
+    }
+    for (const n of e.notes ?? []) {
+      const key = `${e.id} ${n.recipient}`;
+      if (n.text.includes(MAY_BE_DELIVERED)) ambiguous.set(key, (ambiguous.get(key) ?? 0) + 1);
+    }
   }
-  return { ambiguous, attempts, bounces };
+  return { ambiguous, attempts, unheard, bounces };
+}
+
+/**
+ * How many copies LMTP's window can explain for queue id `qid` and recipient `r`: one per
+ * result that said "may have been delivered", and one per attempt missing from the log that
+ * an agent killed -9 can have taken to Dovecot (an agent process that ran between the logged
+ * attempts around it, and ended by SIGKILL). A missing attempt with no such kill never got to
+ * LMTP (its lease was lost on the way), and explains nothing.
+ */
+export function lmtpWindows(log: AgentLogFacts, lives: AgentLife[], qid: string, r: string): number {
+  let n = log.ambiguous.get(`${qid} ${r}`) ?? 0;
+  const seen = log.attempts.get(qid);
+  if (!seen) return n;
+  const numbers = [...seen.keys()].sort((a, b) => a - b);
+  const last = numbers[numbers.length - 1] ?? 0;
+  for (let k = 1; k < last; k++) {
+    if (seen.has(k)) continue;
+    const before = numbers.filter((a) => a < k).map((a) => seen.get(a) ?? 0);
+    const after = numbers.filter((a) => a > k).map((a) => seen.get(a) ?? Infinity);
+    const from = before.length > 0 ? Math.max(...before) : -Infinity;
+    const to = Math.min(...after);
+    if (lives.some((l) => l.killed && l.end >= from && l.end <= to)) n++;
+  }
+  return n;
 }
 
 export async function account(ev: Evidence): Promise<Books> {
   const b: Books = {
-    delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, lost: 0, nullSenderDeadLettered: 0, duplicates: 0, explainedDuplicates: 0,
+    delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, givenUp: 0, duplicates: 0, explainedDuplicates: 0,
     bounceDuplicates: 0, explainedBounceDuplicates: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
   };
   const problem = (what: string, x: Sent, r: string): void => {
@@ -118,14 +185,6 @@ export async function account(ev: Evidence): Promise<Books> {
   }
 
   const log = readAgentLog(ev.agentLog);
-  // A delivery duplicate in LMTP's window: the reply after the dot was lost, or an attempt never finished (kill -9).
-  const unfinished = (id: string): boolean => {
-    const seen = log.attempts.get(id) ?? new Set<number>();
-    const last = Math.max(0, ...seen);
-    for (let k = 1; k < last; k++) if (!seen.has(k)) return true;
-    return false;
-  };
-  const inLmtpWindow = (qid: string, r: string): boolean => log.ambiguous.has(`${qid} ${r}`) || unfinished(qid);
   // A DSN the relay took that the agent never journaled, sent by an agent that was then killed -9:
   // the crash fell between the relay's 250 and the journal's commit (bounce.ts), so the task came back.
   const killedBeforeJournal = (sunk: Sunk, qid: string | null): boolean => {
@@ -155,17 +214,26 @@ export async function account(ev: Evidence): Promise<Books> {
         if (wrong !== null) { b.badBounces++; problem(wrong, x, r); }
       }
       const explainedDsns = got.filter((d) => killedBeforeJournal(d.sunk, d.queueId)).length;
+      const windows = lmtpWindows(log, ev.lives, qid, r);
       if (n >= 1) {
         b.delivered++;
-        if (n > 1 && inLmtpWindow(qid, r)) b.explainedDuplicates += n - 1;
-        else if (n > 1) { b.duplicates += n - 1; problem(`${n} copies`, x, r); }
-        // Delivered and bounced: the sender was told it failed. Explained only by LMTP's window.
-        if (got.length > 0 && inLmtpWindow(qid, r)) b.explainedBounceDuplicates += got.length;
-        else if (got.length > 0) { b.bounceDuplicates += got.length; problem('delivered, and bounced too', x, r); }
+        ev.onOutcome?.(qid, 'delivered');
+        // A delete is refused while an agent holds the message: a copy it still made came through a
+        // window, or by an attempt whose ack was lost with its connection (the object had it queued again).
+        if (ev.deletedByOperator?.has(qid) === true && n > windows + (log.unheard.get(qid) ?? 0)) { b.deletedYetDelivered++; problem('delivered after the operator deleted it', x, r); }
+        // Each window stored one copy at most that the agent could not know of.
+        const explained = Math.min(n - 1, windows);
+        b.explainedDuplicates += explained;
+        if (n - 1 > explained) { b.duplicates += n - 1 - explained; problem(`${n} copies, ${windows} explained by LMTP's window`, x, r); }
+        // Delivered and bounced: the sender was told it failed. Explained only if every copy came
+        // through a window (the agent saw none of them delivered), and every DSN past the first by its own.
+        if (got.length > 0 && n <= windows && got.length - 1 <= explainedDsns) b.explainedBounceDuplicates += got.length;
+        else if (got.length > 0) { b.bounceDuplicates += got.length; problem(`delivered (${n} copies, ${windows} windows), and bounced ${got.length} times too`, x, r); }
         continue;
       }
       if (got.length >= 1) {
         b.bounced++;
+        ev.onOutcome?.(qid, 'bounced');
         const extra = got.length - 1;
         const explained = Math.min(extra, explainedDsns);
         b.explainedBounceDuplicates += explained;
@@ -176,9 +244,14 @@ export async function account(ev: Evidence): Promise<Books> {
       if (q?.state === 'dead-letter' && q.failure !== null) {
         b.deadLettered++;
         if (x.msg.sender === '') b.nullSenderDeadLettered++;
+        else { b.givenUp++; problem(`dead-lettered (${q.failure}), its sender never told`, x, r); }
+        ev.onOutcome?.(qid, 'dead-lettered');
         continue;
       }
+      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; ev.onOutcome?.(qid, 'deleted by the operator'); continue; }
+      if (q?.state === 'hold') { b.held++; ev.onOutcome?.(qid, 'held'); continue; }
       b.lost++;
+      ev.onOutcome?.(qid, 'lost');
       problem(`lost (in no mailbox, no DSN; the queue says ${q === null ? 'no such message' : `${q.state}${q.state === 'bounced' ? ', yet the relay has no DSN' : ''}`})`, x, r);
     }
   }

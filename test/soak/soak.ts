@@ -2,8 +2,10 @@
 // -> WebSocket -> agent (its own process) -> LMTP -> real Dovecot, while a seeded
 // injector kills and restarts pieces. Afterwards every recipient of every message the
 // senders got 250 for is accounted for: delivered to Dovecot (once, byte-exact), refused at
-// SMTP, bounced (one RFC 3464 DSN at the soak's bounce relay) or dead-lettered (the queue's
-// dead-letter state, its failure recorded). Anything else is lost, and fails the run.
+// SMTP, bounced (one RFC 3464 DSN at the soak's bounce relay), dead-lettered (the queue's
+// dead-letter state, its failure recorded) or deleted by the operator, who meanwhile holds,
+// releases, deletes, replays, retries and flushes (operator.ts). R2 is a process of its own
+// behind a proxy that fails puts and gets (r2-faults.ts). Anything else is lost, and fails the run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -19,7 +21,10 @@ import { startDovecot } from '../fixtures/dovecot.ts';
 import { sendSmtp } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
-import { account, type AgentLife, type Books, type Sent } from './account.ts';
+import { startR2Host } from '../../local/r2-remote.ts';
+import { account, type AgentLife, type Books, type Outcome, type Sent } from './account.ts';
+import { operatorLine, startOperator, type OperatorCounts } from './operator.ts';
+import { startR2FaultProxy, type R2FaultProxy } from './r2-faults.ts';
 import { KNOWN, makeMessage } from './mail.ts';
 import { startFaultProxy } from './proxy.ts';
 
@@ -35,6 +40,8 @@ export interface SoakOptions {
   timeLimitMs: number;
   /** 'cycle': every kind of fault in turn, at least once each (the fast soak); default random. */
   faultOrder?: 'random' | 'cycle';
+  /** Mean time between operator actions (hold, release, delete, replay, retry, flush); 0: none. Default faultEveryMs / 2. */
+  operatorEveryMs?: number;
   log?: (line: string) => void;
 }
 
@@ -47,6 +54,16 @@ export interface SoakSummary extends Books {
   /** Recipients of every message answered (each ends in exactly one outcome of Books). */
   recipients: number;
   faults: Record<string, number>;
+  /** SMTP answers 4xx (or none) the senders retried after: a temporary refusal, never a loss. */
+  refusedTemporarily: number;
+  /** Per operator action: done / refused with a clear error / Worker unreachable. */
+  operator: OperatorCounts;
+  /** Held messages the operator released before the end; replayed messages by where they ended. */
+  releasedAtEnd: number;
+  replayed: Record<string, number>;
+  r2: R2FaultProxy['counts'];
+  /** The agent's nacks of a message whose body it could not read whole. */
+  bodyNacks: number;
   queueLeft: Record<string, number>;
   /** Queue states still live at the end (incoming, queued, in-flight, deferred, bouncing): must be none. */
   unsettled: number;
@@ -88,10 +105,15 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     cleanups.push(() => tempfail.close());
     const lmtpProxy = await startFaultProxy(dovecot.lmtpPort);
     cleanups.push(() => lmtpProxy.close());
+    // R2 in its own workerd, behind a proxy that can fail its puts and gets.
+    const r2Host = await startR2Host(join(dir, 'r2'));
+    cleanups.push(() => r2Host.dispose());
+    const r2 = await startR2FaultProxy(r2Host.address);
+    cleanups.push(() => r2.close());
     // Retries within seconds, for deferred mail and for bounces the relay put off alike; nothing
     // should reach the age limit in a soak, so a message failing as expired would be a finding.
     const runtime = await startWorkerRuntime({
-      persistDir: join(dir, 'worker'), agentTokens: [TOKEN], devIngressToken: DEV, verdictWaitMs: 3000,
+      persistDir: join(dir, 'worker'), agentTokens: [TOKEN], devIngressToken: DEV, verdictWaitMs: 3000, bodiesRemote: r2.address,
       vars: { RETRY_FIRST_MS: '1000', RETRY_MAX_MS: '2000', MAX_AGE_MS: '600000', ADMIN_TOKEN: ADMIN },
     });
     cleanups.push(() => runtime.dispose());
@@ -151,8 +173,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const faults: Record<string, number> = {};
     const rnd = prng(o.seed);
     let injecting = true;
+    const r2Fault = async (hits: () => number): Promise<void> => {
+      const from = hits();
+      await sleep(1000 + rnd() * 1000);
+      for (const until = Date.now() + 7000; hits() - from < 2 && Date.now() < until;) await sleep(50);
+    };
     const FAULTS: Record<string, () => Promise<void>> = {
       'agent kill -9': async () => { await stopAgent('SIGKILL'); await sleep(200 + rnd() * 1000); startAgentProcess(); },
+      // R2's faults come early in a cycle: the fast soak's messages are all answered before its later ones.
+      // Each R2 fault lasts 1-2 s, and on until it hit two calls (at most 8 s): one that hit nothing proves nothing.
+      'r2 put failing': async () => { r2.put = 'fail'; await r2Fault(() => r2.counts.putsFailed); r2.put = 'pass'; },
+      'r2 get failing': async () => { r2.get = 'fail'; await r2Fault(() => r2.counts.getsFailed); r2.get = 'pass'; },
+      'r2 get cut': async () => { r2.get = 'cut'; await r2Fault(() => r2.counts.getsCut); r2.get = 'pass'; },
       'dovecot restart': async () => { await dovecot.restart(); lmtpProxy.targetPort = dovecot.lmtpPort; },
       'websocket cut': async () => { wsProxy.cut(); },
       'websocket half-open': async () => { wsProxy.mode = 'blackhole'; await sleep(4500); wsProxy.mode = 'pass'; },
@@ -183,8 +215,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       }
     };
 
-    // ---- send, retrying 4xx like a real MTA ----
+    // ---- the operator, on a seeded schedule of its own ----
     const outcomes: Sent[] = [];
+    const opRnd = prng(o.seed * 7919 + 1);
+    const operator = startOperator({
+      url: () => runtime.url, token: ADMIN, rnd: opRnd, log,
+      ids: () => outcomes.flatMap((x) => [...x.ids.values()]).filter((id) => id !== ''),
+    });
+    const operatorEveryMs = o.operatorEveryMs ?? o.faultEveryMs / 2;
+    const operate = async (): Promise<void> => {
+      while (injecting && operatorEveryMs > 0) {
+        await sleep(operatorEveryMs * (0.5 + opRnd()));
+        if (injecting) await operator.act();
+      }
+    };
+
+    // ---- send, retrying 4xx like a real MTA ----
+    let refusedTemporarily = 0;
     let next = 0;
     const listUntil = Math.floor(o.messages / 3);
     const sender = async (limit: number): Promise<void> => {
@@ -207,6 +254,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
             outcomes.push({ msg, accepted: false, ids: new Map(), refusedAtSmtp: new Set(msg.recipients) });
             break;
           }
+          refusedTemporarily++;
           await sleep(300);  // 4xx or no answer: try again later
         }
       }
@@ -220,16 +268,22 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     for (const until = Date.now() + 10_000; Date.now() < until && (await queueInfo()).agents.length === 0;) await sleep(50);
     await sleep(100);
     const injector = inject();
+    const operating = operate();
     await Promise.all(Array.from({ length: o.senders }, () => sender(o.messages)));
     injecting = false;
     await injector;
+    await operating;
     log('all messages answered; waiting for the queue to settle');
 
     // ---- settle: everything healthy again, wait until no message is on its way ----
     wsProxy.mode = 'pass';
     lmtpProxy.targetPort = dovecot.lmtpPort;
     relay.refuse = null;
+    r2.put = 'pass';
+    r2.get = 'pass';
     if (agent === null) startAgentProcess();
+    // The operator releases what is still held before leaving it to settle.
+    await operator.releaseAll();
     let queueLeft: Record<string, number> = {};
     let unsettled = 0;
     for (const until = Math.max(started + o.timeLimitMs, Date.now() + 30_000); ;) {
@@ -252,16 +306,25 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       const m = (await res.json()) as { state: string; failure: string | null };
       return { state: m.state, failure: m.failure };
     };
+    const replayed: Record<string, number> = {};
+    const agentText = await readFile(agentLogPath, 'utf8');
+    // The agent's nacks for a body it could not read whole (R2's get failing or cut on the way).
+    const bodyNacks = agentText.split('\n').filter((l) => l.includes('"event":"deliver.corrupt"') && l.includes('reading the message body failed')).length;
     const books = await account({
-      seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: await readFile(agentLogPath, 'utf8'), lives, lookup,
+      seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: agentText, lives, lookup,
+      deletedByOperator: operator.deleted,
+      onOutcome: (qid: string, outcome: Outcome) => { if (operator.replayed.has(qid)) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
     });
+    books.problems.push(...operator.problems.slice(0, 10));
     const accepted = outcomes.filter((x) => x.accepted);
     const summary: SoakSummary = {
       ...books, seed: o.seed, sent: o.messages, accepted: accepted.length, refused: outcomes.length - accepted.length,
       recipients: outcomes.reduce((n, x) => n + x.msg.recipients.length, 0),
-      faults, queueLeft, unsettled, wallMs: Date.now() - started, agentLog: agentLogPath,
+      faults, refusedTemporarily, operator: operator.counts, releasedAtEnd: operator.releasedAtEnd, replayed, r2: { ...r2.counts }, bodyNacks,
+      queueLeft, unsettled, wallMs: Date.now() - started, agentLog: agentLogPath,
       ok: books.lost === 0 && books.duplicates === 0 && books.bounceDuplicates === 0 && books.badBounces === 0 &&
-        books.byteMismatches === 0 && books.strays === 0 && unsettled === 0,
+        books.byteMismatches === 0 && books.strays === 0 && unsettled === 0 && books.held === 0 && books.deletedYetDelivered === 0 && books.givenUp === 0 &&
+        operator.problems.length === 0,
     };
     return summary;
   } finally {
@@ -274,7 +337,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
 export function summaryLine(s: SoakSummary): string {
   const n = (v: number): string => v.toLocaleString('en-US');
   return `seed ${s.seed}: ${n(s.recipients)} recipients of ${n(s.sent)} messages: ${n(s.delivered)} delivered, ` +
-    `${n(s.refusedAtSmtp)} refused at SMTP, ${n(s.bounced)} bounced, ${n(s.deadLettered)} dead-lettered, ${n(s.lost)} lost; ` +
+    `${n(s.refusedAtSmtp)} refused at SMTP, ${n(s.bounced)} bounced, ${n(s.deadLettered)} dead-lettered, ` +
+    `${n(s.deletedByOperator)} deleted by the operator, ${n(s.held)} held, ${n(s.lost)} lost; ` +
     `duplicates ${n(s.duplicates)} (+${n(s.explainedDuplicates)} in the LMTP window), ` +
     `duplicate bounces ${n(s.bounceDuplicates)} (+${n(s.explainedBounceDuplicates)} killed before the journal); ` +
     `${s.ok ? 'PASS' : 'FAIL'}`;
@@ -284,16 +348,23 @@ export function summaryLine(s: SoakSummary): string {
 export function formatSummary(s: SoakSummary): string {
   const rows: [string, string | number][] = [
     ['seed', s.seed], ['messages sent / accepted (250) / refused (5xx for every recipient)', `${s.sent} / ${s.accepted} / ${s.refused}`],
-    ['recipients (each in exactly one of the next five)', s.recipients],
+    ['recipients (each in exactly one of the next seven)', s.recipients],
     ['delivered (in Dovecot, byte-exact)', s.delivered],
     ['refused at SMTP', s.refusedAtSmtp],
     ['bounced (one DSN from <> to the sender)', s.bounced],
-    ['dead-lettered (failure recorded)', `${s.deadLettered} (from <>: ${s.nullSenderDeadLettered})`],
+    ['dead-lettered (failure recorded)', `${s.deadLettered} (from <>: ${s.nullSenderDeadLettered}; given up with a sender to tell: ${s.givenUp})`],
+    ['deleted by the operator', s.deletedByOperator],
+    ['held at the end (never released)', s.held],
+    ['delivered after the operator deleted it', s.deletedYetDelivered],
     ['LOST', s.lost],
     ['duplicate deliveries: unexplained / in the LMTP window', `${s.duplicates} / ${s.explainedDuplicates}`],
     ['duplicate bounces: unexplained / agent killed before its journal', `${s.bounceDuplicates} / ${s.explainedBounceDuplicates}`],
     ['bad bounces, byte mismatches, strays', `${s.badBounces}, ${s.byteMismatches}, ${s.strays}`],
     ['faults injected', Object.entries(s.faults).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'],
+    ['R2 calls: puts (failed) / gets (failed, cut); the agent\'s nacks of a body not read whole', `${s.r2.puts} (${s.r2.putsFailed}) / ${s.r2.gets} (${s.r2.getsFailed}, ${s.r2.getsCut}); ${s.bodyNacks}`],
+    ['SMTP answers 4xx the senders retried (refused temporarily)', s.refusedTemporarily],
+    ['operator actions: done/refused(/unreachable)', operatorLine(s.operator)],
+    ['operator: released at the end / replayed messages ended', `${s.releasedAtEnd} / ${Object.entries(s.replayed).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`],
     ['queue left', Object.entries(s.queueLeft).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ') || 'empty'],
     ['unsettled (incoming, queued, in-flight, deferred, bouncing)', s.unsettled],
     ['wall time', `${(s.wallMs / 1000).toFixed(1)} s`], ['result', s.ok ? 'PASS' : 'FAIL'],

@@ -1,0 +1,215 @@
+// The soak's accounting fed made-up evidence: one case per way mail can go wrong (lost, a
+// duplicate with no window, a duplicate that its window cannot explain, a bounce sent twice, a
+// bounce to <>), each of which must be caught, and the legitimate ends (a window that explains
+// one copy, the operator's delete, a hold) that must not be. The evidence is built as the soak
+// reads it: stored copies with the agent's trace header and the stand-in's Cloudflare block,
+// DSNs by the agent's own builder, agent log lines as the agent writes them.
+import t from 'tap';
+import { buildDsn } from '../../edge-agent/dsn.ts';
+import { authResultsHeader, traceHeader } from '../../edge-agent/trace.ts';
+import { cloudflareBlock } from '../../local/email-routing.ts';
+import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
+import type { Sunk } from '../helpers/smtp-sink.ts';
+import { account, type AgentLife, type Books, type Evidence, type Sent } from './account.ts';
+import { makeMessage } from './mail.ts';
+
+const SEED = 5;
+const KNOWN_USER = 'alice@example.test';
+const qidOf = (i: number): string => i.toString(16).padStart(32, '0');
+
+/** Message `index` (from a real sender, not <>), accepted for alice alone, queue id qidOf(index). */
+function sent(index: number, sender?: string): Sent {
+  const m = makeMessage(index, SEED, 2048);
+  const msg = { ...m, recipients: [KNOWN_USER], sender: sender ?? `soak-${index}@example.net` };
+  return { msg, accepted: true, ids: new Map([[KNOWN_USER, qidOf(index)]]), refusedAtSmtp: new Set() };
+}
+
+/** One copy in alice's Maildir, as the agent stores it. */
+function copy(x: Sent): { user: string; bytes: Buffer } {
+  const frame = { type: 'message', id: qidOf(x.msg.index), attempt: 1, sender: x.msg.sender, recipients: [KNOWN_USER], size: 0, receivedAt: 0 } as MessageFrame;
+  const bytes = Buffer.concat([traceHeader('soak', frame), authResultsHeader('soak.example.test', frame), cloudflareBlock(x.msg.sender, KNOWN_USER), x.msg.raw]);
+  return { user: KNOWN_USER, bytes };
+}
+
+/** One DSN for `x` at the bounce relay, as the agent builds it; `to`: its envelope recipient. */
+function dsn(x: Sent, at: number, to = x.msg.sender): Sunk {
+  const body = buildDsn({
+    reportingMta: 'soak.example.test', to: to === '' ? 'nobody@example.net' : to, arrivalDate: 0, id: qidOf(x.msg.index), reason: 'refused',
+    results: [{ recipient: KNOWN_USER, code: 550, enhanced: '5.1.1', text: '5.1.1 no such user', outcome: 'permfail' }],
+    headers: x.msg.raw.subarray(0, x.msg.raw.indexOf('\r\n\r\n') + 4), now: at,
+  });
+  return { from: '', to: [to], body: Buffer.from(body), at };
+}
+
+/** An agent log line for one settled attempt. */
+function attempt(x: Sent, n: number, at: number, notes: { recipient: string; text: string }[] = []): string {
+  return JSON.stringify({ ts: new Date(at).toISOString(), event: 'deliver.acked', id: qidOf(x.msg.index), attempt: n, ...(notes.length > 0 ? { notes } : {}) });
+}
+
+const T0 = Date.parse('2026-12-06T12:00:00Z');
+const ALIVE: AgentLife[] = [{ start: T0 - 60_000, end: Infinity, killed: false }];
+/** The agent killed -9 at T0 + 5 s, restarted at T0 + 6 s. */
+const KILLED: AgentLife[] = [{ start: T0 - 60_000, end: T0 + 5_000, killed: true }, { start: T0 + 6_000, end: Infinity, killed: false }];
+
+async function books(e: Partial<Evidence> & { sent: Sent[] }): Promise<Books> {
+  return account({ seed: SEED, stored: [], dsns: [], agentLog: '', lives: ALIVE, lookup: () => Promise.resolve(null), ...e });
+}
+
+t.test('one copy, logged once: delivered, nothing else', async (t) => {
+  const x = sent(1);
+  const b = await books({ sent: [x], stored: [copy(x)], agentLog: attempt(x, 1, T0) });
+  t.match(b, { delivered: 1, lost: 0, duplicates: 0, explainedDuplicates: 0, badBounces: 0, strays: 0, byteMismatches: 0 });
+});
+
+t.test('a lost message: accepted, in no mailbox, no DSN, not in the queue', async (t) => {
+  const x = sent(2);
+  const b = await books({ sent: [x] });
+  t.equal(b.lost, 1, 'lost');
+  t.equal(b.delivered + b.bounced + b.deadLettered + b.deletedByOperator + b.held, 0, 'no other outcome');
+  t.match(b.problems.join('\n'), /lost/);
+});
+
+t.test('a message the queue still owes (deferred) at the end is lost, not accounted', async (t) => {
+  const x = sent(3);
+  const b = await books({ sent: [x], lookup: () => Promise.resolve({ state: 'deferred', failure: null }) });
+  t.equal(b.lost, 1);
+});
+
+t.test('a dead-letter from <> is an end; one from a sender who could be told is a finding', async (t) => {
+  const dead = (): Promise<{ state: string; failure: string }> => Promise.resolve({ state: 'dead-letter', failure: 'attempts' });
+  const fromNull = await books({ sent: [sent(21, '')], lookup: dead });
+  t.match(fromNull, { deadLettered: 1, nullSenderDeadLettered: 1, givenUp: 0, lost: 0 });
+  const fromSender = await books({ sent: [sent(22)], lookup: dead });
+  t.match(fromSender, { deadLettered: 1, givenUp: 1 });
+  t.match(fromSender.problems.join('\n'), /dead-lettered \(attempts\), its sender never told/);
+});
+
+t.test('a dead-letter with no failure recorded is no dead-letter', async (t) => {
+  const x = sent(4);
+  const b = await books({ sent: [x], lookup: () => Promise.resolve({ state: 'dead-letter', failure: null }) });
+  t.equal(b.lost, 1);
+  t.equal(b.deadLettered, 0);
+});
+
+t.test('a duplicate with no gap in its attempts, and no "may have been delivered", is unexplained', async (t) => {
+  const x = sent(5);
+  const b = await books({ sent: [x], stored: [copy(x), copy(x)], agentLog: [attempt(x, 1, T0), attempt(x, 2, T0 + 1000)].join('\n'), lives: KILLED });
+  t.equal(b.delivered, 1);
+  t.equal(b.duplicates, 1, 'unexplained');
+  t.equal(b.explainedDuplicates, 0);
+});
+
+t.test('a gap in the attempts with no kill -9 around it explains nothing (its lease never reached LMTP)', async (t) => {
+  const x = sent(6);
+  const b = await books({ sent: [x], stored: [copy(x), copy(x)], agentLog: [attempt(x, 1, T0), attempt(x, 3, T0 + 9000)].join('\n'), lives: ALIVE });
+  t.equal(b.duplicates, 1);
+  t.equal(b.explainedDuplicates, 0);
+});
+
+t.test('a gap whose agent was killed -9 elsewhere in time explains nothing', async (t) => {
+  const x = sent(7);
+  // Attempts 1 and 3 both logged after the kill at T0 + 5 s: attempt 2 ran in the new process.
+  const b = await books({ sent: [x], stored: [copy(x), copy(x)], agentLog: [attempt(x, 1, T0 + 7000), attempt(x, 3, T0 + 9000)].join('\n'), lives: KILLED });
+  t.equal(b.duplicates, 1);
+});
+
+t.test('a gap around a kill -9 explains one copy', async (t) => {
+  const x = sent(8);
+  const b = await books({ sent: [x], stored: [copy(x), copy(x)], agentLog: [attempt(x, 1, T0), attempt(x, 3, T0 + 9000)].join('\n'), lives: KILLED });
+  t.equal(b.duplicates, 0);
+  t.equal(b.explainedDuplicates, 1);
+});
+
+t.test('a gap around a kill -9 cannot explain two extra copies', async (t) => {
+  const x = sent(9);
+  const b = await books({ sent: [x], stored: [copy(x), copy(x), copy(x)], agentLog: [attempt(x, 1, T0), attempt(x, 3, T0 + 9000)].join('\n'), lives: KILLED });
+  t.equal(b.delivered, 1);
+  t.equal(b.explainedDuplicates, 1, 'the one the gap can explain');
+  t.equal(b.duplicates, 1, 'the other is unexplained');
+});
+
+t.test('a gap at attempt 1 (killed on its first attempt) explains one copy, not more', async (t) => {
+  const x = sent(10);
+  const b = await books({ sent: [x], stored: [copy(x), copy(x), copy(x)], agentLog: attempt(x, 2, T0 + 9000), lives: KILLED });
+  t.equal(b.explainedDuplicates, 1);
+  t.equal(b.duplicates, 1);
+});
+
+t.test('"may have been delivered" explains one copy per such result, for that recipient only', async (t) => {
+  const x = sent(11);
+  const note = [{ recipient: KNOWN_USER, text: `451 4.4.2 connection lost ${MAY_BE_DELIVERED}` }];
+  const once = await books({ sent: [x], stored: [copy(x), copy(x), copy(x)], agentLog: [attempt(x, 1, T0, note), attempt(x, 2, T0 + 1000)].join('\n') });
+  t.equal(once.explainedDuplicates, 1);
+  t.equal(once.duplicates, 1);
+  const other = [{ recipient: 'bob@example.test', text: `451 4.4.2 connection lost ${MAY_BE_DELIVERED}` }];
+  const elsewhere = await books({ sent: [x], stored: [copy(x), copy(x)], agentLog: [attempt(x, 1, T0, other), attempt(x, 2, T0 + 1000)].join('\n') });
+  t.equal(elsewhere.duplicates, 1, 'another recipient\'s window is not this one\'s');
+});
+
+t.test('a bounce sent twice, with no kill -9 between the relay and the journal, is unexplained', async (t) => {
+  const x = sent(12);
+  const b = await books({ sent: [x], dsns: [dsn(x, T0), dsn(x, T0 + 2000)] });
+  t.equal(b.bounced, 1);
+  t.equal(b.bounceDuplicates, 1);
+  t.equal(b.explainedBounceDuplicates, 0);
+  t.equal(b.badBounces, 0, 'each DSN itself is well-formed');
+});
+
+t.test('a bounce for a message from <> is caught (and one to <> too)', async (t) => {
+  const x = sent(13, '');
+  const b = await books({ sent: [x], dsns: [dsn(x, T0, '')] });
+  t.ok(b.badBounces >= 1, `bad bounces: ${b.badBounces}`);
+  t.match(b.problems.join('\n'), /DSN for a message from <>/);
+});
+
+t.test('a DSN to someone else than the envelope sender is caught', async (t) => {
+  const x = sent(14);
+  const b = await books({ sent: [x], dsns: [dsn(x, T0, 'someone-else@example.net')] });
+  t.equal(b.badBounces, 1);
+});
+
+t.test('delivered and bounced: unexplained without a window for every copy', async (t) => {
+  const x = sent(15);
+  const plain = await books({ sent: [x], stored: [copy(x)], dsns: [dsn(x, T0 + 2000)], agentLog: attempt(x, 1, T0) });
+  t.equal(plain.bounceDuplicates, 1);
+  const note = [{ recipient: KNOWN_USER, text: `451 4.4.2 connection lost ${MAY_BE_DELIVERED}` }];
+  const window = await books({ sent: [x], stored: [copy(x)], dsns: [dsn(x, T0 + 2000)], agentLog: attempt(x, 1, T0, note) });
+  t.equal(window.bounceDuplicates, 0, 'the copy came through the window; the DSN was the known end');
+  t.equal(window.explainedBounceDuplicates, 1);
+  const two = await books({ sent: [x], stored: [copy(x), copy(x)], dsns: [dsn(x, T0 + 2000)], agentLog: attempt(x, 1, T0, note) });
+  t.equal(two.bounceDuplicates + two.duplicates, 1, 'two copies and a DSN with one window: one of the three is unexplained');
+});
+
+t.test('the operator\'s delete and hold are ends of their own; a delete the operator never made is a loss', async (t) => {
+  const [d, h, gone] = [sent(16), sent(17), sent(18)];
+  const b = await books({
+    sent: [d, h, gone], deletedByOperator: new Set([qidOf(16)]),
+    lookup: (id) => Promise.resolve(id === qidOf(17) ? { state: 'hold', failure: null } : null),
+  });
+  t.equal(b.deletedByOperator, 1);
+  t.equal(b.held, 1);
+  t.equal(b.lost, 1);
+});
+
+t.test('a copy of a message the operator deleted is caught, unless a window stored it before', async (t) => {
+  const x = sent(20);
+  const deleted = new Set([qidOf(20)]);
+  const plain = await books({ sent: [x], stored: [copy(x)], agentLog: attempt(x, 1, T0), deletedByOperator: deleted });
+  t.equal(plain.deletedYetDelivered, 1);
+  const note = [{ recipient: KNOWN_USER, text: `451 4.4.2 connection lost ${MAY_BE_DELIVERED}` }];
+  const window = await books({ sent: [x], stored: [copy(x)], agentLog: attempt(x, 1, T0, note), deletedByOperator: deleted });
+  t.equal(window.deletedYetDelivered, 0, 'stored by the attempt whose reply was lost, before the delete');
+  t.equal(window.delivered, 1);
+  const cut = JSON.stringify({ ts: new Date(T0).toISOString(), event: 'deliver.disconnected', id: qidOf(20), attempt: 1, outcome: 'disconnected', results: ['delivered:250'] });
+  const unheard = await books({ sent: [x], stored: [copy(x)], agentLog: cut, deletedByOperator: deleted });
+  t.equal(unheard.deletedYetDelivered, 0, 'delivered by an attempt whose ack went down with its connection');
+});
+
+t.test('a copy that is not what was sent is a byte mismatch', async (t) => {
+  const x = sent(19);
+  const c = copy(x);
+  c.bytes.writeUInt8(c.bytes.readUInt8(c.bytes.length - 3) ^ 0x01, c.bytes.length - 3);
+  const b = await books({ sent: [x], stored: [c], agentLog: attempt(x, 1, T0) });
+  t.equal(b.byteMismatches, 1);
+});
