@@ -37,6 +37,9 @@ async function addUser(dovecot: DovecotFixture, address: string): Promise<void> 
   // maildirOf: <dir>/home/<domain>/<local>/Maildir; the passwd-file is <dir>/passwd.
   const dir = dirname(dirname(dirname(dirname(dovecot.maildirOf('alice')))));
   await appendFile(join(dir, 'passwd'), `${address}:{PLAIN}fixture::::::\n`);
+  // Dovecot looks at a passwd-file again at most once a second (db-passwd-file's sync is
+  // skipped within the second of the last one): a lookup sooner could still miss the user.
+  await sleep(1100);
 }
 
 async function relayctl(relay: LocalRelay, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
