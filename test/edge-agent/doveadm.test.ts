@@ -12,10 +12,10 @@ import { msgId } from './scripted-object.ts';
 
 const skip = dovecotSkip();
 const KEY = 'doveadm-test-key-0123';
-export const FILE_INTO = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "[filed]" { fileinto :create "Filed"; }\n';
+const FILE_INTO = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "[filed]" { fileinto :create "Filed"; }\n';
 
 /** Stores a message carrying our trace header for queue id `id`. */
-export async function store(d: DovecotFixture, id: string, to: string[], subject = 'hello'): Promise<void> {
+async function store(d: DovecotFixture, id: string, to: string[], subject = 'hello'): Promise<void> {
   const c = new LmtpClient({ protocol: 'lmtp', host: '127.0.0.1', port: d.lmtpPort });
   const raw = Buffer.from(`Received: from cloudflare-email-routing by dell (mailbridge) id ${id};\r\n\tSun, 06 Dec 2026 20:00:00 +0000\r\n` +
     `Subject: ${subject}\r\n\r\nbody\r\n`, 'latin1');
