@@ -41,6 +41,9 @@ async function* withTrace(head: Uint8Array, body: AsyncIterable<Uint8Array>, fir
   yield* body;
 }
 
+/** How long after an unknown outcome a copy Dovecot was still saving may take to show (#askDovecot). */
+export const SETTLE_MS = 3_000;
+
 /** After the final dot, a reply that leaves it unknown whether the target stored the message. */
 const unknownOutcome = (r: RecipientResult): boolean => r.outcome === 'tempfail' && r.text.includes(MAY_BE_DELIVERED);
 
@@ -160,6 +163,9 @@ export class Deliverer {
       if (marked) {
         const settled = replies.filter((r) => r.outcome === 'tempfail' && !unknownOutcome(r)).map((r) => r.recipient);
         journaled.push(this.#journal.unmark(h.id, settled).catch(() => undefined));
+        // The mark says from now on when the outcome became unknown (see #askDovecot).
+        const unknown = replies.filter(unknownOutcome).map((r) => r.recipient);
+        if (unknown.length > 0) journaled.push(this.#journal.mark(h.id, unknown, this.#now()).catch(() => undefined));
       }
     } finally {
       if (this.#closed) void client.close();
@@ -184,18 +190,27 @@ export class Deliverer {
   async #askDovecot(id: string, attempt: number, todo: string[], doveadm: Doveadm): Promise<{ found: RecipientResult[] } | { deferred: RecipientResult[] }> {
     const owed = this.#journal.unsettled(id, todo);
     if (owed.size === 0) return { found: [] };
-    const recipients = [...owed.keys()];
-    let stored: Map<string, boolean>;
+    const since = Math.min(Date.now(), ...owed.values());
+    const stored = new Map<string, boolean>();
     try {
-      stored = await doveadm.stored(id, recipients, Math.min(Date.now(), ...owed.values()));
+      for (const [r, yes] of await doveadm.stored(id, [...owed.keys()], since)) stored.set(r, yes);
+      // Dovecot stores what it read to the final dot even when its client is gone. A search
+      // right after a lost reply may run before that save ends: one not found that soon is
+      // asked about again once SETTLE_MS have passed since the outcome became unknown.
+      const recent = [...owed].filter(([r, at]) => !stored.get(r) && this.#now() - at < SETTLE_MS);
+      if (recent.length > 0) {
+        const wait = Math.min(SETTLE_MS, SETTLE_MS - (this.#now() - Math.max(...recent.map(([, at]) => at))));
+        await new Promise((r) => setTimeout(r, Math.max(0, wait)));
+        for (const [r, yes] of await doveadm.stored(id, recent.map(([r]) => r), since)) stored.set(r, yes);
+      }
     } catch (err) {
       const error = (err as Error).message;
-      this.#log('doveadm.failed', { id, attempt, recipients, error });
+      this.#log('doveadm.failed', { id, attempt, recipients: [...owed.keys()], error });
       const text = `doveadm: ${error}; the reply to an earlier attempt was lost: not delivered again until Dovecot says whether it stored that one`;
       return { deferred: todo.map((recipient) => alone({ recipient, code: 0, enhanced: null, text, outcome: 'tempfail' })) };
     }
     const found: RecipientResult[] = [];
-    for (const recipient of recipients) {
+    for (const recipient of owed.keys()) {
       const user = doveadm.userOf(recipient);
       if (!stored.get(recipient)) {
         this.#log('deliver.not-found', { id, attempt, recipient, user, reason: 'the reply to an earlier attempt was lost and Dovecot holds no copy: delivering' });

@@ -5,10 +5,11 @@
 // it (the control), the copy is doubled, as every relay doubles it. The API is reached through
 // a gate that counts its requests: the normal path makes none.
 import t, { type Test } from 'tap';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
+import { SETTLE_MS } from '../../edge-agent/deliver.ts';
 import { Journal } from '../../edge-agent/journal.ts';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { AckFrame } from '../../protocol/wire.ts';
@@ -112,16 +113,36 @@ t.test('filed by Sieve into another folder: found there', { skip }, async (t) =>
   t.equal(await copies(ALICE, 'Filed'), 1, 'one copy, in Filed');
 });
 
-t.test('not in Dovecot after all (the user deleted it meanwhile): delivered', { skip }, async (t) => {
+t.test('not in Dovecot after all (the user deleted it meanwhile): asked again after a moment, then delivered', { skip }, async (t) => {
   const { dovecot, cut, api, deliver, copies, named } = await setup(t);
   cut.arm('cut');
   t.match((await deliver(5, [ALICE], 1)).results, [{ outcome: 'tempfail' }]);
   const dir = join(dovecot.maildirOf(ALICE), 'new');
   for (const f of await readdir(dir)) await rm(join(dir, f));
+  const started = Date.now();
   t.match((await deliver(5, [ALICE], 2)).results, [{ outcome: 'delivered', text: /Saved/ }]);
+  t.ok(Date.now() - started >= SETTLE_MS - 500, 'not concluded while Dovecot might still be saving the first copy');
+  t.equal(api.accepted, 2, 'asked twice');
   t.match(named('deliver.not-found'), [{ id: msgId(5), recipient: ALICE }]);
   t.equal(await copies(ALICE), 1);
-  t.equal(api.accepted, 1);
+});
+
+t.test('a copy that shows only after the first search (Dovecot still saving it): found on the second', { skip }, async (t) => {
+  const { dovecot, cut, api, deliver, copies, named } = await setup(t);
+  cut.arm('cut');
+  t.match((await deliver(11, [ALICE], 1)).results, [{ outcome: 'tempfail' }]);
+  const dir = join(dovecot.maildirOf(ALICE), 'new');
+  const [name] = await readdir(dir);
+  const saved = await readFile(join(dir, name ?? ''));
+  await rm(join(dir, name ?? ''));
+  const second = deliver(11, [ALICE], 2);
+  // Dovecot logs each answered request: the first search is over, it found nothing.
+  await poll('the first search answered', async () => (await readFile(dovecot.logPath, 'utf8')).split('"POST /doveadm/v1 ').length - 1, (n) => n === 1);
+  await writeFile(join(dir, `r${name ?? ''}`), saved);
+  t.match((await second).results, [{ outcome: 'delivered', text: /found/ }]);
+  t.equal(api.accepted, 2);
+  t.same(named('deliver.not-found'), []);
+  t.equal(await copies(ALICE), 1);
 });
 
 t.test('doveadm out of reach: deferred, never delivered blind; found once it answers', { skip }, async (t) => {
