@@ -4,9 +4,9 @@
 // reply it could not read, the agent killed). Then Dovecot may hold the message though
 // nobody heard it say so, and delivering again would store a second copy.
 //
-// One POST per check, one `search` command per recipient still owed: in every mailbox of
-// its user (Sieve may have filed it anywhere), saved since a day before the first attempt
-// (so a large mailbox is not read whole), for our trace header's `(mailbridge) id <id>;`.
+// One POST per recipient still owed: a `search` in every mailbox of its user (Sieve may have
+// filed it anywhere), saved since a day before the first attempt (so a large mailbox is not
+// read whole), for our trace header's `(mailbridge) id <id>;`.
 // The queue id is 32 random hex digits: no other message carries it.
 //
 // The user: the envelope recipient without its +detail (recipientDelimiter), as Dovecot's
@@ -34,7 +34,6 @@ const EXIT: Record<number, string> = {
   67: 'user unknown to Dovecot (is recipientDelimiter the same as Dovecot\'s recipient_delimiter?)',
   68: 'no such host',
   75: 'temporary failure',
-  77: 'not allowed (doveadm_allowed_commands must include search)',
 };
 
 export class Doveadm {
@@ -67,10 +66,16 @@ export class Doveadm {
   async stored(id: string, recipients: readonly string[], since: number): Promise<Map<string, boolean>> {
     if (!/^[0-9A-Za-z_-]+$/.test(id)) throw new DoveadmError(`cannot search for the queue id ${JSON.stringify(id)}`);
     const savedSince = String(Math.max(0, Math.floor((since - DAY_MS) / 1000)));
-    const commands = recipients.map((r, i) => ['search', {
-      user: this.userOf(r),
-      query: ['mailbox', '*', 'savedsince', savedSince, 'header', 'Received', `(mailbridge) id ${id};`],
-    }, `r${i}`]);
+    const out = new Map<string, boolean>();
+    // One request per recipient: Dovecot 2.3 answers a batch in which one command failed with
+    // JSON that lacks a comma, and the failure is what an operator needs to read.
+    for (const r of recipients) out.set(r, await this.#search(r, ['mailbox', '*', 'savedsince', savedSince, 'header', 'Received', `(mailbridge) id ${id};`]));
+    return out;
+  }
+
+  /** True when the search for `query` in the mailboxes of the recipient's user finds a message. */
+  async #search(recipient: string, query: string[]): Promise<boolean> {
+    const user = this.userOf(recipient);
     let res: Response;
     let text: string;
     try {
@@ -78,7 +83,7 @@ export class Doveadm {
       res = await fetch(this.endpoint, {
         method: 'POST',
         headers: { Authorization: this.#auth, 'Content-Type': 'application/json' },
-        body: JSON.stringify(commands),
+        body: JSON.stringify([['search', { user, query }, 'q']]),
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
       text = await res.text();
@@ -87,28 +92,23 @@ export class Doveadm {
       const why = e.name === 'TimeoutError' ? `no answer within ${this.#timeoutMs} ms` : (e.cause?.code ?? e.cause?.message ?? e.message);
       throw new DoveadmError(`${this.endpoint}: ${why}`);
     }
-    if (res.status === 401) throw new DoveadmError(`${this.endpoint}: HTTP 401: the API key is not Dovecot's doveadm_api_key`);
+    if (res.status === 401) {
+      throw new DoveadmError(`${this.endpoint}: HTTP 401: the API key is not Dovecot's doveadm_api_key (a key file Dovecot reads with "<" must have no line end)`);
+    }
     if (res.status !== 200) throw new DoveadmError(`${this.endpoint}: HTTP ${res.status}`);
     let answers: unknown;
     try {
       answers = JSON.parse(text);
     } catch {
-      throw new DoveadmError(`${this.endpoint}: the answer is not JSON`);
+      throw new DoveadmError(`${this.endpoint}: the answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`);
     }
-    if (!Array.isArray(answers)) throw new DoveadmError(`${this.endpoint}: the answer is not a list`);
-    const out = new Map<string, boolean>();
-    for (const [i, r] of recipients.entries()) {
-      const a: unknown = answers.find((x) => isAnswer(x) && x[2] === `r${i}`);
-      if (!isAnswer(a)) throw new DoveadmError(`${this.endpoint}: no answer for ${r}`);
-      const [type, payload] = a;
-      if (type === 'doveadmResponse' && Array.isArray(payload)) {
-        out.set(r, payload.length > 0);
-        continue;
-      }
-      const code = type === 'error' && typeof payload === 'object' && payload !== null ? (payload as { exitCode?: unknown }).exitCode : undefined;
-      const why = typeof code === 'number' ? `exit code ${code}${EXIT[code] ? `: ${EXIT[code]}` : ''}` : `an answer of type ${JSON.stringify(type)}`;
-      throw new DoveadmError(`search for ${this.userOf(r)}: ${why}`);
-    }
-    return out;
+    const a: unknown = Array.isArray(answers) ? answers[0] : undefined;
+    if (!isAnswer(a)) throw new DoveadmError(`${this.endpoint}: no answer to the search for ${user}`);
+    const [type, payload] = a;
+    if (type === 'doveadmResponse' && Array.isArray(payload)) return payload.length > 0;
+    const code = type === 'error' && typeof payload === 'object' && payload !== null ? (payload as { exitCode?: unknown; type?: unknown }) : {};
+    const why = typeof code.exitCode === 'number' && code.exitCode !== 0 ? `exit code ${code.exitCode}${EXIT[code.exitCode] ? `: ${EXIT[code.exitCode]}` : ''}`
+      : code.type === 'unAuthorized' ? 'not allowed (doveadm_allowed_commands must include search)' : `an answer of type ${JSON.stringify(type)}`;
+    throw new DoveadmError(`search for ${user}: ${why}`);
   }
 }
