@@ -28,6 +28,8 @@ export interface Evidence {
   agentLog: string;
   lives: AgentLife[];
   lookup: QueueLookup;
+  /** The agent asked Dovecot after each lost reply (doveadm check, issue #23): LMTP's window explains no duplicate. */
+  doveadm?: boolean;
 }
 
 export interface Books {
@@ -125,7 +127,7 @@ export async function account(ev: Evidence): Promise<Books> {
     for (let k = 1; k < last; k++) if (!seen.has(k)) return true;
     return false;
   };
-  const inLmtpWindow = (qid: string, r: string): boolean => log.ambiguous.has(`${qid} ${r}`) || unfinished(qid);
+  const inLmtpWindow = (qid: string, r: string): boolean => ev.doveadm !== true && (log.ambiguous.has(`${qid} ${r}`) || unfinished(qid));
   // A DSN the relay took that the agent never journaled, sent by an agent that was then killed -9:
   // the crash fell between the relay's 250 and the journal's commit (bounce.ts), so the task came back.
   const killedBeforeJournal = (sunk: Sunk, qid: string | null): boolean => {
