@@ -193,6 +193,7 @@ t.test('the agent killed -9 after the final dot, before any reply was journaled:
   const first = runAgent(env);
   t.teardown(() => { first.child.kill('SIGKILL'); });
   let c: Conn = await connected;
+  t.match(await first.waitEvent('agent.started'), { doveadm: dovecot.doveadmUrl }, 'the start line says the check is on');
   cut.arm('swallow');  // Dovecot's 250 never reaches the agent, which waits for it
   const body = mail(10);
   push(c, header(msgId(10), body, [ALICE], 1), body);
