@@ -82,6 +82,10 @@ export class Deliverer {
     this.#now = o.now;
     const { doveadmUrl: url, doveadmApiKey: apiKey } = o.cfg;
     this.#doveadm = url !== null && apiKey !== null ? new Doveadm({ url, apiKey, recipientDelimiter: o.cfg.recipientDelimiter }) : null;
+    // Once at start: a wrong URL or key shows now, not on the day a reply is lost.
+    const api = this.#doveadm;
+    api?.check().then(() => o.log('doveadm.ready', { url: api.endpoint }),
+      (err: unknown) => o.log('doveadm.failed', { url: api.endpoint, at: 'start', error: (err as Error).message }));
   }
 
   /** Deliveries running now, also those that outlived their connection. */

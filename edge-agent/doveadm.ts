@@ -73,9 +73,14 @@ export class Doveadm {
     return out;
   }
 
-  /** True when the search for `query` in the mailboxes of the recipient's user finds a message. */
-  async #search(recipient: string, query: string[]): Promise<boolean> {
-    const user = this.userOf(recipient);
+  /** Whether the URL and the key work: an empty batch, which Dovecot answers 200 `[]` once the key is right. */
+  async check(): Promise<void> {
+    const res = await this.#post('[]');
+    if (!Array.isArray(res)) throw new DoveadmError(`${this.endpoint}: the answer is not a list`);
+  }
+
+  /** POSTs `body`; the parsed answer, or a DoveadmError that says why there is none. */
+  async #post(body: string): Promise<unknown> {
     let res: Response;
     let text: string;
     try {
@@ -83,7 +88,7 @@ export class Doveadm {
       res = await fetch(this.endpoint, {
         method: 'POST',
         headers: { Authorization: this.#auth, 'Content-Type': 'application/json' },
-        body: JSON.stringify([['search', { user, query }, 'q']]),
+        body,
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
       text = await res.text();
@@ -96,12 +101,17 @@ export class Doveadm {
       throw new DoveadmError(`${this.endpoint}: HTTP 401: the API key is not Dovecot's doveadm_api_key (a key file Dovecot reads with "<" must have no line end)`);
     }
     if (res.status !== 200) throw new DoveadmError(`${this.endpoint}: HTTP ${res.status}`);
-    let answers: unknown;
     try {
-      answers = JSON.parse(text);
+      return JSON.parse(text);
     } catch {
       throw new DoveadmError(`${this.endpoint}: the answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`);
     }
+  }
+
+  /** True when the search for `query` in the mailboxes of the recipient's user finds a message. */
+  async #search(recipient: string, query: string[]): Promise<boolean> {
+    const user = this.userOf(recipient);
+    const answers = await this.#post(JSON.stringify([['search', { user, query }, 'q']]));
     const a: unknown = Array.isArray(answers) ? answers[0] : undefined;
     if (!isAnswer(a)) throw new DoveadmError(`${this.endpoint}: no answer to the search for ${user}`);
     const [type, payload] = a;

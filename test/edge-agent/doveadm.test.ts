@@ -68,7 +68,11 @@ t.test('%Ln: users keyed by their local part are found by the envelope address',
 t.test('a wrong key, no API, a hung API: errors that say so', { skip }, async (t) => {
   const d = await startDovecot({ doveadmApiKey: KEY });
   t.teardown(() => d.stop());
+  await new Doveadm({ url: d.doveadmUrl ?? '', apiKey: KEY, recipientDelimiter: '' }).check();
+  t.pass('the key works: an empty batch answered');
   const wrong = new Doveadm({ url: d.doveadmUrl ?? '', apiKey: 'not-the-key', recipientDelimiter: '' });
+  await t.rejects(wrong.check(), { message: /HTTP 401/ }, 'checked at start: a wrong key shows');
+  await t.rejects(new Doveadm({ url: d.doveadmUrl ?? '', apiKey: `${KEY}\n`, recipientDelimiter: '' }).check(), { message: /must have no line end/ }, "a line end is part of the key");
   await t.rejects(wrong.stored(msgId(6), ['alice@example.test'], Date.now()), { message: /HTTP 401: the API key is not Dovecot's doveadm_api_key/ });
   const nothing = new Doveadm({ url: `http://127.0.0.1:${d.lmtpPort}`, apiKey: KEY, recipientDelimiter: '' });
   await t.rejects(nothing.stored(msgId(6), ['alice@example.test'], Date.now()), DoveadmError, 'an LMTP port is no API');
