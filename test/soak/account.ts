@@ -28,7 +28,7 @@ export interface Evidence {
   agentLog: string;
   lives: AgentLife[];
   lookup: QueueLookup;
-  /** The agent asked Dovecot after each lost reply (doveadm check, issue #23): LMTP's window explains no duplicate. */
+  /** The agent asked Dovecot after each lost reply (doveadm check, issue #23): LMTP's window explains no extra copy. */
   doveadm?: boolean;
 }
 
@@ -127,7 +127,9 @@ export async function account(ev: Evidence): Promise<Books> {
     for (let k = 1; k < last; k++) if (!seen.has(k)) return true;
     return false;
   };
-  const inLmtpWindow = (qid: string, r: string): boolean => ev.doveadm !== true && (log.ambiguous.has(`${qid} ${r}`) || unfinished(qid));
+  const inLmtpWindow = (qid: string, r: string): boolean => log.ambiguous.has(`${qid} ${r}`) || unfinished(qid);
+  // With the doveadm check on, the agent asked Dovecot after each lost reply: no extra copy is explained.
+  const copyInLmtpWindow = (qid: string, r: string): boolean => ev.doveadm !== true && inLmtpWindow(qid, r);
   // A DSN the relay took that the agent never journaled, sent by an agent that was then killed -9:
   // the crash fell between the relay's 250 and the journal's commit (bounce.ts), so the task came back.
   const killedBeforeJournal = (sunk: Sunk, qid: string | null): boolean => {
@@ -159,7 +161,7 @@ export async function account(ev: Evidence): Promise<Books> {
       const explainedDsns = got.filter((d) => killedBeforeJournal(d.sunk, d.queueId)).length;
       if (n >= 1) {
         b.delivered++;
-        if (n > 1 && inLmtpWindow(qid, r)) b.explainedDuplicates += n - 1;
+        if (n > 1 && copyInLmtpWindow(qid, r)) b.explainedDuplicates += n - 1;
         else if (n > 1) { b.duplicates += n - 1; problem(`${n} copies`, x, r); }
         // Delivered and bounced: the sender was told it failed. Explained only by LMTP's window.
         if (got.length > 0 && inLmtpWindow(qid, r)) b.explainedBounceDuplicates += got.length;
