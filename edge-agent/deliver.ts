@@ -34,11 +34,17 @@ export interface DeliveryStats {
 /** One result as the wire takes it on its own: its text within MAX_RESULT_TEXT, codes valid. */
 const alone = (r: RecipientResult): RecipientResult => wireResults([r])[0] ?? r;
 
-/** The head, then the body; `first` runs (and must succeed) before the first byte is handed out. */
-async function* withTrace(head: Uint8Array, body: AsyncIterable<Uint8Array>, first?: () => Promise<void>): AsyncIterable<Uint8Array> {
-  await first?.();
+/**
+ * The head, then the body. `before` starts with the first byte and must have succeeded before
+ * the last one is taken: the LMTP client sends the final dot (or BDAT LAST) only after the
+ * body's end, so what `before` commits is on disk before the target can store the message.
+ */
+async function* withTrace(head: Uint8Array, body: AsyncIterable<Uint8Array>, before?: () => Promise<void>): AsyncIterable<Uint8Array> {
+  const done = before?.();
+  done?.catch(() => undefined);  // awaited below; a body that fails first must not leave it unhandled
   yield head;
   yield* body;
+  await done;
 }
 
 /** How long after an unknown outcome a copy Dovecot was still saving may take to show (#askDovecot). */
@@ -139,13 +145,10 @@ export class Deliverer {
     }
     const tap = this.#logSubject ? tapHeaders(msg) : null;
     const client = this.#idle.pop() ?? new LmtpClient(this.#target, { localName: this.#cfg.name });
-    // With the doveadm check on, the recipients are marked unsettled before the body's first
-    // byte (so before the final dot): a crash or a lost reply from here on leaves the mark.
-    let marked = false;
-    const mark = this.#doveadm ? async (): Promise<void> => {
-      await this.#journal.mark(h.id, todo, this.#now());
-      marked = true;
-    } : undefined;
+    // With the doveadm check on, the recipients are marked unsettled as the body starts, committed
+    // before its end (so before the final dot): a crash or a lost reply from then on leaves the mark.
+    let marking: Promise<void> | null = null;
+    const mark = this.#doveadm ? (): Promise<void> => (marking = this.#journal.mark(h.id, todo, this.#now())) : undefined;
     let fresh: RecipientResult[];
     try {
       // Our Received (unless turned off) and our Authentication-Results, then the message as it
@@ -164,6 +167,7 @@ export class Deliverer {
       if (!msg.failure) journal(fresh.filter((r) => !written.has(r.recipient)));
       // A tempfail the target answered (or one before the dot) says it stored nothing: no mark
       // left, so the next attempt delivers without asking. An unknown outcome keeps its mark.
+      const marked = marking !== null && await (marking as Promise<void>).then(() => true, () => false);
       if (marked) {
         const settled = replies.filter((r) => r.outcome === 'tempfail' && !unknownOutcome(r)).map((r) => r.recipient);
         journaled.push(this.#journal.unmark(h.id, settled).catch(() => undefined));

@@ -9,11 +9,14 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
 import { validateConfig } from '../../edge-agent/config.ts';
-import { SETTLE_MS } from '../../edge-agent/deliver.ts';
+import { Deliverer, SETTLE_MS } from '../../edge-agent/deliver.ts';
+import { TargetWatch } from '../../edge-agent/health.ts';
+import { InboundMessage } from '../../edge-agent/inbound.ts';
+import { parseTarget } from '../../lmtp-proxy/target.ts';
 import { Journal } from '../../edge-agent/journal.ts';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { AckFrame } from '../../protocol/wire.ts';
-import { dovecotSkip, startDovecot, type DovecotOptions } from '../fixtures/dovecot.ts';
+import { dovecotSkip, startDovecot, type DovecotFixture, type DovecotOptions } from '../fixtures/dovecot.ts';
 import { poll } from '../helpers/wait.ts';
 import { runAgent, type LogEvent } from './agent-process.ts';
 import { gate, lmtpCut } from './reply-cut.ts';
@@ -25,6 +28,7 @@ const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
 const FILE_INTO = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "[filed]" { fileinto :create "Filed"; }\n';
 
+const copies = async (d: DovecotFixture, user: string): Promise<number> => (await d.readMessages(user)).length;
 const mail = (n: number, subject = 'hello'): Buffer => Buffer.from(`From: s@example.net\r\nSubject: ${subject}\r\nMessage-ID: <m${n}@example.net>\r\n\r\nbody ${n}\r\n`, 'latin1');
 
 async function setup(t: Test, o: { check?: boolean; dovecot?: DovecotOptions } = {}) {
@@ -220,4 +224,40 @@ t.test('the agent killed -9 after the final dot, before any reply was journaled:
   t.equal((await dovecot.readMessages(ALICE)).length, 1, 'exactly one copy');
   second.child.kill('SIGTERM');
   t.equal(await second.exit, 0);
+});
+
+t.test('the mark is on disk before the final dot: a journal slow to commit it holds the message back', { skip }, async (t) => {
+  const dovecot = await startDovecot({ doveadmApiKey: KEY });
+  t.teardown(() => dovecot.stop());
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => { release = r; });
+  // A journal whose mark commits only when the test says so.
+  class SlowJournal extends Journal {
+    override mark(id: string, recipients: readonly string[], now?: number): Promise<void> {
+      const committed = super.mark(id, recipients, now);
+      return held.then(() => committed);
+    }
+  }
+  const journal = new SlowJournal(t.testdir());
+  t.teardown(() => journal.close());
+  const cfg = validateConfig({
+    workerUrl: 'ws://127.0.0.1:1/agent', token: TOKEN, target: `lmtp://127.0.0.1:${dovecot.lmtpPort}`, name: 'dell',
+    doveadmUrl: dovecot.doveadmUrl ?? '', doveadmApiKey: KEY,
+  });
+  const stats = { delivered: 0, tempfail: 0, permfail: 0, fromJournal: 0 };
+  const deliverer = new Deliverer({
+    cfg, target: parseTarget(cfg.target), journal, watch: new TargetWatch(async () => undefined, { probeEveryMs: 60_000, freshMs: 60_000 }),
+    log: () => undefined, stats, logSubject: false, now: Date.now,
+  });
+  t.teardown(() => deliverer.close());
+  const body = mail(12);
+  const msg = new InboundMessage(header(msgId(12), body, [ALICE]), () => undefined);
+  msg.push(body);
+  msg.end();
+  const delivered = deliverer.deliver(msg);
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal(await copies(dovecot, ALICE), 0, 'the body went out, the final dot did not: Dovecot stored nothing yet');
+  release();
+  t.match((await delivered).results, [{ recipient: ALICE, outcome: 'delivered', code: 250 }]);
+  t.equal(await copies(dovecot, ALICE), 1);
 });
