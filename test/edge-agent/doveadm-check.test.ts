@@ -122,6 +122,15 @@ t.test('filed by Sieve into another folder: found there', { skip }, async (t) =>
   t.equal(await copies(ALICE, 'Filed'), 1, 'one copy, in Filed');
 });
 
+t.test('users keyed by local part (auth_username_format = %Ln): found by the envelope address', { skip }, async (t) => {
+  const { cut, deliver, copies, named } = await setup(t, { dovecot: { usernameFormat: '%Ln' } });
+  cut.arm('cut');
+  t.match((await deliver(13, [ALICE], 1)).results, [{ outcome: 'tempfail' }]);
+  t.match((await deliver(13, [ALICE], 2)).results, [{ outcome: 'delivered', text: /found/ }]);
+  t.match(named('deliver.found'), [{ recipient: ALICE, user: ALICE }], 'asked for the address; Dovecot mapped it to alice');
+  t.equal(await copies(ALICE), 1);
+});
+
 t.test('not in Dovecot after all (the user deleted it meanwhile): asked again after a moment, then delivered', { skip }, async (t) => {
   const { dovecot, cut, requests, deliver, copies, named } = await setup(t);
   cut.arm('cut');
