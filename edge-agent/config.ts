@@ -43,6 +43,14 @@ export interface AgentConfig {
    * /metrics (queue-status.ts); null = the agent exports only its own.
    */
   statusToken: string | null;
+  /**
+   * Base URL of Dovecot's doveadm HTTP API (http://127.0.0.1:8080); null = off. When set, a
+   * message whose last attempt ended without a final reply is searched for in Dovecot before
+   * it is delivered again (doveadm.ts); no answer from the API defers it.
+   */
+  doveadmUrl: string | null;
+  /** Dovecot's doveadm_api_key; set exactly when doveadmUrl is. */
+  doveadmApiKey: string | null;
 }
 
 export class ConfigError extends Error {
@@ -65,6 +73,8 @@ export const DEFAULTS = {
   recipientDelimiter: '',
   bounceRelay: null,
   statusToken: null,
+  doveadmUrl: null,
+  doveadmApiKey: null,
 } as const;
 
 const DOMAIN = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
@@ -78,6 +88,29 @@ export function defaultReportingMta(): string {
 function int(key: string, v: number, min: number, max: number): number {
   if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${key}: must be an integer from ${min} to ${max}, got ${v}`);
   return v;
+}
+
+function checkDoveadm(c: AgentConfig): void {
+  if (c.doveadmApiKey !== null) {
+    if (c.doveadmApiKey === '' || /[\x00-\x1f\x7f]/.test(c.doveadmApiKey)) throw new ConfigError('doveadmApiKey: must be Dovecot\'s doveadm_api_key: not empty, no control characters');
+    if (c.doveadmUrl === null) throw new ConfigError('doveadmApiKey: set doveadmUrl too (the doveadm HTTP API, e.g. http://127.0.0.1:8080)');
+  }
+  if (c.doveadmUrl === null) return;
+  let url: URL;
+  try {
+    url = new URL(c.doveadmUrl);
+  } catch {
+    throw new ConfigError(`doveadmUrl: not a URL: ${JSON.stringify(c.doveadmUrl)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`doveadmUrl: must start with http:// or https://, got ${JSON.stringify(c.doveadmUrl)}`);
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    throw new ConfigError('doveadmUrl: no query, fragment or credentials (the key is doveadmApiKeyFile)');
+  }
+  if (/\/doveadm\/v1\/?$/.test(url.pathname)) throw new ConfigError(`doveadmUrl: the base URL only, without /doveadm/v1, e.g. ${url.origin}`);
+  // Only Dovecot's LMTP stores at once what it answered for; an SMTP target may queue it first.
+  if (parseTarget(c.target).protocol !== 'lmtp') throw new ConfigError('doveadmUrl: only for an LMTP target (Dovecot), not smtp://');
+  if (!c.traceHeader) throw new ConfigError('doveadmUrl: needs traceHeader: the search looks for the queue id in it');
+  if (c.doveadmApiKey === null) throw new ConfigError('doveadmUrl: needs the API key too: doveadmApiKeyFile (or doveadmApiKey)');
 }
 
 export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, 'workerUrl' | 'token' | 'target'>): AgentConfig {
@@ -125,6 +158,7 @@ export function validateConfig(input: Partial<AgentConfig> & Pick<AgentConfig, '
     // A bounce goes out to the Internet: through an MTA that queues it, never into LMTP.
     if (relay.protocol !== 'smtp') throw new ConfigError(`bounceRelay: must be smtp://host:port, got ${JSON.stringify(c.bounceRelay)}`);
   }
+  checkDoveadm(c);
   // A token of RFC 2045 as a host name: it goes into a header field and is compared as written.
   if (!DOMAIN.test(c.authservId)) throw new ConfigError(`authservId: must be a host name, got ${JSON.stringify(c.authservId)}`);
   if (!DOMAIN.test(c.reportingMta)) throw new ConfigError(`reportingMta: must be a domain name, got ${JSON.stringify(c.reportingMta)}`);

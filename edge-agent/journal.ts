@@ -17,6 +17,12 @@
 // `delayed`) are kept apart, in `warnings`: a message may get a warning and later its bounce,
 // each once, so the journal is keyed by id and kind.
 //
+// Unsettled recipients (only with the doveadm check on, deliver.ts): just before a body goes
+// out, its recipients are marked, committed before the first byte; a recipient's final
+// result (committed with it) or a reply saying it was not stored (unmark) clears the mark.
+// A mark still there at the next attempt means the last one's outcome is unknown: the body
+// went out and no reply was read (connection lost, agent killed). doveadm.ts then asks Dovecot.
+//
 // Entries are pruned after the retention window. It must be longer than the
 // time the queue object may still redeliver a message (its MAX_AGE_MS, 5 days
 // by default): a redelivery of a forgotten id would be stored a second time.
@@ -33,9 +39,12 @@ export interface BounceSent { code: number; text: string }
 /** Which DSN of a message: its bounce (failed for good) or its delay warning. */
 export type DsnKind = 'bounce' | 'warning';
 
+/** A mark set (at: when) or cleared (at: null). */
+interface Mark { kind: 'mark'; id: string; recipient: string; at: number | null }
 type Entry =
   | { kind: 'result'; id: string; result: RecipientResult; at: number }
-  | { kind: DsnKind; id: string; sent: BounceSent; at: number };
+  | { kind: DsnKind; id: string; sent: BounceSent; at: number }
+  | Mark;
 interface Batch { entries: Entry[]; done: Promise<void>; settle(err: Error | null): void }
 
 const key = (id: string, recipient: string): string => `${id}\0${recipient}`;
@@ -55,10 +64,14 @@ export class Journal {
   readonly #put: StatementSync;
   readonly #getDsn: Record<DsnKind, StatementSync>;
   readonly #putDsn: Record<DsnKind, StatementSync>;
+  readonly #getMark: StatementSync;
+  readonly #putMark: StatementSync;
+  readonly #dropMark: StatementSync;
   readonly retentionMs: number;
   /** Queued, not yet committed; lookup() answers from here first. */
   readonly #queued = new Map<string, RecipientResult>();
   readonly #queuedDsns: Record<DsnKind, Map<string, BounceSent>> = { bounce: new Map(), warning: new Map() };
+  readonly #queuedMarks = new Map<string, Mark>();
   #batch: Batch | null = null;
   #closed = false;
   /** Transactions committed so far (tests and metrics: how well commits are grouped). */
@@ -73,7 +86,9 @@ export class Journal {
         id TEXT NOT NULL, recipient TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL,
         PRIMARY KEY (id, recipient));
       CREATE TABLE IF NOT EXISTS bounces (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS warnings (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL)`);
+      CREATE TABLE IF NOT EXISTS warnings (id TEXT PRIMARY KEY, reply TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS unsettled (
+        id TEXT NOT NULL, recipient TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (id, recipient))`);
     this.#get = this.#db.prepare('SELECT result FROM results WHERE id = ? AND recipient = ?');
     this.#put = this.#db.prepare('INSERT OR REPLACE INTO results (id, recipient, result, at) VALUES (?, ?, ?, ?)');
     this.#getDsn = {
@@ -84,6 +99,9 @@ export class Journal {
       bounce: this.#db.prepare('INSERT OR REPLACE INTO bounces (id, reply, at) VALUES (?, ?, ?)'),
       warning: this.#db.prepare('INSERT OR REPLACE INTO warnings (id, reply, at) VALUES (?, ?, ?)'),
     };
+    this.#getMark = this.#db.prepare('SELECT at FROM unsettled WHERE id = ? AND recipient = ?');
+    this.#putMark = this.#db.prepare('INSERT OR REPLACE INTO unsettled (id, recipient, at) VALUES (?, ?, ?)');
+    this.#dropMark = this.#db.prepare('DELETE FROM unsettled WHERE id = ? AND recipient = ?');
   }
 
   /** Final results already known (committed or queued) for these recipients of message `id`. */
@@ -113,6 +131,42 @@ export class Journal {
     for (const result of final) {
       batch.entries.push({ kind: 'result', id, result, at: now });
       this.#queued.set(key(id, result.recipient), result);
+    }
+    return batch.done;
+  }
+
+  /**
+   * Marks these recipients of `id` unsettled: their body is about to go out. Resolves once
+   * committed (group commit, as add()); the caller sends no byte of the body before that.
+   */
+  mark(id: string, recipients: readonly string[], now = Date.now()): Promise<void> {
+    return this.#marks(id, recipients, now);
+  }
+
+  /** Clears the marks of these recipients of `id`: the target said it did not store it for them. */
+  unmark(id: string, recipients: readonly string[]): Promise<void> {
+    return this.#marks(id, recipients, null);
+  }
+
+  /** The recipients of `id` marked unsettled (committed or queued), with when they were marked. */
+  unsettled(id: string, recipients: readonly string[]): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const r of recipients) {
+      const queued = this.#queuedMarks.get(key(id, r));
+      const at = queued ? queued.at : this.#getMark.get(id, r)?.at;
+      if (typeof at === 'number') out.set(r, at);
+    }
+    return out;
+  }
+
+  #marks(id: string, recipients: readonly string[], at: number | null): Promise<void> {
+    if (recipients.length === 0) return Promise.resolve();
+    if (this.#closed) return Promise.reject(new Error('journal closed'));
+    const batch = this.#open();
+    for (const recipient of recipients) {
+      const m: Mark = { kind: 'mark', id, recipient, at };
+      batch.entries.push(m);
+      this.#queuedMarks.set(key(id, recipient), m);
     }
     return batch.done;
   }
@@ -152,8 +206,14 @@ export class Journal {
       this.#db.exec('BEGIN');
       try {
         for (const e of batch.entries) {
-          if (e.kind === 'result') this.#put.run(e.id, e.result.recipient, JSON.stringify(e.result), e.at);
-          else this.#putDsn[e.kind].run(e.id, JSON.stringify(e.sent), e.at);
+          if (e.kind === 'result') {
+            this.#put.run(e.id, e.result.recipient, JSON.stringify(e.result), e.at);
+            // Its outcome is known now: no mark left behind (a no-op unless the doveadm check is on).
+            this.#dropMark.run(e.id, e.result.recipient);
+          } else if (e.kind === 'mark') {
+            if (e.at === null) this.#dropMark.run(e.id, e.recipient);
+            else this.#putMark.run(e.id, e.recipient, e.at);
+          } else this.#putDsn[e.kind].run(e.id, JSON.stringify(e.sent), e.at);
         }
         this.#db.exec('COMMIT');
         this.commits++;
@@ -165,6 +225,11 @@ export class Journal {
       error = err instanceof Error ? err : new Error(String(err));
     }
     for (const e of batch.entries) {
+      if (e.kind === 'mark') {
+        const k = key(e.id, e.recipient);
+        if (this.#queuedMarks.get(k) === e) this.#queuedMarks.delete(k);
+        continue;
+      }
       if (e.kind !== 'result') {
         const queued = this.#queuedDsns[e.kind];
         if (queued.get(e.id) === e.sent) queued.delete(e.id);
@@ -182,7 +247,8 @@ export class Journal {
     const before = now - this.retentionMs;
     const results = Number(this.#db.prepare('DELETE FROM results WHERE at < ?').run(before).changes);
     return results + Number(this.#db.prepare('DELETE FROM bounces WHERE at < ?').run(before).changes) +
-      Number(this.#db.prepare('DELETE FROM warnings WHERE at < ?').run(before).changes);
+      Number(this.#db.prepare('DELETE FROM warnings WHERE at < ?').run(before).changes) +
+      Number(this.#db.prepare('DELETE FROM unsettled WHERE at < ?').run(before).changes);
   }
 
   size(): number {

@@ -111,6 +111,7 @@ async function run(s: DaemonSettings): Promise<void> {
     version: VERSION, name: s.agent.name, target: s.agent.target, stateDir: s.stateDir, config: s.file ?? 'environment',
     concurrency: s.agent.concurrency, reclaim: reclaiming,
     recipients: s.agent.recipientsFile ?? 'none', bounceRelay: s.agent.bounceRelay ?? 'off', http: s.http ? `${s.http.host}:${s.http.port}` : 'off',
+    doveadm: s.agent.doveadmUrl ?? 'off',
   });
   // Ready once the settings are good and the journal is open, not once the Worker answers:
   // an unreachable Cloudflare must not hold up boot (the agent keeps reconnecting by itself).

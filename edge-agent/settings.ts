@@ -42,6 +42,7 @@ const KEYS = {
   stateDir: 'string', http: 'listen', logSubject: 'bool', journalRetentionDays: 'int', stopGraceMs: 'int', shards: 'int',
   recipientsFile: 'string', recipientDelimiter: 'string', bounceRelay: 'string', reportingMta: 'string',
   authservId: 'string', logFormat: 'string', statusToken: 'string', statusTokenFile: 'string',
+  doveadmUrl: 'string', doveadmApiKey: 'string', doveadmApiKeyFile: 'string',
 } as const satisfies Record<string, Kind>;
 export type Key = keyof typeof KEYS;
 /** Every setting's key, in the order --help lists them. */
@@ -86,7 +87,7 @@ function fromFile(path: string, obj: Record<string, unknown>, into: Map<Key, Ori
       const want = { int: 'a whole number', bool: 'true or false', listen: '"host:port" or false', string: 'a string' }[kind];
       fail(label, `must be ${want}, got ${JSON.stringify(v)}`);
     }
-    if ((k === 'stateDir' || k === 'tokenFile' || k === 'statusTokenFile' || k === 'recipientsFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
+    if ((k === 'stateDir' || k === 'tokenFile' || k === 'statusTokenFile' || k === 'recipientsFile' || k === 'doveadmApiKeyFile') && !isAbsolute(v as string)) fail(label, `must be an absolute path, got ${JSON.stringify(v)}`);
     into.set(k as Key, { value: v as Value, label, fromFile: true });
   }
 }
@@ -138,12 +139,13 @@ export function validateAgent(base: AgentInput, set: Map<Key, Origin>, tokenOrig
     const o = set.get(k);
     if (o) input[k] = o.value as number;
   }
-  for (const k of ['recipientsFile', 'recipientDelimiter', 'bounceRelay', 'reportingMta', 'authservId'] as const) {
+  for (const k of ['recipientsFile', 'recipientDelimiter', 'bounceRelay', 'reportingMta', 'authservId', 'doveadmUrl'] as const) {
     const o = set.get(k);
     if (o) input[k] = String(o.value);
   }
   const trace = set.get('traceHeader');
   if (trace) input.traceHeader = trace.value as boolean;
+  const keyOrigin = doveadmKey(set, input);
   try {
     return validateConfig(input);
   } catch (err) {
@@ -151,9 +153,25 @@ export function validateAgent(base: AgentInput, set: Map<Key, Origin>, tokenOrig
     // 'concurrency: ...' -> 'MAILBRIDGE_CONCURRENCY: ...' or '<file>: concurrency: ...': where the user set it.
     const m = /^(\w+): ([\s\S]*)$/.exec(err.message);
     const key = m?.[1] ?? '';
-    const origin = key === 'token' ? tokenOrigin : isKey(key) ? set.get(key) : undefined;
+    const origin = key === 'token' ? tokenOrigin : key === 'doveadmApiKey' ? keyOrigin : isKey(key) ? set.get(key) : undefined;
     throw origin && m ? new ConfigError(`${origin.label}: ${m[2]}`) : err;
   }
+}
+
+/** Dovecot's doveadm_api_key into `input`, read from its file if so given; returns where it was set. */
+function doveadmKey(set: Map<Key, Origin>, input: AgentInput): Origin | undefined {
+  const file = set.get('doveadmApiKeyFile');
+  const inline = set.get('doveadmApiKey');
+  if (file && inline) fail(file.label, `set ${file.fromFile ? 'doveadmApiKeyFile or doveadmApiKey' : 'MAILBRIDGE_DOVEADM_API_KEY_FILE or MAILBRIDGE_DOVEADM_API_KEY'}, not both`);
+  if (inline) input.doveadmApiKey = String(inline.value);
+  if (file) {
+    try {
+      input.doveadmApiKey = readFileSync(String(file.value), 'utf8').trim();
+    } catch (err) {
+      fail(file.label, `cannot read ${String(file.value)}: ${(err as Error).message}`);
+    }
+  }
+  return file ?? inline;
 }
 
 /** The daemon's settings besides AgentConfig that also apply to an agent run in-process. */
@@ -196,6 +214,8 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   for (const k of ['token', 'tokenFile'] as const) if (envToken) fileSet.delete(k);
   const envStatus = envSet.get('statusTokenFile') ?? envSet.get('statusToken');
   for (const k of ['statusToken', 'statusTokenFile'] as const) if (envStatus) fileSet.delete(k);
+  // The doveadm key likewise: the environment's replaces the file's.
+  if (envSet.has('doveadmApiKeyFile') || envSet.has('doveadmApiKey')) for (const k of ['doveadmApiKey', 'doveadmApiKeyFile'] as const) fileSet.delete(k);
   const set = new Map([...fileSet, ...envSet]);
   const where = (k: Key): string => (file ? `${k} must be set in ${file} or as ${envName(k)}` : `${envName(k)} must be set`);
 

@@ -37,6 +37,8 @@ const TABLE: Record<string, Level> = {
   'target.down': 'warning',
   'recipients.invalid': 'warning',
   'journal.failed': 'warning',
+  // Dovecot could not say whether it holds a message whose reply was lost: it waits, deferred.
+  'doveadm.failed': 'warning',
   'http.failed': 'warning',
   'http.error': 'warning',
   'queue.scrape-failed': 'warning',

@@ -26,17 +26,17 @@ function configDir(t: Test, cfg: Record<string, unknown> | string): { dir: strin
 t.test('a complete file, read as written', async (t) => {
   const { file } = configDir(t, {
     target: 'lmtp://127.0.0.1:24', stateDir: '/srv/mailbridge', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
-    heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
+    heartbeatMs: 5000, maxReconnectMs: 30_000, http: '[::1]:9100', logSubject: true,
     journalRetentionDays: 14, stopGraceMs: 10_000, shards: 4,
     recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
-    authservId: 'home.example.com', logFormat: 'maillog',
+    authservId: 'home.example.com', logFormat: 'maillog', traceHeader: true, doveadmUrl: 'http://127.0.0.1:8080', doveadmApiKey: 'doveadm-key',
   });
   t.same(loadSettings(file, {}), {
     agent: {
       workerUrl: URL, token: TOKEN, target: 'lmtp://127.0.0.1:24', name: 'dell', concurrency: 8, creditBytes: 4 << 20,
-      heartbeatMs: 5000, traceHeader: false, maxReconnectMs: 30_000, shards: 4,
+      heartbeatMs: 5000, traceHeader: true, maxReconnectMs: 30_000, shards: 4,
       recipientsFile: '/etc/mailbridge/recipients', recipientDelimiter: '+', bounceRelay: 'smtp://127.0.0.1:25', reportingMta: 'mx.example.com',
-      authservId: 'home.example.com', statusToken: null,
+      authservId: 'home.example.com', statusToken: null, doveadmUrl: 'http://127.0.0.1:8080', doveadmApiKey: 'doveadm-key',
     },
     stateDir: '/srv/mailbridge', http: { host: '::1', port: 9100 }, logSubject: true, logFormat: 'maillog', journalRetentionDays: 14,
     stopGraceMs: 10_000, file,
@@ -61,6 +61,36 @@ t.test('the status token: from the file, its own file, or the environment; never
   t.throws(() => loadSettings(file, { MAILBRIDGE_STATUS_TOKEN: 'short' }), { message: 'MAILBRIDGE_STATUS_TOKEN: must be at least 16 printable characters' });
   t.throws(() => loadSettings(file, { MAILBRIDGE_STATUS_TOKEN: TOKEN }), { message: /^MAILBRIDGE_STATUS_TOKEN: must be the Worker's STATUS_TOKEN, not the agent token/ });
   t.equal(loadSettings(configDir(t, {}).file, {}).agent.statusToken, null, 'unset: none');
+});
+
+t.test('the doveadm check: the URL and Dovecot\'s API key (its file, the environment\'s first); off when unset', async (t) => {
+  const { dir, file } = configDir(t, { doveadmUrl: 'http://127.0.0.1:8080', doveadmApiKey: 'key-in-the-file' });
+  t.match(loadSettings(file, {}).agent, { doveadmUrl: 'http://127.0.0.1:8080', doveadmApiKey: 'key-in-the-file' });
+  writeFileSync(join(dir, 'doveadm.key'), 'key-from-its-file\n');
+  t.match(loadSettings(file, { MAILBRIDGE_DOVEADM_API_KEY_FILE: join(dir, 'doveadm.key') }).agent, { doveadmApiKey: 'key-from-its-file' },
+    "the environment's file replaces the file's key, its line end cut");
+  t.match(loadSettings(configDir(t, { doveadmUrl: 'https://mail.home:8080/', doveadmApiKeyFile: join(dir, 'doveadm.key') }).file, {}).agent,
+    { doveadmUrl: 'https://mail.home:8080/', doveadmApiKey: 'key-from-its-file' });
+  t.match(loadSettings(configDir(t, {}).file, {}).agent, { doveadmUrl: null, doveadmApiKey: null }, 'unset: off');
+  const fails: [Record<string, unknown>, Record<string, string>, RegExp][] = [
+    [{}, { MAILBRIDGE_DOVEADM_URL: 'unix:/run/dovecot/doveadm-server' }, /^MAILBRIDGE_DOVEADM_URL: must start with http:\/\/ or https:\/\//],
+    [{}, { MAILBRIDGE_DOVEADM_URL: '127.0.0.1:8080' }, /^MAILBRIDGE_DOVEADM_URL: not a URL/],
+    [{ doveadmUrl: 'http://127.0.0.1:8080/doveadm/v1', doveadmApiKey: 'k' }, {}, /agent\.json: doveadmUrl: the base URL only, without \/doveadm\/v1, e\.g\. http:\/\/127\.0\.0\.1:8080$/],
+    [{ doveadmUrl: 'http://doveadm:key@127.0.0.1:8080', doveadmApiKey: 'k' }, {}, /agent\.json: doveadmUrl: no query, fragment or credentials/],
+    [{}, { MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080' }, /^MAILBRIDGE_DOVEADM_URL: needs the API key too: doveadmApiKeyFile/],
+    [{}, { MAILBRIDGE_DOVEADM_API_KEY: 'k' }, /^MAILBRIDGE_DOVEADM_API_KEY: set doveadmUrl too/],
+    [{ doveadmApiKeyFile: '/nonexistent/key' }, { MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080' }, /agent\.json: doveadmApiKeyFile: cannot read \/nonexistent\/key/],
+    [{ doveadmApiKeyFile: 'doveadm.key' }, {}, /agent\.json: doveadmApiKeyFile: must be an absolute path/],
+    [{ doveadmApiKeyFile: '/etc/k', doveadmApiKey: 'k' }, {}, /agent\.json: doveadmApiKeyFile: set doveadmApiKeyFile or doveadmApiKey, not both/],
+    [{}, { MAILBRIDGE_DOVEADM_API_KEY: 'k', MAILBRIDGE_DOVEADM_API_KEY_FILE: '/etc/k' }, /^MAILBRIDGE_DOVEADM_API_KEY_FILE: set MAILBRIDGE_DOVEADM_API_KEY_FILE or MAILBRIDGE_DOVEADM_API_KEY, not both/],
+    [{ doveadmApiKey: 'a\tb' }, { MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080' }, /agent\.json: doveadmApiKey: must be Dovecot's doveadm_api_key/],
+    // The check needs Dovecot's LMTP and the trace header it searches for.
+    [{ target: 'smtp://127.0.0.1:25', doveadmUrl: 'http://127.0.0.1:8080', doveadmApiKey: 'k' }, {}, /agent\.json: doveadmUrl: only for an LMTP target \(Dovecot\), not smtp:\/\//],
+    [{ traceHeader: false }, { MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080', MAILBRIDGE_DOVEADM_API_KEY: 'k' }, /^MAILBRIDGE_DOVEADM_URL: needs traceHeader/],
+  ];
+  for (const [cfg, env, message] of fails) {
+    t.throws(() => loadSettings(configDir(t, cfg).file, env), { name: 'ConfigError', message }, JSON.stringify([cfg, env]));
+  }
 });
 
 t.test('MAILBRIDGE_LOG_FORMAT: json or maillog, anything else named', async (t) => {
@@ -159,6 +189,7 @@ t.test('as a process: a bad setting exits 2 with the message on stderr', async (
     [['--config', '/nonexistent/agent.json'], {}, /\/nonexistent\/agent\.json: cannot read/],
     [['--conf', bad], {}, /Unknown option '--conf'.*usage: mailbridge-agent \[--config <file>\]/],
     [['--config', configDir(t, {}).file], { MAILBRIDGE_HEARTBEAT_MS: '10s' }, /MAILBRIDGE_HEARTBEAT_MS: not a whole number: "10s"/],
+    [['--config', configDir(t, {}).file], { MAILBRIDGE_DOVEADM_URL: 'localhost:8080' }, /^mailbridge-agent: MAILBRIDGE_DOVEADM_URL: must start with http:\/\//],
   ];
   for (const [args, env, message] of cases) {
     const p = runAgent(env, args);

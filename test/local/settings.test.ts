@@ -39,6 +39,17 @@ t.test('Worker vars and agent settings are read and passed on', async (t) => {
   t.equal(s.target, 'lmtp://127.0.0.1:24');
 });
 
+t.test('the doveadm check (MAILBRIDGE_DOVEADM_*) is passed on to the agent, checked like the daemon\'s', async (t) => {
+  const dir = t.testdir({ key: 'doveadm-key\n' });
+  const s = readLocalSettings({ RELAY_TARGET: 'lmtp://127.0.0.1:24', MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080', MAILBRIDGE_DOVEADM_API_KEY_FILE: `${dir}/key` });
+  t.match(s.agent, { doveadmUrl: 'http://127.0.0.1:8080', doveadmApiKey: 'doveadm-key' });
+  t.match(readLocalSettings({}).agent, { doveadmUrl: null, doveadmApiKey: null }, 'unset: off');
+  fails(t, { MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080/doveadm/v1', MAILBRIDGE_DOVEADM_API_KEY: 'k' }, /^MAILBRIDGE_DOVEADM_URL: the base URL only/, 'malformed URL');
+  fails(t, { MAILBRIDGE_DOVEADM_API_KEY_FILE: '/nonexistent/key', MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080' }, /^MAILBRIDGE_DOVEADM_API_KEY_FILE: cannot read/, 'key file');
+  fails(t, { RELAY_TARGET: 'smtp://127.0.0.1:25', MAILBRIDGE_DOVEADM_URL: 'http://127.0.0.1:8080', MAILBRIDGE_DOVEADM_API_KEY: 'k' },
+    /^MAILBRIDGE_DOVEADM_URL: only for an LMTP target \(Dovecot\), not RELAY_TARGET smtp:/, 'an SMTP target');
+});
+
 t.test('malformed values are refused by the production parsers, naming the variable', async (t) => {
   fails(t, { VERDICT_WAIT_MS: 'soon' }, /^VERDICT_WAIT_MS: must be an integer from 0 to 25000/, 'Worker var');
   fails(t, { RETRY_FIRST_MS: '1000', RETRY_MAX_MS: '500' }, /^RETRY_MAX_MS: /, 'Worker var relation');

@@ -75,6 +75,7 @@ export interface SoakSummary extends Books {
 const TOKEN = 'soak-agent-token-0123456789';
 const DEV = 'soak-dev-token-0123456789abc';
 const ADMIN = 'soak-admin-token-0123456789';
+const DOVEADM_KEY = 'soak-doveadm-key-0123456789';
 /** The states a message is still on its way in: the queue has settled when none is left. */
 const LIVE = ['incoming', 'queued', 'in-flight', 'deferred', 'bouncing'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -99,7 +100,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-soak-'));
   const cleanups: (() => Promise<unknown>)[] = [];
   try {
-    const dovecot = await startDovecot({ users: KNOWN });
+    // The doveadm HTTP API on, for the agent's check after a lost reply (issue #23).
+    const dovecot = await startDovecot({ users: KNOWN, doveadmApiKey: DOVEADM_KEY });
+    await writeFile(join(dir, 'doveadm.key'), `${DOVEADM_KEY}\n`);
     cleanups.push(() => dovecot.stop());
     const tempfail = await startTempfailLmtp();
     cleanups.push(() => tempfail.close());
@@ -143,6 +146,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
           MAILBRIDGE_TARGET: `lmtp://127.0.0.1:${lmtpProxy.port}`, MAILBRIDGE_STATE_DIR: join(dir, 'agent'),
           MAILBRIDGE_NAME: 'soak', MAILBRIDGE_HEARTBEAT_MS: '1000',
           MAILBRIDGE_BOUNCE_RELAY: relay.url, MAILBRIDGE_REPORTING_MTA: 'soak.example.test', MAILBRIDGE_RECIPIENTS_FILE: recipientsFile,
+          MAILBRIDGE_DOVEADM_URL: dovecot.doveadmUrl ?? '', MAILBRIDGE_DOVEADM_API_KEY_FILE: join(dir, 'doveadm.key'),
         },
       });
       child.stdout?.pipe(agentLog, { end: false });
@@ -311,7 +315,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     // The agent's nacks for a body it could not read whole (R2's get failing or cut on the way).
     const bodyNacks = agentText.split('\n').filter((l) => l.includes('"event":"deliver.corrupt"') && l.includes('reading the message body failed')).length;
     const books = await account({
-      seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: agentText, lives, lookup,
+      seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: agentText, lives, lookup, doveadm: true,
       deletedByOperator: operator.deleted,
       onOutcome: (qid: string, outcome: Outcome) => { if (operator.replayed.has(qid)) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
     });
