@@ -412,9 +412,12 @@ export class LmtpClient {
       // 421 (the server going away), a timeout, a lost connection, a line that is no reply or
       // a reply of the wrong kind leave it unknown: it may have been stored already. Such a
       // result is a tempfail, and its text says so, so that a later duplicate is explained.
+      // A server's reply (a 421) may be long: the note goes before its text, where no cut to
+      // the wire's limits (protocol/wire.ts wireResults) can take it off. Our own texts are
+      // short or carry the note early (STATES.DOT), so it follows them.
       const got = results.get(r);
       const unknown = isLocalError(a) || a.code === 421 || (a.code < 400 && !isOk(a));
-      if (got && unknown && !got.text.includes(MAY_BE_DELIVERED)) got.text += ` ${MAY_BE_DELIVERED}`;
+      if (got && unknown && !got.text.includes(MAY_BE_DELIVERED)) got.text = got.code === 0 ? `${got.text} ${MAY_BE_DELIVERED}` : `${MAY_BE_DELIVERED} ${got.text}`;
       if (got && got.outcome !== 'tempfail') info.onFinal?.(got);
     }
     // Every final reply is in: the transaction is over and the server ready for the next MAIL.

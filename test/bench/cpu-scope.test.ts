@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { classify, HINT_LOCAL, HINT_OBJECT, perfCostPerSample, perfUnavailable, shareIn, startScopeSampler } from '../../bench/lib/cpu-scope.ts';
 import { childrenNamed } from '../../bench/lib/proc.ts';
 import { threadCpuNs, untilQuiet } from '../../bench/lib/thread-cpu.ts';
+import { ciSkip } from '../helpers/skip.ts';
 
 t.test('classify(): the scope frame anywhere on the stack; out only when the whole chain is seen or the loop waits', async (t) => {
   const text = [
@@ -68,7 +69,7 @@ t.test('classify(): the scope frame anywhere on the stack; out only when the who
   t.same(shareIn(s, 0, Infinity), { samples: 9, inScope: 6 });
 });
 
-const why = perfUnavailable();
+const why = ciSkip('perf', perfUnavailable());
 t.test('on a real workerd: a JS loop is in the scope, a native 25 MiB pipe is not', { skip: why ?? false }, async (t) => {
   const sink = createServer((req, res) => { let n = 0; req.on('data', (d: Buffer) => { n += d.length; }); req.on('end', () => res.end(String(n))); });
   await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));

@@ -13,6 +13,7 @@ import { perfUnavailable, startScopeSampler } from '../../bench/lib/cpu-scope.ts
 import { installProbes, ownerAt, parseOwnerTrace, shareByOwner, startOwnerTracer } from '../../bench/lib/invocation-owner.ts';
 import { childrenNamed } from '../../bench/lib/proc.ts';
 import { untilQuiet } from '../../bench/lib/thread-cpu.ts';
+import { ciSkip } from '../helpers/skip.ts';
 
 t.test('parseOwnerTrace(): an actor makes the object; its Worker makes the Worker; any other Worker is local; addresses are reused', async (t) => {
   const lines = [
@@ -41,7 +42,7 @@ t.test('parseOwnerTrace(): an actor makes the object; its Worker makes the Worke
   t.same(shareByOwner(samples, trace, 0, Infinity), { samples: 6, inScope: 5, worker: 0, object: 3, local: 2, start: 1 });
 });
 
-const why = perfUnavailable() ?? installProbesOnce();
+const why = ciSkip('perf and tracefs uprobe', perfUnavailable() ?? installProbesOnce());
 function installProbesOnce(): string | null {
   const bin = join(process.cwd(), 'node_modules', '@cloudflare', 'workerd-linux-64', 'bin', 'workerd');
   return installProbes(bin);

@@ -36,6 +36,12 @@ t.test('two agents share the queue: each message goes to exactly one of them', a
     await sleep(25);
   }
   t.match(await w.summary(), { queued: 0, 'in-flight': 0 });
+  // Still exactly one, once every ack is in and a moment has passed: no message went to the
+  // other agent as well, or back to the same one, and each was acked once.
+  await sleep(300);
+  t.same(ids.map((id) => got(a, id).length + got(b, id).length), [1, 1, 1, 1], 'each message sent to one agent, once, also after the acks');
+  const acked = (id: string): number => w.logs.filter((l) => l.includes('"event":"message.acked"') && l.includes(id)).length;
+  t.same(ids.map(acked), [1, 1, 1, 1], 'each acked once');
   a.close(); b.close();
   await Promise.all([a.closed, b.closed]);
 });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { silentLogger } from '../../edge-agent/log.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
 import { attachmentMessage, drained, maildirNew, message, sendSmtp, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
+import { ciSkip } from '../helpers/skip.ts';
 
 async function relay(t: Test, opts: { maxBytes?: number; allowedDomains?: string[] } = {}): Promise<LocalRelay> {
   const dataDir = await mkdtemp(join(tmpdir(), 'mailbridge-e2e-'));
@@ -52,7 +53,7 @@ t.test('a 3 MiB message (several 1 MiB chunks in the queue) arrives byte-exact',
   t.ok(splitTrace(stored ?? Buffer.alloc(0))?.rest.equals(raw), 'byte-exact');
 });
 
-t.test('swaks, as in the README, ends up as a file in the Maildir', { skip: spawnSync('swaks', ['--version']).error ? 'swaks not installed' : false }, async (t) => {
+t.test('swaks, as in the README, ends up as a file in the Maildir', { skip: ciSkip('swaks', spawnSync('swaks', ['--version']).error ? 'swaks not installed (apt-get install swaks)' : false) }, async (t) => {
   const r = await relay(t);
   // Not spawnSync: the relay runs in this process and must keep answering.
   const out = await promisify(execFile)('swaks', ['--server', `127.0.0.1:${r.smtpPort}`, '--to', 'alice@example.test',

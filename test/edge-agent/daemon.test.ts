@@ -5,8 +5,10 @@ import t, { type Test } from 'tap';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cloudflareBlock } from '../../local/email-routing.ts';
 import { startMaildirTarget } from '../../local/maildir-target.ts';
-import { drained, maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
+import { defaultReportingMta } from '../../edge-agent/config.ts';
+import { drained, isStoredExactly, maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 import { runAgent } from './agent-process.ts';
 import { metric, poll } from './in-process.ts';
@@ -52,13 +54,16 @@ t.test('delivers from the real Worker, then stops on SIGTERM with exit 0', async
     MAILBRIDGE_HTTP: '127.0.0.1:0',
   });
   t.teardown(() => { p.child.kill('SIGKILL'); });
-  const raw = shiftJisMessage('daemon-1');
-  const posted = await worker.post('s@example.net', 'alice@example.test', raw);
+  // The bytes as Email Routing hands them over (its block, then the sender's): all of them stored.
+  const raw = Buffer.concat([cloudflareBlock('s@example.net', 'alice@example.test'), shiftJisMessage('daemon-1')]);
+  const before = Date.now();
+  const posted = await worker.post('s@example.net', 'alice@example.test', raw, { block: false });
+  const after = Date.now();
   t.equal(posted.status, 200);
   const [stored] = await waitFor('delivered message', () => maildirNew(join(target.root, 'alice@example.test')), 1);
   const parts = splitTrace(stored ?? Buffer.alloc(0));
   t.equal(parts?.agent, 'dell', 'MAILBRIDGE_NAME is in the trace header');
-  t.ok(parts?.rest.equals(raw), 'byte-exact');
+  t.ok(isStoredExactly(stored, { agent: 'dell', id: String(posted.body.id), authservId: defaultReportingMta(), at: [before, after] }, raw), 'byte-exact: our two headers, then the message');
   await waitFor('ack', async () => (p.out().includes('"deliver.acked"') ? [1] : []), 1);
 
   p.child.kill('SIGTERM');
@@ -118,10 +123,14 @@ t.test('the bundle (dist/edge-agent.mjs, as the bench and the soak run it) deliv
   t.teardown(() => { p.child.kill('SIGKILL'); });
   const started = await p.waitEvent('agent.started');
   t.equal(started.reclaim, true, 'garbage is reclaimed as messages pass (--expose-gc)');
-  const raw = shiftJisMessage('bundle-1');
-  t.equal((await worker.post('s@example.net', 'alice@example.test', raw)).status, 200);
+  // The bytes as Email Routing hands them over (its block, then the sender's): all of them stored.
+  const raw = Buffer.concat([cloudflareBlock('s@example.net', 'alice@example.test'), shiftJisMessage('bundle-1')]);
+  const before = Date.now();
+  const posted = await worker.post('s@example.net', 'alice@example.test', raw, { block: false });
+  const after = Date.now();
+  t.equal(posted.status, 200);
   const [stored] = await waitFor('delivered message', () => maildirNew(join(target.root, 'alice@example.test')), 1);
-  t.ok(splitTrace(stored ?? Buffer.alloc(0))?.rest.equals(raw), 'byte-exact');
+  t.ok(isStoredExactly(stored, { agent: 'dell', id: String(posted.body.id), authservId: defaultReportingMta(), at: [before, after] }, raw), 'byte-exact: our two headers, then the message');
   const acked = await p.waitEvent('deliver.acked');
   t.equal(acked.subject, '日本語', 'the Subject, decoded by mailparser loaded from node_modules');
   p.child.kill('SIGTERM');

@@ -59,3 +59,25 @@ t.test('a garbage line after the final dot: acked tempfail (may have been delive
   t.equal(a.stats.fromJournal, 0, 'a tempfail is not journaled: the redelivery went to the target');
   t.equal(peer.stored.length, 2, 'the target had stored the first one: the duplicate the text warned of');
 });
+
+t.test('a long 421 after the final dot: the ack still says "may have been delivered", however the wire cuts the text', async (t) => {
+  // Found by the path fuzzer (seed 3, 200 messages): the target stored the copy, then answered
+  // a 421 of many long lines; the note went after the text and the cut to MAX_RESULT_TEXT took
+  // it off, so the duplicate that followed was unexplained.
+  const { object, agent, peer } = await inProcess(t);
+  const long421 = Array.from({ length: 30 }, (_, i) => `421${i === 29 ? ' ' : '-'}4.3.2 going away ${'"'.repeat(20)}${'x'.repeat(60)}`).join('\r\n') + '\r\n';
+  peer.finalReply = () => long421;
+  const conn = object.connection();
+  agent();
+  const c = await conn;
+  push(c, header(msgId(18), body, ['alice@example.test']), body);
+  const one = (await c.next('ack')) as AckFrame;
+  t.match(one.results, [{ code: 421, outcome: 'tempfail' }]);
+  t.ok(one.results[0]?.text.endsWith(CUT_MARK), 'the text was cut to the wire\'s limit');
+  t.match(one.results[0]?.text, MAY_BE_DELIVERED, 'one recipient: the note outlived the cut');
+  // A hundred recipients share one frame: each text is cut much shorter.
+  push(c, header(msgId(19), body, recipients), body);
+  const all = (await c.next('ack')) as AckFrame;
+  t.equal(all.results.length, 100);
+  t.ok(all.results.every((r) => r.code === 421 && r.text.includes(MAY_BE_DELIVERED)), 'a hundred recipients: every note outlived the cut');
+});

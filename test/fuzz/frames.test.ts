@@ -3,21 +3,28 @@
 // afterwards gets every one delivered. (b) Whatever an object sends, the real agent never crashes,
 // closes a bad session with 1008 and reconnects with backoff, never sends a frame the object's
 // parser refuses, and never stores bytes that are not what size and SHA-256 announced.
-// FUZZ_SEED=n replays a seed.
+// The FUZZ_* variables of a finding's command (seeds.ts) replay that run exactly.
 import t from 'tap';
 import { runAgentFrameFuzz } from './agent-frames-run.ts';
 import { runObjectFrameFuzz } from './object-frames-run.ts';
-import { fuzzSeeds } from './seeds.ts';
+import { fuzzParams, replayCommand, runs, tapTimeout } from './seeds.ts';
 
-for (const seed of fuzzSeeds([1, 2])) {
-  t.test(`agent -> object, seed ${seed}: no crash, 1008 at most, nothing lost (FUZZ_SEED=${seed} to replay)`, async (t) => {
-    const run = await runObjectFrameFuzz({ seed, rounds: 25 });
-    t.comment(run.summary);
-    t.same(run.findings, [], `findings for FUZZ_SEED=${seed}`);
-  });
-  t.test(`object -> agent, seed ${seed}: no crash, 1008 and backoff, valid frames out, only whole messages stored (FUZZ_SEED=${seed} to replay)`, async (t) => {
-    const run = await runAgentFrameFuzz({ seed, rounds: 25 });
-    t.comment(run.summary);
-    t.same(run.findings, [], `findings for FUZZ_SEED=${seed}`);
-  });
+const p = fuzzParams();
+for (const seed of p.seeds) {
+  if (runs(p, 'agent->object')) {
+    const replay = replayCommand('agent->object', seed, p);
+    t.test(`agent -> object, seed ${seed}: no crash, 1008 at most, nothing lost (${replay})`, { timeout: tapTimeout('agent->object', p) }, async (t) => {
+      const run = await runObjectFrameFuzz({ seed, rounds: p.rounds });
+      t.comment(run.summary);
+      t.same(run.findings, [], `findings; replay: ${replay}`);
+    });
+  }
+  if (runs(p, 'object->agent')) {
+    const replay = replayCommand('object->agent', seed, p);
+    t.test(`object -> agent, seed ${seed}: no crash, 1008 and backoff, valid frames out, only whole messages stored (${replay})`, { timeout: tapTimeout('object->agent', p) }, async (t) => {
+      const run = await runAgentFrameFuzz({ seed, rounds: p.rounds });
+      t.comment(run.summary);
+      t.same(run.findings, [], `findings; replay: ${replay}`);
+    });
+  }
 }

@@ -1,10 +1,12 @@
-// `npm run fuzz [-- --seeds N --first S --messages M --rounds R]`: the fuzzers of test/fuzz/ run
-// long, over many seeds and more messages. One summary line per seed and fuzzer; exits 1 on
-// any finding, each printed with the FUZZ_SEED that replays it.
+// `npm run fuzz [-- --seeds N --first S --messages M --rounds R --settle-ms T --mode path|agent->object|object->agent]`:
+// the fuzzers of test/fuzz/ run long, over many seeds and more messages. One summary line per
+// seed and fuzzer; exits 1 on any finding, each printed with the command that replays exactly
+// that run (seed, size and fuzzer; seeds.ts).
 import { parseArgs } from 'node:util';
 import { runAgentFrameFuzz } from './agent-frames-run.ts';
 import { runObjectFrameFuzz } from './object-frames-run.ts';
 import { runPathFuzz, type PathRun } from './path-run.ts';
+import { MODES, replayCommand, type FuzzMode } from './seeds.ts';
 
 const { values } = parseArgs({
   options: {
@@ -12,9 +14,11 @@ const { values } = parseArgs({
     first: { type: 'string', default: String(Date.now() % 100_000) },
     messages: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '100' },
+    'settle-ms': { type: 'string', default: '120000' },
+    mode: { type: 'string' },
   },
 });
-const num = (k: keyof typeof values): number => {
+const num = (k: 'seeds' | 'first' | 'messages' | 'rounds' | 'settle-ms'): number => {
   const n = Number(values[k]);
   if (!Number.isInteger(n) || n < 0) {
     process.stderr.write(`fuzz: --${k} must be a non-negative integer\n`);
@@ -22,17 +26,24 @@ const num = (k: keyof typeof values): number => {
   }
   return n;
 };
-const fuzzers: [string, (seed: number) => Promise<PathRun>][] = [
-  ['path', (seed) => runPathFuzz({ seed, messages: num('messages'), settleMs: 120_000 })],
-  ['agent->object', (seed) => runObjectFrameFuzz({ seed, rounds: num('rounds') })],
-  ['object->agent', (seed) => runAgentFrameFuzz({ seed, rounds: num('rounds') })],
+const mode = values.mode;
+if (mode !== undefined && !MODES.includes(mode as FuzzMode)) {
+  process.stderr.write(`fuzz: --mode must be one of ${MODES.join(', ')}\n`);
+  process.exit(2);
+}
+const p = { messages: num('messages'), rounds: num('rounds'), settleMs: num('settle-ms') };
+const fuzzers: [FuzzMode, (seed: number) => Promise<PathRun>][] = [
+  ['path', (seed) => runPathFuzz({ seed, messages: p.messages, settleMs: p.settleMs })],
+  ['agent->object', (seed) => runObjectFrameFuzz({ seed, rounds: p.rounds })],
+  ['object->agent', (seed) => runAgentFrameFuzz({ seed, rounds: p.rounds })],
 ];
 let found = 0;
 for (let seed = num('first'); seed < num('first') + num('seeds'); seed++) {
   for (const [name, run] of fuzzers) {
+    if (mode !== undefined && mode !== name) continue;
     const r = await run(seed);
     process.stdout.write(`${new Date().toISOString()} ${name.padEnd(14)} ${r.summary}\n`);
-    for (const f of r.findings) process.stdout.write(`  FINDING (FUZZ_SEED=${seed} npx tap test/fuzz/${name === 'path' ? 'path' : 'frames'}.test.ts): ${f}\n`);
+    for (const f of r.findings) process.stdout.write(`  FINDING (${replayCommand(name, seed, p)}): ${f}\n`);
     found += r.findings.length;
   }
 }

@@ -18,6 +18,8 @@ import { garbleText, pick, randomBytes, type Json } from './mutate.ts';
 import type { PathRun } from './path-run.ts';
 
 const ADMIN = 'admin-token-fuzz-0123456789abcdef';
+/** Leases that end unanswered before the object gives a message up (the run's MAX_UNSETTLED_LEASES). */
+const MAX_UNSETTLED = 3;
 const ACTIVE = ['incoming', 'queued', 'in-flight', 'deferred', 'bouncing'];
 /** Close codes a fuzzing agent may get from the object's side: ours (1008), the runtime's for bad UTF-8 or size, a clean 'bye'. */
 const FAIR_CLOSES = [1000, 1007, 1008, 1009];
@@ -32,7 +34,7 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
   // that end unanswered give a message up, so none waits minutes behind a long release delay.
   const w = await startTestWorker({
     verdictWaitMs: 0,
-    vars: { ADMIN_TOKEN: ADMIN, RETRY_FIRST_MS: '200', RETRY_MAX_MS: '400', AFFINITY_MS: '0', MAX_UNSETTLED_LEASES: '3' },
+    vars: { ADMIN_TOKEN: ADMIN, RETRY_FIRST_MS: '200', RETRY_MAX_MS: '400', AFFINITY_MS: '0', MAX_UNSETTLED_LEASES: String(MAX_UNSETTLED), LOG_LEVEL: 'debug' },
   });
   const peer = await startLmtpPeer();
   const admin = async <T>(path: string): Promise<{ status: number; body: T }> => {
@@ -41,6 +43,8 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
   };
   const posted = new Map<string, Buffer>();
   const closes: Record<number, number> = {};
+  // Acks the fuzzers sent that refuse a recipient for good: a cause a dead-letter may have.
+  const refusedByFuzzers = new Set<string>();
   let frames = 0;
   let stop: (() => Promise<void>) | null = null;
   try {
@@ -73,14 +77,19 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
         { type: 'bounced', id: someId(), status: pick(r, ['sent', 'deferred', 'failed']), code: 250, text: 'fuzz' },
         { type: 'recipients', digest: '0'.repeat(64), part: 0, parts: 2, delimiter: '+', entries: ['@example.test'] },
       ];
+      // A refusing ack, plain or mutated, is a cause the fuzzer made for its message's dead-letter.
+      const noted = (f: Record<string, Json>): Record<string, Json> => {
+        if (f.type === 'ack' && JSON.stringify(f.results).includes('"permfail"')) refusedByFuzzers.add(String(f.id));
+        return f;
+      };
       if (r() < 0.9) a.send(JSON.stringify(templates()[0]));
       for (let k = 3 + Math.floor(r() * 8); k > 0 && a.ws.readyState === a.ws.OPEN; k--) {
         frames++;
         const x = r();
         // Valid frames, in any order (a second hello, acks for other ids) ...
-        if (x < 0.6) a.send(JSON.stringify(pick(r, templates().slice(1, 6))));
+        if (x < 0.6) a.send(JSON.stringify(noted(pick(r, templates().slice(1, 6)))));
         // ... mutated ones, noise, huge texts ...
-        else if (x < 0.9) a.send(garbleText(r, pick(r, templates())));
+        else if (x < 0.9) a.send(garbleText(r, noted(pick(r, templates()))));
         // ... and binary frames, which no agent may send.
         else a.ws.send(randomBytes(r), { binary: true });
         await sleep(Math.floor(r() * 20));
@@ -120,9 +129,31 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
       }
       await sleep(100);
     }
-    const dead = new Set((await admin<{ messages: { id: string }[] }>('/admin/messages?state=dead-letter&limit=500')).body.messages.map((m) => m.id));
     const events = w.logs.flatMap((l) => { try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; } });
     const agentOf = new Map(events.filter((e) => e.event === 'agent.hello').map((e) => [e.session, e.agent]));
+    // Leases the object gave fuzzing sessions (LOG_LEVEL=debug), each of which may end
+    // unanswered: its frame may never reach a fuzzer that closes at once, so the object's word.
+    const leasedToFuzzers = new Map<string, number>();
+    for (const e of events) {
+      if (e.event !== 'message.leased' || agentOf.get(e.session) === 'good-agent') continue;
+      const id = String(e.id);
+      leasedToFuzzers.set(id, (leasedToFuzzers.get(id) ?? 0) + 1);
+    }
+    const deadRows = (await admin<{ messages: { id: string; failure: string | null; results: RecipientResult[] }[] }>('/admin/messages?state=dead-letter&limit=500')).body.messages;
+    const dead = new Set(deadRows.map((m) => m.id));
+    // Each dead-letter needs a cause a fuzzer made: leases it dropped often enough in a row, or
+    // an ack of its that refused a recipient. Anything else (expired, a refusal nobody sent)
+    // is the object giving up a message on its own.
+    for (const m of deadRows) {
+      const leases = leasedToFuzzers.get(m.id) ?? 0;
+      const refused = m.results.some((x) => x.outcome === 'permfail');
+      const cause = m.failure === 'attempts' ? leases >= MAX_UNSETTLED
+        : m.failure === 'refused' ? refused && refusedByFuzzers.has(m.id) && leases > 0 : false;
+      if (!cause) {
+        findings.push(`${m.id}: dead-letter (${m.failure}) without a cause the fuzzers made: ${leases} leases to fuzzers, ` +
+          `${refusedByFuzzers.has(m.id) ? 'a' : 'no'} refusing ack sent, results ${JSON.stringify(m.results).slice(0, 300)}`);
+      }
+    }
     const ackedBy = new Map(events.filter((e) => e.event === 'message.acked').map((e) => [e.id, agentOf.get(e.session)]));
     const copies = new Map<string, Buffer[]>();
     for (const s of peer.stored) {
@@ -131,6 +162,10 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
     }
     let good = 0;
     for (const [id, body] of posted) {
+      // The floor: a message no fuzzer was ever given is the good agent's, delivered once.
+      if (!leasedToFuzzers.has(id) && ackedBy.get(id) !== 'good-agent') {
+        findings.push(`${id}: never leased to a fuzzer, yet not delivered by the good agent (${dead.has(id) ? 'dead-letter' : `acked by ${String(ackedBy.get(id))}`})`);
+      }
       if (dead.has(id)) continue;
       const by = ackedBy.get(id);
       if (by === undefined) findings.push(`${id}: gone from the queue without an ack: LOST`);
@@ -143,7 +178,8 @@ export async function runObjectFrameFuzz(o: { seed: number; rounds: number }): P
     return {
       findings,
       summary: `seed ${o.seed}: ${o.rounds} connections, ${frames} fuzzed frames, object closes ${JSON.stringify(closes)}, ${posted.size} posted, ` +
-        `${good} delivered by the good agent, ${posted.size - good - dead.size} acked by fuzzers, ${dead.size} dead-letter, ${findings.length} findings`,
+        `${good} delivered by the good agent (${[...posted.keys()].filter((id) => !leasedToFuzzers.has(id)).length} never leased to a fuzzer), ` +
+        `${posted.size - good - dead.size} acked by fuzzers, ${dead.size} dead-letter, ${findings.length} findings`,
     };
   } finally {
     await stop?.();

@@ -112,6 +112,37 @@ export function splitTrace(stored: Buffer): { agent: string; id: string; auth: s
   return { agent: m[1] ?? '', id: m[2] ?? '', auth: a[0], ...splitBlock(stored.subarray(ours)) };
 }
 
+/** What our trace and Authentication-Results headers say (docs/protocol.md); `at`: the Worker's acceptance. */
+export interface Stamp { agent: string; id: string; authservId: string; auth?: string; at: number }
+
+const rfc5322 = (ms: number): string => new Date(ms).toUTCString().replace(/GMT$/, '+0000');
+
+/**
+ * Exactly what the target must store for `original`: our Received line, our
+ * Authentication-Results, then the original bytes, nothing else (docs/protocol.md, "Trace
+ * header", "Authentication-Results"). Written out from the documented form, not with the agent's code.
+ */
+export function storedBytes(s: Stamp, original: Uint8Array): Buffer {
+  return Buffer.concat([
+    Buffer.from(`Received: from cloudflare-email-routing by ${s.agent} (mailbridge) id ${s.id};\r\n\t${rfc5322(s.at)}\r\n` +
+      `Authentication-Results: ${s.authservId};\r\n\t${s.auth ?? 'spf=none; dkim=none; dmarc=none; arc=none'}\r\n`, 'latin1'),
+    original,
+  ]);
+}
+
+/**
+ * Whether `stored` is byte for byte what storedBytes() gives for an acceptance time within
+ * [from, to] (a real Worker stamps its own clock: each whole second of the window is tried).
+ */
+export function isStoredExactly(stored: Buffer | undefined, s: Omit<Stamp, 'at'> & { at: number | [number, number] }, original: Uint8Array): boolean {
+  if (!stored) return false;
+  const [from, to] = typeof s.at === 'number' ? [s.at, s.at] : s.at;
+  for (let sec = Math.floor(from / 1000); sec <= Math.floor(to / 1000); sec++) {
+    if (stored.equals(storedBytes({ ...s, at: sec * 1000 }, original))) return true;
+  }
+  return false;
+}
+
 /** Splits bytes as Email Routing handed them over into its block (by the Worker's parser) and the sender's bytes. */
 export function splitBlock(raw: Buffer): { block: Buffer; rest: Buffer } {
   const n = cloudflareBlockLength(raw, true);

@@ -674,7 +674,7 @@ t.test('421 after the final dot: tempfail, and the text says the message may hav
   const res = await client().deliver(ENV, chunks('x\r\n'));
   t.same(brief(res), [
     ['a@example.org', 250, '2.0.0', 'first saved', 'delivered'],
-    ['b@example.org', 421, '4.3.2', `shutting down ${MAY_BE_DELIVERED}`, 'tempfail'],
+    ['b@example.org', 421, '4.3.2', `${MAY_BE_DELIVERED} shutting down`, 'tempfail'],
   ]);
 });
 

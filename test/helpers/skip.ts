@@ -1,0 +1,10 @@
+// Tests that need a tool from outside npm (Dovecot, smtp-sink, systemd, python3, perf, tracefs)
+// may skip on a developer's machine that lacks it, saying why. Under CI (.ci/run installs them
+// all) a missing tool is an error, never a silent skip: a test that never runs proves nothing.
+
+/** For `t.test(name, { skip: ciSkip('Dovecot', why) }, ...)`; `why` null or false: the tool is there. */
+export function ciSkip(what: string, why: string | null | false): string | false {
+  if (!why) return false;
+  if (process.env.CI) throw new Error(`CI must run the ${what} tests: ${why}`);
+  return `${what} not available: ${why}`;
+}
