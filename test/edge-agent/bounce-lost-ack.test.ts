@@ -49,7 +49,7 @@ for (const [reason, vars] of Object.entries(CASES)) {
     await first.exit;
     // The object gives the message up and owes its sender a bounce.
     const failed = (l: string): boolean => l.includes('"message.failed"') && l.includes(id) && l.includes(`"reason":"${reason}"`);
-    await waitFor(`message.failed ${reason}`, () => (worker.logs.some(failed) ? [1] : []), 1, 20_000);
+    await waitFor(`message.failed ${reason}`, () => Promise.resolve(worker.logs.some(failed) ? [1] : []), 1, 20_000);
 
     const second = runAgent(env);
     t.teardown(() => { second.child.kill('SIGKILL'); });
