@@ -18,7 +18,7 @@
 // same path, its own journal kind, so a message's warning and its later bounce go out once each.
 import { LmtpClient, type RecipientResult } from '../lmtp-proxy/client.ts';
 import { formatTarget, parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
+import { encodeFrame, MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
 import type { Settled } from './session.ts';
 import { buildDsn } from './dsn.ts';
 import type { DsnKind, Journal } from './journal.ts';
@@ -58,6 +58,14 @@ export function homeNames(t: Target): string[] {
 
 /** A delay warning is journaled apart from the message's bounce. */
 const kindOf = (task: BounceFrame): DsnKind => (task.reason === 'delayed' ? 'warning' : 'bounce');
+
+/**
+ * What a `bounced` frame may carry beyond an ack's fields: status, code and a reply text of
+ * MAX_RESULT_TEXT characters that JSON escapes at worst 6 to 1. Its `results` leave room for it,
+ * or the object would refuse the frame and the message never settle.
+ */
+const BOUNCED_RESERVE = encodeFrame({ type: 'bounced', id: '0'.repeat(32), status: 'delivered', code: 599, text: '\u0000'.repeat(MAX_RESULT_TEXT), results: [] }).length -
+  encodeFrame({ type: 'ack', id: '0'.repeat(32), results: [] }).length;
 
 async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;
@@ -159,7 +167,7 @@ export class Bouncer {
       if (j?.outcome === 'delivered') found.push(j);
       else failed.push(j?.outcome === 'permfail' ? j : r);
     }
-    return { failed, found: wireResults(found) };
+    return { failed, found: wireResults(found, BOUNCED_RESERVE) };
   }
 
   async #send(to: string, dsn: Uint8Array): Promise<RecipientResult> {

@@ -315,10 +315,11 @@ const SOME_ID = '0'.repeat(32);
  * not x.y.z becomes null (the outcome is kept either way); each text is cut to MAX_RESULT_TEXT
  * and, when the whole ack would exceed MAX_CONTROL_FRAME (100 recipients, long multi-line
  * replies, characters JSON escapes), the longest texts are cut further until it fits. A cut
- * text ends with CUT_MARK. Recipients are never changed (the ack must name each one): only
+ * text ends with CUT_MARK. `reserve`: characters the frame carrying them has beyond an ack's
+ * (a `bounced` frame's status, code and text). Recipients are never changed (the ack must name each one): only
  * when they alone fill the frame can the ack still be too large.
  */
-export function wireResults(results: readonly RecipientResult[]): RecipientResult[] {
+export function wireResults(results: readonly RecipientResult[], reserve = 0): RecipientResult[] {
   const fixed = results.map((r): RecipientResult => ({
     recipient: r.recipient,
     code: r.code === 0 || isInt(r.code, 200, 599) ? r.code : 0,
@@ -326,7 +327,7 @@ export function wireResults(results: readonly RecipientResult[]): RecipientResul
     text: cutText(r.text, MAX_RESULT_TEXT, Number.POSITIVE_INFINITY),
     outcome: r.outcome,
   }));
-  const frame = (rs: RecipientResult[]): number => encodeFrame({ type: 'ack', id: SOME_ID, results: rs }).length;
+  const frame = (rs: RecipientResult[]): number => encodeFrame({ type: 'ack', id: SOME_ID, results: rs }).length + reserve;
   if (frame(fixed) <= MAX_CONTROL_FRAME) return fixed;
   // What the texts may cost together, shared max-min fair: a text shorter than an equal share
   // keeps all of it, and what it leaves goes to the longer ones.

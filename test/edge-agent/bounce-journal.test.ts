@@ -5,7 +5,7 @@
 // answer is `bounced delivered` (the object settles the message as acked). One outcome each.
 import t from 'tap';
 import { simpleParser } from 'mailparser';
-import type { RecipientResult } from '../../protocol/wire.ts';
+import { encodeFrame, MAX_CONTROL_FRAME, parseAgentFrame, type BouncedFrame, type RecipientResult } from '../../protocol/wire.ts';
 import { bounceTask, header, msgId, push, sendBounce } from './scripted-object.ts';
 import { inProcess, until } from './in-process.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
@@ -71,4 +71,21 @@ t.test('a refused message is bounced as today, whatever the journal says', async
   t.match(answer, { id, status: 'sent' });
   t.equal((answer as { results?: unknown }).results, undefined);
   await until('the DSN', () => sink.messages.length === 1);
+});
+
+t.test('100 recipients found delivered with long replies: the answer still fits one control frame', async (t) => {
+  const { c, sink, peer } = await setup(t);
+  // Quotes cost two characters each in JSON: the results alone would be far over the frame limit.
+  peer.finalReply = () => `250 2.0.0 ${'"'.repeat(900)}\r\n`;
+  const id = msgId(0x81);
+  const to = Array.from({ length: 100 }, (_, i) => `u${i}@example.test`);
+  push(c, header(id, body, to, 5), body);
+  await c.next('ack');
+  sendBounce(c, { ...bounceTask(id, headers, to.map(givenUp)), reason: 'attempts' });
+  const answer = await c.next('bounced');
+  t.match(answer, { id, status: 'delivered' });
+  t.equal((answer as { results?: unknown[] }).results?.length, 100);
+  t.ok(encodeFrame(answer as BouncedFrame).length <= MAX_CONTROL_FRAME, 'within MAX_CONTROL_FRAME');
+  t.ok(parseAgentFrame(encodeFrame({ ...(answer as BouncedFrame), text: '"'.repeat(1000) })), 'even beside the longest reply text');
+  t.equal(sink.messages.length, 0);
 });
