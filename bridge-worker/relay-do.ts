@@ -793,8 +793,17 @@ export class RelayQueue extends DurableObject<Env> {
       log('bounced.ignored', { session: a.session, id: frame.id, state: msg?.state ?? null });
       return;
     }
+    if (frame.results !== undefined && !this.#foundDelivered(a, msg, frame.results, frame.status === 'delivered')) return;
     const reply = `${frame.code} ${frame.text}`.slice(0, MAX_RESULT_TEXT);
     switch (frame.status) {
+      case 'delivered':
+        // Its ack was lost, not its delivery: settled as acked (row and body gone), no DSN.
+        this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), Date.now());
+        log('message.acked', {
+          id: msg.id, failure: msg.failure, foundAt: 'bounce', reply,
+          results: mergeResults(msg.results, frame.results ?? []).map((r) => `${r.recipient} ${r.outcome} ${r.code}`),
+        });
+        break;
       case 'sent':
         this.#store.bounced(msg.id, `sent: ${reply}`, Date.now());
         this.#store.setMeta(BOUNCES_SENT, String(Number(this.#store.meta(BOUNCES_SENT) ?? 0) + 1));
@@ -808,6 +817,25 @@ export class RelayQueue extends DurableObject<Env> {
         log('bounce.failed', { id: msg.id, sender: msg.sender, reply });
         break;
     }
+  }
+
+  /**
+   * A bounce task's recipients the agent found delivered (its journal, or Dovecot): kept in the
+   * message's results, out of any later task. False (the bounce deferred) when they are not
+   * recipients of the task, or, with `all`, not every one of them.
+   */
+  #foundDelivered(a: Attachment, msg: MessageRow, found: RecipientResult[], all: boolean): boolean {
+    const owed = msg.results.filter((r) => r.outcome !== 'delivered').map((r) => r.recipient);
+    const known = new Set(owed);
+    const seen = new Set<string>();
+    const fits = found.every((r) => known.has(r.recipient) && !seen.has(r.recipient) && seen.add(r.recipient));
+    if (!fits || (all && !ackCovers(found, owed))) {
+      this.#rejectAnswer(a, msg.id, `the agent's bounced answer names recipients that are not ${all ? 'exactly those' : 'among those'} of the bounce task`);
+      return false;
+    }
+    this.#store.setResults(msg.id, msg.recipients.filter((r) => !seen.has(r)), mergeResults(msg.results, found));
+    log('bounce.found-delivered', { id: msg.id, failure: msg.failure, recipients: found.map((r) => r.recipient), all });
+    return true;
   }
 
   /**
@@ -832,6 +860,7 @@ export class RelayQueue extends DurableObject<Env> {
         this.#warningLater(frame.id, dueAt, reply);
         break;
       case 'failed':
+      case 'delivered':  // never the answer to a warning: taken as a refusal, not offered again
         // A courtesy only: the message goes on being retried, the operator sees a warning in the log.
         this.#store.settleWarning(frame.id, 'failed', `refused: ${reply}`);
         log('warning.failed', { id: frame.id, session: a.session, reply });

@@ -422,6 +422,14 @@ export class MessageStore {
     );
   }
 
+  /** A bouncing message's pending recipients and results, updated (some found delivered after all). */
+  setResults(id: string, pending: string[], results: RecipientResult[]): void {
+    this.#sql.exec(
+      `UPDATE messages SET recipients = ?, results = ? WHERE id = ? AND state = 'bouncing'`,
+      JSON.stringify(pending), JSON.stringify(results), id,
+    );
+  }
+
   /** The bounce relay took the DSN: bounced, kept for the retention period. */
   bounced(id: string, status: string, now: number): boolean {
     return this.#sql.exec(

@@ -143,6 +143,8 @@ export function startAgent(cfg: AgentConfig, stateDir: string, log: Logger, opts
     relay: cfg.bounceRelay, journal, log, reportingMta: cfg.reportingMta, localName: cfg.reportingMta, now,
     // The LMTP target's name is in many a local error (connect ECONNREFUSED ...): never in a DSN.
     hide: homeNames(target),
+    // A message given up unanswered may be in the mailbox, its ack lost: asked before any DSN.
+    known: deliverer.known, onDelivered: (s) => settled(s),
   });
   if (bouncer && hideHome(cfg.reportingMta, homeNames(target)) !== cfg.reportingMta) {
     // The one home name a DSN cannot leave out: it is the DSN's Reporting-MTA and From domain.

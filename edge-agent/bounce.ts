@@ -8,11 +8,18 @@
 // commit leaves no record, and the redelivered task sends a second DSN. So does a lost
 // reply to the final dot (the client then reports a temporary failure: `deferred`).
 //
+// A task the object gave up without a refusal (`attempts`, `expired`) may be for a message
+// this agent delivered, its ack lost with the connection: before any DSN, the journal (and,
+// with the doveadm check on, Dovecot) is asked. Recipients found delivered are left out of the
+// DSN and named in the answer; when every one was, no DSN goes out and the answer is
+// `delivered`: the object settles the message as acked. One message, one outcome.
+//
 // A task with reason `delayed` is a delay warning (the message is still being retried): the
 // same path, its own journal kind, so a message's warning and its later bounce go out once each.
 import { LmtpClient, type RecipientResult } from '../lmtp-proxy/client.ts';
 import { formatTarget, parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { MAX_RESULT_TEXT, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
+import { encodeFrame, MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
+import type { Settled } from './session.ts';
 import { buildDsn } from './dsn.ts';
 import type { DsnKind, Journal } from './journal.ts';
 import type { Logger } from './log.ts';
@@ -34,7 +41,15 @@ export interface BouncerOptions {
   timeouts?: Partial<typeof RELAY_TIMEOUTS>;
   /** Names of the home network a DSN must not show (dsn.ts hideHome); the relay's own host is added. */
   hide?: readonly string[];
+  /** What the journal (or Dovecot) knows of a message's recipients (Deliverer.known); unset: not asked. */
+  known?: (id: string, recipients: string[]) => Promise<{ results: Map<string, RecipientResult> } | { unknown: string }>;
+  /** A task every recipient of which was found delivered: its per-recipient lines (status=sent). */
+  onDelivered?: (s: Settled) => void;
 }
+
+/** The answer to a task found delivered to every recipient: no DSN went out. */
+const FOUND_TEXT = 'delivered: found in the agent\'s journal, no DSN sent';
+const FOUND_NOTE = 'found in the journal when the bounce task came';
 
 /** A target's host, or its socket path: what a DSN must not show of it. */
 export function homeNames(t: Target): string[] {
@@ -43,6 +58,14 @@ export function homeNames(t: Target): string[] {
 
 /** A delay warning is journaled apart from the message's bounce. */
 const kindOf = (task: BounceFrame): DsnKind => (task.reason === 'delayed' ? 'warning' : 'bounce');
+
+/**
+ * What a `bounced` frame may carry beyond an ack's fields: status, code and a reply text of
+ * MAX_RESULT_TEXT characters that JSON escapes at worst 6 to 1. Its `results` leave room for it,
+ * or the object would refuse the frame and the message never settle.
+ */
+const BOUNCED_RESERVE = encodeFrame({ type: 'bounced', id: '0'.repeat(32), status: 'delivered', code: 599, text: '\u0000'.repeat(MAX_RESULT_TEXT), results: [] }).length -
+  encodeFrame({ type: 'ack', id: '0'.repeat(32), results: [] }).length;
 
 async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;
@@ -76,15 +99,34 @@ export class Bouncer {
   async #once(task: BounceFrame): Promise<BouncedFrame> {
     const { journal, log, now } = this.#o;
     const kind = kindOf(task);
-    const fields = { id: task.id, to: task.sender, relay: formatTarget(this.#relay), reason: task.reason, recipients: task.results.length };
+    const known = await this.#known(task);
+    if ('unknown' in known) {
+      log(`${kind}.deferred`, { id: task.id, to: task.sender, reason: task.reason, code: 0, text: known.unknown });
+      return { type: 'bounced', id: task.id, status: 'deferred', code: 0, text: clamp(known.unknown) };
+    }
+    const { failed, found } = known;
+    // Names the delivered ones, whatever the answer: the object keeps their results.
+    const extra = found.length > 0 ? { results: found } : {};
+    const fields = {
+      id: task.id, to: task.sender, relay: formatTarget(this.#relay), reason: task.reason, recipients: failed.length,
+      ...(found.length > 0 ? { delivered: found.map((r) => r.recipient) } : {}),
+    };
     const sent = journal.bounceSent(task.id, kind);
     if (sent) {
       log(`${kind}.sent`, { ...fields, code: sent.code, text: sent.text, fromJournal: true });
-      return { type: 'bounced', id: task.id, status: 'sent', code: sent.code, text: sent.text };
+      return { type: 'bounced', id: task.id, status: 'sent', code: sent.code, text: sent.text, ...extra };
+    }
+    if (failed.length === 0) {
+      log('bounce.delivered', { ...fields, text: FOUND_TEXT });
+      this.#o.onDelivered?.({
+        id: task.id, attempt: 0, recipients: found.length, sender: task.sender, to: found.map((r) => r.recipient),
+        receivedAt: task.receivedAt, bytes: 0, ms: 0, outcome: 'journal', results: found, error: null, note: { note: FOUND_NOTE },
+      });
+      return { type: 'bounced', id: task.id, status: 'delivered', code: 250, text: FOUND_TEXT, results: found };
     }
     const dsn = buildDsn({
       reportingMta: this.#o.reportingMta, to: task.sender, arrivalDate: task.receivedAt, id: task.id, reason: task.reason,
-      results: task.results, headers: Buffer.from(task.headers, 'base64'), now: now(), hide: this.#hide,
+      results: failed, headers: Buffer.from(task.headers, 'base64'), now: now(), hide: this.#hide,
       ...(task.retryUntil !== undefined ? { retryUntil: task.retryUntil } : {}),
     });
     const r = await this.#send(task.sender, dsn);
@@ -99,13 +141,33 @@ export class Bouncer {
         log('journal.failed', { id: task.id, [kind]: true, error: (err as Error).message });
       }
       log(`${kind}.sent`, { ...fields, code, text });
-      return { type: 'bounced', id: task.id, status: 'sent', code, text };
+      return { type: 'bounced', id: task.id, status: 'sent', code, text, ...extra };
     }
     // 5xx: the relay will never take it (the object keeps the message in dead-letter);
     // 4xx, no connection, no answer: the object tries again later.
     const status = r.outcome === 'permfail' ? 'failed' : 'deferred';
     log(`${kind}.${status}`, { ...fields, code, text });
-    return { type: 'bounced', id: task.id, status, code, text };
+    return { type: 'bounced', id: task.id, status, code, text, ...extra };
+  }
+
+  /**
+   * The task's recipients split by what the journal knows: `found` delivered (for the answer),
+   * `failed` for the DSN, each with the refusal the journal holds if it holds one. Only for a
+   * failure that was no refusal; `unknown` when Dovecot could not say.
+   */
+  async #known(task: BounceFrame): Promise<{ failed: RecipientResult[]; found: RecipientResult[] } | { unknown: string }> {
+    const ask = this.#o.known;
+    if (!ask || (task.reason !== 'attempts' && task.reason !== 'expired')) return { failed: task.results, found: [] };
+    const k = await ask(task.id, task.results.map((r) => r.recipient)).catch((err: unknown) => ({ unknown: (err as Error).message }));
+    if ('unknown' in k) return k;
+    const failed: RecipientResult[] = [];
+    const found: RecipientResult[] = [];
+    for (const r of task.results) {
+      const j = k.results.get(r.recipient);
+      if (j?.outcome === 'delivered') found.push(j);
+      else failed.push(j?.outcome === 'permfail' ? j : r);
+    }
+    return { failed, found: wireResults(found, BOUNCED_RESERVE) };
   }
 
   async #send(to: string, dsn: Uint8Array): Promise<RecipientResult> {

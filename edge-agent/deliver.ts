@@ -191,11 +191,33 @@ export class Deliverer {
   }
 
   /**
+   * What became of these recipients of `id`, for a bounce task of a message the object gave up
+   * unanswered (its ack may have been lost, not its delivery): the final results the journal
+   * knows, and, with the doveadm check on, those Dovecot holds though no reply said so (then
+   * journaled). A delivery of `id` still running from an earlier connection is waited for first.
+   * `unknown`: Dovecot could not say; nothing may be bounced then.
+   */
+  readonly known = async (id: string, recipients: string[]): Promise<{ results: Map<string, RecipientResult> } | { unknown: string }> => {
+    await this.#running.idle(id);
+    const known = this.#journal.lookup(id, recipients);
+    const todo = recipients.filter((r) => !known.has(r));
+    if (todo.length > 0 && this.#doveadm) {
+      const asked = await this.#askDovecot(id, 0, todo, this.#doveadm, 'bouncing');
+      if ('deferred' in asked) return { unknown: asked.deferred[0]?.text ?? 'doveadm: no answer' };
+      for (const r of asked.found) known.set(r.recipient, r);
+      await this.#journal.add(id, asked.found, this.#now()).catch((err: unknown) => {
+        this.#log('journal.failed', { id, recipients: asked.found.map((r) => r.recipient), error: (err as Error).message });
+      });
+    }
+    return { results: known };
+  };
+
+  /**
    * The recipients of `todo` whose last attempt ended unknown are searched for in Dovecot:
    * those found are delivered (their results, to journal), the rest are delivered again. When
    * Dovecot cannot say, nothing is delivered: every recipient of `todo` is deferred.
    */
-  async #askDovecot(id: string, attempt: number, todo: string[], doveadm: Doveadm): Promise<{ found: RecipientResult[] } | { deferred: RecipientResult[] }> {
+  async #askDovecot(id: string, attempt: number, todo: string[], doveadm: Doveadm, next: 'delivering' | 'bouncing' = 'delivering'): Promise<{ found: RecipientResult[] } | { deferred: RecipientResult[] }> {
     const owed = this.#journal.unsettled(id, todo);
     if (owed.size === 0) return { found: [] };
     const since = Math.min(Date.now(), ...owed.values());
@@ -221,10 +243,10 @@ export class Deliverer {
     for (const recipient of owed.keys()) {
       const user = doveadm.userOf(recipient);
       if (!stored.get(recipient)) {
-        this.#log('deliver.not-found', { id, attempt, recipient, user, reason: 'the reply to an earlier attempt was lost and Dovecot holds no copy: delivering' });
+        this.#log('deliver.not-found', { id, attempt, recipient, user, reason: `the reply to an earlier attempt was lost and Dovecot holds no copy: ${next}` });
         continue;
       }
-      this.#log('deliver.found', { id, attempt, recipient, user, reason: 'the reply to an earlier attempt was lost; Dovecot holds the copy: not delivered again' });
+      this.#log('deliver.found', { id, attempt, recipient, user, reason: `the reply to an earlier attempt was lost; Dovecot holds the copy: not ${next === 'delivering' ? 'delivered again' : 'bounced'}` });
       found.push(alone({ recipient, code: 250, enhanced: '2.0.0', text: `<${recipient}> found in ${user}'s mailboxes after a lost reply (doveadm search)`, outcome: 'delivered' }));
     }
     return { found };

@@ -10,6 +10,11 @@ export class PerKey<T> {
     return this.#running.size;
   }
 
+  /** Resolves once no task for `key` is running (at once when none is). */
+  async idle(key: string): Promise<void> {
+    for (let run = this.#running.get(key); run; run = this.#running.get(key)) await run.catch(() => undefined);
+  }
+
   /** Runs `task` once no earlier task for `key` is running; `onWait` when it has to wait. */
   async run(key: string, task: () => Promise<T>, onWait?: () => void): Promise<T> {
     const before = this.#running.get(key);

@@ -131,14 +131,23 @@ export interface RecipientsFrame {
   entries: string[];
 }
 export interface RetryFrame { type: 'retry' }
-export type BounceStatus = 'sent' | 'deferred' | 'failed';
-const BOUNCE_STATUSES: readonly string[] = ['sent', 'deferred', 'failed'];
+export type BounceStatus = 'sent' | 'deferred' | 'failed' | 'delivered';
+const BOUNCE_STATUSES: readonly string[] = ['sent', 'deferred', 'failed', 'delivered'];
 /**
  * sent: the bounce relay took the DSN (or the journal says it did earlier); deferred: try
  * again later (relay down, 4xx); failed: the relay refused it for good (the message goes to
  * dead-letter). `code`/`text`: the relay's reply, 0 for a local error.
+ *
+ * A task the object gave up without a refusal (`attempts`, `expired`) may be for a message the
+ * agent did deliver, its ack lost: `results` are then the delivered recipients of the task, as
+ * the agent's journal (or Dovecot) knows them, left out of the DSN. `delivered`: every
+ * recipient of the task was, no DSN went out (`results` names each one). An object that does
+ * not know `delivered` refuses the frame for that message alone and defers its bounce.
  */
-export interface BouncedFrame { type: 'bounced'; id: string; status: BounceStatus; code: number; text: string }
+export interface BouncedFrame {
+  type: 'bounced'; id: string; status: BounceStatus; code: number; text: string;
+  results?: RecipientResult[];
+}
 export type AgentFrame = HelloFrame | CreditFrame | AckFrame | NackFrame | RecipientsFrame | RetryFrame | BouncedFrame;
 
 export interface WelcomeFrame { type: 'welcome'; v: number; session: string; window: number; maxChunk: number }
@@ -306,10 +315,11 @@ const SOME_ID = '0'.repeat(32);
  * not x.y.z becomes null (the outcome is kept either way); each text is cut to MAX_RESULT_TEXT
  * and, when the whole ack would exceed MAX_CONTROL_FRAME (100 recipients, long multi-line
  * replies, characters JSON escapes), the longest texts are cut further until it fits. A cut
- * text ends with CUT_MARK. Recipients are never changed (the ack must name each one): only
+ * text ends with CUT_MARK. `reserve`: characters the frame carrying them has beyond an ack's
+ * (a `bounced` frame's status, code and text). Recipients are never changed (the ack must name each one): only
  * when they alone fill the frame can the ack still be too large.
  */
-export function wireResults(results: readonly RecipientResult[]): RecipientResult[] {
+export function wireResults(results: readonly RecipientResult[], reserve = 0): RecipientResult[] {
   const fixed = results.map((r): RecipientResult => ({
     recipient: r.recipient,
     code: r.code === 0 || isInt(r.code, 200, 599) ? r.code : 0,
@@ -317,7 +327,7 @@ export function wireResults(results: readonly RecipientResult[]): RecipientResul
     text: cutText(r.text, MAX_RESULT_TEXT, Number.POSITIVE_INFINITY),
     outcome: r.outcome,
   }));
-  const frame = (rs: RecipientResult[]): number => encodeFrame({ type: 'ack', id: SOME_ID, results: rs }).length;
+  const frame = (rs: RecipientResult[]): number => encodeFrame({ type: 'ack', id: SOME_ID, results: rs }).length + reserve;
   if (frame(fixed) <= MAX_CONTROL_FRAME) return fixed;
   // What the texts may cost together, shared max-min fair: a text shorter than an equal share
   // keeps all of it, and what it leaves goes to the longer ones.
@@ -374,12 +384,21 @@ export function parseAgentFrame(raw: string): AgentFrame | null {
       return { type: 'retry' };
     case FRAME.BOUNCED:
       return isMessageId(f.id) && typeof f.status === 'string' && BOUNCE_STATUSES.includes(f.status) &&
-        (f.code === 0 || isInt(f.code, 200, 599)) && isText(f.text, MAX_RESULT_TEXT)
-        ? { type: 'bounced', id: f.id, status: f.status as BounceStatus, code: f.code, text: f.text }
+        (f.code === 0 || isInt(f.code, 200, 599)) && isText(f.text, MAX_RESULT_TEXT) && isDeliveredResults(f.results, f.status === 'delivered')
+        ? {
+          type: 'bounced', id: f.id, status: f.status as BounceStatus, code: f.code, text: f.text,
+          ...(Array.isArray(f.results) ? { results: f.results as RecipientResult[] } : {}),
+        }
         : null;
     default:
       return null;
   }
+}
+
+/** A `bounced` frame's `results`: absent (required with `delivered`), or 1-100 delivered results. */
+function isDeliveredResults(v: unknown, required: boolean): boolean {
+  if (v === undefined) return !required;
+  return Array.isArray(v) && v.length > 0 && v.length <= 100 && v.every((r) => isResult(r) && r.outcome === 'delivered');
 }
 
 /** A recipients-list entry: lowercase 'local@domain' or '@domain'. */

@@ -62,6 +62,14 @@ t.test('v2 frames round-trip, and each field is checked', async (t) => {
   const bounced: BouncedFrame = { type: 'bounced', id, status: 'sent', code: 250, text: '2.0.0 Ok: queued' };
   t.same(parseAgentFrame(encodeFrame(bounced)), bounced);
   t.equal(parseAgentFrame(JSON.stringify({ ...bounced, status: 'lost' })), null);
+  // A task's recipients found delivered (the ack was lost): only delivered results; `delivered` needs them.
+  const ok: RecipientResult = { recipient: 'a@example.test', code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' };
+  const found: BouncedFrame = { type: 'bounced', id, status: 'delivered', code: 250, text: 'found', results: [ok] };
+  t.same(parseAgentFrame(encodeFrame(found)), found);
+  t.same(parseAgentFrame(encodeFrame({ ...bounced, results: [ok] })), { ...bounced, results: [ok] });
+  t.equal(parseAgentFrame(JSON.stringify({ ...found, results: undefined })), null, 'delivered without results');
+  t.equal(parseAgentFrame(JSON.stringify({ ...found, results: [] })), null);
+  t.equal(parseAgentFrame(JSON.stringify({ ...found, results: [{ ...ok, outcome: 'tempfail' }] })), null, 'only delivered results');
   const bounce: BounceFrame = {
     type: 'bounce', id, sender: 's@example.net', receivedAt: 1_700_000_000_000, reason: 'refused',
     results: [{ recipient: 'a@x.test', code: 550, enhanced: '5.1.1', text: 'no such user', outcome: 'permfail' }],
