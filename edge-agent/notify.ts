@@ -23,18 +23,29 @@ export interface Notifier {
 const NOTIFY_TIMEOUT_MS = 10_000;
 /** Past the agent's own limit: the tool's start and a busy machine, so that the agent's timer fires first. */
 const EXTEND_MARGIN_MS = 10_000;
+/** A tool killed by a signal not ours is sent again this much later, at most this often. */
+const RETRY_MS = 200;
+const RETRIES = 3;
 
 export function systemdNotifier(env: NodeJS.ProcessEnv, log: Logger, pid = process.pid): Notifier {
   if (!env.NOTIFY_SOCKET) return { ready() {}, stopping() {}, close() {} };
   let broken = false;
   let pending = 0;
-  const send = (...state: string[]): void => {
+  const send = (...state: string[]): void => attempt(state, 0);
+  const attempt = (state: string[], tries: number): void => {
     if (broken) return;
     pending++;
     // One datagram for all: systemd-notify joins its arguments with newlines.
     execFile('systemd-notify', state, { timeout: NOTIFY_TIMEOUT_MS, env: { ...env } }, (err) => {
       pending--;
       if (!err) return;
+      // On `systemctl stop` the agent's SIGTERM handler starts the tool for STOPPING=1 while
+      // systemd is still signalling the unit's processes: the tool may get the SIGTERM too.
+      // systemd signals once, so the same message a moment later gets through.
+      if (err.signal && !err.killed && tries < RETRIES) {
+        setTimeout(() => attempt(state, tries + 1), RETRY_MS).unref();
+        return;
+      }
       // Without the tool (or with a socket that refuses) every later message would fail alike.
       broken = (err as NodeJS.ErrnoException).code === 'ENOENT';
       log('notify.failed', { state: state.join(' '), error: err.message, gaveUp: broken });

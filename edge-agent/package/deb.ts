@@ -99,7 +99,7 @@ function changelog(version: string, maintainer: string, date: Date): string {
 function copyright(): string {
   return `mailbridge-agent: the edge-agent of mailbridge.
 
-Copyright: the mailbridge contributors. License: MIT.
+Copyright (c) ${new Date().getUTCFullYear()} the mailbridge contributors. License: MIT.
 
 Permission is hereby granted, free of charge, to any person obtaining a copy of this software
 and associated documentation files (the "Software"), to deal in the Software without

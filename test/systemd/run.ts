@@ -328,6 +328,7 @@ async function suite(m: Machine, debs: { v1: string; v2: string; version1: strin
     st = await show();
     c.ok(slow > 7_000, `the stop took the agent's grace (8 s), not TimeoutStopSec=4: ${slow} ms`);
     c.equal(`${st.Result} ${st.ExecMainStatus}`, 'success 0', 'and ended with exit 0, not a SIGKILL');
+    if (st.Result !== 'success') c.comment((await run('journalctl', '-b', '--no-pager', '-o', 'short-precise', '-n', '60')).stdout);
     await run('systemctl', 'kill', '-s', 'SIGCONT', 'dovecot.service');
     await dropin([]);
     await settings({ workerUrl: agentUrl, name: 'nspawn', http: false });

@@ -3,11 +3,12 @@
 // - the unit's SetCredential=token:\n stands in for a missing token file: a blank credential is a
 //   bad setting (exit 2, not restarted) whose message names /etc/mailbridge/agent.token;
 // - on SIGTERM the agent's STOPPING=1 carries EXTEND_TIMEOUT_USEC= past its own limit, so the
-//   stop setting, not TimeoutStopSec, decides when systemd kills it.
+//   stop setting, not TimeoutStopSec, decides when systemd kills it; and it is sent again when
+//   systemd's SIGTERM to the unit's processes caught the systemd-notify run that carried it.
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../edge-agent/config.ts';
@@ -34,7 +35,11 @@ function notifySkip(): string | false {
   return false;
 }
 
-t.test('STOPPING=1 and EXTEND_TIMEOUT_USEC= past the agent\'s own limit, in one message', { skip: notifySkip() }, async (t) => {
+const cases = [
+  { name: 'STOPPING=1 and EXTEND_TIMEOUT_USEC= past the agent\'s own limit, in one message', killedOnce: false },
+  { name: 'the message again when systemd\'s SIGTERM killed the systemd-notify carrying it', killedOnce: true },
+];
+for (const { name, killedOnce } of cases) t.test(name, { skip: notifySkip() }, async (t) => {
   // A unix socket path has at most 107 bytes; systemd's end of it, one line per datagram.
   const dir = await mkdtemp(join(tmpdir(), 'mb-notify-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -56,7 +61,16 @@ t.test('STOPPING=1 and EXTEND_TIMEOUT_USEC= past the agent\'s own limit, in one 
   };
   await until('listening socket', () => existsSync(socket));
   const failures: unknown[] = [];
-  const notifier = systemdNotifier({ ...process.env, NOTIFY_SOCKET: socket }, (event, fields) => { failures.push({ event, fields }); });
+  let path = process.env.PATH ?? '';
+  if (killedOnce) {
+    // A systemd-notify that the first time dies of SIGTERM before it sends, as one started
+    // while systemd signals the unit's processes does.
+    const real = execFileSync('sh', ['-c', 'command -v systemd-notify'], { encoding: 'utf8' }).trim();
+    await writeFile(join(dir, 'systemd-notify'), `#!/bin/sh\nif [ ! -e ${dir}/once ]; then : > ${dir}/once; kill -TERM $$; fi\nexec ${real} "$@"\n`);
+    await chmod(join(dir, 'systemd-notify'), 0o755);
+    path = `${dir}:${path}`;
+  }
+  const notifier = systemdNotifier({ ...process.env, PATH: path, NOTIFY_SOCKET: socket }, (event, fields) => { failures.push({ event, fields }); });
   // stopGraceMs 20 s + 20 s: the agent exits by itself within 40 s; systemd waits 10 s longer.
   notifier.stopping(40_000);
   notifier.close();
