@@ -1,6 +1,6 @@
-// `npm run test:systemd [-- --watch-seconds N] [--packages <old.deb>,<new.deb>]`: the .deb (edge-agent/package/deb.ts) under a
-// real systemd. This machine's / is booted read-only under an overlay (a tmpfs takes every
-// write) with `systemd-nspawn --boot --register=no --keep-unit --private-network`; the units the
+// `npm run test:systemd [-- --watch-seconds N] [--packages <old.deb>,<new.deb>]`: the .deb
+// (edge-agent/package/deb.ts) under a real systemd. This machine's / is booted read-only under
+// an overlay (a tmpfs takes every write) with `systemd-nspawn --boot --register=no --keep-unit --private-network`; the units the
 // host enables (dovecot, postfix, ...) are masked inside so that they do not start. Inside, as a
 // new user following docs/operations.md section 3: apt installs the package; without a token the
 // unit fails once, naming the file; a bad setting exits 2 and is not restarted; with a Worker
@@ -9,8 +9,11 @@
 // from the Worker (relay.ts, in the container) through the unit into Dovecot; an upgrade keeps
 // agent.json and the journal and restarts the agent; remove keeps them, purge deletes them.
 // Where nspawn cannot boot it says "skipped" and exits 0; under CI a missing tool is a failure.
-// Not part of `npm test` (CI): with the two packages built it takes 3 to 5 minutes here.
-// With lintian installed it also lints the package (an error fails the run).
+// --watch-seconds: how long the agent runs against the unanswering Worker (default 120, the
+// issue's 2 min; WatchdogSec= is lowered to a quarter of it, at most 60, so pings are seen).
+// --packages: test these two (the second a higher version) instead of building them.
+// Not part of `npm test` (CI): with the two packages built it took 4 to 6 minutes on the shared
+// 2-core machine. With lintian installed it also lints the package (an error fails the run).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
