@@ -1,7 +1,8 @@
 // `npm run test:systemd [-- --watch-seconds N] [--packages <old.deb>,<new.deb>]`: the .deb
 // (edge-agent/package/deb.ts) under a real systemd. This machine's / is booted read-only under
-// an overlay (a tmpfs takes every write) with `systemd-nspawn --boot --register=no --keep-unit --private-network`; the units the
-// host enables (dovecot, postfix, ...) are masked inside so that they do not start. Inside, as a
+// an overlay (a tmpfs takes every write) with `systemd-nspawn --boot --register=no --keep-unit
+// --private-network`; the units the host enables (dovecot, postfix, ...) are masked inside so
+// that they do not start. Inside, as a
 // new user following docs/operations.md section 3: apt installs the package; without a token the
 // unit fails once, naming the file; a bad setting exits 2 and is not restarted; with a Worker
 // that does not answer the agent stays active and feeds the watchdog; stop is quick and clean,
