@@ -138,13 +138,12 @@ async function boot(base: string): Promise<Machine | string> {
   };
   let leader = 0;
   try {
-    // nspawn's child is the container's PID 1.
-    leader = await until('the container to start', 30_000, async () => {
-      const r = await sh('pgrep', ['-P', String(nspawn.pid)]);
-      return Number(r.stdout.trim().split('\n')[0]) || undefined;
-    });
+    // The container's PID 1: nspawn's child named systemd (an intermediate child of nspawn's
+    // may be there for a moment first), looked up again until systemd answers through it.
     const state = await until('systemctl is-system-running', 60_000, async () => {
       if (nspawn.exitCode !== null) throw new Error(`systemd-nspawn exited ${nspawn.exitCode}`);
+      leader = Number((await sh('pgrep', ['-P', String(nspawn.pid), '-x', 'systemd'])).stdout.trim().split('\n')[0]) || 0;
+      if (!leader) return undefined;
       const s = (await sh('nsenter', ['-t', String(leader), '-a', 'systemctl', 'is-system-running'])).stdout.trim();
       return s === 'running' || s === 'degraded' ? s : undefined;
     });
