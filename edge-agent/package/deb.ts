@@ -45,7 +45,7 @@ export function debUnit(unit: string): string {
   let out = swap(unit, new RegExp(`^ExecStart=${TARBALL_BIN}$`, 'm'), `ExecStart=${DEB_BIN}`);
   out = swap(out, /^Documentation=.*$/m, `Documentation=man:mailbridge-agent(8) file:${DOC}/operations.md`);
   // The tarball's install comment does not apply: apt put the unit where it is.
-  return out.replace(/^# Install as \/etc\/systemd\/system\/.*\n(#.*\n)?/m, '# Installed by the mailbridge-agent package (edge-agent/package/deb.ts).\n');
+  return out.replace(/^# Install as \/etc\/systemd\/system\/.*\n(#.*\n){0,2}/m, '# Installed by the mailbridge-agent package (edge-agent/package/deb.ts).\n');
 }
 
 /** troff for the verbatim --help text: no escapes, no control lines, minus signs as such. */
