@@ -133,13 +133,14 @@ async function run(s: DaemonSettings): Promise<void> {
       if (stopping) process.exit(130);
       stopping = true;
       log('agent.stopping', { signal: sig, graceMs: s.stopGraceMs });
-      notify.stopping();
-      notify.close();
       // Belt and braces: every step of stop() is bounded, but exit even if one is not.
+      const limitMs = s.stopGraceMs + 20_000;
+      notify.stopping(limitMs);
+      notify.close();
       setTimeout(() => {
         log('agent.stop-timeout', {});
         process.exit(1);
-      }, s.stopGraceMs + 20_000).unref();
+      }, limitMs).unref();
       // In-flight deliveries get stopGraceMs to finish; the rest is nacked (shutdown) and redelivered.
       agent.stop(s.stopGraceMs)
         .then(() => http?.close())

@@ -16,6 +16,9 @@ export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
 export const DEFAULT_TARGET = 'lmtp+unix:/var/run/dovecot/lmtp';
 export const DEFAULT_STATE_DIR = '/var/lib/mailbridge';
 export const DEFAULT_HTTP = '127.0.0.1:8025';
+/** The token file the systemd unit loads as its credential (LoadCredential=token:…). */
+const UNIT_TOKEN_FILE = '/etc/mailbridge/agent.token';
+const CREDENTIAL = '$CREDENTIALS_DIRECTORY/token';
 
 export interface Listen { host: string; port: number }
 
@@ -225,7 +228,7 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
   // Under systemd with LoadCredential=token:<file>, the token when nothing above names one.
   const credential = env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'token') : null;
   if (!tokenOrigin && credential && existsSync(credential)) {
-    tokenOrigin = { value: credential, label: '$CREDENTIALS_DIRECTORY/token', fromFile: false };
+    tokenOrigin = { value: credential, label: CREDENTIAL, fromFile: false };
     tokenIsFile = true;
   }
   if (!tokenOrigin) {
@@ -241,6 +244,8 @@ export function loadSettings(configPath: string | undefined, env: NodeJS.Process
       fail(tokenOrigin.label, `cannot read ${token}: ${(err as Error).message}`);
     }
   }
+  // Blank: the unit's SetCredential=token:\n, which stands in when LoadCredential= finds no file.
+  if (token === '' && tokenOrigin.label === CREDENTIAL) fail(CREDENTIAL, `empty: no agent token in ${UNIT_TOKEN_FILE} (the unit's LoadCredential=token:<file>); write it there, root's, mode 0600`);
 
   // The Worker's read-only STATUS_TOKEN (GET /admin/queue), for the queue's numbers in /metrics.
   const statusOrigin = set.get('statusTokenFile') ?? set.get('statusToken');
