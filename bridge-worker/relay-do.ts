@@ -19,6 +19,7 @@ import { VerdictBoard, rejectReason, type Verdict } from './verdict.ts';
 import { bounceHeaders, headerSection } from './headers.ts';
 import { bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
+import { now as clock, realTime, setTestClock } from './clock.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -112,7 +113,7 @@ export class RelayQueue extends DurableObject<Env> {
       if (orphans > 0) log('ingest.orphans-removed', { removed: orphans });
       // Leases of connections that did not survive a restart go back to the queue.
       const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
-      const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs, this.#notBefore(Date.now()));
+      const released = this.#store.releaseAllExcept(live, clock() + readConfig(env).affinityMs, this.#notBefore(clock()));
       if (released.length > 0) log('lease.recovered', { released: released.length });
       this.#giveUpUnsettled(released);
     });
@@ -234,7 +235,7 @@ export class RelayQueue extends DurableObject<Env> {
       return { status: 'unknown-recipient', recipients: unknown };
     }
     const id = randomId();
-    const now = Date.now();
+    const now = clock();
     this.#store.begin(id, sender, recipients, now);
     let stored;
     try {
@@ -287,7 +288,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (this.#store.meta(BODIES_PREFIX) !== prefix) {
       this.#store.setMeta(BODIES_PREFIX, prefix);
       if (this.#store.meta(SWEEP_AT) === null) {
-        this.#store.setMeta(SWEEP_AT, String(Date.now() + readConfig(this.env).orphanSweepMs));
+        this.#store.setMeta(SWEEP_AT, String(clock() + readConfig(this.env).orphanSweepMs));
         sweepSet = true;
       }
     }
@@ -298,7 +299,7 @@ export class RelayQueue extends DurableObject<Env> {
       log('ingest.unknown-recipient', { recipients: unknown });
       return { status: 'unknown-recipient', recipients: unknown };
     }
-    const now = Date.now();
+    const now = clock();
     // The key covers the sender's message, not Cloudflare's block: a retry under a new block is one message.
     const key = await dedupeKey(sender, recipients, storedDigest(body.md5, body.size - body.prefix));
     const earlier = this.#store.findDuplicate(key, now - readConfig(this.env).dedupeWindowMs);
@@ -469,7 +470,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   async adminReplay(id: string): Promise<boolean> {
-    if (!this.#store.replay(id, Date.now())) return false;
+    if (!this.#store.replay(id, clock())) return false;
     log('admin.replay', { id });
     this.#pumpAll();
     await this.#scheduleAlarm();
@@ -532,11 +533,17 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- time ---------------------------------------------------------------------
 
+  /** Tests only (TEST_CLOCK, clock.ts): fixes the queue's clock at `t`, then does what is due by then. */
+  async testClock(t: number | null): Promise<void> {
+    setTestClock(this.env, t);
+    await this.alarm();
+  }
+
   override async alarm(): Promise<void> {
     // Alarms may run more than once: everything here is idempotent.
-    const now = Date.now();
+    const now = clock();
     this.#pumpPending = false;
-    this.#closeSilentAgents(now);
+    this.#closeSilentAgents(Date.now());  // the runtime's heartbeat times are real
     const woken = this.#store.wakeDeferred(now);
     const cfg = readConfig(this.env);
     this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
@@ -565,7 +572,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   async #scheduleAlarm(): Promise<void> {
-    const now = Date.now();
+    const now = clock();
     const deadline = this.#store.nextDeadline(now);
     let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
     // Chunks a pump left for want of budget: at once, in an invocation of their own.
@@ -576,7 +583,7 @@ export class RelayQueue extends DurableObject<Env> {
     const sweepAt = this.env.BODIES ? this.#store.meta(SWEEP_AT) : null;
     if (sweepAt !== null) at = Math.min(at, Math.max(now, Number(sweepAt)));
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    if (current === null || current > realTime(at)) await this.ctx.storage.setAlarm(realTime(at));
   }
 
   // ---- acks -------------------------------------------------------------------------
@@ -626,7 +633,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   /** Applies one attempt's per-recipient results: done, deferred or dead-letter. */
   #settle(msg: MessageRow, results: RecipientResult[], error: string): void {
-    const now = Date.now();
+    const now = clock();
     const s = settle(msg.results, results, msg.retryFrom, msg.attempts, now, this.#retry());
     const outcomes = results.map((r) => r.outcome);
     switch (s.kind) {
@@ -668,7 +675,7 @@ export class RelayQueue extends DurableObject<Env> {
    * and, for `pending` ones, the last reason they were not delivered.
    */
   #fail(msg: MessageRow, reason: FailureReason, pending: string[], results: RecipientResult[], error: string): void {
-    const now = Date.now();
+    const now = clock();
     const to = failedTo(msg.sender, this.#store.meta(AGENTS_BOUNCE) === '1');
     const why = to.state === 'dead-letter' ? to.why : null;
     this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
@@ -731,7 +738,7 @@ export class RelayQueue extends DurableObject<Env> {
     const reply = `${frame.code} ${frame.text}`.slice(0, MAX_RESULT_TEXT);
     switch (frame.status) {
       case 'sent':
-        this.#store.bounced(msg.id, `sent: ${reply}`, Date.now());
+        this.#store.bounced(msg.id, `sent: ${reply}`, clock());
         this.#store.setMeta(BOUNCES_SENT, String(Number(this.#store.meta(BOUNCES_SENT) ?? 0) + 1));
         log('bounce.sent', { id: msg.id, sender: msg.sender, reason: msg.failure, reply });
         break;
@@ -776,14 +783,14 @@ export class RelayQueue extends DurableObject<Env> {
 
   /** A warning that could not go out now: offered again later, while its message is still deferred. */
   #warningLater(id: string, dueAt: number, why: string): void {
-    const at = bounceRetryAt(dueAt, Date.now(), this.#retry());
+    const at = bounceRetryAt(dueAt, clock(), this.#retry());
     this.#store.settleWarning(id, 'owed', `deferred: ${why}`, at);
     log('warning.deferred', { id, why, nextAttemptAt: at });
   }
 
   /** A bounce that could not go out now: again later, for as long as a message is retried. */
   #bounceLater(msg: MessageRow, why: string): void {
-    const now = Date.now();
+    const now = clock();
     const since = msg.settledAt ?? now;
     const retry = this.#retry();
     if (now - since >= retry.maxAgeMs) {
@@ -875,7 +882,7 @@ export class RelayQueue extends DurableObject<Env> {
           a.cursor = null;
         }
         if (a.draining || this.#store.countLeased(a.session) >= a.window) break;
-        const now = Date.now();
+        const now = clock();
         const bounce = a.bounces ? this.#store.nextBounce(now) : null;
         if (bounce) {
           this.#store.leaseBounce(bounce.id, a.session);
@@ -973,7 +980,7 @@ export class RelayQueue extends DurableObject<Env> {
     ws.serializeAttachment(a);
     // Its own agent may have delivered them (the ack lost on the way): give it the first
     // chance to answer from its journal before another agent delivers them again.
-    const now = Date.now();
+    const now = clock();
     const released = this.#store.releaseSession(a.session, now + readConfig(this.env).affinityMs, this.#notBefore(now));
     this.#giveUpUnsettled(released);
     return released.length;
