@@ -1,0 +1,158 @@
+// The real side of the model test: one workerd (Miniflare, with R2) for many sequences, each on
+// its own queue shard, driven only through the Worker's routes (the dev email route, /agent over
+// a WebSocket, /admin) and, for time, the object's test clock (clock.ts, TEST_CLOCK).
+import { createHash } from 'node:crypto';
+import { cloudflareBlock } from '../../local/email-routing.ts';
+import { shardName, shardOf } from '../../bridge-worker/shard-hash.ts';
+import { PING, PONG } from '../../protocol/wire.ts';
+import type { QueueMessage } from '../../protocol/queue.ts';
+import { AGENT_TOKEN, DEV_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+import { RawAgent } from '../helpers/raw-agent.ts';
+import { CFG } from './model.ts';
+
+export const ADMIN_TOKEN = 'admin-token-model-0123456789';
+export const SHARDS = 4;
+
+export interface RealAgent {
+  name: string;
+  raw: RawAgent;
+  session: string;
+  /** Frames of `raw.seen` already accounted for. */
+  read: number;
+  pongs: number;
+}
+
+export class Real {
+  readonly w: TestWorker;
+  shard = 0;
+  /** This sequence's recipients: all in its shard. */
+  rcpts: string[] = [];
+  seq = 0;
+  agents = new Map<string, RealAgent>();
+  /** Every RawAgent ever opened in this sequence, to close at its end. */
+  opened: RawAgent[] = [];
+
+  private constructor(w: TestWorker) {
+    this.w = w;
+  }
+
+  static async start(): Promise<Real> {
+    const w = await startTestWorker({
+      verdictWaitMs: 0,
+      vars: {
+        TEST_CLOCK: '1', ADMIN_TOKEN, SHARDS: String(SHARDS), AFFINITY_MS: '0',
+        RETRY_FIRST_MS: String(CFG.firstRetryMs), RETRY_MAX_MS: String(CFG.maxRetryMs), MAX_AGE_MS: String(CFG.maxAgeMs),
+        RETENTION_MS: String(CFG.retentionMs), DEDUPE_WINDOW_MS: String(CFG.dedupeWindowMs),
+        MAX_UNSETTLED_LEASES: String(CFG.maxUnsettledLeases), ORPHAN_SWEEP_MS: String(30 * 24 * 3_600_000),
+      },
+    });
+    return new Real(w);
+  }
+
+  /** Four addresses of shard `s`: the first three are what a recipients list may name. */
+  static addresses(s: number): string[] {
+    const out: string[] = [];
+    for (let k = 0; out.length < 4; k++) if (shardOf(`u${k}@model.test`, SHARDS) === s) out.push(`u${k}@model.test`);
+    return out;
+  }
+
+  async admin(method: string, path: string): Promise<{ status: number; json: Record<string, unknown> | null; bytes: Buffer; headers: Headers }> {
+    const res = await fetch(new URL(path, this.w.rt.url), { method, headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const bytes = Buffer.from(await res.arrayBuffer());
+    let json: Record<string, unknown> | null = null;
+    if ((res.headers.get('content-type') ?? '').includes('json')) json = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+    return { status: res.status, json, bytes, headers: res.headers };
+  }
+
+  async rows(): Promise<QueueMessage[]> {
+    const r = await this.admin('GET', '/admin/messages?limit=500');
+    if (r.status !== 200 || !r.json) throw new Error(`GET /admin/messages: ${r.status}`);
+    return r.json.messages as QueueMessage[];
+  }
+
+  /** Posts a message as Email Routing would: a fresh Cloudflare block, then `body`. */
+  async post(from: string, to: string, body: Buffer): Promise<{ status: number; body: Record<string, unknown> }> {
+    return this.w.post(from === '' ? '<>' : from, to, Buffer.concat([cloudflareBlock(from, to), body]), { block: false });
+  }
+
+  /** Fixes the queue's clock at `t` and runs what is due by then (the alarm). */
+  async clock(t: number): Promise<void> {
+    const ns = await this.w.rt.mf.getDurableObjectNamespace('RELAY');
+    const stub = ns.get(ns.idFromName(shardName(this.shard))) as unknown as { testClock(t: number | null): Promise<void> };
+    await stub.testClock(t);
+  }
+
+  async bodyKeys(): Promise<string[]> {
+    const b = await this.w.rt.mf.getR2Bucket('BODIES');
+    return (await b.list({ prefix: `${shardName(this.shard)}/` })).objects.map((o) => o.key).sort();
+  }
+
+  async connect(name: string, window: number, bounces: boolean): Promise<RealAgent> {
+    const raw = new RawAgent(`${this.w.agentUrl()}?shard=${this.shard}`, AGENT_TOKEN);
+    this.opened.push(raw);
+    await raw.opened;
+    const from = raw.seen.length;
+    raw.send({ type: 'hello', v: 2, agent: `model-${name}`, window, credit: 1 << 20, bounces, fetch: true });
+    const welcome = await raw.until((s) => s.slice(from).find((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    if (welcome.kind !== 'frame' || welcome.frame.type !== 'welcome') throw new Error('no welcome');
+    const a: RealAgent = { name, raw, session: welcome.frame.session, read: raw.seen.indexOf(welcome) + 1, pongs: 0 };
+    this.agents.set(name, a);
+    return a;
+  }
+
+  /** Closes an agent's connection and waits until the object has let it go. */
+  async disconnect(name: string): Promise<void> {
+    const a = this.agents.get(name);
+    if (!a) return;
+    this.agents.delete(name);
+    a.raw.close();
+    await a.raw.closed;
+    await this.until(async () => {
+      const q = await this.admin('GET', '/admin/queue');
+      const agents = (q.json?.agents ?? []) as { session: string }[];
+      return !agents.some((x) => x.session === a.session) && !(await this.rows()).some((m) => m.leaseSession === a.session);
+    }, `the object to let go of agent ${name}`);
+  }
+
+  /** Every agent's ping answered: what the object sent before it has arrived. */
+  async barrier(): Promise<void> {
+    await Promise.all([...this.agents.values()].map(async (a) => {
+      const want = ++a.pongs;
+      a.raw.ws.send(PING);
+      await a.raw.until((s) => s.filter((x) => x.kind === 'text' && x.text === PONG).length >= want);
+    }));
+  }
+
+  async until(pred: () => Promise<boolean>, what: string, ms = 5_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!(await pred())) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** Back to an empty shard, whatever a failed sequence left: agents gone, rows and bodies removed. */
+  async clean(): Promise<void> {
+    for (const a of [...this.agents.keys()]) await this.disconnect(a).catch(() => undefined);
+    for (const raw of this.opened) raw.ws.terminate();
+    this.opened = [];
+    this.agents.clear();
+    await this.until(async () => {
+      for (const m of await this.rows()) {
+        if (m.state === 'dead-letter' || m.state === 'bounced') await this.admin('DELETE', `/admin/messages/${m.id}`);
+        else await this.admin('POST', `/admin/messages/${m.id}/delete`);
+      }
+      return (await this.rows()).length === 0;
+    }, 'the queue to empty');
+    const b = await this.w.rt.mf.getR2Bucket('BODIES');
+    const left = (await b.list()).objects.map((o) => o.key);
+    if (left.length > 0) await b.delete(left);
+  }
+
+  async stop(): Promise<void> {
+    for (const raw of this.opened) raw.ws.terminate();
+    await this.w.stop();
+  }
+}
+
+export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
