@@ -4,19 +4,23 @@
 // A failure prints its seed, path and shrunk sequence, and the command that replays it:
 //   MODEL_SEED=… MODEL_PATH=… npm test -- test/model/queue.test.ts
 import t from 'tap';
-import { runModel } from './run.ts';
+import { runModel, stats, timing } from './run.ts';
 
 const seed = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
 const path = process.env.MODEL_PATH;
+const replayPath = process.env.MODEL_REPLAY;
 const budgetMs = Number(process.env.MODEL_BUDGET_MS ?? 60_000);
 
 t.test('the queue does what its model says, in every sequence tried', async (t) => {
   const r = await runModel({
-    ...(seed === undefined ? {} : { seed }), ...(path === undefined ? {} : { path }),
+    ...(seed === undefined ? {} : { seed }), ...(path === undefined ? {} : { path }), ...(replayPath === undefined ? {} : { replayPath }),
     numRuns: path === undefined ? 100_000 : 1, maxCommands: 30,
     ...(path === undefined ? { timeLimitMs: budgetMs } : {}),
   });
   t.comment(`${r.runs} sequences in ${r.seconds.toFixed(1)} s (${(r.runs / r.seconds).toFixed(2)}/s), seed ${r.seed}`);
-  t.ok(r.ok, r.message);
+  t.comment([...stats].sort().map(([k, n]) => `${String(n).padStart(6)}  ${k}`).join('\n'));
+  t.comment(`ms by command: ${[...timing].sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${ms.toFixed(0)}`).join(', ')}`);
+  if (!r.ok) t.comment(r.message);
+  t.ok(r.ok, r.message.split('\n')[0] ?? '');
   t.ok(r.runs >= 3, 'the budget ran several sequences');
 });

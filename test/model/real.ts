@@ -29,6 +29,10 @@ export class Real {
   rcpts: string[] = [];
   seq = 0;
   agents = new Map<string, RealAgent>();
+  /** Per shard, what its meta holds after a sequence that passed (run.ts setupSequence). */
+  kept = new Map<number, { agentsBounce: boolean; list: Set<string> | null }>();
+  /** Miniflare's handles, per runtime instance (a restart makes a new one). */
+  #handles: { mf: unknown; ns: DurableObjectNamespaceLike; bucket: BucketLike } | null = null;
   /** Every RawAgent ever opened in this sequence, to close at its end. */
   opened: RawAgent[] = [];
 
@@ -56,6 +60,17 @@ export class Real {
     return out;
   }
 
+  async #h(): Promise<{ ns: DurableObjectNamespaceLike; bucket: BucketLike }> {
+    const mf = this.w.rt.mf;
+    if (this.#handles?.mf !== mf) {
+      this.#handles = {
+        mf, ns: (await mf.getDurableObjectNamespace('RELAY')) as unknown as DurableObjectNamespaceLike,
+        bucket: (await mf.getR2Bucket('BODIES')) as unknown as BucketLike,
+      };
+    }
+    return this.#handles;
+  }
+
   async admin(method: string, path: string): Promise<{ status: number; json: Record<string, unknown> | null; bytes: Buffer; headers: Headers }> {
     const res = await fetch(new URL(path, this.w.rt.url), { method, headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
     const bytes = Buffer.from(await res.arrayBuffer());
@@ -77,14 +92,13 @@ export class Real {
 
   /** Fixes the queue's clock at `t` and runs what is due by then (the alarm). */
   async clock(t: number): Promise<void> {
-    const ns = await this.w.rt.mf.getDurableObjectNamespace('RELAY');
-    const stub = ns.get(ns.idFromName(shardName(this.shard))) as unknown as { testClock(t: number | null): Promise<void> };
-    await stub.testClock(t);
+    const { ns } = await this.#h();
+    await ns.get(ns.idFromName(shardName(this.shard))).testClock(t);
   }
 
   async bodyKeys(): Promise<string[]> {
-    const b = await this.w.rt.mf.getR2Bucket('BODIES');
-    return (await b.list({ prefix: `${shardName(this.shard)}/` })).objects.map((o) => o.key).sort();
+    const { bucket } = await this.#h();
+    return (await bucket.list({ prefix: `${shardName(this.shard)}/` })).objects.map((o) => o.key).sort();
   }
 
   async connect(name: string, window: number, bounces: boolean): Promise<RealAgent> {
@@ -144,15 +158,24 @@ export class Real {
       }
       return (await this.rows()).length === 0;
     }, 'the queue to empty');
-    const b = await this.w.rt.mf.getR2Bucket('BODIES');
-    const left = (await b.list()).objects.map((o) => o.key);
-    if (left.length > 0) await b.delete(left);
+    const { bucket } = await this.#h();
+    const left = (await bucket.list()).objects.map((o) => o.key);
+    if (left.length > 0) await bucket.delete(left);
   }
 
   async stop(): Promise<void> {
     for (const raw of this.opened) raw.ws.terminate();
     await this.w.stop();
   }
+}
+
+interface DurableObjectNamespaceLike {
+  idFromName(name: string): unknown;
+  get(id: unknown): { testClock(t: number | null): Promise<void> };
+}
+interface BucketLike {
+  list(o?: { prefix?: string }): Promise<{ objects: { key: string }[] }>;
+  delete(keys: string[]): Promise<void>;
 }
 
 export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
