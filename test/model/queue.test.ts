@@ -5,6 +5,7 @@
 //   MODEL_SEED=… MODEL_PATH=… npm test -- test/model/queue.test.ts
 import t from 'tap';
 import { runModel, stats, timing } from './run.ts';
+import { closeMs } from './real.ts';
 
 const seed = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
 const path = process.env.MODEL_PATH;
@@ -20,6 +21,7 @@ t.test('the queue does what its model says, in every sequence tried', async (t) 
   t.comment(`${r.runs} sequences in ${r.seconds.toFixed(1)} s (${(r.runs / r.seconds).toFixed(2)}/s), seed ${r.seed}`);
   t.comment([...stats].sort().map(([k, n]) => `${String(n).padStart(6)}  ${k}`).join('\n'));
   t.comment(`ms by command: ${[...timing].sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${ms.toFixed(0)}`).join(', ')}`);
+  t.comment(`ws close handshakes: ${closeMs.toFixed(0)} ms`);
   if (!r.ok) t.comment(r.message);
   t.ok(r.ok, r.message.split('\n')[0] ?? '');
   t.ok(r.runs >= 3, 'the budget ran several sequences');
