@@ -50,6 +50,20 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
   }
 }
 
+/**
+ * POST /dev/clock?shard=N&at=T — tests only (clock.ts): fixes shard N's clock at T and runs
+ * what is due by then. Exists only with TEST_CLOCK, which no wrangler file sets, and DEV_INGRESS_TOKEN.
+ */
+async function devClock(request: Request, env: Env, token: string, shards: number): Promise<Response> {
+  if (request.method !== 'POST') return json(405, { error: 'POST only' });
+  if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
+  const i = shardIndex(request, shards);
+  const at = Number(new URL(request.url).searchParams.get('at'));
+  if (i === null || !Number.isSafeInteger(at)) return json(400, { error: 'need ?shard=&at=' });
+  await shardStub(env, i).testClock(at);
+  return json(200, { at });
+}
+
 /** The shard a request names (?shard=N, default 0), or null when it has no such shard. */
 function shardIndex(request: Request, shards: number): number | null {
   const text = new URL(request.url).searchParams.get('shard') ?? '0';
@@ -110,6 +124,9 @@ export default {
       case '/dev/email':
         if (cfg.devIngressToken === null) return json(404, { error: 'not found' });
         return devEmail(request, env, cfg.devIngressToken);
+      case '/dev/clock':
+        if (env.TEST_CLOCK === undefined || cfg.devIngressToken === null) return json(404, { error: 'not found' });
+        return devClock(request, env, cfg.devIngressToken, cfg.shards);
       case '/healthz':
         return json(200, { ok: true });
       default:

@@ -12,6 +12,9 @@ const { values } = parseArgs({
     first: { type: 'string', default: String(Date.now() % 100_000) },
     messages: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '100' },
+    // --model: the model-based test of the queue (test/model/), --sequences of it, nothing else.
+    model: { type: 'boolean', default: false },
+    sequences: { type: 'string', default: '10000' },
   },
 });
 const num = (k: keyof typeof values): number => {
@@ -22,6 +25,18 @@ const num = (k: keyof typeof values): number => {
   }
   return n;
 };
+if (values.model) {
+  const { runModel } = await import('../model/run.ts');
+  const seed = Number(values.first);
+  const r = await runModel({
+    seed, numRuns: num('sequences'), maxCommands: 30,
+    log: (line) => process.stdout.write(`${new Date().toISOString()} model ${line}\n`),
+  });
+  process.stdout.write(`${new Date().toISOString()} model ${r.runs} sequences in ${r.seconds.toFixed(0)} s (${(r.runs / r.seconds).toFixed(2)}/s), seed ${seed}\n`);
+  if (!r.ok) process.stdout.write(`  FINDING ${r.message}\n`);
+  process.stdout.write(`${r.ok ? 0 : 1} findings\n`);
+  process.exit(r.ok ? 0 : 1);
+}
 const fuzzers: [string, (seed: number) => Promise<PathRun>][] = [
   ['path', (seed) => runPathFuzz({ seed, messages: num('messages'), settleMs: 120_000 })],
   ['agent->object', (seed) => runObjectFrameFuzz({ seed, rounds: num('rounds') })],
