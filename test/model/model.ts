@@ -37,6 +37,8 @@ export const KNOWN_BUGS = new Set<string>([
   // and room gets the task only at the next alarm (up to AGENT_SILENT_MS / 2 later).
   'bounce-waits-for-alarm',
 ]);
+/** Every entry, before MODEL_FIXED took any out (a replay command names what it took out). */
+export const ALL_KNOWN_BUGS: readonly string[] = [...KNOWN_BUGS];
 // MODEL_FIXED=a,b (or `all`): hold the queue to the right behaviour for these entries, to check a fix.
 for (const b of (process.env.MODEL_FIXED ?? '').split(',').filter((x) => x !== '')) {
   if (b === 'all') KNOWN_BUGS.clear();
