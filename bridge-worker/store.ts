@@ -553,7 +553,8 @@ export class MessageStore {
     );
     const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_parts WHERE digest = ? AND parts = ?`, f.digest, f.parts).one().n);
     if (have < f.parts) return 'incomplete';
-    this.#sql.exec(`DELETE FROM recipient_parts WHERE digest != ?`, f.digest);
+    // The same list split otherwise before (same digest, another count of parts) goes too.
+    this.#sql.exec(`DELETE FROM recipient_parts WHERE digest != ? OR parts != ?`, f.digest, f.parts);
     const list = this.recipients();
     if (list === null) this.#sql.exec(`DELETE FROM recipient_parts`);
     return list;
