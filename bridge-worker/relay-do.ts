@@ -97,6 +97,8 @@ export class RelayQueue extends DurableObject<Env> {
   #recipients: { delimiter: string; entries: Set<string> } | null | undefined;
   /** A pump stopped at its budget with credit left: the next alarm is due at once. */
   #pumpPending = false;
+  /** This invocation made a bounce task: another connection (one with a bounce relay) may take it. */
+  #bounceMade = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -150,6 +152,7 @@ export class RelayQueue extends DurableObject<Env> {
         return this.#violation(ws, a, 'malformed or unknown frame');
       }
       this.#pump(ws, a);
+      if (this.#bounceMade) this.#pumpAll(ws);
       await this.#scheduleAlarm();
       return;
     }
@@ -196,6 +199,7 @@ export class RelayQueue extends DurableObject<Env> {
         break;
     }
     this.#pump(ws, a);
+    if (this.#bounceMade) this.#pumpAll(ws);
     await this.#scheduleAlarm();
     await this.#deleteBodies();
   }
@@ -677,6 +681,7 @@ export class RelayQueue extends DurableObject<Env> {
   #fail(msg: MessageRow, reason: FailureReason, pending: string[], results: RecipientResult[], error: string): void {
     const now = clock();
     const to = failedTo(msg.sender, this.#store.meta(AGENTS_BOUNCE) === '1');
+    if (to.state === 'bouncing') this.#bounceMade = true;
     const why = to.state === 'dead-letter' ? to.why : null;
     this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
     // Not silent: a warning with everything an operator needs to find it (relayctl show <id>).
@@ -846,6 +851,7 @@ export class RelayQueue extends DurableObject<Env> {
   // ---- pushing --------------------------------------------------------------------
 
   #pumpAll(except?: WebSocket): void {
+    this.#bounceMade = false;
     const budget = { bytes: PUMP_BUDGET_BYTES };
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except) continue;
