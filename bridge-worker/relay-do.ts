@@ -97,8 +97,11 @@ export class RelayQueue extends DurableObject<Env> {
   #recipients: { delimiter: string; entries: Set<string> } | null | undefined;
   /** A pump stopped at its budget with credit left: the next alarm is due at once. */
   #pumpPending = false;
-  /** This invocation made a bounce task: another connection (one with a bounce relay) may take it. */
-  #bounceMade = false;
+  /**
+   * This invocation made work the answering connection may not take (a bounce task, a message
+   * handed back by an agent shutting down): the other connections are pumped too.
+   */
+  #forOthers = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -152,7 +155,7 @@ export class RelayQueue extends DurableObject<Env> {
         return this.#violation(ws, a, 'malformed or unknown frame');
       }
       this.#pump(ws, a);
-      if (this.#bounceMade) this.#pumpAll(ws);
+      if (this.#forOthers) this.#pumpAll(ws);
       await this.#scheduleAlarm();
       return;
     }
@@ -199,7 +202,7 @@ export class RelayQueue extends DurableObject<Env> {
         break;
     }
     this.#pump(ws, a);
-    if (this.#bounceMade) this.#pumpAll(ws);
+    if (this.#forOthers) this.#pumpAll(ws);
     await this.#scheduleAlarm();
     await this.#deleteBodies();
   }
@@ -681,7 +684,7 @@ export class RelayQueue extends DurableObject<Env> {
   #fail(msg: MessageRow, reason: FailureReason, pending: string[], results: RecipientResult[], error: string): void {
     const now = clock();
     const to = failedTo(msg.sender, this.#store.meta(AGENTS_BOUNCE) === '1');
-    if (to.state === 'bouncing') this.#bounceMade = true;
+    if (to.state === 'bouncing') this.#forOthers = true;
     const why = to.state === 'dead-letter' ? to.why : null;
     this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
     // Not silent: a warning with everything an operator needs to find it (relayctl show <id>).
@@ -839,6 +842,7 @@ export class RelayQueue extends DurableObject<Env> {
       // Not the message's fault: the next connection gets it at once.
       a.draining = true;
       this.#store.requeue(msg.id, error);
+      this.#forOthers = true;
       return;
     }
     // corrupt / unavailable may repeat (bad stored bytes, a full disk at home): retry with
@@ -851,7 +855,7 @@ export class RelayQueue extends DurableObject<Env> {
   // ---- pushing --------------------------------------------------------------------
 
   #pumpAll(except?: WebSocket): void {
-    this.#bounceMade = false;
+    this.#forOthers = false;
     const budget = { bytes: PUMP_BUDGET_BYTES };
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except) continue;

@@ -25,3 +25,23 @@ t.test('a bounce made by one agent\'s answer goes at once to another agent with 
   const task = await relay.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'bounce' && x.frame.id === id), 5_000).catch(() => null);
   t.ok(task, 'the agent with a relay got the bounce task within 5 s');
 });
+
+t.test('a message an agent shutting down hands back goes at once to another agent', async (t) => {
+  const w = await startTestWorker({ verdictWaitMs: 0 });
+  t.teardown(() => w.stop());
+  const hello = async (name: string): Promise<RawAgent> => {
+    const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
+    await a.opened;
+    t.teardown(() => a.close());
+    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 1, credit: 1 << 20, fetch: true });
+    await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    return a;
+  };
+  const leaving = await hello('leaving');
+  const id = String((await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: x\r\n\r\nx\r\n'))).body.id);
+  await leaving.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id));
+  const staying = await hello('staying');
+  leaving.send({ type: 'nack', id, reason: 'shutdown', text: 'agent stopping' });
+  const got = await staying.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id), 5_000).catch(() => null);
+  t.ok(got, 'the other agent got the message within 5 s');
+});

@@ -32,6 +32,9 @@ export const KNOWN_BUGS = new Set<string>([
   // "a recipients list is replaced whole or not at all: stray parts are dropped, a wake-up never
   // reads 'no list' while an older complete list exists": half-published lists are not generated.
   'recipients-half-published',
+  // "the body route serves a body only to the agent that holds its lease": today any agent's
+  // token fetches the body of any message in flight.
+  'body-served-to-any-agent',
 ]);
 /** Every entry, before MODEL_FIXED took any out (a replay command names what it took out). */
 export const ALL_KNOWN_BUGS: readonly string[] = [...KNOWN_BUGS];
@@ -80,6 +83,8 @@ export interface MAgent {
   session: string;
   window: number;
   bounces: boolean;
+  /** It said it is shutting down (a shutdown nack): nothing more is leased to it. */
+  draining?: boolean;
 }
 
 export interface Model {
@@ -215,6 +220,7 @@ export function allowLease(model: Model, m: MMsg, a: MAgent): string | null {
   if (!leasable(model, m)) return `message ${m.n} leased in state ${m.state} (not before ${m.notBefore}, now ${model.now})`;
   if (tooOld(model, m)) return `message ${m.n} leased past its age limit`;
   if (held(model, a.name) >= a.window) return `agent ${a.name} leased beyond its window ${a.window}`;
+  if (a.draining) return `message ${m.n} leased to ${a.name}, which is shutting down`;
   return null;
 }
 
@@ -223,6 +229,7 @@ export function allowBounce(model: Model, m: MMsg, a: MAgent): string | null {
   if (!a.bounces) return `bounce of message ${m.n} leased to ${a.name}, which has no bounce relay`;
   if (m.sender === '') return `bounce of message ${m.n} to the null sender`;
   if (held(model, a.name) >= a.window) return `agent ${a.name} leased a bounce beyond its window ${a.window}`;
+  if (a.draining) return `bounce of message ${m.n} leased to ${a.name}, which is shutting down`;
   return null;
 }
 
@@ -236,7 +243,7 @@ export function held(model: Model, name: string): number {
  */
 export function idleWork(model: Model): string | null {
   for (const a of model.agents.values()) {
-    if (held(model, a.name) >= a.window) continue;
+    if (held(model, a.name) >= a.window || a.draining) continue;
     const m = model.msgs.find((x) => leasable(model, x) || (a.bounces && bounceable(model, x)));
     if (m) return `agent ${a.name} holds ${held(model, a.name)} of ${a.window} while message ${m.n} is ${m.state} and due`;
   }

@@ -233,7 +233,7 @@ function holding(model: Model, name: string, state: 'in-flight' | 'bouncing'): M
   return mine.length > 0 ? mine : model.msgs.filter((x) => x.lease !== null && x.state === state);
 }
 
-type Reply = '250' | '451' | '550' | 'garbage' | 'nack' | 'lost';
+type Reply = '250' | '451' | '550' | 'garbage' | 'nack' | 'lost' | 'shutdown' | 'steal';
 
 class Answer implements Cmd {
   readonly name: string;
@@ -264,6 +264,24 @@ class Answer implements Cmd {
       case 'garbage': a.raw.send(JSON.stringify({ type: 'ack', id: m.id, results: 'garbage' })); settle(model, m, 'tempfail'); break;
       // What the agent says when the body fetch fails (edge-agent/body-fetch.ts).
       case 'nack': a.raw.send({ type: 'nack', id: m.id, reason: 'unavailable', text: 'model: body fetch failed' }); settle(model, m, 'tempfail'); break;
+      // The agent is shutting down: the message goes back at once, not counted, and this
+      // connection gets nothing more.
+      case 'shutdown': {
+        a.raw.send({ type: 'nack', id: m.id, reason: 'shutdown', text: 'model: shutting down' });
+        m.state = 'queued';
+        m.lease = null;
+        const ma = model.agents.get(who);
+        if (ma) ma.draining = true;
+        break;
+      }
+      // Another agent's token asks for the body of this lease: only its holder may have it.
+      case 'steal': {
+        const other = [...real.agents.values()].find((x) => x.name !== who);
+        if (!other || KNOWN_BUGS.has('body-served-to-any-agent')) break;
+        const got = await other.raw.fetchBody(m.id);
+        if (got.status === 200) fault(`agent ${other.name} was given the body of message ${m.n}, leased to ${who}`);
+        break;
+      }
       // Delivered, and the connection dropped before the ack: the lost-reply window.
       case 'lost':
         m.lostReplies++;
@@ -484,7 +502,7 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     [6, fc.tuple(fc.nat(3), fc.nat(2), size, resend).map(([r, s, z, d]) => new Ingest(r, s, z, d))],
     [3, fc.tuple(agentName, fc.integer({ min: 1, max: 3 }), fc.boolean()).map(([n, w, b]) => new Connect(n, w, b))],
     [1, agentName.map((n) => new Disconnect(n))],
-    [8, fc.tuple(agentName, fc.nat(5), fc.constantFrom<Reply>('250', '250', '250', '451', '550', '550', '550', 'garbage', 'nack', 'lost')).map(([n, k, r]) => new Answer(n, k, r))],
+    [8, fc.tuple(agentName, fc.nat(5), fc.constantFrom<Reply>('250', '250', '250', '451', '550', '550', '550', 'garbage', 'nack', 'lost', 'shutdown', 'steal')).map(([n, k, r]) => new Answer(n, k, r))],
     [3, fc.tuple(agentName, fc.nat(5), fc.constantFrom('sent', 'sent', 'deferred', 'failed' as const)).map(([n, k, s]) => new Bounced(n, k, s))],
     [5, fc.tuple(fc.constantFrom<Op>('hold', 'release', 'delete', 'retry', 'replay', 'replay', 'purge', 'export'), fc.nat(20), fc.boolean()).map(([o, k, a]) => new Admin(o, k, a))],
     [1, fc.constant(new Flush())],
@@ -575,6 +593,8 @@ async function finishSequence(model: Model, real: Real): Promise<void> {
 
 /** A healthy agent and target from now on: everything must settle. */
 export async function quiesce(model: Model, real: Real): Promise<void> {
+  // Agents shutting down go (a real one closes after its shutdown nacks); one with a relay stays or comes.
+  for (const a of [...model.agents.values()]) if (a.draining) await new Disconnect(a.name).run(model, real);
   if (![...model.agents.values()].some((a) => a.bounces)) {
     const name = model.agents.has('a') ? 'b' : 'a';
     if (model.agents.has(name)) await new Disconnect(name).run(model, real);
@@ -605,8 +625,19 @@ export async function runModel(opts: RunOptions): Promise<RunReport> {
   let runs = 0;
   const start = Date.now();
   try {
+    // The budget stops new sequences, not the shrinking of a failure (fast-check's own time limit would).
+    let failed = false;
     const prop = fc.asyncProperty(fc.commands(commandArbitraries(), { maxCommands: opts.maxCommands, size: 'max', ...(opts.replayPath === undefined ? {} : { replayPath: opts.replayPath }) }), async (cmds) => {
+      if (!failed && opts.timeLimitMs !== undefined && Date.now() - start > opts.timeLimitMs) return;
       runs++;
+      try {
+        await sequence(cmds);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    });
+    const sequence = async (cmds: Iterable<Cmd>): Promise<void> => {
       const t0 = performance.now();
       const model = await setupSequence(real);
       timing.set('setup', (timing.get('setup') ?? 0) + performance.now() - t0);
@@ -620,22 +651,21 @@ export async function runModel(opts: RunOptions): Promise<RunReport> {
       await finishSequence(model, real);
       took('finish', t2);
       if (opts.log && runs % 50 === 0) opts.log(`${runs} sequences, ${((Date.now() - start) / 1000).toFixed(0)} s`);
-    });
+    };
     const r = await fc.check(prop, {
       numRuns: opts.numRuns,
       ...(opts.seed === undefined ? {} : { seed: opts.seed }),
       ...(opts.path === undefined ? {} : { path: opts.path }),
-      ...(opts.timeLimitMs === undefined ? {} : { interruptAfterTimeLimit: opts.timeLimitMs, markInterruptAsFailure: false }),
     });
     const seconds = (Date.now() - start) / 1000;
-    if (!r.failed) return { ok: true, runs, seconds, message: `${r.numRuns} sequences passed`, seed: r.seed, path: null };
+    if (!r.failed) return { ok: true, runs, seconds, message: `${runs} sequences passed`, seed: r.seed, path: null };
     const cmds = r.counterexample?.[0];
     const replayPath = /replayPath="([^"]*)"/.exec(String(cmds))?.[1];
     const replay = `MODEL_SEED=${r.seed} MODEL_PATH=${r.counterexamplePath ?? ''}${replayPath ? ` MODEL_REPLAY='${replayPath}'` : ''}` +
       `${KNOWN_BUGS.size < KNOWN.length ? ` MODEL_FIXED=${KNOWN.filter((b) => !KNOWN_BUGS.has(b)).join(',')}` : ''} npm test -- test/model/queue.test.ts`;
     return {
       ok: false, runs, seconds, seed: r.seed, path: r.counterexamplePath,
-      message: `model failure after ${r.numRuns} sequences (seed ${r.seed}, path ${r.counterexamplePath}):\n` +
+      message: `model failure in sequence ${r.numRuns} (${runs} run with shrinking) (seed ${r.seed}, path ${r.counterexamplePath}):\n` +
         `  ${String(r.errorInstance instanceof Error ? r.errorInstance.message : r.errorInstance)}\n` +
         `  shrunk sequence: ${cmds ? String(cmds) : '?'}\n  replay: ${replay}`,
     };
