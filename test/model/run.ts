@@ -416,7 +416,8 @@ class Status implements Cmd {
       const want = model.msgs.filter((m) => m.state === s).length;
       if ((states[s] ?? 0) !== want) fault(`status says ${states[s]} ${s}, the model ${want}`);
     }
-    const agents = ((r.json?.agents ?? []) as { session: string }[]).map((a) => a.session).sort();
+    // The other shard's agents of the sequence before may still be closing: this shard's only.
+    const agents = ((r.json?.agents ?? []) as { session: string; shard: number }[]).filter((a) => a.shard === real.shard).map((a) => a.session).sort();
     const want = [...model.agents.values()].map((a) => a.session).sort();
     if (agents.join() !== want.join()) fault(`status lists agents ${agents.join()}, the model ${want.join()}`);
   }
@@ -573,6 +574,8 @@ export async function setupSequence(real: Real): Promise<Model> {
     await real.disconnect('setup');
   }
   took('setup: clock and meta', t0);
+  // Connections of an earlier sequence on this shard are gone (closed without waiting, finishSequence).
+  await real.until(async () => !(((await real.admin('GET', '/admin/queue')).json?.agents ?? []) as { shard: number }[]).some((a) => a.shard === real.shard), 'the shard\'s old connections to close');
   if ((await real.rows()).length > 0 || (await real.bodyKeys()).length > 0) fault('the shard is not empty at the start');
   return model;
 }
