@@ -233,7 +233,7 @@ function holding(model: Model, name: string, state: 'in-flight' | 'bouncing'): M
   return mine.length > 0 ? mine : model.msgs.filter((x) => x.lease !== null && x.state === state);
 }
 
-type Reply = '250' | '451' | '550' | 'garbage' | 'nack' | 'lost' | 'shutdown' | 'steal';
+type Reply = '250' | '451' | '550' | 'garbage' | 'nack' | 'lost' | 'shutdown' | 'steal' | 'twice' | 'foreign';
 
 class Answer implements Cmd {
   readonly name: string;
@@ -247,7 +247,7 @@ class Answer implements Cmd {
     const m = mine[this.k % mine.length] ?? fault('no lease');
     const who = m.lease ?? fault('no lease');
     const a = real.agents.get(who) ?? fault(`agent ${who} not connected`);
-    if (this.reply === '250' || this.reply === 'lost') {
+    if (this.reply === '250' || this.reply === 'lost' || this.reply === 'twice') {
       // The agent reads the body through the Worker, as it does before LMTP: bytes as sent.
       const got = await a.raw.fetchBody(m.id);
       if (got.status !== 200) fault(`body of message ${m.n} in flight: HTTP ${got.status}`);
@@ -258,6 +258,18 @@ class Answer implements Cmd {
       JSON.stringify({ type: 'ack', id: m.id, results: [{ recipient: m.rcpt, code, enhanced, text: `model ${code}`, outcome }] });
     switch (this.reply) {
       case '250': a.raw.send(result(250, '2.0.0', 'delivered')); settle(model, m, 'delivered'); break;
+      // The same ack twice (a resend after a reconnect): the second is ignored.
+      case 'twice':
+        a.raw.send(result(250, '2.0.0', 'delivered'));
+        a.raw.send(result(250, '2.0.0', 'delivered'));
+        settle(model, m, 'delivered');
+        break;
+      // Another connection answers for a lease it does not hold: ignored, the lease stands.
+      case 'foreign': {
+        const other = [...real.agents.values()].find((x) => x.name !== who);
+        if (other) other.raw.send(result(550, '5.1.1', 'permfail'));
+        break;
+      }
       case '451': a.raw.send(result(451, '4.2.0', 'tempfail')); settle(model, m, 'tempfail'); break;
       case '550': a.raw.send(result(550, '5.1.1', 'permfail')); settle(model, m, 'permfail'); break;
       // An answer about one message the object cannot parse: that message is deferred, the session stays.
@@ -292,6 +304,21 @@ class Answer implements Cmd {
     await sync(model, real);
   }
   toString(): string { return `answer(${this.name}, lease ${this.k}, ${this.reply})`; }
+}
+
+/** The agent saw its target come back (`retry`): every deferred message is due now. */
+class RetryAll implements Cmd {
+  readonly name: string;
+  constructor(name: string) { this.name = name; }
+  check(m: Model): boolean { return m.agents.has(this.name); }
+  async run(model: Model, real: Real): Promise<void> {
+    count(label(this));
+    const a = real.agents.get(this.name) ?? fault(`agent ${this.name} not connected`);
+    a.raw.send({ type: 'retry' });
+    for (const m of model.msgs) if (m.state === 'deferred') { m.state = 'queued'; m.notBefore = 0; }
+    await sync(model, real);
+  }
+  toString(): string { return `retry(${this.name})`; }
 }
 
 class Bounced implements Cmd {
@@ -503,7 +530,8 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     [6, fc.tuple(fc.nat(3), fc.nat(2), size, resend).map(([r, s, z, d]) => new Ingest(r, s, z, d))],
     [3, fc.tuple(agentName, fc.integer({ min: 1, max: 3 }), fc.boolean()).map(([n, w, b]) => new Connect(n, w, b))],
     [1, agentName.map((n) => new Disconnect(n))],
-    [8, fc.tuple(agentName, fc.nat(5), fc.constantFrom<Reply>('250', '250', '250', '451', '550', '550', '550', 'garbage', 'nack', 'lost', 'shutdown', 'steal')).map(([n, k, r]) => new Answer(n, k, r))],
+    [8, fc.tuple(agentName, fc.nat(5), fc.constantFrom<Reply>('250', '250', '250', '451', '550', '550', '550', 'garbage', 'nack', 'lost', 'shutdown', 'steal', 'twice', 'foreign')).map(([n, k, r]) => new Answer(n, k, r))],
+    [1, agentName.map((n) => new RetryAll(n))],
     [3, fc.tuple(agentName, fc.nat(5), fc.constantFrom('sent', 'sent', 'deferred', 'failed' as const)).map(([n, k, s]) => new Bounced(n, k, s))],
     [5, fc.tuple(fc.constantFrom<Op>('hold', 'release', 'delete', 'retry', 'replay', 'replay', 'purge', 'export'), fc.nat(20), fc.boolean()).map(([o, k, a]) => new Admin(o, k, a))],
     [1, fc.constant(new Flush())],
