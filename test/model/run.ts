@@ -124,6 +124,9 @@ function compare(model: Model, real: Real, rows: QueueMessage[]): void {
     if ((want === 'bouncing' || want === 'bounced' || want === 'dead-letter') && r.failure !== m.failure) {
       fault(`${tag} failed as ${r.failure}, the model says ${m.failure}`);
     }
+    if ((want === 'queued' || want === 'deferred' || want === 'bouncing') && (r.nextAttemptAt ?? 0) !== m.notBefore) {
+      fault(`${tag} (${want}) next attempt at ${r.nextAttemptAt}, the model says ${m.notBefore} (now ${model.now})`);
+    }
     if ((want === 'queued' || want === 'deferred' || want === 'hold' || want === 'in-flight') && (r.recipients.length !== 1 || r.recipients[0] !== m.rcpt)) {
       fault(`${tag} (${want}) owes ${JSON.stringify(r.recipients)}, the model [${m.rcpt}]`);
     }
