@@ -10,7 +10,7 @@ import { closeMs } from './real.ts';
 const seed = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
 const path = process.env.MODEL_PATH;
 const replayPath = process.env.MODEL_REPLAY;
-const budgetMs = Number(process.env.MODEL_BUDGET_MS ?? 60_000);
+const budgetMs = Number(process.env.MODEL_BUDGET_MS ?? 50_000);
 
 t.test('the queue does what its model says, in every sequence tried', async (t) => {
   const r = await runModel({

@@ -11,7 +11,7 @@ import {
   live, newModel, realState, restart, settle, tick, tooOld, leasable, type MMsg, type Model,
 } from './model.ts';
 import { Real, SHARDS, sha256 } from './real.ts';
-import { PONG } from '../../protocol/wire.ts';
+import { MAX_RESULT_TEXT, PONG } from '../../protocol/wire.ts';
 
 interface Ctx { model: Model; real: Real }
 type Cmd = fc.AsyncCommand<Model, Real>;
@@ -236,7 +236,7 @@ function holding(model: Model, name: string, state: 'in-flight' | 'bouncing'): M
   return mine.length > 0 ? mine : model.msgs.filter((x) => x.lease !== null && x.state === state);
 }
 
-type Reply = '250' | '451' | '550' | 'garbage' | 'nack' | 'lost' | 'shutdown' | 'steal' | 'twice' | 'foreign';
+type Reply = '250' | '451' | '550' | 'garbage' | 'long' | 'nack' | 'lost' | 'shutdown' | 'steal' | 'twice' | 'foreign';
 
 class Answer implements Cmd {
   readonly name: string;
@@ -277,6 +277,11 @@ class Answer implements Cmd {
       case '550': a.raw.send(result(550, '5.1.1', 'permfail')); settle(model, m, 'permfail'); break;
       // An answer about one message the object cannot parse: that message is deferred, the session stays.
       case 'garbage': a.raw.send(JSON.stringify({ type: 'ack', id: m.id, results: 'garbage' })); settle(model, m, 'tempfail'); break;
+      // A reply text beyond the protocol's limit: that message is deferred, the session stays.
+      case 'long':
+        a.raw.send(JSON.stringify({ type: 'ack', id: m.id, results: [{ recipient: m.rcpt, code: 250, enhanced: '2.0.0', text: 'x'.repeat(MAX_RESULT_TEXT + 1), outcome: 'delivered' }] }));
+        settle(model, m, 'tempfail');
+        break;
       // What the agent says when the body fetch fails (edge-agent/body-fetch.ts).
       case 'nack': a.raw.send({ type: 'nack', id: m.id, reason: 'unavailable', text: 'model: body fetch failed' }); settle(model, m, 'tempfail'); break;
       // The agent is shutting down: the message goes back at once, not counted, and this
@@ -533,7 +538,7 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     [6, fc.tuple(fc.nat(3), fc.nat(2), size, resend).map(([r, s, z, d]) => new Ingest(r, s, z, d))],
     [3, fc.tuple(agentName, fc.integer({ min: 1, max: 3 }), fc.boolean()).map(([n, w, b]) => new Connect(n, w, b))],
     [1, agentName.map((n) => new Disconnect(n))],
-    [8, fc.tuple(agentName, fc.nat(5), fc.constantFrom<Reply>('250', '250', '250', '451', '550', '550', '550', 'garbage', 'nack', 'lost', 'shutdown', 'steal', 'twice', 'foreign')).map(([n, k, r]) => new Answer(n, k, r))],
+    [8, fc.tuple(agentName, fc.nat(5), fc.constantFrom<Reply>('250', '250', '250', '451', '550', '550', '550', 'garbage', 'long', 'nack', 'lost', 'shutdown', 'steal', 'twice', 'foreign')).map(([n, k, r]) => new Answer(n, k, r))],
     [1, agentName.map((n) => new RetryAll(n))],
     [3, fc.tuple(agentName, fc.nat(5), fc.constantFrom('sent', 'sent', 'deferred', 'failed' as const)).map(([n, k, s]) => new Bounced(n, k, s))],
     [5, fc.tuple(fc.constantFrom<Op>('hold', 'release', 'delete', 'retry', 'replay', 'replay', 'purge', 'export'), fc.nat(20), fc.boolean()).map(([o, k, a]) => new Admin(o, k, a))],
