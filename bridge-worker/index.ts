@@ -6,6 +6,7 @@ import { handleEmail, type IncomingEmail } from './email.ts';
 import { allShards, shardStub } from './shards.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
+import { setTestClock } from './clock.ts';
 import { isMessageId } from '../protocol/wire.ts';
 // Compiles every message's pure code at startup, not on the first message (issue #15).
 import './warm-up.ts';
@@ -60,6 +61,8 @@ async function devClock(request: Request, env: Env, token: string, shards: numbe
   const i = shardIndex(request, shards);
   const at = Number(new URL(request.url).searchParams.get('at'));
   if (i === null || !Number.isSafeInteger(at)) return json(400, { error: 'need ?shard=&at=' });
+  // Here too: a queue object starting in this isolate (after a restart) reads it in its constructor.
+  setTestClock(env, at);
   await shardStub(env, i).testClock(at);
   return json(200, { at });
 }

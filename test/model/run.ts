@@ -148,7 +148,7 @@ async function checkBodies(real: Real, rows: QueueMessage[]): Promise<void> {
 
 type Size = 'small' | 'head-1' | 'head' | 'head+1' | 'large';
 
-class Ingest implements Cmd {
+export class Ingest implements Cmd {
   readonly rcpt: number;
   readonly sender: number;
   readonly size: Size;
@@ -202,7 +202,7 @@ function makeBody(real: Real, n: number, sender: string, rcpt: string, size: Siz
   return Buffer.concat([head, fill]);
 }
 
-class Connect implements Cmd {
+export class Connect implements Cmd {
   readonly name: string;
   readonly window: number;
   readonly bounces: boolean;
@@ -217,7 +217,7 @@ class Connect implements Cmd {
   toString(): string { return `connect(${this.name}, window ${this.window}, ${this.bounces ? 'bounce relay' : 'no bounce relay'})`; }
 }
 
-class Disconnect implements Cmd {
+export class Disconnect implements Cmd {
   readonly name: string;
   constructor(name: string) { this.name = name; }
   check(m: Model): boolean { return m.agents.has(this.name); }
@@ -462,7 +462,7 @@ class Status implements Cmd {
 /** Clock steps: past a release delay, a retry, the age limit, retention, the dedupe window. */
 const STEPS = [1_000, 2_500, CFG.firstRetryMs, CFG.firstRetryMs + 1, CFG.maxAgeMs, CFG.maxAgeMs + CFG.firstRetryMs, CFG.retentionMs + 1, CFG.dedupeWindowMs];
 
-class Clock implements Cmd {
+export class Clock implements Cmd {
   readonly ms: number;
   constructor(ms: number) { this.ms = ms; }
   check(): boolean { return true; }
@@ -513,14 +513,15 @@ function publish(raw: { send(f: never): void }, entries: string[], parts: number
   }
 }
 
-class Restart implements Cmd {
+export class Restart implements Cmd {
   check(): boolean { return true; }
   async run(model: Model, real: Real): Promise<void> {
     count(label(this));
-    for (const a of real.agents.values()) a.raw.ws.terminate();
-    real.agents.clear();
+    // The connections die with the runtime: the new object finds their leases (its constructor).
     real.clockAt = null;
     await real.w.rt.restart();
+    for (const a of real.agents.values()) a.raw.ws.terminate();
+    real.agents.clear();
     restart(model);
     await real.clock(model.now);  // the clock is the isolate's: set it again
     real.clockAt = model.now;
