@@ -12,6 +12,7 @@ export const CFG = {
   retentionMs: 3_600_000,
   dedupeWindowMs: 7_200_000,
   maxUnsettledLeases: 3,
+  affinityMs: 120_000,
 } as const;
 
 /**
@@ -66,6 +67,9 @@ export interface MMsg {
   receivedAt: number;
   retryFrom: number;
   leaseEnds: number;
+  /** Until then only `lastAgent` may lease it (its lease ended unanswered: that agent may have delivered it). */
+  affinityUntil: number;
+  lastAgent: string | null;
   settledAt: number | null;
   failure: Failure | null;
   /** Its recipient was refused for good (the row keeps no pending recipient). */
@@ -115,10 +119,10 @@ export function dedupe(model: Model, key: string): { dup: MMsg[] } {
   return { dup };
 }
 
-export function accept(model: Model, m: Omit<MMsg, 'n' | 'state' | 'lease' | 'notBefore' | 'receivedAt' | 'retryFrom' | 'leaseEnds' | 'settledAt' | 'failure' | 'refused' | 'ackedAt' | 'deliveries' | 'lostReplies' | 'bouncesSent'>): MMsg {
+export function accept(model: Model, m: Omit<MMsg, 'n' | 'state' | 'lease' | 'notBefore' | 'receivedAt' | 'retryFrom' | 'leaseEnds' | 'affinityUntil' | 'lastAgent' | 'settledAt' | 'failure' | 'refused' | 'ackedAt' | 'deliveries' | 'lostReplies' | 'bouncesSent'>): MMsg {
   const msg: MMsg = {
     ...m, n: model.msgs.length, state: 'queued', lease: null, notBefore: 0, receivedAt: model.now, retryFrom: model.now,
-    leaseEnds: 0, settledAt: null, failure: null, refused: false, ackedAt: null, deliveries: 0, lostReplies: 0, bouncesSent: 0,
+    leaseEnds: 0, affinityUntil: 0, lastAgent: null, settledAt: null, failure: null, refused: false, ackedAt: null, deliveries: 0, lostReplies: 0, bouncesSent: 0,
   };
   model.msgs.push(msg);
   return msg;
@@ -176,6 +180,7 @@ export function disconnect(model: Model, name: string): void {
     m.lease = null;
     if (m.state !== 'in-flight') continue;  // a bounce task: simply offered again
     m.state = 'queued';
+    m.affinityUntil = model.now + CFG.affinityMs;
     m.leaseEnds++;
     m.notBefore = m.leaseEnds <= 1 ? 0 : model.now + Math.min(300_000, 1000 * 2 ** Math.min(m.leaseEnds - 1, 20));
     if (m.leaseEnds >= CFG.maxUnsettledLeases) fail(model, m, 'attempts');
@@ -221,7 +226,13 @@ export function allowLease(model: Model, m: MMsg, a: MAgent): string | null {
   if (tooOld(model, m)) return `message ${m.n} leased past its age limit`;
   if (held(model, a.name) >= a.window) return `agent ${a.name} leased beyond its window ${a.window}`;
   if (a.draining) return `message ${m.n} leased to ${a.name}, which is shutting down`;
+  if (!affine(model, m, a.name)) return `message ${m.n} leased to ${a.name} while kept for ${m.lastAgent} until ${m.affinityUntil}`;
   return null;
+}
+
+/** Whether agent `name` may lease `m` now as far as affinity goes. */
+export function affine(model: Model, m: MMsg, name: string): boolean {
+  return m.affinityUntil <= model.now || m.lastAgent === name;
 }
 
 export function allowBounce(model: Model, m: MMsg, a: MAgent): string | null {
@@ -244,7 +255,7 @@ export function held(model: Model, name: string): number {
 export function idleWork(model: Model): string | null {
   for (const a of model.agents.values()) {
     if (held(model, a.name) >= a.window || a.draining) continue;
-    const m = model.msgs.find((x) => leasable(model, x) || (a.bounces && bounceable(model, x)));
+    const m = model.msgs.find((x) => (leasable(model, x) && affine(model, x, a.name)) || (a.bounces && bounceable(model, x)));
     if (m) return `agent ${a.name} holds ${held(model, a.name)} of ${a.window} while message ${m.n} is ${m.state} and due`;
   }
   if (!KNOWN_BUGS.has('expiry-needs-agent')) {

@@ -53,7 +53,7 @@ export class Real {
     const w = await startTestWorker({
       verdictWaitMs: 0,
       vars: {
-        TEST_CLOCK: '1', ADMIN_TOKEN, SHARDS: String(SHARDS), AFFINITY_MS: '0',
+        TEST_CLOCK: '1', ADMIN_TOKEN, SHARDS: String(SHARDS), AFFINITY_MS: String(CFG.affinityMs),
         RETRY_FIRST_MS: String(CFG.firstRetryMs), RETRY_MAX_MS: String(CFG.maxRetryMs), MAX_AGE_MS: String(CFG.maxAgeMs),
         RETENTION_MS: String(CFG.retentionMs), DEDUPE_WINDOW_MS: String(CFG.dedupeWindowMs),
         MAX_UNSETTLED_LEASES: String(CFG.maxUnsettledLeases), ORPHAN_SWEEP_MS: String(30 * 24 * 3_600_000),

@@ -72,6 +72,8 @@ async function sync(model: Model, real: Real): Promise<void> {
           if (f.sender !== m.sender) fault(`message ${m.n} leased with sender <${f.sender}>`);
           m.state = 'in-flight';
           m.lease = a.name;
+          m.lastAgent = a.name;
+          m.affinityUntil = 0;
         } else {
           expireSeen(model, rows);  // a message expired at lease has its bounce leased in the same pump
           if (f.reason === 'delayed') fault('a delay warning, though DELAY_WARNING_MS is off');
@@ -389,7 +391,7 @@ class Admin implements Cmd {
     switch (this.op) {
       case 'hold':
         ok = m.state === 'queued' || m.state === 'deferred';
-        if (ok) { m.state = 'hold'; m.notBefore = 0; }
+        if (ok) { m.state = 'hold'; m.notBefore = 0; m.affinityUntil = 0; }
         break;
       case 'release':
         ok = m.state === 'hold';
@@ -460,7 +462,7 @@ class Status implements Cmd {
 }
 
 /** Clock steps: past a release delay, a retry, the age limit, retention, the dedupe window. */
-const STEPS = [1_000, 2_500, CFG.firstRetryMs, CFG.firstRetryMs + 1, CFG.maxAgeMs, CFG.maxAgeMs + CFG.firstRetryMs, CFG.retentionMs + 1, CFG.dedupeWindowMs];
+const STEPS = [1_000, 2_500, CFG.affinityMs, CFG.firstRetryMs, CFG.firstRetryMs + 1, CFG.maxAgeMs, CFG.maxAgeMs + CFG.firstRetryMs, CFG.retentionMs + 1, CFG.dedupeWindowMs];
 
 export class Clock implements Cmd {
   readonly ms: number;
@@ -649,7 +651,8 @@ export async function quiesce(model: Model, real: Real): Promise<void> {
     }
     const waiting = model.msgs.filter((m) => m.state === 'queued' || m.state === 'deferred' || m.state === 'bouncing');
     if (waiting.length === 0) break;
-    const next = Math.min(...waiting.map((m) => m.notBefore));
+    // Due: past its next attempt and, for another agent, past its affinity.
+    const next = Math.min(...waiting.map((m) => Math.max(m.notBefore, m.state === 'queued' ? m.affinityUntil : 0)));
     await new Clock(Math.max(1, next - model.now)).run(model, real);
   }
   const problems = model.msgs.flatMap(finalProblems);
