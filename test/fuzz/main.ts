@@ -1,6 +1,8 @@
 // `npm run fuzz [-- --seeds N --first S --messages M --rounds R]`: the fuzzers of test/fuzz/ run
 // long, over many seeds and more messages. One summary line per seed and fuzzer; exits 1 on
 // any finding, each printed with the FUZZ_SEED that replays it.
+// `npm run fuzz -- --model [--sequences N --first SEED]`: only the queue's model-based test
+// (test/model/), N sequences from SEED; a finding prints the command that replays it exactly.
 import { parseArgs } from 'node:util';
 import { runAgentFrameFuzz } from './agent-frames-run.ts';
 import { runObjectFrameFuzz } from './object-frames-run.ts';
