@@ -37,8 +37,6 @@ export class Real {
   dirty = true;
   /** Where the queue's clock stands (null: not set in this runtime yet). */
   clockAt: number | null = null;
-  /** Per shard, what its meta holds after a sequence that passed (run.ts setupSequence). */
-  kept = new Map<number, { agentsBounce: boolean; list: Set<string> | null }>();
   /** Miniflare's handles, per runtime instance (a restart makes a new one). */
   #handles: { mf: unknown; ns: DurableObjectNamespaceLike; bucket: BucketLike } | null = null;
   #r2: DatabaseSync | null = null;

@@ -599,19 +599,14 @@ export async function setupSequence(real: Real): Promise<Model> {
     await real.clock(real.clockAt);
   }
   const model = newModel(real.clockAt);
-  // What the shard's meta kept from its last sequence (the list in force, the last hello's relay),
-  // known when that sequence passed; else reset through an agent.
-  const kept = real.kept.get(real.shard);
-  real.kept.delete(real.shard);
-  if (kept) {
-    model.agentsBounce = kept.agentsBounce;
-    model.list = kept.list;
-  } else {
-    const a = await real.connect('setup', 1, false);
-    publish(a.raw, [], 1);
-    await real.barrier();
-    await real.disconnect('setup');
-  }
+  // The shard's meta as a fresh object has it, whatever the sequence before left (a sequence must
+  // not depend on the one before it, or its replay would not be exact): no list in force, no
+  // bounce relay announced.
+  const a = await real.connect('setup', 1, false);
+  publish(a.raw, [], 1);
+  await real.barrier();
+  real.agents.delete('setup');
+  a.raw.ws.terminate();
   took('setup: clock and meta', t0);
   // Connections of an earlier sequence on this shard are gone (closed without waiting, finishSequence).
   await real.until(async () => !(((await real.admin('GET', '/admin/queue')).json?.agents ?? []) as { shard: number }[]).some((a) => a.shard === real.shard), 'the shard\'s old connections to close');
@@ -619,7 +614,7 @@ export async function setupSequence(real: Real): Promise<Model> {
   return model;
 }
 
-/** A sequence passed: its messages removed, its agents gone, what its shard's meta holds kept. */
+/** A sequence passed: its messages removed, its agents gone. */
 async function finishSequence(model: Model, real: Real): Promise<void> {
   for (const m of model.msgs) {
     if (m.state === 'dead-letter' || m.state === 'bounced') await real.admin('DELETE', `/admin/messages/${m.id}`);
@@ -629,7 +624,6 @@ async function finishSequence(model: Model, real: Real): Promise<void> {
   real.opened = [];
   real.agents.clear();
   real.clockAt = model.now;
-  real.kept.set(real.shard, { agentsBounce: model.agentsBounce, list: model.list });
   real.dirty = false;
 }
 
