@@ -453,6 +453,18 @@ class Status implements Cmd {
       const want = model.msgs.filter((m) => m.state === s).length;
       if ((states[s] ?? 0) !== want) fault(`status says ${states[s]} ${s}, the model ${want}`);
     }
+    const byState = (r.json?.oldestByState ?? {}) as Record<string, number | null>;
+    for (const st of ['queued', 'in-flight', 'deferred', 'hold', 'bouncing', 'bounced', 'dead-letter']) {
+      const ms = model.msgs.filter((m) => m.state === st).map((m) => m.receivedAt);
+      const want = ms.length === 0 ? null : Math.min(...ms);
+      if ((byState[st] ?? null) !== want) fault(`status says the oldest ${st} arrived at ${byState[st]}, the model ${want}`);
+    }
+    if (!KNOWN_BUGS.has('status-oldest-counts-failed')) {
+      // "Oldest" is of the mail still owed (a delivery or a bounce): a health check's number.
+      const ms = model.msgs.filter((m) => ['queued', 'in-flight', 'deferred', 'hold', 'bouncing'].includes(m.state)).map((m) => m.receivedAt);
+      const want = ms.length === 0 ? null : Math.min(...ms);
+      if ((r.json?.oldest ?? null) !== want) fault(`status says the oldest message owed arrived at ${r.json?.oldest}, the model ${want}`);
+    }
     // The other shard's agents of the sequence before may still be closing: this shard's only.
     const agents = ((r.json?.agents ?? []) as { session: string; shard: number }[]).filter((a) => a.shard === real.shard).map((a) => a.session).sort();
     const want = [...model.agents.values()].map((a) => a.session).sort();
