@@ -12,6 +12,8 @@ export interface Env extends Vars {
    * SQLite chunks (ingest.ts), with a warning (email.ts).
    */
   BODIES?: R2Bucket;
+  /** Tests only (test/model/): the queue's clock may be set (clock.ts). No wrangler file sets it. */
+  TEST_CLOCK?: string;
 }
 
 // Parsed once per env object: it is read on every request, frame and ack.

@@ -6,6 +6,7 @@ import { handleEmail, type IncomingEmail } from './email.ts';
 import { allShards, shardStub } from './shards.ts';
 import { ConfigError, readConfig, type Env } from './env.ts';
 import { log } from './log.ts';
+import { setTestClock } from './clock.ts';
 import { BODY_SESSION_HEADER, isMessageId } from '../protocol/wire.ts';
 // Compiles every message's pure code at startup, not on the first message (issue #15).
 import './warm-up.ts';
@@ -48,6 +49,22 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
     log('email.tempfail', { to, error: String(err) });
     return json(503, { outcome: 'tempfail', error: String(err) });
   }
+}
+
+/**
+ * POST /dev/clock?shard=N&at=T — tests only (clock.ts): fixes shard N's clock at T and runs
+ * what is due by then. Exists only with TEST_CLOCK, which no wrangler file sets, and DEV_INGRESS_TOKEN.
+ */
+async function devClock(request: Request, env: Env, token: string, shards: number): Promise<Response> {
+  if (request.method !== 'POST') return json(405, { error: 'POST only' });
+  if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
+  const i = shardIndex(request, shards);
+  const at = Number(new URL(request.url).searchParams.get('at'));
+  if (i === null || !Number.isSafeInteger(at)) return json(400, { error: 'need ?shard=&at=' });
+  // Here too: a queue object starting in this isolate (after a restart) reads it in its constructor.
+  setTestClock(env, at);
+  await shardStub(env, i).testClock(at);
+  return json(200, { at });
 }
 
 /** The shard a request names (?shard=N, default 0), or null when it has no such shard. */
@@ -114,6 +131,9 @@ export default {
       case '/dev/email':
         if (cfg.devIngressToken === null) return json(404, { error: 'not found' });
         return devEmail(request, env, cfg.devIngressToken);
+      case '/dev/clock':
+        if (env.TEST_CLOCK === undefined || cfg.devIngressToken === null) return json(404, { error: 'not found' });
+        return devClock(request, env, cfg.devIngressToken, cfg.shards);
       case '/healthz':
         return json(200, { ok: true });
       default:

@@ -21,6 +21,7 @@ import { OWNER, bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
 import { exactDuration, mergeResults, owedOnReplay } from './owed.ts';
 import { nearLimit, STORAGE_CHECK_MS, type Stored } from './storage.ts';
+import { now as clock, realTime, setTestClock } from './clock.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -102,6 +103,11 @@ export class RelayQueue extends DurableObject<Env> {
   #recipients: { delimiter: string; entries: Set<string> } | null | undefined;
   /** A pump stopped at its budget with credit left: the next alarm is due at once. */
   #pumpPending = false;
+  /**
+   * This invocation made work the answering connection may not take (a bounce task, a message
+   * handed back by an agent shutting down): the other connections are pumped too.
+   */
+  #forOthers = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -118,7 +124,7 @@ export class RelayQueue extends DurableObject<Env> {
       if (orphans > 0) log('ingest.orphans-removed', { removed: orphans });
       // Leases of connections that did not survive a restart go back to the queue.
       const live = ctx.getWebSockets().map((ws) => this.#attachment(ws)?.session).filter((s) => s !== undefined);
-      const released = this.#store.releaseAllExcept(live, Date.now() + readConfig(env).affinityMs, this.#notBefore(Date.now()));
+      const released = this.#store.releaseAllExcept(live, clock() + readConfig(env).affinityMs, this.#notBefore(clock()));
       if (released.length > 0) log('lease.recovered', { released: released.length });
       this.#giveUpUnsettled(released);
     });
@@ -155,6 +161,7 @@ export class RelayQueue extends DurableObject<Env> {
         return this.#violation(ws, a, 'malformed or unknown frame');
       }
       this.#pump(ws, a);
+      if (this.#forOthers) this.#pumpAll(ws);
       await this.#scheduleAlarm();
       return;
     }
@@ -202,6 +209,7 @@ export class RelayQueue extends DurableObject<Env> {
         break;
     }
     this.#pump(ws, a);
+    if (this.#forOthers) this.#pumpAll(ws);
     await this.#scheduleAlarm();
     await this.#deleteBodies();
   }
@@ -241,7 +249,7 @@ export class RelayQueue extends DurableObject<Env> {
       return { status: 'unknown-recipient', recipients: unknown };
     }
     const id = randomId();
-    const now = Date.now();
+    const now = clock();
     this.#store.begin(id, sender, recipients, now);
     let stored;
     try {
@@ -294,7 +302,7 @@ export class RelayQueue extends DurableObject<Env> {
     if (this.#store.meta(BODIES_PREFIX) !== prefix) {
       this.#store.setMeta(BODIES_PREFIX, prefix);
       if (this.#store.meta(SWEEP_AT) === null) {
-        this.#store.setMeta(SWEEP_AT, String(Date.now() + readConfig(this.env).orphanSweepMs));
+        this.#store.setMeta(SWEEP_AT, String(clock() + readConfig(this.env).orphanSweepMs));
         sweepSet = true;
       }
     }
@@ -305,7 +313,7 @@ export class RelayQueue extends DurableObject<Env> {
       log('ingest.unknown-recipient', { recipients: unknown });
       return { status: 'unknown-recipient', recipients: unknown };
     }
-    const now = Date.now();
+    const now = clock();
     // The key covers the sender's message, not Cloudflare's block: a retry under a new block is one message.
     const key = await dedupeKey(sender, recipients, storedDigest(body.md5, body.size - body.prefix));
     const earlier = this.#store.findDuplicate(key, now - readConfig(this.env).dedupeWindowMs);
@@ -512,7 +520,7 @@ export class RelayQueue extends DurableObject<Env> {
     const owed = owedOnReplay(msg.recipients, msg.results);
     if (owed.recipients.length === 0) return 'nothing-owed';
     const as = randomId();
-    if (!this.#store.replay(id, as, Date.now(), owed.recipients, owed.results)) return false;
+    if (!this.#store.replay(id, as, clock(), owed.recipients, owed.results)) return false;
     log('admin.replay', { id, as, recipients: owed.recipients.length });
     this.#pumpAll();
     await this.#scheduleAlarm();
@@ -575,11 +583,17 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- time ---------------------------------------------------------------------
 
+  /** Tests only (TEST_CLOCK, clock.ts): fixes the queue's clock at `t`, then does what is due by then. */
+  async testClock(t: number | null): Promise<void> {
+    setTestClock(this.env, t);
+    await this.alarm();
+  }
+
   override async alarm(): Promise<void> {
     // Alarms may run more than once: everything here is idempotent.
-    const now = Date.now();
+    const now = clock();
     this.#pumpPending = false;
-    this.#closeSilentAgents(now);
+    this.#closeSilentAgents(Date.now());  // the runtime's heartbeat times are real
     const woken = this.#store.wakeDeferred(now);
     for (const m of this.#store.owedSince(now - this.#expireAfterMs())) this.#expire(m);
     const cfg = readConfig(this.env);
@@ -610,7 +624,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   async #scheduleAlarm(): Promise<void> {
-    const now = Date.now();
+    const now = clock();
     const deadline = this.#store.nextDeadline(now, this.#expireAfterMs());
     let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
     // Chunks a pump left for want of budget: at once, in an invocation of their own.
@@ -621,7 +635,7 @@ export class RelayQueue extends DurableObject<Env> {
     const sweepAt = this.env.BODIES ? this.#store.meta(SWEEP_AT) : null;
     if (sweepAt !== null) at = Math.min(at, Math.max(now, Number(sweepAt)));
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    if (current === null || current > realTime(at)) await this.ctx.storage.setAlarm(realTime(at));
   }
 
   // ---- acks -------------------------------------------------------------------------
@@ -671,7 +685,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   /** Applies one attempt's per-recipient results: done, deferred or dead-letter. */
   #settle(msg: MessageRow, results: RecipientResult[], error: string): void {
-    const now = Date.now();
+    const now = clock();
     const s = settle(msg.results, results, msg.retryFrom, msg.attempts, now, this.#retry());
     const outcomes = results.map((r) => r.outcome);
     switch (s.kind) {
@@ -713,8 +727,9 @@ export class RelayQueue extends DurableObject<Env> {
    * and, for `pending` ones, the last reason they were not delivered.
    */
   #fail(msg: MessageRow, reason: FailureReason, pending: string[], results: RecipientResult[], error: string): void {
-    const now = Date.now();
+    const now = clock();
     const to = failedTo(msg.sender, this.#store.meta(AGENTS_BOUNCE) === '1');
+    if (to.state === 'bouncing') this.#forOthers = true;
     const why = to.state === 'dead-letter' ? to.why : null;
     this.#store.fail(msg.id, to.state, reason, pending, results, error, why, now);
     // Not silent: a warning with everything an operator needs to find it (relayctl show <id>).
@@ -798,14 +813,14 @@ export class RelayQueue extends DurableObject<Env> {
     switch (frame.status) {
       case 'delivered':
         // Its ack was lost, not its delivery: settled as acked (row and body gone), no DSN.
-        this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), Date.now());
+        this.#store.finish(msg.id, this.#store.dedupeKeyOf(msg.id), clock());
         log('message.acked', {
           id: msg.id, failure: msg.failure, foundAt: 'bounce', reply,
           results: mergeResults(msg.results, frame.results ?? []).map((r) => `${r.recipient} ${r.outcome} ${r.code}`),
         });
         break;
       case 'sent':
-        this.#store.bounced(msg.id, `sent: ${reply}`, Date.now());
+        this.#store.bounced(msg.id, `sent: ${reply}`, clock());
         this.#store.setMeta(BOUNCES_SENT, String(Number(this.#store.meta(BOUNCES_SENT) ?? 0) + 1));
         log('bounce.sent', { id: msg.id, sender: msg.sender, reason: msg.failure, reply });
         break;
@@ -870,14 +885,14 @@ export class RelayQueue extends DurableObject<Env> {
 
   /** A warning that could not go out now: offered again later, while its message is still deferred. */
   #warningLater(id: string, dueAt: number, why: string): void {
-    const at = bounceRetryAt(dueAt, Date.now(), this.#retry());
+    const at = bounceRetryAt(dueAt, clock(), this.#retry());
     this.#store.settleWarning(id, 'owed', `deferred: ${why}`, at);
     log('warning.deferred', { id, why, nextAttemptAt: at });
   }
 
   /** A bounce that could not go out now: again later, for as long as a message is retried. */
   #bounceLater(msg: MessageRow, why: string): void {
-    const now = Date.now();
+    const now = clock();
     const since = msg.settledAt ?? now;
     const retry = this.#retry();
     if (now - since >= retry.maxAgeMs) {
@@ -891,7 +906,7 @@ export class RelayQueue extends DurableObject<Env> {
   }
 
   #onRecipients(a: Attachment, frame: RecipientsFrame): void {
-    const list = this.#store.putRecipientPart(a.session, frame, Date.now());
+    const list = this.#store.putRecipientPart(a.session, frame, clock());
     if (list === 'incomplete') return;
     this.#recipients = list === null ? null : { delimiter: list.delimiter, entries: new Set(list.entries) };
     log('recipients.published', { session: a.session, agent: a.agent, digest: frame.digest.slice(0, 12), entries: list?.entries.length ?? 0 });
@@ -921,6 +936,7 @@ export class RelayQueue extends DurableObject<Env> {
       // Not the message's fault: the next connection gets it at once.
       a.draining = true;
       this.#store.requeue(msg.id, error);
+      this.#forOthers = true;
       return;
     }
     // corrupt / unavailable may repeat (bad stored bytes, a full disk at home): retry with
@@ -933,6 +949,7 @@ export class RelayQueue extends DurableObject<Env> {
   // ---- pushing --------------------------------------------------------------------
 
   #pumpAll(except?: WebSocket): void {
+    this.#forOthers = false;
     const budget = { bytes: PUMP_BUDGET_BYTES };
     for (const ws of this.ctx.getWebSockets()) {
       if (ws === except) continue;
@@ -969,7 +986,7 @@ export class RelayQueue extends DurableObject<Env> {
           a.cursor = null;
         }
         if (a.draining || this.#store.countLeased(a.session) >= a.window) break;
-        const now = Date.now();
+        const now = clock();
         const bounce = a.bounces ? this.#store.nextBounce(now) : null;
         if (bounce) {
           this.#store.leaseBounce(bounce.id, a.session);
@@ -1072,7 +1089,7 @@ export class RelayQueue extends DurableObject<Env> {
     this.#store.dropRecipientParts(a.session);
     // Its own agent may have delivered them (the ack lost on the way): give it the first
     // chance to answer from its journal before another agent delivers them again.
-    const now = Date.now();
+    const now = clock();
     const released = this.#store.releaseSession(a.session, now + readConfig(this.env).affinityMs, this.#notBefore(now));
     this.#giveUpUnsettled(released);
     return released.length;

@@ -47,3 +47,12 @@ t.test('wrangler.paid.toml is wrangler.toml plus a 10 ms CPU limit, and deploys'
   t.match(stdout, /env\.BODIES \(mailbridge-bodies\)\s+R2 Bucket/);
   t.match(stdout, /--dry-run: exiting now/);
 });
+
+// clock.ts: the queue's clock can be set only where TEST_CLOCK is present; no deploy may set it.
+t.test('no wrangler file sets TEST_CLOCK, and the local relay cannot pass it', async (t) => {
+  for (const f of ['wrangler.toml', 'wrangler.paid.toml']) {
+    t.notMatch(await readFile(join(ROOT, f), 'utf8'), /TEST_CLOCK/, `${f} does not set TEST_CLOCK`);
+  }
+  const { VAR_NAMES, SECRET_NAMES } = await import('../../bridge-worker/config.ts');
+  t.notOk(([...VAR_NAMES, ...SECRET_NAMES] as string[]).includes('TEST_CLOCK'), 'TEST_CLOCK is no setting the local relay passes on');
+});

@@ -2,6 +2,8 @@
 // the fuzzers of test/fuzz/ run long, over many seeds and more messages. One summary line per
 // seed and fuzzer; exits 1 on any finding, each printed with the command that replays exactly
 // that run (seed, size and fuzzer; seeds.ts).
+// `npm run fuzz -- --model [--sequences N --first SEED]`: only the queue's model-based test
+// (test/model/), N sequences from SEED; a finding prints the command that replays it exactly.
 import { parseArgs } from 'node:util';
 import { runAgentFrameFuzz } from './agent-frames-run.ts';
 import { runObjectFrameFuzz } from './object-frames-run.ts';
@@ -16,9 +18,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '100' },
     'settle-ms': { type: 'string', default: '120000' },
     mode: { type: 'string' },
+    // --model: the model-based test of the queue (test/model/), --sequences of it, nothing else.
+    model: { type: 'boolean', default: false },
+    sequences: { type: 'string', default: '10000' },
   },
 });
-const num = (k: 'seeds' | 'first' | 'messages' | 'rounds' | 'settle-ms'): number => {
+const num = (k: 'seeds' | 'first' | 'messages' | 'rounds' | 'settle-ms' | 'sequences'): number => {
   const n = Number(values[k]);
   if (!Number.isInteger(n) || n < 0) {
     process.stderr.write(`fuzz: --${k} must be a non-negative integer\n`);
@@ -26,6 +31,18 @@ const num = (k: 'seeds' | 'first' | 'messages' | 'rounds' | 'settle-ms'): number
   }
   return n;
 };
+if (values.model) {
+  const { runModel } = await import('../model/run.ts');
+  const seed = Number(values.first);
+  const r = await runModel({
+    seed, numRuns: num('sequences'), maxCommands: 30,
+    log: (line) => process.stdout.write(`${new Date().toISOString()} model ${line}\n`),
+  });
+  process.stdout.write(`${new Date().toISOString()} model ${r.runs} sequences in ${r.seconds.toFixed(0)} s (${(r.runs / r.seconds).toFixed(2)}/s), seed ${seed}\n`);
+  if (!r.ok) process.stdout.write(`  FINDING ${r.message}\n`);
+  process.stdout.write(`${r.ok ? 0 : 1} findings\n`);
+  process.exit(r.ok ? 0 : 1);
+}
 const mode = values.mode;
 if (mode !== undefined && !MODES.includes(mode as FuzzMode)) {
   process.stderr.write(`fuzz: --mode must be one of ${MODES.join(', ')}\n`);

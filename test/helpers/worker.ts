@@ -14,6 +14,8 @@ export const DEV_TOKEN = 'dev-token-0123456789abcdef';
 
 export interface TestWorker {
   rt: WorkerRuntime;
+  /** Its persisted storage (the objects' SQLite, R2 under r2/). */
+  dir: string;
   logs: string[];
   agentUrl(): string;
   /**
@@ -82,7 +84,7 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
     onLog: (l) => logs.push(l),
   });
   return {
-    rt, logs,
+    rt, dir, logs,
     agentUrl: () => new URL('/agent', rt.url).href.replace(/^http/, 'ws'),
     async post(from, to, body, o = {}) {
       const url = new URL('/dev/email', rt.url);
