@@ -743,16 +743,13 @@ export class RelayQueue extends DurableObject<Env> {
 
   /**
    * How long after its retry clock starts a message that waits (queued, deferred) expires from
-   * the alarm: MAX_AGE_MS while no agent could try it, else one minimal backoff more, the grace
-   * #pump gives the last attempt that settle() schedules at the limit.
+   * the alarm: MAX_AGE_MS and one minimal backoff more, the grace #pump gives the last attempt
+   * that settle() schedules at the limit. The same whether or not an agent is connected, so an
+   * agent that comes and goes does not move a message's end.
    */
   #expireAfterMs(): number {
     const retry = this.#retry();
-    const online = this.ctx.getWebSockets().some((ws) => {
-      const a = this.#attachment(ws);
-      return a !== null && a.agent !== null && a.closed !== true;
-    });
-    return retry.maxAgeMs + (online ? retry.firstRetryMs : 0);
+    return retry.maxAgeMs + retry.firstRetryMs;
   }
 
   /** Undelivered within MAX_AGE_MS of its retry clock: given up, its pending recipients failed with this text. */

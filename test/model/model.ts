@@ -15,43 +15,6 @@ export const CFG = {
   affinityMs: 120_000,
 } as const;
 
-/**
- * Bugs issue #22 lists, fixed on other branches. While one is listed here the model accepts
- * what today's code does (or the runner does not generate what triggers it); the lead removes
- * each entry once its fix is merged, and the model then holds the queue to the right behaviour.
- */
-export const KNOWN_BUGS = new Set<string>([
-  // "replay gives back the recipients that are still owed ...; the object never leases a message
-  // with no recipients": a refused message's replay leases `recipients: []`. Not generated.
-  'replay-refused-empty-recipients',
-  // "dedupe matches only a copy that is still owed or was delivered: a resend after a bounce or
-  // a dead-letter is a new message": today any stored row (bouncing, bounced, dead-letter) matches.
-  'dedupe-matches-failed',
-  // "a queued message expires after MAX_AGE_MS also while no agent is connected (from the
-  // alarm)": today only a lease finds it expired.
-  'expiry-needs-agent',
-  // "a recipients list is replaced whole or not at all: stray parts are dropped, a wake-up never
-  // reads 'no list' while an older complete list exists": half-published lists are not generated.
-  'recipients-half-published',
-  // "the body route serves a body only to the agent that holds its lease": today any agent's
-  // token fetches the body of any message in flight.
-  'body-served-to-any-agent',
-  // "`relayctl status` shows every state, and 'oldest' means the oldest message still owed":
-  // today /admin/queue's `oldest` counts bounced and dead-lettered mail too. (The model takes
-  // "owed" as queued, in flight, deferred, held or bouncing.)
-  'status-oldest-counts-failed',
-  // "a replayed message keeps one result per recipient, the newest": today a replayed message
-  // that fails again keeps the old result beside the new one (its bounce lists the recipient twice).
-  'replay-results-duplicated',
-]);
-/** Every entry, before MODEL_FIXED took any out (a replay command names what it took out). */
-export const ALL_KNOWN_BUGS: readonly string[] = [...KNOWN_BUGS];
-// MODEL_FIXED=a,b (or `all`): hold the queue to the right behaviour for these entries, to check a fix.
-for (const b of (process.env.MODEL_FIXED ?? '').split(',').filter((x) => x !== '')) {
-  if (b === 'all') KNOWN_BUGS.clear();
-  else KNOWN_BUGS.delete(b);
-}
-
 export type LiveState = 'queued' | 'in-flight' | 'deferred' | 'hold' | 'bouncing' | 'bounced' | 'dead-letter';
 export type Gone = 'delivered' | 'deleted' | 'purged' | 'pruned';
 export type Failure = 'refused' | 'expired' | 'attempts';
@@ -119,10 +82,8 @@ export const live = (m: MMsg): boolean => m.state !== 'delivered' && m.state !==
 
 /** What an ingest of `key` should answer: the earlier copy it is (`dup`), or a new message. */
 export function dedupe(model: Model, key: string): { dup: MMsg[] } {
-  const bug = KNOWN_BUGS.has('dedupe-matches-failed');
   const dup = model.msgs.filter((m) => m.key === key && (
-    owed(m) || (m.state === 'delivered' && m.ackedAt !== null && m.ackedAt >= model.now - CFG.dedupeWindowMs) ||
-    (bug && live(m))));
+    owed(m) || (m.state === 'delivered' && m.ackedAt !== null && m.ackedAt >= model.now - CFG.dedupeWindowMs)));
   return { dup };
 }
 
@@ -265,10 +226,8 @@ export function idleWork(model: Model): string | null {
     const m = model.msgs.find((x) => (leasable(model, x) && affine(model, x, a.name)) || (a.bounces && bounceable(model, x)));
     if (m) return `agent ${a.name} holds ${held(model, a.name)} of ${a.window} while message ${m.n} is ${m.state} and due`;
   }
-  if (!KNOWN_BUGS.has('expiry-needs-agent')) {
-    const m = model.msgs.find((x) => leasable(model, x) && tooOld(model, x));
-    if (m) return `message ${m.n} is still queued past its age limit`;
-  }
+  const old = model.msgs.find((x) => leasable(model, x) && tooOld(model, x));
+  if (old) return `message ${old.n} is still queued past its age limit`;
   return null;
 }
 

@@ -7,7 +7,7 @@ import { cloudflareBlock } from '../../local/email-routing.ts';
 import { shardName } from '../../bridge-worker/shard-hash.ts';
 import type { QueueMessage } from '../../protocol/queue.ts';
 import {
-  ALL_KNOWN_BUGS, CFG, KNOWN_BUGS, accept, allowBounce, allowLease, bounced, dedupe, disconnect, fail, finalProblems, hello, held, idleWork,
+  CFG, accept, allowBounce, allowLease, bounced, dedupe, disconnect, fail, finalProblems, hello, held, idleWork,
   live, newModel, realState, restart, settle, tick, tooOld, leasable, type MMsg, type Model,
 } from './model.ts';
 import { Real, SHARDS, sha256 } from './real.ts';
@@ -80,7 +80,7 @@ async function sync(model: Model, real: Real): Promise<void> {
           const why = allowBounce(model, m, ma);
           if (why) fault(why);
           if (f.sender !== m.sender) fault(`bounce of message ${m.n} to <${f.sender}>, its sender is <${m.sender}>`);
-          if (!KNOWN_BUGS.has('replay-results-duplicated') && (f.results.length !== 1 || f.results[0]?.recipient !== m.rcpt)) {
+          if ((f.results.length !== 1 || f.results[0]?.recipient !== m.rcpt)) {
             fault(`bounce of message ${m.n} reports ${JSON.stringify(f.results.map((x) => x.recipient))}, not its one recipient once`);
           }
           m.lease = a.name;
@@ -129,7 +129,7 @@ function compare(model: Model, real: Real, rows: QueueMessage[]): void {
     if ((want === 'bouncing' || want === 'bounced' || want === 'dead-letter') && r.failure !== m.failure) {
       fault(`${tag} failed as ${r.failure}, the model says ${m.failure}`);
     }
-    if ((want === 'bouncing' || want === 'bounced' || want === 'dead-letter') && !KNOWN_BUGS.has('replay-results-duplicated')) {
+    if ((want === 'bouncing' || want === 'bounced' || want === 'dead-letter')) {
       const mine = r.results.filter((x) => x.recipient === m.rcpt);
       if (mine.length !== 1) fault(`${tag} (${want}) has ${mine.length} results for its recipient: ${JSON.stringify(r.results).slice(0, 300)}`);
     }
@@ -306,7 +306,7 @@ export class Answer implements Cmd {
       // Another agent's token asks for the body of this lease: only its holder may have it.
       case 'steal': {
         const other = [...real.agents.values()].find((x) => x.name !== who);
-        if (!other || KNOWN_BUGS.has('body-served-to-any-agent')) break;
+        if (!other) break;
         const got = await other.raw.fetchBody(m.id);
         if (got.status === 200) fault(`agent ${other.name} was given the body of message ${m.n}, leased to ${who}`);
         break;
@@ -381,10 +381,7 @@ export class Admin implements Cmd {
     return fit.length > 0 ? fit[this.k % fit.length] : pick(model, this.k);
   }
   check(model: Model): boolean {
-    const m = this.target(model);
-    if (!m) return false;
-    // Not generated while issue #22's replay bug is listed: it leases `recipients: []`.
-    return !(this.op === 'replay' && m.state === 'dead-letter' && m.refused && KNOWN_BUGS.has('replay-refused-empty-recipients'));
+    return this.target(model) !== undefined;
   }
   async run(model: Model, real: Real): Promise<void> {
     count(label(this));
@@ -414,7 +411,13 @@ export class Admin implements Cmd {
         break;
       case 'replay':
         ok = m.state === 'dead-letter';
+        // Requeued under a new id (store.replay: the agent's journal knows the old one's answer).
         if (ok) Object.assign(m, { state: 'queued', notBefore: 0, retryFrom: model.now, leaseEnds: 0, failure: null, settledAt: null, refused: false });
+        if (ok && r.status === 200) {
+          const id = r.json?.id;
+          if (typeof id !== 'string' || id === m.id || r.json?.replayedFrom !== m.id) fault(`replay of message ${m.n}: answered ${JSON.stringify(r.json)}, not a new id replayed from ${m.id}`);
+          else m.id = id;
+        }
         break;
       case 'purge':
         ok = m.state === 'dead-letter' || m.state === 'bounced';
@@ -466,7 +469,7 @@ class Status implements Cmd {
       const want = ms.length === 0 ? null : Math.min(...ms);
       if ((byState[st] ?? null) !== want) fault(`status says the oldest ${st} arrived at ${byState[st]}, the model ${want}`);
     }
-    if (!KNOWN_BUGS.has('status-oldest-counts-failed')) {
+    {
       // "Oldest" is of the mail still owed (a delivery or a bounce): a health check's number.
       const ms = model.msgs.filter((m) => ['queued', 'in-flight', 'deferred', 'hold', 'bouncing'].includes(m.state)).map((m) => m.receivedAt);
       const want = ms.length === 0 ? null : Math.min(...ms);
@@ -515,7 +518,7 @@ class Recipients implements Cmd {
 
 /** One part of two of another list, and no second part (its connection may drop): the list in force stays. */
 class RecipientsHalf implements Cmd {
-  check(m: Model): boolean { return m.agents.size > 0 && !KNOWN_BUGS.has('recipients-half-published'); }
+  check(m: Model): boolean { return m.agents.size > 0; }
   async run(model: Model, real: Real): Promise<void> {
     count(label(this));
     const a = [...real.agents.values()][0] ?? fault('no agent');
@@ -596,7 +599,6 @@ class Timed implements Cmd {
 // ---- one sequence: a fresh shard, the commands, then quiescence ------------------------------
 
 let clockBase = Date.UTC(2030, 0, 1);
-const KNOWN = ALL_KNOWN_BUGS;
 
 function took(k: string, t0: number): void {
   timing.set(k, (timing.get(k) ?? 0) + performance.now() - t0);
@@ -717,8 +719,7 @@ export async function runModel(opts: RunOptions): Promise<RunReport> {
     if (!r.failed) return { ok: true, runs, seconds, message: `${runs} sequences passed`, seed: r.seed, path: null };
     const cmds = r.counterexample?.[0];
     const replayPath = /replayPath="([^"]*)"/.exec(String(cmds))?.[1];
-    const replay = `MODEL_SEED=${r.seed} MODEL_PATH=${r.counterexamplePath ?? ''}${replayPath ? ` MODEL_REPLAY='${replayPath}'` : ''}` +
-      `${KNOWN_BUGS.size < KNOWN.length ? ` MODEL_FIXED=${KNOWN.filter((b) => !KNOWN_BUGS.has(b)).join(',')}` : ''} npm test -- test/model/queue.test.ts`;
+    const replay = `MODEL_SEED=${r.seed} MODEL_PATH=${r.counterexamplePath ?? ''}${replayPath ? ` MODEL_REPLAY='${replayPath}'` : ''} npm test -- test/model/queue.test.ts`;
     return {
       ok: false, runs, seconds, seed: r.seed, path: r.counterexamplePath,
       message: `model failure in sequence ${r.numRuns} (${runs} run with shrinking) (seed ${r.seed}, path ${r.counterexamplePath}):\n` +
