@@ -4,15 +4,25 @@
 // with the failure recorded), deleted by the operator (DELETE's 200 for its queue id), held
 // (the queue says hold), else LOST. Extra copies and extra DSNs are duplicates; only those in a
 // window the protocol admits (and that the evidence shows was hit) are explained, and each such
-// window explains one copy at most.
+// window explains one copy at most. A DSN for a copy stored by a transaction attempt the sender
+// was answered 4xx is explained when that copy was refused before the sender's retry was answered
+// (the retry could not match it, and was a new message): one per such copy, counted apart.
 import { createHash } from 'node:crypto';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { Sunk } from '../helpers/smtp-sink.ts';
 import { readDsn } from './dsn.ts';
 import { identify, KNOWN, type SoakMessage } from './mail.ts';
 
-/** What one message's SMTP transaction came to. `ids`: queue id per accepted recipient. */
-export interface Sent { msg: SoakMessage; accepted: boolean; ids: Map<string, string>; refusedAtSmtp: Set<string> }
+/**
+ * What one message's SMTP transaction came to. `ids`: queue id per accepted recipient.
+ * `tempfailed`: the attempts before it answered 4xx that stored copies anyway (the stand-in hands
+ * each recipient off on its own), with the ids stored and when the attempt was answered;
+ * `answeredAt`: when the last attempt was.
+ */
+export interface Sent {
+  msg: SoakMessage; accepted: boolean; ids: Map<string, string>; refusedAtSmtp: Set<string>;
+  tempfailed?: { answeredAt: number; ids: Map<string, string> }[]; answeredAt?: number;
+}
 
 /** One agent process: when it ran, and whether it ended by kill -9. */
 export interface AgentLife { start: number; end: number; killed: boolean }
@@ -64,6 +74,8 @@ export interface Books {
   /** Extra DSNs for one message and recipient (or a DSN for a delivered one): unexplained, and the agent killed between the relay's 250 and its journal. */
   bounceDuplicates: number;
   explainedBounceDuplicates: number;
+  /** DSNs for copies of attempts answered 4xx: each copy refused before the retry, which then was a new message (tempfailCopies). */
+  tempfailDsns: number;
   /** DSNs that are not what the sender must get (wrong envelope, fields, quoted headers), or match no accepted recipient. */
   badBounces: number;
   byteMismatches: number;
@@ -81,6 +93,8 @@ export interface AgentLogFacts {
   /** Per id: attempts Dovecot took (a delivered result) whose ack the object never got (the connection was gone, or the message handed back). */
   unheard: Map<string, number>;
   bounces: BounceLine[];
+  /** Per id: when the agent first reported a refusal for good (acked or journaled), or sent its DSN. */
+  refusedAt: Map<string, number>;
 }
 
 export function readAgentLog(text: string): AgentLogFacts {
@@ -88,6 +102,8 @@ export function readAgentLog(text: string): AgentLogFacts {
   const attempts = new Map<string, Map<number, number>>();
   const unheard = new Map<string, number>();
   const bounces: BounceLine[] = [];
+  const refusedAt = new Map<string, number>();
+  const refused = (id: string, ts: number): void => { refusedAt.set(id, Math.min(refusedAt.get(id) ?? ts, ts)); };
   for (const line of text.split('\n')) {
     if (!line.startsWith('{')) continue;
     let e: {
@@ -101,13 +117,14 @@ export function readAgentLog(text: string): AgentLogFacts {
     }
     if (e.id === undefined) continue;
     const ts = Date.parse(e.ts ?? '');
-    if (e.event === 'bounce.sent') bounces.push({ id: e.id, ts, fromJournal: e.fromJournal === true });
+    if (e.event === 'bounce.sent') { bounces.push({ id: e.id, ts, fromJournal: e.fromJournal === true }); refused(e.id, ts); }
     if (!e.event?.startsWith('deliver.')) continue;
     if (e.attempt !== undefined) {
       const seen = attempts.get(e.id) ?? new Map<number, number>();
       seen.set(e.attempt, Math.max(seen.get(e.attempt) ?? ts, ts));
       attempts.set(e.id, seen);
     }
+    if ((e.outcome === 'acked' || e.outcome === 'journal') && e.results?.some((r) => r.startsWith('permfail:')) === true) refused(e.id, ts);
     if (e.outcome !== 'acked' && e.outcome !== 'journal' && e.results?.some((r) => r.startsWith('delivered:')) === true) {
       unheard.set(e.id, (unheard.get(e.id) ?? 0) + 1);
     }
@@ -116,7 +133,27 @@ export function readAgentLog(text: string): AgentLogFacts {
       if (n.text.includes(MAY_BE_DELIVERED)) ambiguous.set(key, (ambiguous.get(key) ?? 0) + 1);
     }
   }
-  return { ambiguous, attempts, unheard, bounces };
+  return { ambiguous, attempts, unheard, bounces, refusedAt };
+}
+
+/**
+ * The copies for recipient `r` that attempts of `x` answered 4xx stored, and that the agent
+ * refused for good before the attempt after them was answered: that retry could not match them
+ * (dedupe matches only a copy still owed or delivered) and made a copy of its own, so each may
+ * have a DSN besides the final copy's. A copy refused only later should have been matched.
+ */
+export function tempfailCopies(x: Sent, r: string, log: AgentLogFacts): string[] {
+  const final = x.ids.get(r);
+  const attempts = x.tempfailed ?? [];
+  const out: string[] = [];
+  attempts.forEach((a, k) => {
+    const q = a.ids.get(r);
+    if (q === undefined || q === final || out.includes(q)) return;
+    const retried = attempts[k + 1]?.answeredAt ?? x.answeredAt ?? Infinity;
+    const at = log.refusedAt.get(q);
+    if (at !== undefined && at <= retried) out.push(q);
+  });
+  return out;
 }
 
 /**
@@ -146,7 +183,7 @@ export function lmtpWindows(log: AgentLogFacts, lives: AgentLife[], qid: string,
 export async function account(ev: Evidence): Promise<Books> {
   const b: Books = {
     delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, givenUp: 0, duplicates: 0, explainedDuplicates: 0,
-    bounceDuplicates: 0, explainedBounceDuplicates: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
+    bounceDuplicates: 0, explainedBounceDuplicates: 0, tempfailDsns: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
   };
   const problem = (what: string, x: Sent, r: string): void => {
     if (b.problems.length < 20) b.problems.push(`${what}: message ${ev.seed}-${x.msg.index} to ${r}, queue id ${x.ids.get(r) ?? '?'}`);
@@ -197,8 +234,12 @@ export async function account(ev: Evidence): Promise<Books> {
     const soakId = `${ev.seed}-${x.msg.index}`;
     for (const r of x.msg.recipients) {
       const n = copies.get(`${soakId} ${r}`) ?? 0;
-      const got = dsns.get(`${soakId} ${r}`) ?? [];
+      const all = dsns.get(`${soakId} ${r}`) ?? [];
       dsns.delete(`${soakId} ${r}`);
+      // One DSN per copy an attempt answered 4xx left behind is that copy's end; the rest are the final copy's.
+      const ofTempfail = tempfailCopies(x, r, log).flatMap((q) => all.find((d) => d.queueId === q) ?? []);
+      b.tempfailDsns += ofTempfail.length;
+      const got = all.filter((d) => !ofTempfail.includes(d));
       if (!x.accepted || x.refusedAtSmtp.has(r)) {
         b.refusedAtSmtp++;
         if (n > 0) { b.strays += n; problem('refused at SMTP, yet in Dovecot', x, r); }
@@ -207,7 +248,7 @@ export async function account(ev: Evidence): Promise<Books> {
       }
       const qid = x.ids.get(r) ?? '';
       // Every DSN for this recipient must be the one its sender is owed.
-      for (const { sunk } of got) {
+      for (const { sunk } of all) {
         const wrong = x.msg.sender === '' ? 'a DSN for a message from <>'
           : sunk.from !== '' ? `a DSN from <${sunk.from}>, not <>`
             : sunk.to.length !== 1 || sunk.to[0] !== x.msg.sender ? `a DSN to ${sunk.to.join(', ')}, not the envelope sender` : null;

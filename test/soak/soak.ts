@@ -13,7 +13,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
-import { startIngress } from '../../local/ingress.ts';
+import { startIngress, type Handoff } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/build.ts';
@@ -166,7 +166,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       const res = await fetch(new URL('/admin/queue', runtime.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
       return res.ok ? ((await res.json()) as { agents: unknown[] }) : { agents: [] };
     };
-    const ingress = await startIngress({ port: 0, spoolDir: join(dir, 'spool'), maxBytes: 26 * 1024 * 1024, handoff: workerHandoff(runtime.url, DEV) });
+    // The stand-in hands each recipient's copy off on its own: the ids it got back, per sender
+    // (each message but those from <> has its own), so a transaction answered 4xx leaves its
+    // stored copies on record (one may be bounced before the sender's retry: account.ts).
+    const handedOff = new Map<string, Map<string, string>>();
+    const handoff = workerHandoff(runtime.url, DEV);
+    const recording: Handoff = {
+      send: async (sender, recipient, message) => {
+        const res = await handoff.send(sender, recipient, message);
+        if (res.ok && sender !== '') handedOff.get(sender)?.set(recipient, res.id);
+        return res;
+      },
+    };
+    const ingress = await startIngress({ port: 0, spoolDir: join(dir, 'spool'), maxBytes: 26 * 1024 * 1024, handoff: recording });
     cleanups.push(() => ingress.close());
 
     // ---- faults, one at a time, on a seeded schedule ----
@@ -239,21 +251,27 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
         next++;
         if (i === listUntil) await writeFile(recipientsFile, '# list withdrawn\n');
         const msg = makeMessage(i, o.seed, o.maxBytes);
+        const tempfailed: { answeredAt: number; ids: Map<string, string> }[] = [];
         for (;;) {
           if (Date.now() - started > o.timeLimitMs) throw new Error(`time limit: message ${i} not accepted`);
+          const ids = new Map<string, string>();
+          if (msg.sender !== '') handedOff.set(msg.sender, ids);
           const res = await sendSmtp(ingress.port, msg.sender, msg.recipients, msg.raw);
+          handedOff.delete(msg.sender);
+          const answeredAt = Date.now();
           const first = res[0];
           if (first && first.code >= 200 && first.code < 300) {
             const refused = new Set([...first.text.matchAll(/refused <([^>]+)>|; <([^>]+)>/g)].map((m) => m[1] ?? m[2] ?? ''));
             const okRcpts = msg.recipients.filter((r) => !refused.has(r));
             const idList = /queued as ([0-9a-f ]+)/.exec(first.text)?.[1]?.trim().split(' ') ?? [];
-            outcomes.push({ msg, accepted: true, ids: new Map(okRcpts.map((r, k) => [r, idList[k] ?? ''])), refusedAtSmtp: refused });
+            outcomes.push({ msg, accepted: true, ids: new Map(okRcpts.map((r, k) => [r, idList[k] ?? ''])), refusedAtSmtp: refused, tempfailed, answeredAt });
             break;
           }
           if (first && first.code >= 500) {
-            outcomes.push({ msg, accepted: false, ids: new Map(), refusedAtSmtp: new Set(msg.recipients) });
+            outcomes.push({ msg, accepted: false, ids: new Map(), refusedAtSmtp: new Set(msg.recipients), tempfailed, answeredAt });
             break;
           }
+          if (first && first.code >= 400 && ids.size > 0) tempfailed.push({ answeredAt, ids });
           refusedTemporarily++;
           await sleep(300);  // 4xx or no answer: try again later
         }
@@ -340,7 +358,8 @@ export function summaryLine(s: SoakSummary): string {
     `${n(s.refusedAtSmtp)} refused at SMTP, ${n(s.bounced)} bounced, ${n(s.deadLettered)} dead-lettered, ` +
     `${n(s.deletedByOperator)} deleted by the operator, ${n(s.held)} held, ${n(s.lost)} lost; ` +
     `duplicates ${n(s.duplicates)} (+${n(s.explainedDuplicates)} in the LMTP window), ` +
-    `duplicate bounces ${n(s.bounceDuplicates)} (+${n(s.explainedBounceDuplicates)} killed before the journal); ` +
+    `duplicate bounces ${n(s.bounceDuplicates)} (+${n(s.explainedBounceDuplicates)} killed before the journal, ` +
+    `+${n(s.tempfailDsns)} copies of attempts answered 4xx); ` +
     `${s.ok ? 'PASS' : 'FAIL'}`;
 }
 
@@ -359,6 +378,7 @@ export function formatSummary(s: SoakSummary): string {
     ['LOST', s.lost],
     ['duplicate deliveries: unexplained / in the LMTP window', `${s.duplicates} / ${s.explainedDuplicates}`],
     ['duplicate bounces: unexplained / agent killed before its journal', `${s.bounceDuplicates} / ${s.explainedBounceDuplicates}`],
+    ['DSNs for copies of attempts answered 4xx (refused before the retry, a new message)', s.tempfailDsns],
     ['bad bounces, byte mismatches, strays', `${s.badBounces}, ${s.byteMismatches}, ${s.strays}`],
     ['faults injected', Object.entries(s.faults).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'],
     ['R2 calls: puts (failed) / gets (failed, cut); the agent\'s nacks of a body not read whole', `${s.r2.puts} (${s.r2.putsFailed}) / ${s.r2.gets} (${s.r2.getsFailed}, ${s.r2.getsCut}); ${s.bodyNacks}`],
