@@ -258,3 +258,16 @@ t.test('an extra DSN with no attempt answered 4xx (or another recipient\'s) is s
   const sameId = await books({ sent: [x], dsns: [dsn(x, T0 + 4000), dsn(x, T0 + 5000)], agentLog: log });
   t.match(sameId, { tempfailDsns: 0, bounceDuplicates: 1 }, 'both DSNs name the final copy');
 });
+
+t.test('a replayed message ends under the new id the replay gave it; a replay not on record leaves the old id lost', async (t) => {
+  const x = sent(36, '');
+  const NEW = 'a'.repeat(32);
+  const lookup = (id: string): Promise<{ state: string; failure: string } | null> =>
+    Promise.resolve(id === NEW ? { state: 'dead-letter', failure: 'refused' } : null);
+  const outcomes: [readonly string[], string][] = [];
+  const followed = await books({ sent: [x], lookup, replayedAs: new Map([[qidOf(36), NEW]]), onOutcome: (ids, o) => outcomes.push([ids, o]) });
+  t.match(followed, { deadLettered: 1, nullSenderDeadLettered: 1, lost: 0 });
+  t.same(outcomes, [[[qidOf(36), NEW], 'dead-lettered']]);
+  const notFollowed = await books({ sent: [x], lookup });
+  t.equal(notFollowed.lost, 1);
+});

@@ -42,8 +42,10 @@ export interface Evidence {
   lookup: QueueLookup;
   /** Queue ids the operator deleted (the admin API answered 200). */
   deletedByOperator?: ReadonlySet<string>;
-  /** Told where each accepted recipient ended (by queue id), for the summary's own counts. */
-  onOutcome?: (qid: string, outcome: Outcome) => void;
+  /** A dead-lettered message the operator replayed goes on under a new id: old id -> new id (the replay's 200). */
+  replayedAs?: ReadonlyMap<string, string>;
+  /** Told where each accepted recipient ended (by its queue ids, replays included), for the summary's own counts. */
+  onOutcome?: (qids: readonly string[], outcome: Outcome) => void;
 }
 
 export type Outcome = 'delivered' | 'bounced' | 'dead-lettered' | 'deleted by the operator' | 'held' | 'lost';
@@ -185,8 +187,17 @@ export async function account(ev: Evidence): Promise<Books> {
     delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, givenUp: 0, duplicates: 0, explainedDuplicates: 0,
     bounceDuplicates: 0, explainedBounceDuplicates: 0, tempfailDsns: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
   };
+  // A recipient's queue ids: the one its sender was told, then each replay's.
+  const chainOf = (x: Sent, r: string): string[] => {
+    const chain = [x.ids.get(r) ?? ''];
+    for (let next = ev.replayedAs?.get(chain[0] ?? ''); next !== undefined && !chain.includes(next); next = ev.replayedAs?.get(next)) chain.push(next);
+    return chain;
+  };
   const problem = (what: string, x: Sent, r: string): void => {
-    if (b.problems.length < 20) b.problems.push(`${what}: message ${ev.seed}-${x.msg.index} to ${r}, queue id ${x.ids.get(r) ?? '?'}`);
+    const [first, ...replays] = chainOf(x, r);
+    if (b.problems.length < 20) {
+      b.problems.push(`${what}: message ${ev.seed}-${x.msg.index} to ${r}, queue id ${first || '?'}${replays.length > 0 ? ` (replayed as ${replays.join(', then ')})` : ''}`);
+    }
   };
   const bySoakId = new Map(ev.sent.map((x) => [`${ev.seed}-${x.msg.index}`, x]));
 
@@ -246,7 +257,9 @@ export async function account(ev: Evidence): Promise<Books> {
         if (got.length > 0) { b.badBounces += got.length; problem('refused at SMTP, yet bounced too', x, r); }
         continue;
       }
-      const qid = x.ids.get(r) ?? '';
+      // Copies and windows of every id the message had; its end is the last id's.
+      const chain = chainOf(x, r);
+      const qid = chain[chain.length - 1] ?? '';
       // Every DSN for this recipient must be the one its sender is owed.
       for (const { sunk } of all) {
         const wrong = x.msg.sender === '' ? 'a DSN for a message from <>'
@@ -255,13 +268,14 @@ export async function account(ev: Evidence): Promise<Books> {
         if (wrong !== null) { b.badBounces++; problem(wrong, x, r); }
       }
       const explainedDsns = got.filter((d) => killedBeforeJournal(d.sunk, d.queueId)).length;
-      const windows = lmtpWindows(log, ev.lives, qid, r);
+      const windows = chain.reduce((k, id) => k + lmtpWindows(log, ev.lives, id, r), 0);
+      const unheard = chain.reduce((k, id) => k + (log.unheard.get(id) ?? 0), 0);
       if (n >= 1) {
         b.delivered++;
-        ev.onOutcome?.(qid, 'delivered');
+        ev.onOutcome?.(chain, 'delivered');
         // A delete is refused while an agent holds the message: a copy it still made came through a
         // window, or by an attempt whose ack was lost with its connection (the object had it queued again).
-        if (ev.deletedByOperator?.has(qid) === true && n > windows + (log.unheard.get(qid) ?? 0)) { b.deletedYetDelivered++; problem('delivered after the operator deleted it', x, r); }
+        if (ev.deletedByOperator?.has(qid) === true && n > windows + unheard) { b.deletedYetDelivered++; problem('delivered after the operator deleted it', x, r); }
         // Each window stored one copy at most that the agent could not know of.
         const explained = Math.min(n - 1, windows);
         b.explainedDuplicates += explained;
@@ -274,7 +288,7 @@ export async function account(ev: Evidence): Promise<Books> {
       }
       if (got.length >= 1) {
         b.bounced++;
-        ev.onOutcome?.(qid, 'bounced');
+        ev.onOutcome?.(chain, 'bounced');
         const extra = got.length - 1;
         const explained = Math.min(extra, explainedDsns);
         b.explainedBounceDuplicates += explained;
@@ -286,13 +300,13 @@ export async function account(ev: Evidence): Promise<Books> {
         b.deadLettered++;
         if (x.msg.sender === '') b.nullSenderDeadLettered++;
         else { b.givenUp++; problem(`dead-lettered (${q.failure}), its sender never told`, x, r); }
-        ev.onOutcome?.(qid, 'dead-lettered');
+        ev.onOutcome?.(chain, 'dead-lettered');
         continue;
       }
-      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; ev.onOutcome?.(qid, 'deleted by the operator'); continue; }
-      if (q?.state === 'hold') { b.held++; ev.onOutcome?.(qid, 'held'); continue; }
+      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; ev.onOutcome?.(chain, 'deleted by the operator'); continue; }
+      if (q?.state === 'hold') { b.held++; ev.onOutcome?.(chain, 'held'); continue; }
       b.lost++;
-      ev.onOutcome?.(qid, 'lost');
+      ev.onOutcome?.(chain, 'lost');
       problem(`lost (in no mailbox, no DSN; the queue says ${q === null ? 'no such message' : `${q.state}${q.state === 'bounced' ? ', yet the relay has no DSN' : ''}`})`, x, r);
     }
   }

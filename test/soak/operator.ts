@@ -25,8 +25,8 @@ export interface Operator {
   counts: OperatorCounts;
   /** Queue ids the operator deleted (200). */
   deleted: Set<string>;
-  /** Queue ids replayed from dead-letter (200). */
-  replayed: Set<string>;
+  /** Queue ids replayed from dead-letter (200), each with the new id the replay queued it under. */
+  replayed: Map<string, string>;
   /** Messages the operator released at the end (held until then). */
   releasedAtEnd: number;
   /** What the admin API got wrong: an unclear error, or a refused action that changed the message. */
@@ -41,7 +41,7 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
   const client = (): AdminClient => new AdminClient({ baseUrl: o.url(), token: o.token });
   const counts: OperatorCounts = Object.fromEntries(ACTIONS.map((a) => [a, { done: 0, refused: 0, unreachable: 0 }]));
   const op: Operator = {
-    counts, deleted: new Set(), replayed: new Set(), releasedAtEnd: 0, problems: [],
+    counts, deleted: new Set(), replayed: new Map(), releasedAtEnd: 0, problems: [],
     act: async () => {
       const action = ACTIONS[Math.floor(o.rnd() * ACTIONS.length)] ?? 'flush';
       const c = client();
@@ -57,11 +57,11 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
         if (id === null) return;
         const before = await stateOf(c, id);
         try {
-          await c[action](id);
+          const as = await c[action](id);
           tally.done++;
           if (action === 'delete') op.deleted.add(id);
-          if (action === 'replay') op.replayed.add(id);
-          o.log(`operator: ${action} ${id} (was ${before ?? 'gone'})`);
+          if (action === 'replay' && typeof as === 'string') op.replayed.set(id, as);
+          o.log(`operator: ${action} ${id} (was ${before ?? 'gone'})${action === 'replay' ? ` as ${String(as)}` : ''}`);
         } catch (err) {
           if (!(err instanceof CliError) || (err.kind !== 'conflict' && err.kind !== 'not-found')) throw err;
           tally.refused++;

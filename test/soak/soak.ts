@@ -330,8 +330,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const bodyNacks = agentText.split('\n').filter((l) => l.includes('"event":"deliver.corrupt"') && l.includes('reading the message body failed')).length;
     const books = await account({
       seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: agentText, lives, lookup,
-      deletedByOperator: operator.deleted,
-      onOutcome: (qid: string, outcome: Outcome) => { if (operator.replayed.has(qid)) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
+      deletedByOperator: operator.deleted, replayedAs: operator.replayed,
+      onOutcome: (qids, outcome: Outcome) => { if (qids.some((id) => operator.replayed.has(id))) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
     });
     books.problems.push(...operator.problems.slice(0, 10));
     const accepted = outcomes.filter((x) => x.accepted);
