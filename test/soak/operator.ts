@@ -103,10 +103,14 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
   /** A refused action must leave the message as it was: not deleted, not held, not queued by us. */
   async function checkUnchanged(c: AdminClient, action: OperatorAction, id: string, before: State | null, err: CliError): Promise<void> {
     const after = await stateOf(c, id);
+    // A delete refused because an agent held the message: its delivery may be acked a moment later,
+    // and a delivered message leaves the queue. Had the refused delete removed it after all, the
+    // books would find it lost (it is not in `deleted`).
+    const held = before === 'in-flight' || (action === 'delete' && /\(in-flight\)/.test(err.message));
     // Only the operator moves a message out of hold or dead-letter: refusing those is wrong too.
     const wrong =
       (err.kind === 'not-found' && after !== null) ? `answered "no such message" for a message in ${after}` :
-        (action === 'delete' && before !== null && after === null) ? `refused delete (${err.message}), yet the message is gone` :
+        (action === 'delete' && before !== null && after === null && !held) ? `refused delete (${err.message}), yet the message is gone` :
           (action === 'hold' && before !== 'hold' && after === 'hold') ? `refused hold (${err.message}), yet the message is held` :
             (action === 'release' && before === 'hold') ? `refused release of a held message (${err.message}); now ${after ?? 'gone'}` :
               (action === 'replay' && before === 'dead-letter') ? `refused replay of a dead-lettered message (${err.message}); now ${after ?? 'gone'}` : null;
