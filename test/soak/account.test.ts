@@ -220,7 +220,7 @@ t.test('a copy that is not what was sent is a byte mismatch', async (t) => {
 const EARLIER = 'e'.repeat(32);
 /** `x`, whose first attempt (answered 451 at T0 + 1 s) stored EARLIER for alice; the retry answered 250 at T0 + 3 s. */
 function retried(index: number, recipient = KNOWN_USER): Sent {
-  return { ...sent(index), tempfailed: [{ answeredAt: T0 + 1000, ids: new Map([[recipient, EARLIER]]) }], answeredAt: T0 + 3000 };
+  return { ...sent(index), tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: new Map([[recipient, EARLIER]]) }], answeredAt: T0 + 3000 };
 }
 /** The agent's log line for a copy Dovecot refused (550), acked at `at`. */
 const refusedLine = (id: string, at: number): string =>
@@ -234,6 +234,14 @@ t.test('a copy stored by an attempt answered 4xx, bounced before the retry: its 
   t.match(later, { bounceDuplicates: 1, tempfailDsns: 0 }, 'refused only after the retry was answered: the retry should have matched it');
   const lost = await books({ sent: [x], dsns: [dsn(x, T0 + 900, undefined, EARLIER)], agentLog: refusedLine(EARLIER, T0 + 800) });
   t.match(lost, { lost: 1, bounced: 0, tempfailDsns: 1 }, 'the earlier copy\'s DSN is no end of the copy the sender got 250 for');
+  // The handoff's answer lost (a Worker restart): the copy's queue row says when it was stored.
+  const untold: Sent = { ...x, tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: new Map() }] };
+  const storedAt = (at: number) => (id: string) => Promise.resolve(id === EARLIER ? { state: 'bounced', failure: null, receivedAt: at } : null);
+  const dsns = [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 5000)];
+  const placed = await books({ sent: [untold], dsns, agentLog: refusedLine(EARLIER, T0 + 800), lookup: storedAt(T0 + 500) });
+  t.match(placed, { bounced: 1, bounceDuplicates: 0, tempfailDsns: 1 }, 'stored while the attempt answered 4xx ran');
+  const outside = await books({ sent: [untold], dsns, agentLog: refusedLine(EARLIER, T0 + 800), lookup: storedAt(T0 + 1500) });
+  t.match(outside, { bounceDuplicates: 1, tempfailDsns: 0 }, 'stored after that attempt was answered: not its copy');
 });
 
 t.test('two extra DSNs with one attempt answered 4xx: one is still unexplained', async (t) => {
@@ -243,7 +251,15 @@ t.test('two extra DSNs with one attempt answered 4xx: one is still unexplained',
   t.match(twiceEarlier, { bounced: 1, tempfailDsns: 1, bounceDuplicates: 1 });
   const twiceFinal = await books({ sent: [x], dsns: [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 5000), dsn(x, T0 + 6000)], agentLog: log });
   t.match(twiceFinal, { bounced: 1, tempfailDsns: 1, bounceDuplicates: 1 });
-  t.match(twiceFinal.problems.join('\n'), /2 DSNs: message 5-32/);
+  const OTHER = 'd'.repeat(32);
+  const untold: Sent = { ...x, tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: new Map() }] };
+  const twoStored = await books({
+    sent: [untold], dsns: [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 950, undefined, OTHER), dsn(x, T0 + 5000)],
+    agentLog: [refusedLine(EARLIER, T0 + 800), refusedLine(OTHER, T0 + 850)].join('\n'),
+    lookup: (id) => Promise.resolve(id === EARLIER || id === OTHER ? { state: 'bounced', failure: null, receivedAt: T0 + 500 } : null),
+  });
+  t.match(twoStored, { tempfailDsns: 1, bounceDuplicates: 1 }, 'two copies placed in one attempt: one explained');
+  t.match(twiceFinal.problems.join('\n'), /2 DSNs \(DSNs for e{32}, 0{30}20, 0{30}20; attempts answered 4xx stored e{32} \(answered [^)]*\)\): message 5-32/);
 });
 
 t.test('an extra DSN with no attempt answered 4xx (or another recipient\'s) is still caught', async (t) => {

@@ -15,20 +15,21 @@ import { identify, KNOWN, type SoakMessage } from './mail.ts';
 
 /**
  * What one message's SMTP transaction came to. `ids`: queue id per accepted recipient.
- * `tempfailed`: the attempts before it answered 4xx that stored copies anyway (the stand-in hands
- * each recipient off on its own), with the ids stored and when the attempt was answered;
- * `answeredAt`: when the last attempt was.
+ * `tempfailed`: the attempts before it answered 4xx (the stand-in hands each recipient off on its
+ * own, so some may have stored copies), when each started and was answered, and the ids its
+ * handoffs were told (a copy can be stored with its answer lost, e.g. to a Worker restart: its
+ * queue row's time then places it); `answeredAt`: when the last attempt was.
  */
 export interface Sent {
   msg: SoakMessage; accepted: boolean; ids: Map<string, string>; refusedAtSmtp: Set<string>;
-  tempfailed?: { answeredAt: number; ids: Map<string, string> }[]; answeredAt?: number;
+  tempfailed?: { startedAt: number; answeredAt: number; ids: Map<string, string> }[]; answeredAt?: number;
 }
 
 /** One agent process: when it ran, and whether it ended by kill -9. */
 export interface AgentLife { start: number; end: number; killed: boolean }
 
 /** The queue's word on one message (GET /admin/messages/<id>), null when it is not there. */
-export type QueueLookup = (id: string) => Promise<{ state: string; failure: string | null } | null>;
+export type QueueLookup = (id: string) => Promise<{ state: string; failure: string | null; receivedAt?: number } | null>;
 
 export interface Evidence {
   seed: number;
@@ -139,21 +140,22 @@ export function readAgentLog(text: string): AgentLogFacts {
 }
 
 /**
- * The copies for recipient `r` that attempts of `x` answered 4xx stored, and that the agent
- * refused for good before the attempt after them was answered: that retry could not match them
- * (dedupe matches only a copy still owed or delivered) and made a copy of its own, so each may
- * have a DSN besides the final copy's. A copy refused only later should have been matched.
+ * The copies for recipient `r` that attempts of `x` answered 4xx stored (one per attempt at most:
+ * the id its handoff was told, else one of `others` whose queue row was stored while it ran), and
+ * that the agent refused for good before the attempt after it was answered: that retry could not
+ * match them (dedupe matches only a copy still owed or delivered) and made a copy of its own, so
+ * each may have a DSN besides the final copy's. A copy refused only later should have been matched.
  */
-export function tempfailCopies(x: Sent, r: string, log: AgentLogFacts): string[] {
+export function tempfailCopies(x: Sent, r: string, log: AgentLogFacts, others: string[] = [], receivedAt: (id: string) => number | undefined = () => undefined): string[] {
   const final = x.ids.get(r);
   const attempts = x.tempfailed ?? [];
   const out: string[] = [];
   attempts.forEach((a, k) => {
-    const q = a.ids.get(r);
-    if (q === undefined || q === final || out.includes(q)) return;
     const retried = attempts[k + 1]?.answeredAt ?? x.answeredAt ?? Infinity;
-    const at = log.refusedAt.get(q);
-    if (at !== undefined && at <= retried) out.push(q);
+    const told = a.ids.get(r);
+    const stored = told !== undefined ? [told] : others.filter((q) => { const t = receivedAt(q); return t !== undefined && t >= a.startedAt && t <= a.answeredAt; });
+    const q = stored.find((id) => id !== final && !out.includes(id) && (log.refusedAt.get(id) ?? Infinity) <= retried);
+    if (q !== undefined) out.push(q);
   });
   return out;
 }
@@ -248,13 +250,19 @@ export async function account(ev: Evidence): Promise<Books> {
       const all = dsns.get(`${soakId} ${r}`) ?? [];
       dsns.delete(`${soakId} ${r}`);
       // One DSN per copy an attempt answered 4xx left behind is that copy's end; the rest are the final copy's.
-      const ofTempfail = tempfailCopies(x, r, log).flatMap((q) => all.find((d) => d.queueId === q) ?? []);
+      const others = [...new Set(all.flatMap((d) => (d.queueId !== null && d.queueId !== x.ids.get(r) ? [d.queueId] : [])))];
+      const stored = new Map<string, number | undefined>();
+      if ((x.tempfailed ?? []).length > 0) for (const q of others) stored.set(q, (await ev.lookup(q))?.receivedAt);
+      const ofTempfail = tempfailCopies(x, r, log, others, (q) => stored.get(q)).flatMap((q) => all.find((d) => d.queueId === q) ?? []);
       b.tempfailDsns += ofTempfail.length;
       const got = all.filter((d) => !ofTempfail.includes(d));
+      // For a finding: the DSNs' queue ids, and the copies attempts not answered 250 stored (when answered).
+      const seen = (): string => `DSNs for ${all.map((d) => d.queueId ?? '?').join(', ')}; attempts answered 4xx stored ${
+        (x.tempfailed ?? []).map((a) => `${a.ids.get(r) ?? 'none'} (answered ${new Date(a.answeredAt).toISOString()})`).join(', ') || 'nothing'}`;
       if (!x.accepted || x.refusedAtSmtp.has(r)) {
         b.refusedAtSmtp++;
         if (n > 0) { b.strays += n; problem('refused at SMTP, yet in Dovecot', x, r); }
-        if (got.length > 0) { b.badBounces += got.length; problem('refused at SMTP, yet bounced too', x, r); }
+        if (got.length > 0) { b.badBounces += got.length; problem(`refused at SMTP, yet bounced too (${seen()})`, x, r); }
         continue;
       }
       // Copies and windows of every id the message had; its end is the last id's.
@@ -292,7 +300,7 @@ export async function account(ev: Evidence): Promise<Books> {
         const extra = got.length - 1;
         const explained = Math.min(extra, explainedDsns);
         b.explainedBounceDuplicates += explained;
-        if (extra > explained) { b.bounceDuplicates += extra - explained; problem(`${got.length} DSNs`, x, r); }
+        if (extra > explained) { b.bounceDuplicates += extra - explained; problem(`${got.length} DSNs (${seen()})`, x, r); }
         continue;
       }
       const q = await ev.lookup(qid);

@@ -22,7 +22,7 @@ import { sendSmtp } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
 import { startR2Host } from '../../local/r2-remote.ts';
-import { account, type AgentLife, type Books, type Outcome, type Sent } from './account.ts';
+import { account, type AgentLife, type Books, type Outcome, type QueueLookup, type Sent } from './account.ts';
 import { operatorLine, startOperator, type OperatorCounts } from './operator.ts';
 import { startR2FaultProxy, type R2FaultProxy } from './r2-faults.ts';
 import { KNOWN, makeMessage } from './mail.ts';
@@ -251,11 +251,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
         next++;
         if (i === listUntil) await writeFile(recipientsFile, '# list withdrawn\n');
         const msg = makeMessage(i, o.seed, o.maxBytes);
-        const tempfailed: { answeredAt: number; ids: Map<string, string> }[] = [];
+        const tempfailed: NonNullable<Sent['tempfailed']> = [];
         for (;;) {
           if (Date.now() - started > o.timeLimitMs) throw new Error(`time limit: message ${i} not accepted`);
           const ids = new Map<string, string>();
           if (msg.sender !== '') handedOff.set(msg.sender, ids);
+          const startedAt = Date.now();
           const res = await sendSmtp(ingress.port, msg.sender, msg.recipients, msg.raw);
           handedOff.delete(msg.sender);
           const answeredAt = Date.now();
@@ -271,7 +272,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
             outcomes.push({ msg, accepted: false, ids: new Map(), refusedAtSmtp: new Set(msg.recipients), tempfailed, answeredAt });
             break;
           }
-          if (first && first.code >= 400 && ids.size > 0) tempfailed.push({ answeredAt, ids });
+          if (first && first.code >= 400) tempfailed.push({ startedAt, answeredAt, ids });
           refusedTemporarily++;
           await sleep(300);  // 4xx or no answer: try again later
         }
@@ -316,13 +317,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     await new Promise<void>((r) => agentLog.end(r));
     const stored = [];
     for (const user of KNOWN) for (const bytes of await dovecot.readMessages(user)) stored.push({ user, bytes });
-    const lookup = async (id: string): Promise<{ state: string; failure: string | null } | null> => {
+    const lookup: QueueLookup = async (id) => {
       if (!/^[0-9a-f]{32}$/.test(id)) return null;
       const res = await fetch(new URL(`/admin/messages/${id}`, runtime.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
       if (res.status === 404) return null;
       if (!res.ok) throw new Error(`admin API: GET /admin/messages/${id}: HTTP ${res.status}`);
-      const m = (await res.json()) as { state: string; failure: string | null };
-      return { state: m.state, failure: m.failure };
+      const m = (await res.json()) as { state: string; failure: string | null; receivedAt: number };
+      return { state: m.state, failure: m.failure, receivedAt: m.receivedAt };
     };
     const replayed: Record<string, number> = {};
     const agentText = await readFile(agentLogPath, 'utf8');
