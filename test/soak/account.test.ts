@@ -32,10 +32,10 @@ function copy(x: Sent): { user: string; bytes: Buffer } {
   return { user: KNOWN_USER, bytes };
 }
 
-/** One DSN for `x` at the bounce relay, as the agent builds it; `to`: its envelope recipient. */
-function dsn(x: Sent, at: number, to = x.msg.sender): Sunk {
+/** One DSN for `x` at the bounce relay, as the agent builds it; `to`: its envelope recipient; `id`: the copy's queue id. */
+function dsn(x: Sent, at: number, to = x.msg.sender, id = qidOf(x.msg.index)): Sunk {
   const body = buildDsn({
-    reportingMta: 'soak.example.test', to: to === '' ? 'nobody@example.net' : to, arrivalDate: 0, id: qidOf(x.msg.index), reason: 'refused',
+    reportingMta: 'soak.example.test', to: to === '' ? 'nobody@example.net' : to, arrivalDate: 0, id, reason: 'refused',
     results: [{ recipient: KNOWN_USER, code: 550, enhanced: '5.1.1', text: '5.1.1 no such user', outcome: 'permfail' }],
     headers: x.msg.raw.subarray(0, x.msg.raw.indexOf('\r\n\r\n') + 4), now: at,
   });
@@ -212,4 +212,78 @@ t.test('a copy that is not what was sent is a byte mismatch', async (t) => {
   c.bytes.writeUInt8(c.bytes.readUInt8(c.bytes.length - 3) ^ 0x01, c.bytes.length - 3);
   const b = await books({ sent: [x], stored: [c], agentLog: attempt(x, 1, T0) });
   t.equal(b.byteMismatches, 1);
+});
+
+// A transaction to several recipients: one copy stored, another's R2 put failed, the sender told
+// 451. The stored copy is refused (550) and bounced; the retry, no longer matching it, is a new
+// message and is bounced again. That second DSN is explained, once per such copy, and only so.
+const EARLIER = 'e'.repeat(32);
+/** `x`, whose first attempt (answered 451 at T0 + 1 s) stored EARLIER for alice; the retry answered 250 at T0 + 3 s. */
+function retried(index: number, recipient = KNOWN_USER): Sent {
+  return { ...sent(index), tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: new Map([[recipient, EARLIER]]) }], answeredAt: T0 + 3000 };
+}
+/** The agent's log line for a copy Dovecot refused (550), acked at `at`. */
+const refusedLine = (id: string, at: number): string =>
+  JSON.stringify({ ts: new Date(at).toISOString(), event: 'deliver.acked', id, attempt: 1, outcome: 'acked', results: ['permfail:550'] });
+
+t.test('a copy stored by an attempt answered 4xx, bounced before the retry: its DSN is explained, counted apart', async (t) => {
+  const x = retried(31);
+  const b = await books({ sent: [x], dsns: [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 5000)], agentLog: refusedLine(EARLIER, T0 + 800) });
+  t.match(b, { bounced: 1, bounceDuplicates: 0, explainedBounceDuplicates: 0, tempfailDsns: 1, badBounces: 0, lost: 0 });
+  const later = await books({ sent: [x], dsns: [dsn(x, T0 + 4500, undefined, EARLIER), dsn(x, T0 + 5000)], agentLog: refusedLine(EARLIER, T0 + 4000) });
+  t.match(later, { bounceDuplicates: 1, tempfailDsns: 0 }, 'refused only after the retry was answered: the retry should have matched it');
+  const lost = await books({ sent: [x], dsns: [dsn(x, T0 + 900, undefined, EARLIER)], agentLog: refusedLine(EARLIER, T0 + 800) });
+  t.match(lost, { lost: 1, bounced: 0, tempfailDsns: 1 }, 'the earlier copy\'s DSN is no end of the copy the sender got 250 for');
+  // The handoff's answer lost (a Worker restart): the copy's queue row says when it was stored.
+  const untold: Sent = { ...x, tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: new Map() }] };
+  const storedAt = (at: number) => (id: string) => Promise.resolve(id === EARLIER ? { state: 'bounced', failure: null, receivedAt: at } : null);
+  const dsns = [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 5000)];
+  const placed = await books({ sent: [untold], dsns, agentLog: refusedLine(EARLIER, T0 + 800), lookup: storedAt(T0 + 500) });
+  t.match(placed, { bounced: 1, bounceDuplicates: 0, tempfailDsns: 1 }, 'stored while the attempt answered 4xx ran');
+  const outside = await books({ sent: [untold], dsns, agentLog: refusedLine(EARLIER, T0 + 800), lookup: storedAt(T0 + 1500) });
+  t.match(outside, { bounceDuplicates: 1, tempfailDsns: 0 }, 'stored after that attempt was answered: not its copy');
+});
+
+t.test('two extra DSNs with one attempt answered 4xx: one is still unexplained', async (t) => {
+  const x = retried(32);
+  const log = refusedLine(EARLIER, T0 + 800);
+  const twiceEarlier = await books({ sent: [x], dsns: [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 950, undefined, EARLIER), dsn(x, T0 + 5000)], agentLog: log });
+  t.match(twiceEarlier, { bounced: 1, tempfailDsns: 1, bounceDuplicates: 1 });
+  const twiceFinal = await books({ sent: [x], dsns: [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 5000), dsn(x, T0 + 6000)], agentLog: log });
+  t.match(twiceFinal, { bounced: 1, tempfailDsns: 1, bounceDuplicates: 1 });
+  const OTHER = 'd'.repeat(32);
+  const untold: Sent = { ...x, tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: new Map() }] };
+  const twoStored = await books({
+    sent: [untold], dsns: [dsn(x, T0 + 900, undefined, EARLIER), dsn(x, T0 + 950, undefined, OTHER), dsn(x, T0 + 5000)],
+    agentLog: [refusedLine(EARLIER, T0 + 800), refusedLine(OTHER, T0 + 850)].join('\n'),
+    lookup: (id) => Promise.resolve(id === EARLIER || id === OTHER ? { state: 'bounced', failure: null, receivedAt: T0 + 500 } : null),
+  });
+  t.match(twoStored, { tempfailDsns: 1, bounceDuplicates: 1 }, 'two copies placed in one attempt: one explained');
+  t.match(twiceFinal.problems.join('\n'), /2 DSNs \(DSNs for e{32}, 0{30}20, 0{30}20; attempts answered 4xx stored e{32} \(answered [^)]*\)\): message 5-32/);
+});
+
+t.test('an extra DSN with no attempt answered 4xx (or another recipient\'s) is still caught', async (t) => {
+  const log = refusedLine(EARLIER, T0 + 800);
+  const plain = sent(33);
+  const none = await books({ sent: [plain], dsns: [dsn(plain, T0 + 900, undefined, EARLIER), dsn(plain, T0 + 5000)], agentLog: log });
+  t.match(none, { bounced: 1, tempfailDsns: 0, bounceDuplicates: 1 });
+  const other = retried(34, 'bob@example.test');
+  const elsewhere = await books({ sent: [other], dsns: [dsn(other, T0 + 900, undefined, EARLIER), dsn(other, T0 + 5000)], agentLog: log });
+  t.match(elsewhere, { tempfailDsns: 0, bounceDuplicates: 1 }, 'the copy was bob\'s, the DSNs alice\'s');
+  const x = retried(35);
+  const sameId = await books({ sent: [x], dsns: [dsn(x, T0 + 4000), dsn(x, T0 + 5000)], agentLog: log });
+  t.match(sameId, { tempfailDsns: 0, bounceDuplicates: 1 }, 'both DSNs name the final copy');
+});
+
+t.test('a replayed message ends under the new id the replay gave it; a replay not on record leaves the old id lost', async (t) => {
+  const x = sent(36, '');
+  const NEW = 'a'.repeat(32);
+  const lookup = (id: string): Promise<{ state: string; failure: string } | null> =>
+    Promise.resolve(id === NEW ? { state: 'dead-letter', failure: 'refused' } : null);
+  const outcomes: [readonly string[], string][] = [];
+  const followed = await books({ sent: [x], lookup, replayedAs: new Map([[qidOf(36), NEW]]), onOutcome: (ids, o) => outcomes.push([ids, o]) });
+  t.match(followed, { deadLettered: 1, nullSenderDeadLettered: 1, lost: 0 });
+  t.same(outcomes, [[[qidOf(36), NEW], 'dead-lettered']]);
+  const notFollowed = await books({ sent: [x], lookup });
+  t.equal(notFollowed.lost, 1);
 });

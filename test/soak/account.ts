@@ -4,21 +4,32 @@
 // with the failure recorded), deleted by the operator (DELETE's 200 for its queue id), held
 // (the queue says hold), else LOST. Extra copies and extra DSNs are duplicates; only those in a
 // window the protocol admits (and that the evidence shows was hit) are explained, and each such
-// window explains one copy at most.
+// window explains one copy at most. A DSN for a copy stored by a transaction attempt the sender
+// was answered 4xx is explained when that copy was refused before the sender's retry was answered
+// (the retry could not match it, and was a new message): one per such copy, counted apart.
 import { createHash } from 'node:crypto';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { Sunk } from '../helpers/smtp-sink.ts';
 import { readDsn } from './dsn.ts';
 import { identify, KNOWN, type SoakMessage } from './mail.ts';
 
-/** What one message's SMTP transaction came to. `ids`: queue id per accepted recipient. */
-export interface Sent { msg: SoakMessage; accepted: boolean; ids: Map<string, string>; refusedAtSmtp: Set<string> }
+/**
+ * What one message's SMTP transaction came to. `ids`: queue id per accepted recipient.
+ * `tempfailed`: the attempts before it answered 4xx (the stand-in hands each recipient off on its
+ * own, so some may have stored copies), when each started and was answered, and the ids its
+ * handoffs were told (a copy can be stored with its answer lost, e.g. to a Worker restart: its
+ * queue row's time then places it); `answeredAt`: when the last attempt was.
+ */
+export interface Sent {
+  msg: SoakMessage; accepted: boolean; ids: Map<string, string>; refusedAtSmtp: Set<string>;
+  tempfailed?: { startedAt: number; answeredAt: number; ids: Map<string, string> }[]; answeredAt?: number;
+}
 
 /** One agent process: when it ran, and whether it ended by kill -9. */
 export interface AgentLife { start: number; end: number; killed: boolean }
 
 /** The queue's word on one message (GET /admin/messages/<id>), null when it is not there. */
-export type QueueLookup = (id: string) => Promise<{ state: string; failure: string | null } | null>;
+export type QueueLookup = (id: string) => Promise<{ state: string; failure: string | null; receivedAt?: number } | null>;
 
 export interface Evidence {
   seed: number;
@@ -32,8 +43,10 @@ export interface Evidence {
   lookup: QueueLookup;
   /** Queue ids the operator deleted (the admin API answered 200). */
   deletedByOperator?: ReadonlySet<string>;
-  /** Told where each accepted recipient ended (by queue id), for the summary's own counts. */
-  onOutcome?: (qid: string, outcome: Outcome) => void;
+  /** A dead-lettered message the operator replayed goes on under a new id: old id -> new id (the replay's 200). */
+  replayedAs?: ReadonlyMap<string, string>;
+  /** Told where each accepted recipient ended (by its queue ids, replays included), for the summary's own counts. */
+  onOutcome?: (qids: readonly string[], outcome: Outcome) => void;
   /** The agent asked Dovecot after each lost reply (doveadm check, issue #23): LMTP's window explains no extra copy. */
   doveadm?: boolean;
 }
@@ -66,6 +79,8 @@ export interface Books {
   /** Extra DSNs for one message and recipient (or a DSN for a delivered one): unexplained, and the agent killed between the relay's 250 and its journal. */
   bounceDuplicates: number;
   explainedBounceDuplicates: number;
+  /** DSNs for copies of attempts answered 4xx: each copy refused before the retry, which then was a new message (tempfailCopies). */
+  tempfailDsns: number;
   /** DSNs that are not what the sender must get (wrong envelope, fields, quoted headers), or match no accepted recipient. */
   badBounces: number;
   byteMismatches: number;
@@ -83,6 +98,8 @@ export interface AgentLogFacts {
   /** Per id: attempts Dovecot took (a delivered result) whose ack the object never got (the connection was gone, or the message handed back). */
   unheard: Map<string, number>;
   bounces: BounceLine[];
+  /** Per id: when the agent first reported a refusal for good (acked or journaled), or sent its DSN. */
+  refusedAt: Map<string, number>;
 }
 
 export function readAgentLog(text: string): AgentLogFacts {
@@ -90,6 +107,8 @@ export function readAgentLog(text: string): AgentLogFacts {
   const attempts = new Map<string, Map<number, number>>();
   const unheard = new Map<string, number>();
   const bounces: BounceLine[] = [];
+  const refusedAt = new Map<string, number>();
+  const refused = (id: string, ts: number): void => { refusedAt.set(id, Math.min(refusedAt.get(id) ?? ts, ts)); };
   for (const line of text.split('\n')) {
     if (!line.startsWith('{')) continue;
     let e: {
@@ -103,13 +122,14 @@ export function readAgentLog(text: string): AgentLogFacts {
     }
     if (e.id === undefined) continue;
     const ts = Date.parse(e.ts ?? '');
-    if (e.event === 'bounce.sent') bounces.push({ id: e.id, ts, fromJournal: e.fromJournal === true });
+    if (e.event === 'bounce.sent') { bounces.push({ id: e.id, ts, fromJournal: e.fromJournal === true }); refused(e.id, ts); }
     if (!e.event?.startsWith('deliver.')) continue;
     if (e.attempt !== undefined) {
       const seen = attempts.get(e.id) ?? new Map<number, number>();
       seen.set(e.attempt, Math.max(seen.get(e.attempt) ?? ts, ts));
       attempts.set(e.id, seen);
     }
+    if ((e.outcome === 'acked' || e.outcome === 'journal') && e.results?.some((r) => r.startsWith('permfail:')) === true) refused(e.id, ts);
     if (e.outcome !== 'acked' && e.outcome !== 'journal' && e.results?.some((r) => r.startsWith('delivered:')) === true) {
       unheard.set(e.id, (unheard.get(e.id) ?? 0) + 1);
     }
@@ -118,7 +138,28 @@ export function readAgentLog(text: string): AgentLogFacts {
       if (n.text.includes(MAY_BE_DELIVERED)) ambiguous.set(key, (ambiguous.get(key) ?? 0) + 1);
     }
   }
-  return { ambiguous, attempts, unheard, bounces };
+  return { ambiguous, attempts, unheard, bounces, refusedAt };
+}
+
+/**
+ * The copies for recipient `r` that attempts of `x` answered 4xx stored (one per attempt at most:
+ * the id its handoff was told, else one of `others` whose queue row was stored while it ran), and
+ * that the agent refused for good before the attempt after it was answered: that retry could not
+ * match them (dedupe matches only a copy still owed or delivered) and made a copy of its own, so
+ * each may have a DSN besides the final copy's. A copy refused only later should have been matched.
+ */
+export function tempfailCopies(x: Sent, r: string, log: AgentLogFacts, others: string[] = [], receivedAt: (id: string) => number | undefined = () => undefined): string[] {
+  const final = x.ids.get(r);
+  const attempts = x.tempfailed ?? [];
+  const out: string[] = [];
+  attempts.forEach((a, k) => {
+    const retried = attempts[k + 1]?.answeredAt ?? x.answeredAt ?? Infinity;
+    const told = a.ids.get(r);
+    const stored = told !== undefined ? [told] : others.filter((q) => { const t = receivedAt(q); return t !== undefined && t >= a.startedAt && t <= a.answeredAt; });
+    const q = stored.find((id) => id !== final && !out.includes(id) && (log.refusedAt.get(id) ?? Infinity) <= retried);
+    if (q !== undefined) out.push(q);
+  });
+  return out;
 }
 
 /**
@@ -148,10 +189,19 @@ export function lmtpWindows(log: AgentLogFacts, lives: AgentLife[], qid: string,
 export async function account(ev: Evidence): Promise<Books> {
   const b: Books = {
     delivered: 0, refusedAtSmtp: 0, bounced: 0, deadLettered: 0, deletedByOperator: 0, held: 0, deletedYetDelivered: 0, lost: 0, nullSenderDeadLettered: 0, givenUp: 0, duplicates: 0, explainedDuplicates: 0,
-    bounceDuplicates: 0, explainedBounceDuplicates: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
+    bounceDuplicates: 0, explainedBounceDuplicates: 0, tempfailDsns: 0, badBounces: 0, byteMismatches: 0, strays: 0, problems: [],
+  };
+  // A recipient's queue ids: the one its sender was told, then each replay's.
+  const chainOf = (x: Sent, r: string): string[] => {
+    const chain = [x.ids.get(r) ?? ''];
+    for (let next = ev.replayedAs?.get(chain[0] ?? ''); next !== undefined && !chain.includes(next); next = ev.replayedAs?.get(next)) chain.push(next);
+    return chain;
   };
   const problem = (what: string, x: Sent, r: string): void => {
-    if (b.problems.length < 20) b.problems.push(`${what}: message ${ev.seed}-${x.msg.index} to ${r}, queue id ${x.ids.get(r) ?? '?'}`);
+    const [first, ...replays] = chainOf(x, r);
+    if (b.problems.length < 20) {
+      b.problems.push(`${what}: message ${ev.seed}-${x.msg.index} to ${r}, queue id ${first || '?'}${replays.length > 0 ? ` (replayed as ${replays.join(', then ')})` : ''}`);
+    }
   };
   const bySoakId = new Map(ev.sent.map((x) => [`${ev.seed}-${x.msg.index}`, x]));
 
@@ -199,30 +249,43 @@ export async function account(ev: Evidence): Promise<Books> {
     const soakId = `${ev.seed}-${x.msg.index}`;
     for (const r of x.msg.recipients) {
       const n = copies.get(`${soakId} ${r}`) ?? 0;
-      const got = dsns.get(`${soakId} ${r}`) ?? [];
+      const all = dsns.get(`${soakId} ${r}`) ?? [];
       dsns.delete(`${soakId} ${r}`);
+      // One DSN per copy an attempt answered 4xx left behind is that copy's end; the rest are the final copy's.
+      const others = [...new Set(all.flatMap((d) => (d.queueId !== null && d.queueId !== x.ids.get(r) ? [d.queueId] : [])))];
+      const stored = new Map<string, number | undefined>();
+      if ((x.tempfailed ?? []).length > 0) for (const q of others) stored.set(q, (await ev.lookup(q))?.receivedAt);
+      const ofTempfail = tempfailCopies(x, r, log, others, (q) => stored.get(q)).flatMap((q) => all.find((d) => d.queueId === q) ?? []);
+      b.tempfailDsns += ofTempfail.length;
+      const got = all.filter((d) => !ofTempfail.includes(d));
+      // For a finding: the DSNs' queue ids, and the copies attempts not answered 250 stored (when answered).
+      const seen = (): string => `DSNs for ${all.map((d) => d.queueId ?? '?').join(', ')}; attempts answered 4xx stored ${
+        (x.tempfailed ?? []).map((a) => `${a.ids.get(r) ?? 'none'} (answered ${new Date(a.answeredAt).toISOString()})`).join(', ') || 'nothing'}`;
       if (!x.accepted || x.refusedAtSmtp.has(r)) {
         b.refusedAtSmtp++;
         if (n > 0) { b.strays += n; problem('refused at SMTP, yet in Dovecot', x, r); }
-        if (got.length > 0) { b.badBounces += got.length; problem('refused at SMTP, yet bounced too', x, r); }
+        if (got.length > 0) { b.badBounces += got.length; problem(`refused at SMTP, yet bounced too (${seen()})`, x, r); }
         continue;
       }
-      const qid = x.ids.get(r) ?? '';
+      // Copies and windows of every id the message had; its end is the last id's.
+      const chain = chainOf(x, r);
+      const qid = chain[chain.length - 1] ?? '';
       // Every DSN for this recipient must be the one its sender is owed.
-      for (const { sunk } of got) {
+      for (const { sunk } of all) {
         const wrong = x.msg.sender === '' ? 'a DSN for a message from <>'
           : sunk.from !== '' ? `a DSN from <${sunk.from}>, not <>`
             : sunk.to.length !== 1 || sunk.to[0] !== x.msg.sender ? `a DSN to ${sunk.to.join(', ')}, not the envelope sender` : null;
         if (wrong !== null) { b.badBounces++; problem(wrong, x, r); }
       }
       const explainedDsns = got.filter((d) => killedBeforeJournal(d.sunk, d.queueId)).length;
-      const windows = lmtpWindows(log, ev.lives, qid, r);
+      const windows = chain.reduce((k, id) => k + lmtpWindows(log, ev.lives, id, r), 0);
+      const unheard = chain.reduce((k, id) => k + (log.unheard.get(id) ?? 0), 0);
       if (n >= 1) {
         b.delivered++;
-        ev.onOutcome?.(qid, 'delivered');
+        ev.onOutcome?.(chain, 'delivered');
         // A delete is refused while an agent holds the message: a copy it still made came through a
         // window, or by an attempt whose ack was lost with its connection (the object had it queued again).
-        if (ev.deletedByOperator?.has(qid) === true && n > windows + (log.unheard.get(qid) ?? 0)) { b.deletedYetDelivered++; problem('delivered after the operator deleted it', x, r); }
+        if (ev.deletedByOperator?.has(qid) === true && n > windows + unheard) { b.deletedYetDelivered++; problem('delivered after the operator deleted it', x, r); }
         // Each window stored one copy at most that the agent could not know of; with the doveadm
         // check on, the agent asked Dovecot after each window, so none explains a copy.
         const copyWindows = ev.doveadm === true ? 0 : windows;
@@ -237,11 +300,11 @@ export async function account(ev: Evidence): Promise<Books> {
       }
       if (got.length >= 1) {
         b.bounced++;
-        ev.onOutcome?.(qid, 'bounced');
+        ev.onOutcome?.(chain, 'bounced');
         const extra = got.length - 1;
         const explained = Math.min(extra, explainedDsns);
         b.explainedBounceDuplicates += explained;
-        if (extra > explained) { b.bounceDuplicates += extra - explained; problem(`${got.length} DSNs`, x, r); }
+        if (extra > explained) { b.bounceDuplicates += extra - explained; problem(`${got.length} DSNs (${seen()})`, x, r); }
         continue;
       }
       const q = await ev.lookup(qid);
@@ -249,13 +312,13 @@ export async function account(ev: Evidence): Promise<Books> {
         b.deadLettered++;
         if (x.msg.sender === '') b.nullSenderDeadLettered++;
         else { b.givenUp++; problem(`dead-lettered (${q.failure}), its sender never told`, x, r); }
-        ev.onOutcome?.(qid, 'dead-lettered');
+        ev.onOutcome?.(chain, 'dead-lettered');
         continue;
       }
-      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; ev.onOutcome?.(qid, 'deleted by the operator'); continue; }
-      if (q?.state === 'hold') { b.held++; ev.onOutcome?.(qid, 'held'); continue; }
+      if (q === null && ev.deletedByOperator?.has(qid) === true) { b.deletedByOperator++; ev.onOutcome?.(chain, 'deleted by the operator'); continue; }
+      if (q?.state === 'hold') { b.held++; ev.onOutcome?.(chain, 'held'); continue; }
       b.lost++;
-      ev.onOutcome?.(qid, 'lost');
+      ev.onOutcome?.(chain, 'lost');
       problem(`lost (in no mailbox, no DSN; the queue says ${q === null ? 'no such message' : `${q.state}${q.state === 'bounced' ? ', yet the relay has no DSN' : ''}`})`, x, r);
     }
   }

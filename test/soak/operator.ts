@@ -25,8 +25,8 @@ export interface Operator {
   counts: OperatorCounts;
   /** Queue ids the operator deleted (200). */
   deleted: Set<string>;
-  /** Queue ids replayed from dead-letter (200). */
-  replayed: Set<string>;
+  /** Queue ids replayed from dead-letter (200), each with the new id the replay queued it under. */
+  replayed: Map<string, string>;
   /** Messages the operator released at the end (held until then). */
   releasedAtEnd: number;
   /** What the admin API got wrong: an unclear error, or a refused action that changed the message. */
@@ -41,7 +41,7 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
   const client = (): AdminClient => new AdminClient({ baseUrl: o.url(), token: o.token });
   const counts: OperatorCounts = Object.fromEntries(ACTIONS.map((a) => [a, { done: 0, refused: 0, unreachable: 0 }]));
   const op: Operator = {
-    counts, deleted: new Set(), replayed: new Set(), releasedAtEnd: 0, problems: [],
+    counts, deleted: new Set(), replayed: new Map(), releasedAtEnd: 0, problems: [],
     act: async () => {
       const action = ACTIONS[Math.floor(o.rnd() * ACTIONS.length)] ?? 'flush';
       const c = client();
@@ -57,11 +57,11 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
         if (id === null) return;
         const before = await stateOf(c, id);
         try {
-          await c[action](id);
+          const as = await c[action](id);
           tally.done++;
           if (action === 'delete') op.deleted.add(id);
-          if (action === 'replay') op.replayed.add(id);
-          o.log(`operator: ${action} ${id} (was ${before ?? 'gone'})`);
+          if (action === 'replay' && typeof as === 'string') op.replayed.set(id, as);
+          o.log(`operator: ${action} ${id} (was ${before ?? 'gone'})${action === 'replay' ? ` as ${String(as)}` : ''}`);
         } catch (err) {
           if (!(err instanceof CliError) || (err.kind !== 'conflict' && err.kind !== 'not-found')) throw err;
           tally.refused++;
@@ -103,10 +103,14 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
   /** A refused action must leave the message as it was: not deleted, not held, not queued by us. */
   async function checkUnchanged(c: AdminClient, action: OperatorAction, id: string, before: State | null, err: CliError): Promise<void> {
     const after = await stateOf(c, id);
+    // A delete refused because an agent held the message: its delivery may be acked a moment later,
+    // and a delivered message leaves the queue. Had the refused delete removed it after all, the
+    // books would find it lost (it is not in `deleted`).
+    const held = before === 'in-flight' || (action === 'delete' && /\(in-flight\)/.test(err.message));
     // Only the operator moves a message out of hold or dead-letter: refusing those is wrong too.
     const wrong =
       (err.kind === 'not-found' && after !== null) ? `answered "no such message" for a message in ${after}` :
-        (action === 'delete' && before !== null && after === null) ? `refused delete (${err.message}), yet the message is gone` :
+        (action === 'delete' && before !== null && after === null && !held) ? `refused delete (${err.message}), yet the message is gone` :
           (action === 'hold' && before !== 'hold' && after === 'hold') ? `refused hold (${err.message}), yet the message is held` :
             (action === 'release' && before === 'hold') ? `refused release of a held message (${err.message}); now ${after ?? 'gone'}` :
               (action === 'replay' && before === 'dead-letter') ? `refused replay of a dead-lettered message (${err.message}); now ${after ?? 'gone'}` : null;

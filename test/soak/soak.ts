@@ -13,7 +13,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
-import { startIngress } from '../../local/ingress.ts';
+import { startIngress, type Handoff } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/build.ts';
@@ -22,7 +22,7 @@ import { sendSmtp } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
 import { startR2Host } from '../../local/r2-remote.ts';
-import { account, type AgentLife, type Books, type Outcome, type Sent } from './account.ts';
+import { account, type AgentLife, type Books, type Outcome, type QueueLookup, type Sent } from './account.ts';
 import { operatorLine, startOperator, type OperatorCounts } from './operator.ts';
 import { startR2FaultProxy, type R2FaultProxy } from './r2-faults.ts';
 import { KNOWN, makeMessage } from './mail.ts';
@@ -170,7 +170,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
       const res = await fetch(new URL('/admin/queue', runtime.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
       return res.ok ? ((await res.json()) as { agents: unknown[] }) : { agents: [] };
     };
-    const ingress = await startIngress({ port: 0, spoolDir: join(dir, 'spool'), maxBytes: 26 * 1024 * 1024, handoff: workerHandoff(runtime.url, DEV) });
+    // The stand-in hands each recipient's copy off on its own: the ids it got back, per sender
+    // (each message but those from <> has its own), so a transaction answered 4xx leaves its
+    // stored copies on record (one may be bounced before the sender's retry: account.ts).
+    const handedOff = new Map<string, Map<string, string>>();
+    const handoff = workerHandoff(runtime.url, DEV);
+    const recording: Handoff = {
+      send: async (sender, recipient, message) => {
+        const res = await handoff.send(sender, recipient, message);
+        if (res.ok && sender !== '') handedOff.get(sender)?.set(recipient, res.id);
+        return res;
+      },
+    };
+    const ingress = await startIngress({ port: 0, spoolDir: join(dir, 'spool'), maxBytes: 26 * 1024 * 1024, handoff: recording });
     cleanups.push(() => ingress.close());
 
     // ---- faults, one at a time, on a seeded schedule ----
@@ -243,21 +255,28 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
         next++;
         if (i === listUntil) await writeFile(recipientsFile, '# list withdrawn\n');
         const msg = makeMessage(i, o.seed, o.maxBytes);
+        const tempfailed: NonNullable<Sent['tempfailed']> = [];
         for (;;) {
           if (Date.now() - started > o.timeLimitMs) throw new Error(`time limit: message ${i} not accepted`);
+          const ids = new Map<string, string>();
+          if (msg.sender !== '') handedOff.set(msg.sender, ids);
+          const startedAt = Date.now();
           const res = await sendSmtp(ingress.port, msg.sender, msg.recipients, msg.raw);
+          handedOff.delete(msg.sender);
+          const answeredAt = Date.now();
           const first = res[0];
           if (first && first.code >= 200 && first.code < 300) {
             const refused = new Set([...first.text.matchAll(/refused <([^>]+)>|; <([^>]+)>/g)].map((m) => m[1] ?? m[2] ?? ''));
             const okRcpts = msg.recipients.filter((r) => !refused.has(r));
             const idList = /queued as ([0-9a-f ]+)/.exec(first.text)?.[1]?.trim().split(' ') ?? [];
-            outcomes.push({ msg, accepted: true, ids: new Map(okRcpts.map((r, k) => [r, idList[k] ?? ''])), refusedAtSmtp: refused });
+            outcomes.push({ msg, accepted: true, ids: new Map(okRcpts.map((r, k) => [r, idList[k] ?? ''])), refusedAtSmtp: refused, tempfailed, answeredAt });
             break;
           }
           if (first && first.code >= 500) {
-            outcomes.push({ msg, accepted: false, ids: new Map(), refusedAtSmtp: new Set(msg.recipients) });
+            outcomes.push({ msg, accepted: false, ids: new Map(), refusedAtSmtp: new Set(msg.recipients), tempfailed, answeredAt });
             break;
           }
+          if (first && first.code >= 400) tempfailed.push({ startedAt, answeredAt, ids });
           refusedTemporarily++;
           await sleep(300);  // 4xx or no answer: try again later
         }
@@ -302,13 +321,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     await new Promise<void>((r) => agentLog.end(r));
     const stored = [];
     for (const user of KNOWN) for (const bytes of await dovecot.readMessages(user)) stored.push({ user, bytes });
-    const lookup = async (id: string): Promise<{ state: string; failure: string | null } | null> => {
+    const lookup: QueueLookup = async (id) => {
       if (!/^[0-9a-f]{32}$/.test(id)) return null;
       const res = await fetch(new URL(`/admin/messages/${id}`, runtime.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
       if (res.status === 404) return null;
       if (!res.ok) throw new Error(`admin API: GET /admin/messages/${id}: HTTP ${res.status}`);
-      const m = (await res.json()) as { state: string; failure: string | null };
-      return { state: m.state, failure: m.failure };
+      const m = (await res.json()) as { state: string; failure: string | null; receivedAt: number };
+      return { state: m.state, failure: m.failure, receivedAt: m.receivedAt };
     };
     const replayed: Record<string, number> = {};
     const agentText = await readFile(agentLogPath, 'utf8');
@@ -316,8 +335,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     const bodyNacks = agentText.split('\n').filter((l) => l.includes('"event":"deliver.corrupt"') && l.includes('reading the message body failed')).length;
     const books = await account({
       seed: o.seed, sent: outcomes, stored, dsns: relay.messages, agentLog: agentText, lives, lookup, doveadm: true,
-      deletedByOperator: operator.deleted,
-      onOutcome: (qid: string, outcome: Outcome) => { if (operator.replayed.has(qid)) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
+      deletedByOperator: operator.deleted, replayedAs: operator.replayed,
+      onOutcome: (qids, outcome: Outcome) => { if (qids.some((id) => operator.replayed.has(id))) replayed[outcome] = (replayed[outcome] ?? 0) + 1; },
     });
     books.problems.push(...operator.problems.slice(0, 10));
     const accepted = outcomes.filter((x) => x.accepted);
@@ -344,7 +363,8 @@ export function summaryLine(s: SoakSummary): string {
     `${n(s.refusedAtSmtp)} refused at SMTP, ${n(s.bounced)} bounced, ${n(s.deadLettered)} dead-lettered, ` +
     `${n(s.deletedByOperator)} deleted by the operator, ${n(s.held)} held, ${n(s.lost)} lost; ` +
     `duplicates ${n(s.duplicates)} (+${n(s.explainedDuplicates)} in the LMTP window), ` +
-    `duplicate bounces ${n(s.bounceDuplicates)} (+${n(s.explainedBounceDuplicates)} killed before the journal); ` +
+    `duplicate bounces ${n(s.bounceDuplicates)} (+${n(s.explainedBounceDuplicates)} killed before the journal, ` +
+    `+${n(s.tempfailDsns)} copies of attempts answered 4xx); ` +
     `${s.ok ? 'PASS' : 'FAIL'}`;
 }
 
@@ -363,6 +383,7 @@ export function formatSummary(s: SoakSummary): string {
     ['LOST', s.lost],
     ['duplicate deliveries: unexplained / in the LMTP window', `${s.duplicates} / ${s.explainedDuplicates}`],
     ['duplicate bounces: unexplained / agent killed before its journal', `${s.bounceDuplicates} / ${s.explainedBounceDuplicates}`],
+    ['DSNs for copies of attempts answered 4xx (refused before the retry, a new message)', s.tempfailDsns],
     ['bad bounces, byte mismatches, strays', `${s.badBounces}, ${s.byteMismatches}, ${s.strays}`],
     ['faults injected', Object.entries(s.faults).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'],
     ['R2 calls: puts (failed) / gets (failed, cut); the agent\'s nacks of a body not read whole', `${s.r2.puts} (${s.r2.putsFailed}) / ${s.r2.gets} (${s.r2.getsFailed}, ${s.r2.getsCut}); ${s.bodyNacks}`],
