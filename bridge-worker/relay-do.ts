@@ -595,7 +595,7 @@ export class RelayQueue extends DurableObject<Env> {
     this.#pumpPending = false;
     this.#closeSilentAgents(Date.now());  // the runtime's heartbeat times are real
     const woken = this.#store.wakeDeferred(now);
-    for (const m of this.#store.owedSince(now - this.#expireAfterMs())) this.#expire(m);
+    this.#expireDue(now);
     const cfg = readConfig(this.env);
     this.#store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
     if (woken > 0) log('deferred.due', { woken });
@@ -750,6 +750,11 @@ export class RelayQueue extends DurableObject<Env> {
   #expireAfterMs(): number {
     const retry = this.#retry();
     return retry.maxAgeMs + retry.firstRetryMs;
+  }
+
+  /** Fails every waiting message (queued, deferred) whose age ran out by `now`. */
+  #expireDue(now: number): void {
+    for (const m of this.#store.owedSince(now - this.#expireAfterMs())) this.#expire(m);
   }
 
   /** Undelivered within MAX_AGE_MS of its retry clock: given up, its pending recipients failed with this text. */
@@ -933,6 +938,8 @@ export class RelayQueue extends DurableObject<Env> {
       // Not the message's fault: the next connection gets it at once.
       a.draining = true;
       this.#store.requeue(msg.id, error);
+      // Its age may have run out while it was leased: it fails now, not at the next alarm.
+      this.#expireDue(clock());
       this.#forOthers = true;
       return;
     }
