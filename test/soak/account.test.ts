@@ -275,6 +275,57 @@ t.test('an extra DSN with no attempt answered 4xx (or another recipient\'s) is s
   t.match(sameId, { tempfailDsns: 0, bounceDuplicates: 1 }, 'both DSNs name the final copy');
 });
 
+// Seed 52, message 52-278 to ghost: attempt 1 stored a copy and was answered 451 (a Worker
+// restart), later attempts 451 with no copy for ghost, the copy refused by Dovecot and bounced
+// after them, the last attempt refused ghost at SMTP (the list). The sender got the refusal and
+// the copy's DSN: one notice more per attempt answered 4xx, for the copy stored while it ran.
+/** `x` to alice: attempt 1 (T0 to T0 + 1 s) stored EARLIER (told, or placed by its row when not), attempt 2 (451 at T0 + 2 s) none; alice refused at SMTP at T0 + 3 s. */
+function refusedAfter4xx(index: number, told = true): Sent {
+  const x = sent(index);
+  return {
+    ...x, ids: new Map(), refusedAtSmtp: new Set([KNOWN_USER]), answeredAt: T0 + 3000,
+    tempfailed: [{ startedAt: T0, answeredAt: T0 + 1000, ids: told ? new Map([[KNOWN_USER, EARLIER]]) : new Map() }, { startedAt: T0 + 1500, answeredAt: T0 + 2000, ids: new Map() }],
+  };
+}
+const storedAt = (at: number, ...ids: string[]) => (id: string) => Promise.resolve(ids.includes(id) ? { state: 'bounced', failure: null, receivedAt: at } : null);
+
+t.test('refused at SMTP after an attempt answered 4xx stored a copy: that copy\'s DSN is explained, counted apart', async (t) => {
+  const x = refusedAfter4xx(41);
+  // Refused by Dovecot after the second attempt was answered: still owed then, so the retry rule alone would not explain it.
+  const b = await books({ sent: [x], dsns: [dsn(x, T0 + 2600, undefined, EARLIER)], agentLog: refusedLine(EARLIER, T0 + 2500) });
+  t.match(b, { refusedAtSmtp: 1, tempfailDsns: 1, badBounces: 0, bounceDuplicates: 0, lost: 0, strays: 0 });
+  const untold = refusedAfter4xx(41, false);
+  const placed = await books({ sent: [untold], dsns: [dsn(x, T0 + 2600, undefined, EARLIER)], agentLog: refusedLine(EARLIER, T0 + 2500), lookup: storedAt(T0 + 500, EARLIER) });
+  t.match(placed, { refusedAtSmtp: 1, tempfailDsns: 1, badBounces: 0 }, 'the handoff\'s answer lost: placed by its queue row');
+});
+
+t.test('refused at SMTP, one attempt answered 4xx, two DSNs: one is still caught', async (t) => {
+  const x = refusedAfter4xx(42);
+  const log = refusedLine(EARLIER, T0 + 2500);
+  const twice = await books({ sent: [x], dsns: [dsn(x, T0 + 2600, undefined, EARLIER), dsn(x, T0 + 2700, undefined, EARLIER)], agentLog: log });
+  t.match(twice, { refusedAtSmtp: 1, tempfailDsns: 1, badBounces: 1 });
+  t.match(twice.problems.join('\n'), /refused at SMTP, yet bounced too \(DSNs for e{32}, e{32}; attempts answered 4xx stored e{32} \(answered [^)]*\), none \(answered [^)]*\)\): message 5-42/);
+  // Two copies placed in the one attempt that stored any: one explained.
+  const OTHER = 'd'.repeat(32);
+  const untold = refusedAfter4xx(42, false);
+  const two = await books({
+    sent: [untold], dsns: [dsn(x, T0 + 2600, undefined, EARLIER), dsn(x, T0 + 2700, undefined, OTHER)],
+    agentLog: [log, refusedLine(OTHER, T0 + 2550)].join('\n'), lookup: storedAt(T0 + 500, EARLIER, OTHER),
+  });
+  t.match(two, { tempfailDsns: 1, badBounces: 1 }, 'one per attempt answered 4xx');
+});
+
+t.test('refused at SMTP and bounced with no attempt answered 4xx (or a copy stored outside it) is still caught', async (t) => {
+  const plain: Sent = { ...sent(43), ids: new Map(), refusedAtSmtp: new Set([KNOWN_USER]), answeredAt: T0 + 3000 };
+  const log = refusedLine(EARLIER, T0 + 2500);
+  const none = await books({ sent: [plain], dsns: [dsn(plain, T0 + 2600, undefined, EARLIER)], agentLog: log });
+  t.match(none, { refusedAtSmtp: 1, tempfailDsns: 0, badBounces: 1 });
+  t.match(none.problems.join('\n'), /refused at SMTP, yet bounced too/);
+  const untold = refusedAfter4xx(44, false);
+  const outside = await books({ sent: [untold], dsns: [dsn(untold, T0 + 2600, undefined, EARLIER)], agentLog: log, lookup: storedAt(T0 + 1200, EARLIER) });
+  t.match(outside, { tempfailDsns: 0, badBounces: 1 }, 'stored between the attempts: no attempt answered 4xx left it');
+});
+
 t.test('a replayed message ends under the new id the replay gave it; a replay not on record leaves the old id lost', async (t) => {
   const x = sent(36, '');
   const NEW = 'a'.repeat(32);

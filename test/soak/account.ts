@@ -6,7 +6,8 @@
 // window the protocol admits (and that the evidence shows was hit) are explained, and each such
 // window explains one copy at most. A DSN for a copy stored by a transaction attempt the sender
 // was answered 4xx is explained when that copy was refused before the sender's retry was answered
-// (the retry could not match it, and was a new message): one per such copy, counted apart.
+// (the retry could not match it, and was a new message), or whenever refused when the last attempt
+// refused that recipient at SMTP: one per such copy, counted apart.
 import { createHash } from 'node:crypto';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { Sunk } from '../helpers/smtp-sink.ts';
@@ -147,13 +148,17 @@ export function readAgentLog(text: string): AgentLogFacts {
  * that the agent refused for good before the attempt after it was answered: that retry could not
  * match them (dedupe matches only a copy still owed or delivered) and made a copy of its own, so
  * each may have a DSN besides the final copy's. A copy refused only later should have been matched.
+ * `refusedAtSmtp`: the last attempt refused `r` at SMTP (the list, checked before dedupe), so no
+ * retry matched or made a copy for it: each such copy's DSN, whenever sent, is one notice more.
  */
-export function tempfailCopies(x: Sent, r: string, log: AgentLogFacts, others: string[] = [], receivedAt: (id: string) => number | undefined = () => undefined): string[] {
+export function tempfailCopies(
+  x: Sent, r: string, log: AgentLogFacts, others: string[] = [], receivedAt: (id: string) => number | undefined = () => undefined, refusedAtSmtp = false,
+): string[] {
   const final = x.ids.get(r);
   const attempts = x.tempfailed ?? [];
   const out: string[] = [];
   attempts.forEach((a, k) => {
-    const retried = attempts[k + 1]?.answeredAt ?? x.answeredAt ?? Infinity;
+    const retried = refusedAtSmtp ? Infinity : attempts[k + 1]?.answeredAt ?? x.answeredAt ?? Infinity;
     const told = a.ids.get(r);
     const stored = told !== undefined ? [told] : others.filter((q) => { const t = receivedAt(q); return t !== undefined && t >= a.startedAt && t <= a.answeredAt; });
     const q = stored.find((id) => id !== final && !out.includes(id) && (log.refusedAt.get(id) ?? Infinity) <= retried);
@@ -255,13 +260,14 @@ export async function account(ev: Evidence): Promise<Books> {
       const others = [...new Set(all.flatMap((d) => (d.queueId !== null && d.queueId !== x.ids.get(r) ? [d.queueId] : [])))];
       const stored = new Map<string, number | undefined>();
       if ((x.tempfailed ?? []).length > 0) for (const q of others) stored.set(q, (await ev.lookup(q))?.receivedAt);
-      const ofTempfail = tempfailCopies(x, r, log, others, (q) => stored.get(q)).flatMap((q) => all.find((d) => d.queueId === q) ?? []);
+      const refused = !x.accepted || x.refusedAtSmtp.has(r);
+      const ofTempfail = tempfailCopies(x, r, log, others, (q) => stored.get(q), refused).flatMap((q) => all.find((d) => d.queueId === q) ?? []);
       b.tempfailDsns += ofTempfail.length;
       const got = all.filter((d) => !ofTempfail.includes(d));
       // For a finding: the DSNs' queue ids, and the copies attempts not answered 250 stored (when answered).
       const seen = (): string => `DSNs for ${all.map((d) => d.queueId ?? '?').join(', ')}; attempts answered 4xx stored ${
         (x.tempfailed ?? []).map((a) => `${a.ids.get(r) ?? 'none'} (answered ${new Date(a.answeredAt).toISOString()})`).join(', ') || 'nothing'}`;
-      if (!x.accepted || x.refusedAtSmtp.has(r)) {
+      if (refused) {
         b.refusedAtSmtp++;
         if (n > 0) { b.strays += n; problem('refused at SMTP, yet in Dovecot', x, r); }
         if (got.length > 0) { b.badBounces += got.length; problem(`refused at SMTP, yet bounced too (${seen()})`, x, r); }

@@ -383,7 +383,7 @@ export function formatSummary(s: SoakSummary): string {
     ['LOST', s.lost],
     ['duplicate deliveries: unexplained / in the LMTP window', `${s.duplicates} / ${s.explainedDuplicates}`],
     ['duplicate bounces: unexplained / agent killed before its journal', `${s.bounceDuplicates} / ${s.explainedBounceDuplicates}`],
-    ['DSNs for copies of attempts answered 4xx (refused before the retry, a new message)', s.tempfailDsns],
+    ['DSNs for copies of attempts answered 4xx (refused before the retry, or the last attempt refused at SMTP)', s.tempfailDsns],
     ['bad bounces, byte mismatches, strays', `${s.badBounces}, ${s.byteMismatches}, ${s.strays}`],
     ['faults injected', Object.entries(s.faults).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'],
     ['R2 calls: puts (failed) / gets (failed, cut); the agent\'s nacks of a body not read whole', `${s.r2.puts} (${s.r2.putsFailed}) / ${s.r2.gets} (${s.r2.getsFailed}, ${s.r2.getsCut}); ${s.bodyNacks}`],
