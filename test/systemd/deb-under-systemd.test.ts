@@ -12,7 +12,7 @@ const skip = why === null || (why.missing && process.env.CI) ? false : why.reaso
 
 t.test('the .deb under a real systemd: install, no token, bad setting, watchdog, stop, one message, upgrade, purge', { skip }, async (t) => {
   const check: Check = {
-    ok: (cond, msg, extra) => { t.ok(cond, msg, extra); },
+    ok: (cond, msg, extra) => { t.ok(cond, msg, extra ?? {}); },
     equal: (found, wanted, msg) => { t.equal(found, wanted, msg); },
     comment: (msg) => { t.comment(msg); },
   };
