@@ -4,24 +4,22 @@
 import t from 'tap';
 import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, DEV_TOKEN, startTestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, setTestClock, startTestWorker } from '../helpers/worker.ts';
 
-const setClock = (url: URL, at: number): Promise<Response> =>
-  fetch(new URL(`/dev/clock?shard=0&at=${at}`, url), { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
 
 t.test('a shutdown nack of a message past its age: it fails with that nack, no alarm waited for', async (t) => {
   const age = 600_000;
   const w = await startTestWorker({ verdictWaitMs: 0, vars: { TEST_CLOCK: '1', MAX_AGE_MS: String(age), RETRY_FIRST_MS: '60000' } });
   t.teardown(() => w.stop());
   const start = Date.UTC(2031, 0, 1);
-  t.equal((await setClock(w.rt.url, start)).status, 200);
+  t.equal((await setTestClock(w.rt.url, start)).status, 200);
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
   await a.opened;
   a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'handback', window: 3, credit: 1 << 20, fetch: true, bounces: true });
   const id = String((await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: old\r\n\r\nx\r\n'))).body.id);
   t.ok(await a.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id)), 'leased');
-  t.equal((await setClock(w.rt.url, start + 3_600_001)).status, 200, 'an hour on, while leased');
+  t.equal((await setTestClock(w.rt.url, start + 3_600_001)).status, 200, 'an hour on, while leased');
   t.equal((await w.summary())['in-flight'], 1, 'a leased message is not expired under its agent');
   a.send({ type: 'nack', id, reason: 'shutdown', text: 'agent stopping' });
   // The first summary that shows the nack taken: the handback and the expiry are one step, so it

@@ -4,15 +4,13 @@
 import t from 'tap';
 import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, DEV_TOKEN, startTestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, setTestClock, startTestWorker } from '../helpers/worker.ts';
 
-const setClock = (url: URL, at: number): Promise<Response> =>
-  fetch(new URL(`/dev/clock?shard=0&at=${at}`, url), { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
 
 t.test('without TEST_CLOCK there is no way to set the clock', async (t) => {
   const w = await startTestWorker({ verdictWaitMs: 0 });
   t.teardown(() => w.stop());
-  const res = await setClock(w.rt.url, Date.now() + 3_600_000);
+  const res = await setTestClock(w.rt.url, Date.now() + 3_600_000);
   t.equal(res.status, 404, 'no /dev/clock route');
 });
 
@@ -20,7 +18,7 @@ t.test('with TEST_CLOCK, a deferred message is retried once the clock passes its
   const w = await startTestWorker({ verdictWaitMs: 0, vars: { TEST_CLOCK: '1', RETRY_FIRST_MS: '3600000', RETRY_MAX_MS: '3600000' } });
   t.teardown(() => w.stop());
   const start = Date.UTC(2031, 0, 1);
-  t.equal((await setClock(w.rt.url, start)).status, 200);
+  t.equal((await setTestClock(w.rt.url, start)).status, 200);
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
   await a.opened;
@@ -32,9 +30,9 @@ t.test('with TEST_CLOCK, a deferred message is retried once the clock passes its
   const deferred = async (): Promise<number> => (await w.summary()).deferred ?? 0;
   for (let i = 0; i < 100 && (await deferred()) === 0; i++) await new Promise((r) => setTimeout(r, 20));
   t.equal(await deferred(), 1, 'deferred for an hour of the fixed clock');
-  t.equal((await setClock(w.rt.url, start + 3_599_000)).status, 200);
+  t.equal((await setTestClock(w.rt.url, start + 3_599_000)).status, 200);
   t.equal(await deferred(), 1, 'still deferred a second before its retry time');
-  t.equal((await setClock(w.rt.url, start + 3_600_000)).status, 200);
+  t.equal((await setTestClock(w.rt.url, start + 3_600_000)).status, 200);
   const again = await a.until((s) => s.filter((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id).length === 2 || undefined);
   t.ok(again, 'leased again at once, not an hour of real time later');
 });

@@ -72,6 +72,11 @@ export async function ageR2Objects(r2Dir: string, keys: string[], ms: number): P
  * verdictWaitMs defaults to 300 here: posts made while a test agent holds a message and does not ack stay quick.
  * `bodies: false`: no BODIES bucket, as a Worker deployed without it: bodies go into the object's chunks.
  */
+/** Fixes shard 0's queue clock at `at` (a Worker started with TEST_CLOCK; bridge-worker/clock.ts) and runs what is due. */
+export function setTestClock(url: URL, at: number): Promise<Response> {
+  return fetch(new URL(`/dev/clock?shard=0&at=${at}`, url), { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+}
+
 export async function startTestWorker(opts: { allowedDomains?: string[]; maxMessageBytes?: number; verdictWaitMs?: number; vars?: Record<string, string>; bodies?: boolean; bodiesRemote?: string; name?: string } = {}): Promise<TestWorker> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-worker-'));
   const logs: string[] = [];
