@@ -24,5 +24,5 @@ t.test('the queue does what its model says, in every sequence tried', async (t) 
   t.comment(`ws close handshakes: ${closeMs.toFixed(0)} ms`);
   if (!r.ok) t.comment(r.message);
   t.ok(r.ok, r.message.split('\n')[0] ?? '');
-  t.ok(r.runs >= 3, 'the budget ran several sequences');
+  if (path === undefined) t.ok(r.runs >= 3, 'the budget ran several sequences');
 });

@@ -120,7 +120,9 @@ async function boot(base: string): Promise<Machine | string> {
   }
   // A Docker-made image forbids starting services from maintainer scripts; a home server does not.
   await rm(join(root, 'usr/sbin/policy-rc.d'), { force: true });
-  const nspawn = spawn('systemd-nspawn', ['-D', root, '--boot', '--register=no', '--keep-unit', '--private-network', '-M', `mbtest${process.pid}`],
+  // The checkout, read-only at its own path: the relay inside runs from it, and a checkout under
+  // /tmp (a CI clone) would otherwise be hidden by the container's own /tmp.
+  const nspawn = spawn('systemd-nspawn', ['-D', root, '--boot', '--register=no', '--keep-unit', '--private-network', `--bind-ro=${ROOT.replace(/\/$/, '')}`, '-M', `mbtest${process.pid}`],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   let console = '';
   nspawn.stdout.on('data', (c: Buffer) => { console += c.toString('utf8'); });
