@@ -1096,8 +1096,6 @@ export class RelayQueue extends DurableObject<Env> {
     const now = clock();
     const released = this.#store.releaseSession(a.session, now + readConfig(this.env).affinityMs, this.#notBefore(now));
     this.#giveUpUnsettled(released);
-    // One whose age ran out while it was leased fails now, not at the next alarm.
-    this.#expireDue(now);
     return released.length;
   }
 }

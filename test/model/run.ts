@@ -8,7 +8,7 @@ import { shardName } from '../../bridge-worker/shard-hash.ts';
 import type { QueueMessage } from '../../protocol/queue.ts';
 import {
   CFG, accept, allowBounce, allowLease, bounced, dedupe, disconnect, fail, finalProblems, hello, held, idleWork,
-  live, newModel, realState, restart, settle, tick, tooOld, leasable, type MMsg, type Model,
+  live, newModel, realState, restart, settle, tick, tooOld, type MMsg, type Model,
 } from './model.ts';
 import { Real, SHARDS, sha256 } from './real.ts';
 import { MAX_RESULT_TEXT, PONG } from '../../protocol/wire.ts';
@@ -106,7 +106,9 @@ function expireSeen(model: Model, rows: QueueMessage[]): void {
     if (m.state !== 'queued') continue;
     const r = rows.find((x) => x.id === m.id);
     if (!r || (r.state !== 'bouncing' && r.state !== 'dead-letter') || r.failure !== 'expired') continue;
-    if (!leasable(model, m) || !tooOld(model, m)) fault(`message ${m.n} expired at ${model.now - m.retryFrom} ms of age`);
+    // The alarm fails every waiting message past its age, also one that waits for its agent's
+    // affinity or an unanswered lease's delay (a DSN then still asks that agent's journal first).
+    if (!tooOld(model, m)) fault(`message ${m.n} expired at ${model.now - m.retryFrom} ms of age`);
     fail(model, m, 'expired');
   }
 }
