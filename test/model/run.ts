@@ -421,7 +421,7 @@ export class Admin implements Cmd {
       case 'replay':
         ok = m.state === 'dead-letter';
         // Requeued under a new id (store.replay: the agent's journal knows the old one's answer).
-        if (ok) Object.assign(m, { state: 'queued', notBefore: 0, retryFrom: model.now, leaseEnds: 0, failure: null, settledAt: null, refused: false });
+        if (ok) Object.assign(m, { state: 'queued', notBefore: 0, retryFrom: model.now, leaseEnds: 0, affinityUntil: 0, lastAgent: null, failure: null, settledAt: null, refused: false });
         if (ok && r.status === 200) {
           const id = r.json?.id;
           if (typeof id !== 'string' || id === m.id || r.json?.replayedFrom !== m.id) fault(`replay of message ${m.n}: answered ${JSON.stringify(r.json)}, not a new id replayed from ${m.id}`);
