@@ -37,7 +37,12 @@ export interface Operator {
   releaseAll(): Promise<void>;
 }
 
-export function startOperator(o: { url: () => URL; token: string; rnd: () => number; ids: () => string[]; log: (l: string) => void }): Operator {
+/**
+ * `ids`: the accepted messages the operator may pick; `spared`: ones it must leave alone even when
+ * an admin list offers them (the soak's witnesses: mail from <> must end in dead-letter, which
+ * an operator's delete or replay would make a matter of chance).
+ */
+export function startOperator(o: { url: () => URL; token: string; rnd: () => number; ids: () => string[]; spared: (id: string) => boolean; log: (l: string) => void }): Operator {
   const client = (): AdminClient => new AdminClient({ baseUrl: o.url(), token: o.token });
   const counts: OperatorCounts = Object.fromEntries(ACTIONS.map((a) => [a, { done: 0, refused: 0, unreachable: 0 }]));
   const op: Operator = {
@@ -92,11 +97,11 @@ export function startOperator(o: { url: () => URL; token: string; rnd: () => num
     if (o.rnd() < 0.5) {
       const states = MEANT_FOR[action];
       const state = states[Math.floor(o.rnd() * states.length)] ?? 'queued';
-      const list = await c.list(state, 50);
+      const list = (await c.list(state, 50)).filter((m) => !o.spared(m.id));
       const m = list[Math.floor(o.rnd() * list.length)];
       if (m) return m.id;
     }
-    const ids = o.ids();
+    const ids = o.ids().filter((id) => !o.spared(id));
     return ids[Math.floor(o.rnd() * ids.length)] ?? null;
   }
 
