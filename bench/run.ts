@@ -17,7 +17,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULTS } from '../edge-agent/config.ts';
+import { DEFAULTS } from '../edge-agent/agent-config.ts';
 import { LmtpClient } from '../lmtp-proxy/client.ts';
 import { startDovecot, type DovecotFixture } from '../test/fixtures/dovecot.ts';
 import { drive, type Outgoing, type Sent } from './lib/driver.ts';

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { LmtpClient } from '../../lmtp-proxy/client.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
 import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
 import { splitTrace, waitFor } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';

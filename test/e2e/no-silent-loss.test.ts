@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { startAgent, type Agent, type AgentOptions } from '../../edge-agent/agent.ts';
-import { validateConfig, type AgentConfig } from '../../edge-agent/config.ts';
+import { validateConfig, type AgentConfig } from '../../edge-agent/agent-config.ts';
 import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
 import { startSmtpSink, type SmtpSink } from '../helpers/smtp-sink.ts';
 import { poll } from '../helpers/wait.ts';

@@ -7,7 +7,7 @@ import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
 import { main } from '../../relayctl/cli.ts';
 import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';

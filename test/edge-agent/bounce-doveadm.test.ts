@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import type { AckFrame, RecipientResult } from '../../protocol/wire.ts';
 import { dovecotSkip, startDovecot } from '../fixtures/dovecot.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';

@@ -8,7 +8,7 @@ import { LmtpClient, type RecipientResult } from '../../lmtp-proxy/client.ts';
 
 export const TRACE = /^Received: from cloudflare-email-routing by ([A-Za-z0-9._-]+) \(mailbridge\) id ([0-9a-f]{32});\r\n\t[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/;
 
-/** Our Authentication-Results, right after the trace header (edge-agent/trace.ts). */
+/** Our Authentication-Results, right after the trace header (edge-agent/delivery/trace.ts). */
 export const AUTH_RESULTS = /^Authentication-Results: ([A-Za-z0-9.-]+);\r\n\tspf=([a-z]+); dkim=([a-z]+); dmarc=([a-z]+); arc=([a-z]+)\r\n/;
 
 /** Headers (ASCII, CRLF) followed by a body given as bytes. */

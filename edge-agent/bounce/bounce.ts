@@ -16,14 +16,14 @@
 //
 // A task with reason `delayed` is a delay warning (the message is still being retried): the
 // same path, its own journal kind, so a message's warning and its later bounce go out once each.
-import { LmtpClient, type RecipientResult } from '../lmtp-proxy/client.ts';
-import { formatTarget, parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { encodeFrame, MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
-import type { Settled } from './session.ts';
+import { LmtpClient, type RecipientResult } from '../../lmtp-proxy/client.ts';
+import { formatTarget, parseTarget, type Target } from '../../lmtp-proxy/target.ts';
+import { encodeFrame, MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame } from '../../protocol/wire.ts';
+import type { Settled } from '../session/session.ts';
 import { buildDsn } from './dsn.ts';
-import type { DsnKind, Journal } from './journal.ts';
-import type { Logger } from './log.ts';
-import { PerKey } from './per-key.ts';
+import type { DsnKind, Journal } from '../delivery/journal.ts';
+import type { Logger } from '../ops/log.ts';
+import { PerKey } from '../delivery/per-key.ts';
 
 /** Waits for the local relay, shorter than RFC 5321's: a hung relay must not hold a window slot for 10 minutes. */
 const RELAY_TIMEOUTS = { connect: 10_000, greeting: 60_000, command: 60_000, dataBlock: 60_000, final: 120_000 };

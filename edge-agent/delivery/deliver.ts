@@ -9,16 +9,16 @@
 // a final reply (journal.ts, marks). Such a recipient is searched for in Dovecot before the
 // next attempt (doveadm.ts): found, it counts as delivered; not found, it is delivered; no
 // answer from Dovecot defers the message. A message whose outcome was known costs no search.
-import { wireResults, type RecipientResult } from '../protocol/wire.ts';
-import { LmtpClient, MAY_BE_DELIVERED } from '../lmtp-proxy/client.ts';
-import type { Target } from '../lmtp-proxy/target.ts';
-import type { AgentConfig } from './config.ts';
+import { wireResults, type RecipientResult } from '../../protocol/wire.ts';
+import { LmtpClient, MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
+import type { Target } from '../../lmtp-proxy/target.ts';
+import type { AgentConfig } from '../agent-config.ts';
 import { Doveadm } from './doveadm.ts';
-import type { TargetWatch } from './health.ts';
-import type { InboundMessage } from './inbound.ts';
+import type { TargetWatch } from '../ops/health.ts';
+import type { InboundMessage } from '../session/inbound.ts';
 import type { Journal } from './journal.ts';
-import type { Logger } from './log.ts';
-import type { Delivered } from './session.ts';
+import type { Logger } from '../ops/log.ts';
+import type { Delivered } from '../session/session.ts';
 import { tapHeaders } from './subject.ts';
 import { renameForged } from './forged-results.ts';
 import { authResultsHeader, traceHeader } from './trace.ts';

@@ -9,8 +9,8 @@
 // neither the file nor the environment names one.
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
-import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
-import { LOG_FORMATS, type LogFormat } from './log.ts';
+import { ConfigError, validateConfig, type AgentConfig } from './agent-config.ts';
+import { LOG_FORMATS, type LogFormat } from './ops/log.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
 export const DEFAULT_TARGET = 'lmtp+unix:/var/run/dovecot/lmtp';

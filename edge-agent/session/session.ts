@@ -6,11 +6,11 @@ import WebSocket from 'ws';
 import {
   FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame, refusedObjectFrame,
   type AgentFrame, type BounceFrame, type BouncedFrame, type MessageFrame, type RecipientResult, type RecipientsFrame,
-} from '../protocol/wire.ts';
-import type { AgentConfig } from './config.ts';
+} from '../../protocol/wire.ts';
+import type { AgentConfig } from '../agent-config.ts';
 import { fetchBody, type FetchLimits } from './body-fetch.ts';
 import { InboundMessage } from './inbound.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../ops/log.ts';
 import { relayed } from './reclaim.ts';
 
 /** What a delivery produced: one final result per recipient. */

@@ -4,7 +4,7 @@
 // are read from the live agent when scraped.
 import { addProcessMetrics } from './process-metrics.ts';
 import { Counter, Gauge, Histogram, Registry } from './prom.ts';
-import { SETTLEMENTS, type Settled } from './session.ts';
+import { SETTLEMENTS, type Settled } from '../session/session.ts';
 
 export interface LiveState {
   inFlight(): number;
