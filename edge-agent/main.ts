@@ -1,7 +1,7 @@
 // The edge-agent daemon: `mailbridge-agent [--config <file>]`, deployed as one executable
 // (edge-agent/package/build.ts → dist/mailbridge-agent; `node edge-agent/main.ts` runs the source).
 // Settings: the JSON file (default /etc/mailbridge/agent.json, skipped if absent)
-// with MAILBRIDGE_* environment overrides (settings.ts). A bad setting or usage exits with
+// with MAILBRIDGE_* environment overrides (daemon-settings.ts). A bad setting or usage exits with
 // code 2 and a message naming it. SIGTERM/SIGINT stop it gracefully, exit 0.
 // --help and --version answer and exit 0; --healthcheck <url> is the container's probe.
 import { createRequire } from 'node:module';

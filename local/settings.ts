@@ -123,7 +123,7 @@ export function readLocalSettings(env: NodeJS.ProcessEnv): LocalSettings {
   // The URL, token and target are npm start's own, filled in by relay.ts; these stand-ins let
   // the agent's settings be checked now, before workerd starts.
   const cfg = validateAgent({ workerUrl: 'ws://127.0.0.1/agent', token: 'x'.repeat(16), target: 'lmtp://127.0.0.1:24', name: 'local-agent', shards: worker.shards }, set);
-  // The stand-in target above is LMTP; the doveadm check is for a Dovecot target only (config.ts).
+  // The stand-in target above is LMTP; the doveadm check is for a Dovecot target only (edge-agent/agent-config.ts).
   const doveadm = set.get('doveadmUrl');
   if (doveadm && target !== undefined && parseTarget(target).protocol !== 'lmtp') fail(doveadm.label, `only for an LMTP target (Dovecot), not RELAY_TARGET ${target}`);
   const extras = agentExtras(set);

@@ -29,7 +29,7 @@ import { PerKey } from '../delivery/per-key.ts';
 const RELAY_TIMEOUTS = { connect: 10_000, greeting: 60_000, command: 60_000, dataBlock: 60_000, final: 120_000 };
 
 export interface BouncerOptions {
-  /** smtp://host:port (config.ts checked it). */
+  /** smtp://host:port (agent-config.ts checked it). */
   relay: string;
   journal: Journal;
   log: Logger;
