@@ -18,7 +18,7 @@ import { AgentMetrics } from './ops/metrics.ts';
 import { probeTarget } from './ops/probe.ts';
 import { QueueStatus } from './ops/queue-status.ts';
 import { RecipientsSource } from './session/recipients.ts';
-import { AgentSession, type SessionHooks, type Settled, type Settlement } from './session/session.ts';
+import { AgentSession, type SessionHooks, type Settled, type SessionOutcome } from './session/session.ts';
 
 export interface AgentOptions {
   /** Journal entries older than this are pruned (default 7 days). */
@@ -68,7 +68,7 @@ export interface AgentStats {
   fromJournal: number;
 }
 
-const EVENT: Record<Settlement, string> = {
+const EVENT: Record<SessionOutcome, string> = {
   acked: 'deliver.acked',
   journal: 'deliver.journal',
   corrupt: 'deliver.corrupt',

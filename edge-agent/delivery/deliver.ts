@@ -18,11 +18,19 @@ import type { TargetWatch } from '../ops/health.ts';
 import type { InboundMessage } from '../session/inbound.ts';
 import type { Journal } from './journal.ts';
 import type { Logger } from '../ops/log.ts';
-import type { Delivered } from '../session/session.ts';
 import { tapHeaders } from './subject.ts';
 import { renameForged } from './forged-results.ts';
 import { authResultsHeader, traceHeader } from './trace.ts';
 import { PerKey } from './per-key.ts';
+
+/** What a delivery produced: one final result per recipient. */
+export interface Delivered {
+  results: RecipientResult[];
+  /** Every recipient was answered from the journal: no LMTP delivery happened. */
+  fromJournal: boolean;
+  /** Extra fields for the delivery's log line (the Subject, when enabled). */
+  note?: Record<string, unknown>;
+}
 
 export interface DeliveryStats {
   delivered: number;
