@@ -7,7 +7,8 @@ import t from 'tap';
 import { LmtpClient } from '../../lmtp-proxy/client.ts';
 import { DAY_MS } from '../../edge-agent/delivery/journal.ts';
 import { Doveadm, DoveadmError } from '../../edge-agent/delivery/doveadm.ts';
-import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
+import { startDovecot, type DovecotFixture } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { msgId } from './scripted-object.ts';
 
 const skip = dovecotSkip();

@@ -17,7 +17,7 @@ import { startIngress, type Handoff } from '../../local/ingress.ts';
 import { workerHandoff } from '../../local/handoff.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/package/build.ts';
-import { startDovecot } from '../fixtures/dovecot.ts';
+import { startDovecot } from '../../bench/lib/dovecot.ts';
 import { sendSmtp } from '../helpers/mail.ts';
 import { prng } from '../helpers/prng.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
