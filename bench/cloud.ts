@@ -51,7 +51,7 @@ const AGENT_TOKEN = 'bench-agent-token-0123456789';
 const DEV_TOKEN = 'bench-dev-token-0123456789ab';
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const RCPT = 'alice@example.test';
-/** The real agent's credit: 8 MiB at hello, given back in 1 MiB grants as it reads (edge-agent/session.ts). */
+/** The real agent's credit: 8 MiB at hello, given back in 1 MiB grants as it reads (edge-agent/session/session.ts). */
 const AGENT_CREDIT = 8 * MiB;
 /** bridge-worker/relay-do.ts PUMP_BUDGET_BYTES (4 MiB) in 1 MiB chunks: what one invocation sends. */
 const PUMP_BUDGET_CHUNKS = 4;

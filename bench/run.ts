@@ -1,6 +1,6 @@
 // `npm run bench` (quick, < 5 min on 2 cores) and `npm run bench:full` (issue 7's matrix).
 //
-// One run measures every path on this machine against one Dovecot (test/fixtures/dovecot.ts):
+// One run measures every path on this machine against one Dovecot (bench/lib/dovecot.ts):
 // direct LMTP, the relay, a private Postfix relay and seed 002's HTTP-API design
 // (bench/baselines/http-api, a baseline, not product code). Writes
 // bench/results/<YYYY-MM-DD>.json (runs of the same day are appended) and prints a
@@ -17,9 +17,9 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULTS } from '../edge-agent/config.ts';
+import { DEFAULTS } from '../edge-agent/agent-config.ts';
 import { LmtpClient } from '../lmtp-proxy/client.ts';
-import { startDovecot, type DovecotFixture } from '../test/fixtures/dovecot.ts';
+import { startDovecot, type DovecotFixture } from './lib/dovecot.ts';
 import { drive, type Outgoing, type Sent } from './lib/driver.ts';
 import { ctimeGranularity, MaildirWatcher } from './lib/maildir-watch.ts';
 import { eightBitMessage, pieces, SENDER, sentPart, template, wholeMessage, type Template } from './lib/messages.ts';

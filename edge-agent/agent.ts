@@ -3,22 +3,22 @@
 // what lives across connections: the journal and its pruning, the target's
 // health, the metrics, and the graceful stop.
 import { parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { backoffMs, pause, resetsBackoff } from './backoff.ts';
-import type { FetchLimits } from './body-fetch.ts';
-import { Bouncer, homeNames } from './bounce.ts';
-import type { AgentConfig } from './config.ts';
-import { Deliverer } from './deliver.ts';
-import { deliveryLines, relayName } from './delivery-log.ts';
-import { hideHome } from './dsn.ts';
-import { TargetWatch, type TargetStatus } from './health.ts';
-import { connectHint } from './hints.ts';
-import { JOURNAL_RETENTION_MS, Journal } from './journal.ts';
-import type { Logger } from './log.ts';
-import { AgentMetrics } from './metrics.ts';
-import { probeTarget } from './probe.ts';
-import { QueueStatus } from './queue-status.ts';
-import { RecipientsSource } from './recipients.ts';
-import { AgentSession, type SessionHooks, type Settled, type Settlement } from './session.ts';
+import { backoffMs, pause, resetsBackoff } from './session/backoff.ts';
+import type { FetchLimits } from './session/body-fetch.ts';
+import { Bouncer, homeNames } from './bounce/bounce.ts';
+import type { AgentConfig } from './agent-config.ts';
+import { Deliverer } from './delivery/deliver.ts';
+import { deliveryLines, relayName } from './ops/delivery-log.ts';
+import { hideHome } from './bounce/dsn.ts';
+import { TargetWatch, type TargetStatus } from './ops/health.ts';
+import { connectHint } from './session/hints.ts';
+import { JOURNAL_RETENTION_MS, Journal } from './delivery/journal.ts';
+import type { Logger } from './ops/log.ts';
+import { AgentMetrics } from './ops/metrics.ts';
+import { probeTarget } from './ops/probe.ts';
+import { QueueStatus } from './ops/queue-status.ts';
+import { RecipientsSource } from './session/recipients.ts';
+import { AgentSession, type SessionHooks, type Settled, type SessionOutcome } from './session/session.ts';
 
 export interface AgentOptions {
   /** Journal entries older than this are pruned (default 7 days). */
@@ -68,7 +68,7 @@ export interface AgentStats {
   fromJournal: number;
 }
 
-const EVENT: Record<Settlement, string> = {
+const EVENT: Record<SessionOutcome, string> = {
   acked: 'deliver.acked',
   journal: 'deliver.journal',
   corrupt: 'deliver.corrupt',

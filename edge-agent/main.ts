@@ -1,19 +1,19 @@
 // The edge-agent daemon: `mailbridge-agent [--config <file>]`, deployed as one executable
-// (edge-agent/build.ts → dist/mailbridge-agent; `node edge-agent/main.ts` runs the source).
+// (edge-agent/package/build.ts → dist/mailbridge-agent; `node edge-agent/main.ts` runs the source).
 // Settings: the JSON file (default /etc/mailbridge/agent.json, skipped if absent)
-// with MAILBRIDGE_* environment overrides (settings.ts). A bad setting or usage exits with
+// with MAILBRIDGE_* environment overrides (daemon-settings.ts). A bad setting or usage exits with
 // code 2 and a message naming it. SIGTERM/SIGINT stop it gracefully, exit 0.
 // --help and --version answer and exit 0; --healthcheck <url> is the container's probe.
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { PROTOCOL_VERSION } from '../protocol/wire.ts';
 import type { Agent } from './agent.ts';
-import { ConfigError } from './config.ts';
-import type { HttpServer } from './http.ts';
-import { createLogger, onJournal } from './log.ts';
-import { systemdNotifier } from './notify.ts';
-import { reclaiming } from './reclaim.ts';
-import { DEFAULT_CONFIG_PATH, DEFAULT_HTTP, envName, loadSettings, SETTING_KEYS, type DaemonSettings } from './settings.ts';
+import { ConfigError } from './agent-config.ts';
+import type { HttpServer } from './ops/http.ts';
+import { createLogger, onJournal } from './ops/log.ts';
+import { systemdNotifier } from './ops/notify.ts';
+import { reclaiming } from './session/reclaim.ts';
+import { DEFAULT_CONFIG_PATH, DEFAULT_HTTP, envName, loadSettings, SETTING_KEYS, type DaemonSettings } from './daemon-settings.ts';
 
 // package.json's version: written in by build.ts, read from the file when main.ts runs from source.
 declare const MAILBRIDGE_VERSION: string | undefined;
@@ -95,8 +95,8 @@ async function healthcheck(url: string): Promise<never> {
 async function run(s: DaemonSettings): Promise<void> {
   // Loaded after the settings are known good: a bad setting answers at once.
   const { startAgent } = await import('./agent.ts');
-  const { startHttpServer } = await import('./http.ts');
-  const { DAY_MS } = await import('./journal.ts');
+  const { startHttpServer } = await import('./ops/http.ts');
+  const { DAY_MS } = await import('./delivery/journal.ts');
   const log = createLogger({ format: s.logFormat });
   let agent: Agent;
   try {

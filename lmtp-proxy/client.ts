@@ -12,8 +12,13 @@ import { replyText, type Reply } from './reply.ts';
 import { formatTarget, type Target } from './target.ts';
 
 export interface Envelope { sender: string; recipients: string[] }  // sender '' = null reverse-path <>
-export type Outcome = 'delivered' | 'tempfail' | 'permfail';
-export interface RecipientResult { recipient: string; code: number; enhanced: string | null; text: string; outcome: Outcome }
+/**
+ * What one recipient's replies came to. The same shape as protocol/wire.ts's RecipientResult,
+ * kept apart: lmtp-proxy imports nothing of ours, and the agent turns replies into results
+ * (edge-agent/delivery/deliver.ts resultOf).
+ */
+export type ReplyOutcome = 'delivered' | 'tempfail' | 'permfail';
+export interface RecipientReply { recipient: string; code: number; enhanced: string | null; text: string; outcome: ReplyOutcome }
 export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; final: number }
 export type Extension = 'PIPELINING' | 'CHUNKING' | '8BITMIME' | 'SMTPUTF8' | 'SIZE';
 export interface DeliverInfo {
@@ -26,7 +31,7 @@ export interface DeliverInfo {
    * recipient at a time): a caller can record "stored for this one" before the server has
    * answered for the next, so a crash in between cannot make it deliver that one twice.
    */
-  onFinal?: (result: RecipientResult) => void;
+  onFinal?: (result: RecipientReply) => void;
 }
 
 export interface ClientOptions {
@@ -244,7 +249,7 @@ function parseCaps(hello: Reply): Caps {
   return caps;
 }
 
-function result(recipient: string, a: Answer): RecipientResult {
+function result(recipient: string, a: Answer): RecipientReply {
   if (isLocalError(a)) return { recipient, code: 0, enhanced: null, text: errorText(a), outcome: 'tempfail' };
   const outcome = a.code < 300 ? 'delivered' : a.code >= 500 ? 'permfail' : 'tempfail';
   return { recipient, code: a.code, enhanced: a.enhanced, text: replyText(a), outcome };
@@ -282,7 +287,7 @@ export class LmtpClient {
    * Network and protocol outcomes are results; a bad address rejects with a TypeError
    * before anything is queued or sent. The body is read only once a recipient is accepted.
    */
-  async deliver(envelope: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo = {}): Promise<RecipientResult[]> {
+  async deliver(envelope: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo = {}): Promise<RecipientReply[]> {
     checkAddress('sender', envelope.sender, true);
     for (const r of envelope.recipients) checkAddress('recipient', r, false);
     if (envelope.recipients.length === 0) return [];
@@ -302,14 +307,14 @@ export class LmtpClient {
     return run;
   }
 
-  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo, retry = true): Promise<RecipientResult[]> {
+  async #transact(env: Envelope, body: AsyncIterable<Uint8Array>, info: DeliverInfo, retry = true): Promise<RecipientReply[]> {
     // An address given twice gets one RCPT (and so one LMTP reply) and shares its result.
     let rcpts = [...new Set(env.recipients)];
-    const results = new Map<string, RecipientResult>();
+    const results = new Map<string, RecipientReply>();
     const settle = (rs: readonly string[], a: Answer): void => {
       for (const r of rs) if (!results.has(r)) results.set(r, result(r, a));
     };
-    const done = (): RecipientResult[] =>
+    const done = (): RecipientReply[] =>
       env.recipients.map((r) => results.get(r) ?? result(r, localError('EPROTOCOL', 'DONE', 'no reply for this recipient')));
 
     const s = await this.#ready();
@@ -321,7 +326,7 @@ export class LmtpClient {
       return done();
     }
     // A transaction that ended with every reply read: the server waits for MAIL from now on.
-    const idle = (): RecipientResult[] => { s.idleAt = performance.now(); return done(); };
+    const idle = (): RecipientReply[] => { s.idleAt = performance.now(); return done(); };
     // A refusal is a 4xx/5xx reply or a local error; anything else there breaks the protocol.
     const refusal = (state: State, a: Answer): Answer => (isLocalError(a) || a.code >= 400 ? a : s.unexpected(state, a));
 

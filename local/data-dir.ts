@@ -2,7 +2,7 @@
 // agent's journal and the admin token: readable by this user alone. Miniflare writes its
 // files 0644 under the process umask, so the directory's own mode is what keeps them private.
 import { chmodSync, mkdirSync, statSync } from 'node:fs';
-import type { Logger } from '../edge-agent/log.ts';
+import type { Logger } from '../edge-agent/ops/log.ts';
 
 const PRIVATE = 0o700;
 

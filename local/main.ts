@@ -2,8 +2,8 @@
 // (or RELAY_TARGET), everything through the real Worker code in local workerd.
 // Settings come from the environment and are checked first (settings.ts): a bad
 // one, or a port in use, exits 2 before workerd starts.
-import { ConfigError } from '../edge-agent/config.ts';
-import { createLogger } from '../edge-agent/log.ts';
+import { ConfigError } from '../edge-agent/agent-config.ts';
+import { createLogger } from '../edge-agent/ops/log.ts';
 import { ADMIN_FILE } from '../protocol/admin-file.ts';
 import { PortInUseError, startLocalRelay, type LocalRelay } from './relay.ts';
 import { readLocalSettings, type LocalSettings } from './settings.ts';

@@ -5,8 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { startAgent, type Agent, type AgentOptions } from '../edge-agent/agent.ts';
-import { validateConfig, type AgentConfig } from '../edge-agent/config.ts';
-import type { Logger } from '../edge-agent/log.ts';
+import { validateConfig, type AgentConfig } from '../edge-agent/agent-config.ts';
+import type { Logger } from '../edge-agent/ops/log.ts';
 import { startIngress, type Ingress } from './ingress.ts';
 import { startMaildirTarget, type MaildirTarget } from './maildir-target.ts';
 import { privateDataDir } from './data-dir.ts';
@@ -55,7 +55,7 @@ async function holdPort(port: number, host: string): Promise<() => Promise<void>
 /**
  * A console line of the Worker as fields of the local log's `worker` event: its JSON event
  * `{"event":"email.accepted",...}` becomes `worker: 'email.accepted'` and the rest as they
- * are (its level is the table's, edge-agent/log.ts); anything else (workerd's own
+ * are (its level is the table's, edge-agent/ops/log.ts); anything else (workerd's own
  * warnings) stays a string, `line`.
  */
 export function workerFields(line: string): Record<string, unknown> {

@@ -1,6 +1,6 @@
 // `npm start`'s settings, read from its environment and checked before anything
 // starts, with the parsers production uses: the Worker's vars by
-// bridge-worker/config.ts parseConfig, the agent's MAILBRIDGE_* by edge-agent/settings.ts.
+// bridge-worker/config.ts parseConfig, the agent's MAILBRIDGE_* by edge-agent/daemon-settings.ts.
 // A malformed or unknown setting is a ConfigError naming the variable (main.ts: exit 2).
 //
 // What counts as unknown: every MAILBRIDGE_* variable no agent setting knows (the
@@ -10,10 +10,10 @@
 // edit). Other variables (PATH, HOME, npm's own) are none of our business.
 import { parseConfig, SECRET_NAMES, VAR_NAMES, ConfigError as WorkerConfigError, type Vars } from '../bridge-worker/config.ts';
 import type { AgentOptions } from '../edge-agent/agent.ts';
-import { ConfigError, type AgentConfig } from '../edge-agent/config.ts';
-import { DAY_MS } from '../edge-agent/journal.ts';
-import { agentEnv, agentExtras, logFormatOf, validateAgent, type Key } from '../edge-agent/settings.ts';
-import type { LogFormat } from '../edge-agent/log.ts';
+import { ConfigError, type AgentConfig } from '../edge-agent/agent-config.ts';
+import { DAY_MS } from '../edge-agent/delivery/journal.ts';
+import { agentEnv, agentExtras, logFormatOf, validateAgent, type Key } from '../edge-agent/daemon-settings.ts';
+import type { LogFormat } from '../edge-agent/ops/log.ts';
 import { parseTarget } from '../lmtp-proxy/target.ts';
 
 /** Read by npm start alone (LOG_LEVEL is also passed on to the Worker). */
@@ -123,7 +123,7 @@ export function readLocalSettings(env: NodeJS.ProcessEnv): LocalSettings {
   // The URL, token and target are npm start's own, filled in by relay.ts; these stand-ins let
   // the agent's settings be checked now, before workerd starts.
   const cfg = validateAgent({ workerUrl: 'ws://127.0.0.1/agent', token: 'x'.repeat(16), target: 'lmtp://127.0.0.1:24', name: 'local-agent', shards: worker.shards }, set);
-  // The stand-in target above is LMTP; the doveadm check is for a Dovecot target only (config.ts).
+  // The stand-in target above is LMTP; the doveadm check is for a Dovecot target only (edge-agent/agent-config.ts).
   const doveadm = set.get('doveadmUrl');
   if (doveadm && target !== undefined && parseTarget(target).protocol !== 'lmtp') fail(doveadm.label, `only for an LMTP target (Dovecot), not RELAY_TARGET ${target}`);
   const extras = agentExtras(set);

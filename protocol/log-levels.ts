@@ -1,5 +1,5 @@
 // How serious each log event is, for the Worker, the queue object and the agent alike: one
-// table, read by both loggers (bridge-worker/log.ts, edge-agent/log.ts), never a `level`
+// table, read by both loggers (bridge-worker/log.ts, edge-agent/ops/log.ts), never a `level`
 // field set at the call. An event not named here is `info`.
 //
 //   error    the program cannot do its job (a bad setting, storage it cannot use)

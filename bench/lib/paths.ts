@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/build.ts';
+import { AGENT_NODE_FLAGS, buildAgent } from '../../edge-agent/package/build.ts';
 import { parseTarget, type Target } from '../../lmtp-proxy/target.ts';
 import { freePort, startPostfix, type PostfixInstance } from './postfix.ts';
 import { childrenNamed, NODE, NODE_FLAGS, spawnChild, type Child } from './proc.ts';
@@ -47,7 +47,7 @@ export interface AgentOptions {
   concurrency?: number;
   /**
    * Run edge-agent/main.ts through Node's type stripping (as the tests do) instead of the
-   * agent as deployed: dist/edge-agent.mjs from edge-agent/build.ts, with AGENT_NODE_FLAGS.
+   * agent as deployed: dist/edge-agent.mjs from edge-agent/package/build.ts, with AGENT_NODE_FLAGS.
    */
   source?: boolean;
   creditBytes?: number;

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { ctimeGranularity, MaildirWatcher } from '../../bench/lib/maildir-watch.ts';
 import { SENDER, template, wholeMessage } from '../../bench/lib/messages.ts';
 import { LmtpClient } from '../../lmtp-proxy/client.ts';
-import { dovecotSkip, startDovecot } from '../fixtures/dovecot.ts';
+import { startDovecot } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 
 const skip = dovecotSkip();
 

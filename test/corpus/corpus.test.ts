@@ -9,10 +9,11 @@ import t, { type Test } from 'tap';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { LmtpClient } from '../../lmtp-proxy/client.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
-import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
+import { startDovecot, type DovecotFixture } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { drained, maildirNew, splitTrace, waitFor } from '../helpers/mail.ts';
 import { SmtpDialog, type DialogReply } from '../helpers/smtp-dialog.ts';
 import {

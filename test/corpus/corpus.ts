@@ -16,7 +16,7 @@
 //   end with CRLF arrives with one CRLF appended — the one byte sequence the relay's LMTP/SMTP
 //   client ever adds (docs/lmtp.md). Here the appending happens on the sender's side (our
 //   client in SMTP mode); the relay then carries the bytes unchanged.
-// - dovecotSaved(): Dovecot 2.3 with mail_save_crlf = yes (test/fixtures/dovecot.ts) turns
+// - dovecotSaved(): Dovecot 2.3 with mail_save_crlf = yes (bench/lib/dovecot.ts) turns
 //   every LF that has no CR before it into CRLF when it saves; bare CR and NUL are stored as
 //   they came. The relay hands Dovecot the exact bytes (the embedded target, which writes
 //   what it receives, proves it); the line-end normalisation is Dovecot's storage policy.

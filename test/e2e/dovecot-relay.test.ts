@@ -5,9 +5,10 @@ import t, { type Test } from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
-import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
+import { startDovecot, type DovecotFixture } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { attachmentMessage, drained, sendSmtp, shiftJisMessage, splitTrace, TRACE, waitFor } from '../helpers/mail.ts';
 
 const skip = dovecotSkip();

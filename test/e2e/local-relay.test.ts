@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
 import { attachmentMessage, drained, maildirNew, message, sendSmtp, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
 import { ciSkip } from '../helpers/skip.ts';

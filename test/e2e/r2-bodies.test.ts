@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { startAgent, type Agent } from '../../edge-agent/agent.ts';
 import { main } from '../../relayctl/cli.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { startLmtpPeer, type LmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';

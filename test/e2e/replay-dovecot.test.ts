@@ -7,10 +7,11 @@ import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { startLocalRelay, type LocalRelay } from '../../local/relay.ts';
 import { main } from '../../relayctl/cli.ts';
-import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
+import { startDovecot, type DovecotFixture } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { message, sendSmtp, splitTrace, waitFor } from '../helpers/mail.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
 

@@ -6,10 +6,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, type Agent } from '../../edge-agent/agent.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
-import { jsonLogger, silentLogger } from '../../edge-agent/log.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
+import { jsonLogger, silentLogger } from '../../edge-agent/ops/log.ts';
 import { startMaildirTarget } from '../../local/maildir-target.ts';
-import { defaultReportingMta } from '../../edge-agent/config.ts';
+import { defaultReportingMta } from '../../edge-agent/agent-config.ts';
 import { isStoredExactly, maildirNew, waitFor } from '../helpers/mail.ts';
 import { header, push, scriptedObject, TOKEN } from './scripted-object.ts';
 

@@ -1,4 +1,4 @@
-// The agent's fetch of a body in R2 (edge-agent/body-fetch.ts) against a scripted object
+// The agent's fetch of a body in R2 (edge-agent/session/body-fetch.ts) against a scripted object
 // that serves GET /agent/body/<id> as each test scripts it, and an LMTP peer that keeps what
 // it stored. Whatever goes wrong with the fetch (a status, a cut, a stall, a drip past the
 // deadline, a wrong length or MD5), the LMTP client never sends the final dot, nothing is
@@ -8,8 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, type Agent } from '../../edge-agent/agent.ts';
-import { bodyUrl, FETCH_LIMITS, type FetchLimits } from '../../edge-agent/body-fetch.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { bodyUrl, FETCH_LIMITS, type FetchLimits } from '../../edge-agent/session/body-fetch.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import { startLmtpPeer } from './lmtp-peer.ts';
 import { fetchHeader, msgId, scriptedObject, serveWhole, TOKEN, type BodyServer } from './scripted-object.ts';
 

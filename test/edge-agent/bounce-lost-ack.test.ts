@@ -6,7 +6,8 @@
 // object settles it as acked, Dovecot holds one copy.
 import t from 'tap';
 import { join } from 'node:path';
-import { dovecotSkip, startDovecot } from '../fixtures/dovecot.ts';
+import { startDovecot } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { drained, waitFor } from '../helpers/mail.ts';
 import { startSmtpSink } from '../helpers/smtp-sink.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';

@@ -5,8 +5,8 @@ import t, { type Test } from 'tap';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, defaultReportingMta } from '../../edge-agent/config.ts';
-import { DEFAULT_CONFIG_PATH, loadSettings } from '../../edge-agent/settings.ts';
+import { ConfigError, defaultReportingMta } from '../../edge-agent/agent-config.ts';
+import { DEFAULT_CONFIG_PATH, loadSettings } from '../../edge-agent/daemon-settings.ts';
 import { runAgent } from './agent-process.ts';
 
 const TOKEN = 'file-token-0123456789abcdef';

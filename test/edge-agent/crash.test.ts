@@ -6,7 +6,8 @@
 // it from the journal: Dovecot holds exactly one copy.
 import t from 'tap';
 import { join } from 'node:path';
-import { dovecotSkip, startDovecot } from '../fixtures/dovecot.ts';
+import { startDovecot } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { drained, shiftJisMessage, splitTrace } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 import { runAgent } from './agent-process.ts';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { startMaildirTarget } from '../../local/maildir-target.ts';
-import { defaultReportingMta } from '../../edge-agent/config.ts';
+import { defaultReportingMta } from '../../edge-agent/agent-config.ts';
 import { drained, isStoredExactly, maildirNew, shiftJisMessage, splitTrace, waitFor } from '../helpers/mail.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 import { runAgent } from './agent-process.ts';
@@ -109,7 +109,7 @@ t.test('reconnects after the Worker restarts; /healthz and /metrics tell what ha
 });
 
 t.test('the bundle (dist/edge-agent.mjs, as the bench and the soak run it) delivers, logs a Subject, reclaims', async (t) => {
-  const { AGENT_BUNDLE, AGENT_NODE_FLAGS, buildAgent } = await import('../../edge-agent/build.ts');
+  const { AGENT_BUNDLE, AGENT_NODE_FLAGS, buildAgent } = await import('../../edge-agent/package/build.ts');
   const file = await buildAgent();
   t.equal(file, AGENT_BUNDLE);
 

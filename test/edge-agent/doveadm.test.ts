@@ -1,13 +1,14 @@
-// The doveadm client (edge-agent/doveadm.ts) against a real Dovecot with its HTTP API on:
+// The doveadm client (edge-agent/delivery/doveadm.ts) against a real Dovecot with its HTTP API on:
 // the request and answer shapes are Dovecot's, not ours. A message is found by the queue id in
 // our trace header in any mailbox of its user (Sieve filed it elsewhere), a detail is cut the
 // way LMTP cuts it, users keyed by local part (auth_username_format = %Ln) are found by the
 // address, and every way Dovecot cannot answer is an error, never "not stored".
 import t from 'tap';
 import { LmtpClient } from '../../lmtp-proxy/client.ts';
-import { DAY_MS } from '../../edge-agent/journal.ts';
-import { Doveadm, DoveadmError } from '../../edge-agent/doveadm.ts';
-import { dovecotSkip, startDovecot, type DovecotFixture } from '../fixtures/dovecot.ts';
+import { DAY_MS } from '../../edge-agent/delivery/journal.ts';
+import { Doveadm, DoveadmError } from '../../edge-agent/delivery/doveadm.ts';
+import { startDovecot, type DovecotFixture } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { msgId } from './scripted-object.ts';
 
 const skip = dovecotSkip();

@@ -3,7 +3,7 @@
 // printable and lines short, and the original header bytes carried byte for byte.
 import t from 'tap';
 import { simpleParser } from 'mailparser';
-import { buildDsn, dsnStatus, hideHome, type DsnInput } from '../../edge-agent/dsn.ts';
+import { buildDsn, dsnStatus, hideHome, type DsnInput } from '../../edge-agent/bounce/dsn.ts';
 import type { RecipientResult } from '../../protocol/wire.ts';
 
 const DAY = 24 * 60 * 60_000;

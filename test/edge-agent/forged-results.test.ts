@@ -2,7 +2,7 @@
 // claiming our authserv-id gets a same-length name, anything else passes byte for byte,
 // wherever the chunks are cut.
 import t, { type Test } from 'tap';
-import { ForgedResultsFilter, MAX_PENDING, RENAMED, renameForged } from '../../edge-agent/forged-results.ts';
+import { ForgedResultsFilter, MAX_PENDING, RENAMED, renameForged } from '../../edge-agent/delivery/forged-results.ts';
 
 const ID = 'home.example.test';
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');

@@ -3,7 +3,7 @@
 // wherever the pieces are cut.
 import { createHash } from 'node:crypto';
 import t from 'tap';
-import { InboundMessage } from '../../edge-agent/inbound.ts';
+import { InboundMessage } from '../../edge-agent/session/inbound.ts';
 import type { MessageFrame } from '../../protocol/wire.ts';
 
 const block = Buffer.from('Received: from x (127.0.0.1)\r\n        by cloudflare-email.com (unknown) id abcdefghijkl\r\n');

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { Journal } from '../../edge-agent/journal.ts';
+import { Journal } from '../../edge-agent/delivery/journal.ts';
 import type { RecipientResult } from '../../protocol/wire.ts';
 
 const ok = (recipient: string): RecipientResult => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' });

@@ -2,7 +2,7 @@
 // resolves (a new Journal on the same dir, as after kill -9, sees them), cleared by the
 // recipient's final result or by unmark, and pruned with the rest.
 import t from 'tap';
-import { DAY_MS, Journal } from '../../edge-agent/journal.ts';
+import { DAY_MS, Journal } from '../../edge-agent/delivery/journal.ts';
 
 const A = 'alice@example.test';
 const B = 'bob@example.test';

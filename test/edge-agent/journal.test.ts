@@ -1,7 +1,7 @@
 // The journal forgets entries after the retention window, and not before: pruned
 // periodically while the agent runs (not only at start), on a clock the test moves.
 import t from 'tap';
-import { DAY_MS } from '../../edge-agent/journal.ts';
+import { DAY_MS } from '../../edge-agent/delivery/journal.ts';
 import { inProcess, metric, until } from './in-process.ts';
 import { header, msgId, push } from './scripted-object.ts';
 

@@ -7,11 +7,11 @@ import { fstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { levelOf } from '../../protocol/log-levels.ts';
-import { createLogger, maillogText, onJournal } from '../../edge-agent/log.ts';
-import { deliveryLines, relayName, seconds } from '../../edge-agent/delivery-log.ts';
-import { connectHint } from '../../edge-agent/hints.ts';
+import { createLogger, maillogText, onJournal } from '../../edge-agent/ops/log.ts';
+import { deliveryLines, relayName, seconds } from '../../edge-agent/ops/delivery-log.ts';
+import { connectHint } from '../../edge-agent/session/hints.ts';
 import { parseTarget } from '../../lmtp-proxy/target.ts';
-import type { Settled } from '../../edge-agent/session.ts';
+import type { Settled } from '../../edge-agent/session/session.ts';
 import { workerFields } from '../../local/relay.ts';
 
 const ID = '0123456789abcdef0123456789abcdef';

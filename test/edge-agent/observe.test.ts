@@ -2,7 +2,7 @@
 // 200 only with a session and an answering LMTP target (else 503 and why), and
 // each delivery's log line carries the Subject only when logSubject is on.
 import t, { type Test } from 'tap';
-import { startHttpServer } from '../../edge-agent/http.ts';
+import { startHttpServer } from '../../edge-agent/ops/http.ts';
 import { shiftJisMessage } from '../helpers/mail.ts';
 import { inProcess, metric, poll } from './in-process.ts';
 import { header, msgId, push } from './scripted-object.ts';

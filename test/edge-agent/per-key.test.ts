@@ -1,7 +1,7 @@
 // One task per key at a time: a redelivered message (or bounce) waits for the run still
 // working on it, so the journal, not a second delivery, answers it.
 import t from 'tap';
-import { PerKey } from '../../edge-agent/per-key.ts';
+import { PerKey } from '../../edge-agent/delivery/per-key.ts';
 
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
 

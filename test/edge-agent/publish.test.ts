@@ -5,7 +5,7 @@ import t from 'tap';
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { listDigest } from '../../edge-agent/recipients.ts';
+import { listDigest } from '../../edge-agent/session/recipients.ts';
 import type { AgentFrame, RecipientsFrame } from '../../protocol/wire.ts';
 import { inProcess, until } from './in-process.ts';
 import type { Conn } from './scripted-object.ts';

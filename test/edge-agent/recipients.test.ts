@@ -6,7 +6,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { MAX_CONTROL_FRAME, encodeFrame, parseAgentFrame, type RecipientsFrame } from '../../protocol/wire.ts';
-import { FRAME_BUDGET, RecipientsSource, listDigest, parseRecipients, recipientFrames } from '../../edge-agent/recipients.ts';
+import { FRAME_BUDGET, RecipientsSource, listDigest, parseRecipients, recipientFrames } from '../../edge-agent/session/recipients.ts';
 import type { LogEvent } from './agent-process.ts';
 import { until } from './in-process.ts';
 

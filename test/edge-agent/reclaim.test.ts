@@ -5,7 +5,7 @@ import t from 'tap';
 t.test('collects once per RECLAIM_BYTES relayed', async (t) => {
   let calls = 0;
   (globalThis as { gc?: () => void }).gc = () => { calls++; };
-  const { RECLAIM_BYTES, reclaiming, relayed } = await import('../../edge-agent/reclaim.ts');
+  const { RECLAIM_BYTES, reclaiming, relayed } = await import('../../edge-agent/session/reclaim.ts');
   t.equal(reclaiming, true);
   relayed(RECLAIM_BYTES - 1);
   t.equal(calls, 0, 'not before RECLAIM_BYTES');

@@ -3,7 +3,7 @@
 // Before, a session closed right after welcome was followed at once by the next one: hundreds
 // a second, each logged.
 import t from 'tap';
-import { backoffMs, resetsBackoff } from '../../edge-agent/backoff.ts';
+import { backoffMs, resetsBackoff } from '../../edge-agent/session/backoff.ts';
 import { inProcess, metric, until } from './in-process.ts';
 import { header, msgId, push } from './scripted-object.ts';
 

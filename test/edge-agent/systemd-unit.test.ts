@@ -41,7 +41,7 @@ t.test('the stop timeout is a floor: the agent extends it to its own limit as it
   t.equal(one('KillSignal'), 'SIGTERM');
   // Below the agent's own limit at the default stopGraceMs (20 s + 20 s): EXTEND_TIMEOUT_USEC= rules.
   t.ok(Number(one('TimeoutStopSec')) >= 10 && Number(one('TimeoutStopSec')) <= 40, 'a floor, not the limit');
-  const notify = await readFile(new URL('../../edge-agent/notify.ts', import.meta.url), 'utf8');
+  const notify = await readFile(new URL('../../edge-agent/ops/notify.ts', import.meta.url), 'utf8');
   t.match(notify, /'STOPPING=1', `EXTEND_TIMEOUT_USEC=\$\{/, 'STOPPING=1 carries EXTEND_TIMEOUT_USEC=');
 });
 

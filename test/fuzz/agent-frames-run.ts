@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import { encodeFrame, parseObjectFrame, PROTOCOL_VERSION, refusedObjectFrame, type RefusedFrame } from '../../protocol/wire.ts';
 import { startLmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { header, msgId, push, scriptedObject, TOKEN, type Conn } from '../edge-agent/scripted-object.ts';

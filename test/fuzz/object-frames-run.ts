@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import { PROTOCOL_VERSION, type RecipientResult } from '../../protocol/wire.ts';
 import { startLmtpPeer } from '../edge-agent/lmtp-peer.ts';
 import { message, splitTrace } from '../helpers/mail.ts';

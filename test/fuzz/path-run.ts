@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent } from '../../edge-agent/agent.ts';
-import { validateConfig } from '../../edge-agent/config.ts';
+import { validateConfig } from '../../edge-agent/agent-config.ts';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { RecipientResult } from '../../protocol/wire.ts';
 import { startTcpProxy } from '../edge-agent/tcp-proxy.ts';

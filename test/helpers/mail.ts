@@ -4,11 +4,11 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cloudflareBlockLength } from '../../bridge-worker/cloudflare-block.ts';
-import { LmtpClient, type RecipientResult } from '../../lmtp-proxy/client.ts';
+import { LmtpClient, type RecipientReply } from '../../lmtp-proxy/client.ts';
 
 export const TRACE = /^Received: from cloudflare-email-routing by ([A-Za-z0-9._-]+) \(mailbridge\) id ([0-9a-f]{32});\r\n\t[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/;
 
-/** Our Authentication-Results, right after the trace header (edge-agent/trace.ts). */
+/** Our Authentication-Results, right after the trace header (edge-agent/delivery/trace.ts). */
 export const AUTH_RESULTS = /^Authentication-Results: ([A-Za-z0-9.-]+);\r\n\tspf=([a-z]+); dkim=([a-z]+); dmarc=([a-z]+); arc=([a-z]+)\r\n/;
 
 /** Headers (ASCII, CRLF) followed by a body given as bytes. */
@@ -61,7 +61,7 @@ async function* once(b: Uint8Array): AsyncGenerator<Uint8Array> {
 
 /** One SMTP transaction; each result carries the server's single reply. */
 export async function sendSmtp(port: number, sender: string, recipients: string[], raw: Uint8Array,
-  opts: { declareSize?: boolean } = {}): Promise<RecipientResult[]> {
+  opts: { declareSize?: boolean } = {}): Promise<RecipientReply[]> {
   const c = new LmtpClient({ protocol: 'smtp', host: '127.0.0.1', port }, { localName: 'test.client' });
   try {
     return await c.deliver({ sender, recipients }, once(raw), { size: opts.declareSize === false ? undefined : raw.byteLength, eightBit: true });

@@ -86,7 +86,7 @@ export class RawAgent {
   /**
    * GET /agent/body/<id> on this connection's host and shard, with its token and `session`
    * (default: its own; null: none, as an agent older than `fetchSession`), as the real agent
-   * fetches a body in R2 (edge-agent/body-fetch.ts): the HTTP status and the bytes.
+   * fetches a body in R2 (edge-agent/session/body-fetch.ts): the HTTP status and the bytes.
    */
   async fetchBody(id: string, session: string | null = this.session): Promise<{ status: number; bytes: Buffer }> {
     const u = new URL(this.#url);

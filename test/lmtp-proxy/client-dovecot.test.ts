@@ -4,7 +4,8 @@ import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { LmtpClient, type ClientOptions } from '../../lmtp-proxy/client.ts';
 import type { Target } from '../../lmtp-proxy/target.ts';
-import { dovecotSkip, startDovecot, type DovecotFixture, type DovecotOptions } from '../fixtures/dovecot.ts';
+import { startDovecot, type DovecotFixture, type DovecotOptions } from '../../bench/lib/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 
 const skip = dovecotSkip();
 const MiB = 1024 * 1024;

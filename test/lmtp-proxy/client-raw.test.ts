@@ -2,7 +2,7 @@
 // drops, silence, early and unexpected replies.
 import t from 'tap';
 import net from 'node:net';
-import { LmtpClient, MAY_BE_DELIVERED, type ClientOptions, type RecipientResult } from '../../lmtp-proxy/client.ts';
+import { LmtpClient, MAY_BE_DELIVERED, type ClientOptions, type RecipientReply } from '../../lmtp-proxy/client.ts';
 
 type Tap = { teardown(fn: () => unknown): void };
 
@@ -135,7 +135,7 @@ async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
   for (const s of parts) yield Buffer.from(s, 'latin1');
 }
 
-const brief = (rs: RecipientResult[]): unknown[] => rs.map((r) => [r.recipient, r.code, r.enhanced, r.text, r.outcome]);
+const brief = (rs: RecipientReply[]): unknown[] => rs.map((r) => [r.recipient, r.code, r.enhanced, r.text, r.outcome]);
 const ENV = { sender: 's@example.net', recipients: ['a@example.org', 'b@example.org'] };
 
 t.test('multiline replies split at any byte arrive whole, and LMTP replies map by position', async (t) => {
@@ -542,7 +542,7 @@ t.test('after a transaction that did not end with its final replies: RSET, or a 
     await serve(p, (l) => (l === 'DATA' && ++datas === 1 ? '451 4.3.0 not now\r\n' : null));
   });
   const c = refused.client();
-  const send = (body: string): Promise<RecipientResult[]> => c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks(body));
+  const send = (body: string): Promise<RecipientReply[]> => c.deliver({ sender: '', recipients: ['a@example.org'] }, chunks(body));
   t.same([...await send('1\r\n'), ...await send('2\r\n'), ...await send('3\r\n')].map((r) => r.outcome), ['tempfail', 'delivered', 'delivered']);
   t.same(refused.peers[0]?.lines.filter((l) => !l.startsWith('RCPT')), ['LHLO client.test', 'MAIL FROM:<>', 'DATA', 'RSET', 'MAIL FROM:<>', 'DATA', 'MAIL FROM:<>', 'DATA']);
 

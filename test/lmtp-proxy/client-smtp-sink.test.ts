@@ -13,7 +13,7 @@ import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { LmtpClient, type ClientOptions, type RecipientResult } from '../../lmtp-proxy/client.ts';
+import { LmtpClient, type ClientOptions, type RecipientReply } from '../../lmtp-proxy/client.ts';
 import { ciSkip } from '../helpers/skip.ts';
 
 type Protocol = 'lmtp' | 'smtp';
@@ -174,7 +174,7 @@ async function* pieces(b: Uint8Array, size: number): AsyncGenerator<Uint8Array> 
 /** What smtp-sink's dump shows for a body of CRLF lines: every CRLF as LF. */
 const asDumped = (b: Buffer): Buffer => Buffer.from(b.toString('latin1').replaceAll('\r\n', '\n'), 'latin1');
 
-const brief = (rs: RecipientResult[]): unknown[] => rs.map((r) => [r.recipient, r.code, r.enhanced, r.text, r.outcome]);
+const brief = (rs: RecipientReply[]): unknown[] => rs.map((r) => [r.recipient, r.code, r.enhanced, r.text, r.outcome]);
 const ENV = { sender: 's@example.net', recipients: ['a@example.org', 'b@example.org'] };
 const PROTOCOLS: readonly Protocol[] = ['lmtp', 'smtp'];
 const proto = (p: Protocol): string[] => (p === 'lmtp' ? ['-L'] : []);

@@ -300,7 +300,7 @@ export class Answer implements Cmd {
         a.raw.send(JSON.stringify({ type: 'ack', id: m.id, results: [{ recipient: m.rcpt, code: 250, enhanced: '2.0.0', text: 'x'.repeat(MAX_RESULT_TEXT + 1), outcome: 'delivered' }] }));
         settle(model, m, 'tempfail');
         break;
-      // What the agent says when the body fetch fails (edge-agent/body-fetch.ts).
+      // What the agent says when the body fetch fails (edge-agent/session/body-fetch.ts).
       case 'nack': a.raw.send({ type: 'nack', id: m.id, reason: 'unavailable', text: 'model: body fetch failed' }); settle(model, m, 'tempfail'); break;
       // The agent is shutting down: the message goes back at once, not counted, and this
       // connection gets nothing more.

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { silentLogger } from '../../edge-agent/log.ts';
+import { silentLogger } from '../../edge-agent/ops/log.ts';
 import { startLocalRelay } from '../../local/relay.ts';
 import { main } from '../../relayctl/cli.ts';
 import { message, sendSmtp } from '../helpers/mail.ts';

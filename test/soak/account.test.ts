@@ -5,8 +5,8 @@
 // reads it: stored copies with the agent's trace header and the stand-in's Cloudflare block,
 // DSNs by the agent's own builder, agent log lines as the agent writes them.
 import t from 'tap';
-import { buildDsn } from '../../edge-agent/dsn.ts';
-import { authResultsHeader, traceHeader } from '../../edge-agent/trace.ts';
+import { buildDsn } from '../../edge-agent/bounce/dsn.ts';
+import { authResultsHeader, traceHeader } from '../../edge-agent/delivery/trace.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { MAY_BE_DELIVERED } from '../../lmtp-proxy/client.ts';
 import type { MessageFrame } from '../../protocol/wire.ts';

@@ -3,7 +3,7 @@
 // delivered, refused, bounced, dead-lettered nor deleted by the operator.
 // `npm run soak` runs the long one (test/soak/main.ts).
 import t from 'tap';
-import { dovecotSkip } from '../fixtures/dovecot.ts';
+import { dovecotSkip } from '../helpers/skip.ts';
 import { formatSummary, runSoak, summaryLine } from './soak.ts';
 
 t.test('nothing lost, nothing doubled, nothing mangled under faults; every recipient accounted for', { skip: dovecotSkip(), timeout: 240_000 }, async (t) => {

@@ -24,7 +24,7 @@ import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { AGENT_EXECUTABLE, buildExecutable } from '../../edge-agent/build.ts';
+import { AGENT_EXECUTABLE, buildExecutable } from '../../edge-agent/package/build.ts';
 import { packageDeb } from '../../edge-agent/package/deb.ts';
 import { AGENT_TOKEN } from '../helpers/worker.ts';
 import { systemdMessage } from './message.ts';

@@ -11,9 +11,9 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError } from '../../edge-agent/config.ts';
-import { systemdNotifier } from '../../edge-agent/notify.ts';
-import { loadSettings } from '../../edge-agent/settings.ts';
+import { ConfigError } from '../../edge-agent/agent-config.ts';
+import { systemdNotifier } from '../../edge-agent/ops/notify.ts';
+import { loadSettings } from '../../edge-agent/daemon-settings.ts';
 
 t.test('a blank token credential names the file the unit loads it from', async (t) => {
   const dir = t.testdir({ creds: { token: '\n' }, 'agent.json': JSON.stringify({ workerUrl: 'wss://relay.example.workers.dev/agent' }) });

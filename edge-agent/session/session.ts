@@ -6,21 +6,13 @@ import WebSocket from 'ws';
 import {
   FRAME, MAX_RESULT_TEXT, PING, PONG, PROTOCOL_VERSION, encodeFrame, parseObjectFrame, refusedObjectFrame,
   type AgentFrame, type BounceFrame, type BouncedFrame, type MessageFrame, type RecipientResult, type RecipientsFrame,
-} from '../protocol/wire.ts';
-import type { AgentConfig } from './config.ts';
+} from '../../protocol/wire.ts';
+import type { AgentConfig } from '../agent-config.ts';
+import type { Delivered } from '../delivery/deliver.ts';
 import { fetchBody, type FetchLimits } from './body-fetch.ts';
 import { InboundMessage } from './inbound.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../ops/log.ts';
 import { relayed } from './reclaim.ts';
-
-/** What a delivery produced: one final result per recipient. */
-export interface Delivered {
-  results: RecipientResult[];
-  /** Every recipient was answered from the journal: no LMTP delivery happened. */
-  fromJournal: boolean;
-  /** Extra fields for the delivery's log line (the Subject, when enabled). */
-  note?: Record<string, unknown>;
-}
 
 /** Delivers one message. Throws only for a local fault (then the message is handed back). */
 export type Deliver = (msg: InboundMessage) => Promise<Delivered>;
@@ -29,8 +21,8 @@ export type Deliver = (msg: InboundMessage) => Promise<Delivered>;
  * How a message left this connection: acked after an LMTP delivery, acked from the journal,
  * nacked (corrupt transfer, local fault, shutdown), or not answered because the socket was gone.
  */
-export type Settlement = 'acked' | 'journal' | 'corrupt' | 'unavailable' | 'shutdown' | 'disconnected';
-export const SETTLEMENTS: readonly Settlement[] = ['acked', 'journal', 'corrupt', 'unavailable', 'shutdown', 'disconnected'];
+export type SessionOutcome = 'acked' | 'journal' | 'corrupt' | 'unavailable' | 'shutdown' | 'disconnected';
+export const SESSION_OUTCOMES: readonly SessionOutcome[] = ['acked', 'journal', 'corrupt', 'unavailable', 'shutdown', 'disconnected'];
 
 export interface Settled {
   id: string;
@@ -45,7 +37,7 @@ export interface Settled {
   bytes: number;
   /** From the message frame to the answer. */
   ms: number;
-  outcome: Settlement;
+  outcome: SessionOutcome;
   /** Per-recipient results, when a delivery ran to its end. */
   results: RecipientResult[] | null;
   error: string | null;
@@ -340,7 +332,7 @@ export class AgentSession {
       if (delivered) this.#log('deliver.after-hand-back', { id: h.id, results: delivered.results.map((r) => `${r.outcome}:${r.code}`) });
       return;
     }
-    let outcome: Settlement;
+    let outcome: SessionOutcome;
     if (this.#ws.readyState !== WebSocket.OPEN) outcome = 'disconnected';
     else if (delivered === null) {
       this.#send({ type: FRAME.NACK, id: h.id, reason: 'unavailable', text: (error ?? '').slice(0, MAX_RESULT_TEXT) });

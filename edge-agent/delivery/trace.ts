@@ -3,7 +3,7 @@
 // from the queue and when the Worker accepted it, and one Authentication-Results
 // carrying Cloudflare's verdicts under our authserv-id. Everything after them is
 // the message as received (forged-results.ts renames fields that claim our id).
-import { NO_VERDICTS, type MessageFrame } from '../protocol/wire.ts';
+import { NO_VERDICTS, type MessageFrame } from '../../protocol/wire.ts';
 
 export function rfc5322Date(ms: number): string {
   return new Date(ms).toUTCString().replace(/GMT$/, '+0000');

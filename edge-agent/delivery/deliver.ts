@@ -9,20 +9,28 @@
 // a final reply (journal.ts, marks). Such a recipient is searched for in Dovecot before the
 // next attempt (doveadm.ts): found, it counts as delivered; not found, it is delivered; no
 // answer from Dovecot defers the message. A message whose outcome was known costs no search.
-import { wireResults, type RecipientResult } from '../protocol/wire.ts';
-import { LmtpClient, MAY_BE_DELIVERED } from '../lmtp-proxy/client.ts';
-import type { Target } from '../lmtp-proxy/target.ts';
-import type { AgentConfig } from './config.ts';
+import { wireResults, type RecipientResult } from '../../protocol/wire.ts';
+import { LmtpClient, MAY_BE_DELIVERED, type RecipientReply } from '../../lmtp-proxy/client.ts';
+import type { Target } from '../../lmtp-proxy/target.ts';
+import type { AgentConfig } from '../agent-config.ts';
 import { Doveadm } from './doveadm.ts';
-import type { TargetWatch } from './health.ts';
-import type { InboundMessage } from './inbound.ts';
+import type { TargetWatch } from '../ops/health.ts';
+import type { InboundMessage } from '../session/inbound.ts';
 import type { Journal } from './journal.ts';
-import type { Logger } from './log.ts';
-import type { Delivered } from './session.ts';
+import type { Logger } from '../ops/log.ts';
 import { tapHeaders } from './subject.ts';
 import { renameForged } from './forged-results.ts';
 import { authResultsHeader, traceHeader } from './trace.ts';
 import { PerKey } from './per-key.ts';
+
+/** What a delivery produced: one final result per recipient. */
+export interface Delivered {
+  results: RecipientResult[];
+  /** Every recipient was answered from the journal: no LMTP delivery happened. */
+  fromJournal: boolean;
+  /** Extra fields for the delivery's log line (the Subject, when enabled). */
+  note?: Record<string, unknown>;
+}
 
 export interface DeliveryStats {
   delivered: number;
@@ -30,6 +38,9 @@ export interface DeliveryStats {
   permfail: number;
   fromJournal: number;
 }
+
+/** A recipient's LMTP reply as the wire's result (lmtp-proxy keeps its own type: it imports no protocol/). */
+export const resultOf = (r: RecipientReply): RecipientResult => ({ recipient: r.recipient, code: r.code, enhanced: r.enhanced, text: r.text, outcome: r.outcome });
 
 /** One result as the wire takes it on its own: its text within MAX_RESULT_TEXT, codes valid. */
 const alone = (r: RecipientResult): RecipientResult => wireResults([r])[0] ?? r;
@@ -64,7 +75,10 @@ export class Deliverer {
   readonly #now: () => number;
   /** Asks Dovecot after an unknown outcome; null = the check is off. */
   readonly #doveadm: Doveadm | null;
-  /** Idle connections, one per parallel delivery at most, reused after an RSET. */
+  /**
+   * Idle connections, one per parallel delivery at most. The client reuses one as it is after a
+   * clean end, and probes one idle past PROBE_AFTER_MS with RSET first (lmtp-proxy/client.ts).
+   */
   readonly #idle: LmtpClient[] = [];
   /**
    * Deliveries by message id. A delivery outlives the connection it came on: when the
@@ -156,13 +170,13 @@ export class Deliverer {
       const auth = authResultsHeader(this.#cfg.authservId, h);
       const head = this.#cfg.traceHeader ? Buffer.concat([traceHeader(this.#cfg.name, h), auth]) : auth;
       const body = renameForged(tap?.body ?? msg, this.#cfg.authservId, (n) => this.#log('deliver.forged-results', { id: h.id, renamed: n }));
-      const replies = await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, body, mark), {
+      const replies = (await client.deliver({ sender: h.sender, recipients: todo }, withTrace(head, body, mark), {
         size: h.size + head.byteLength,
         eightBit: true,
         // Journal each recipient the moment Dovecot answers for it: with several recipients,
         // Dovecot has stored the first copy before it answers for the last one.
-        onFinal: (r) => journal([alone(r)]),
-      });
+        onFinal: (r) => journal([alone(resultOf(r))]),
+      })).map(resultOf);
       fresh = replies.map(alone);
       if (!msg.failure) journal(fresh.filter((r) => !written.has(r.recipient)));
       // A tempfail the target answered (or one before the dot) says it stored nothing: no mark

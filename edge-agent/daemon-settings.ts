@@ -1,4 +1,5 @@
-// The daemon's settings: a JSON file (`--config <path>`, default
+// Where the daemon's settings come from (DaemonSettings: the agent's AgentConfig, checked by
+// agent-config.ts, plus the daemon's own: state dir, HTTP, logs, stop grace): a JSON file (`--config <path>`, default
 // /etc/mailbridge/agent.json) whose keys the MAILBRIDGE_* environment variables
 // override one by one. JSON because Node parses it without a dependency and it
 // has one obvious type per value; TOML would need a parser we do not ship.
@@ -9,8 +10,8 @@
 // neither the file nor the environment names one.
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
-import { ConfigError, validateConfig, type AgentConfig } from './config.ts';
-import { LOG_FORMATS, type LogFormat } from './log.ts';
+import { ConfigError, validateConfig, type AgentConfig } from './agent-config.ts';
+import { LOG_FORMATS, type LogFormat } from './ops/log.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mailbridge/agent.json';
 export const DEFAULT_TARGET = 'lmtp+unix:/var/run/dovecot/lmtp';

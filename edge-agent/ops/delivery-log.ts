@@ -2,9 +2,9 @@
 // of each attempt that reached an end, named for its status (delivery.sent,
 // delivery.deferred, delivery.bounced), with Postfix's field names. Logged by agent.ts;
 // written as text by log.ts's maillog format.
-import type { RecipientResult } from '../protocol/wire.ts';
-import type { Target } from '../lmtp-proxy/target.ts';
-import type { Settled } from './session.ts';
+import type { RecipientResult } from '../../protocol/wire.ts';
+import type { Target } from '../../lmtp-proxy/target.ts';
+import type { Settled } from '../session/session.ts';
 
 /** The agent's statuses; the object's own (bounce sent, dead-letter) are in the Worker's log. */
 export type DeliveryStatus = 'sent' | 'deferred' | 'bounced';

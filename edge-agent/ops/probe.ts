@@ -2,7 +2,7 @@
 // (EHLO for smtp://) answered 250, QUIT. Used for /healthz when no delivery
 // has talked to the target lately. No mail transaction, so nothing is stored.
 import net from 'node:net';
-import { formatTarget, type Target } from '../lmtp-proxy/target.ts';
+import { formatTarget, type Target } from '../../lmtp-proxy/target.ts';
 
 /** Resolves when the target greeted and answered LHLO; rejects with why not. */
 export function probeTarget(target: Target, localName: string, timeoutMs = 10_000): Promise<void> {

@@ -4,7 +4,7 @@
 // are read from the live agent when scraped.
 import { addProcessMetrics } from './process-metrics.ts';
 import { Counter, Gauge, Histogram, Registry } from './prom.ts';
-import { SETTLEMENTS, type Settled } from './session.ts';
+import { SESSION_OUTCOMES, type Settled } from '../session/session.ts';
 
 export interface LiveState {
   inFlight(): number;
@@ -23,7 +23,7 @@ export class AgentMetrics {
   readonly messages = this.registry.add(new Counter('mailbridge_agent_messages_total',
     'Messages answered, by outcome: acked (after an LMTP delivery), journal (acked from the journal), ' +
     'corrupt, unavailable, shutdown (nacks), disconnected (socket gone before the answer; redelivered)',
-    { name: 'outcome', values: SETTLEMENTS }));
+    { name: 'outcome', values: SESSION_OUTCOMES }));
   readonly recipients = this.registry.add(new Counter('mailbridge_agent_recipients_total',
     'Final LMTP results per recipient of acked messages', { name: 'outcome', values: ['delivered', 'tempfail', 'permfail'] }));
   readonly bytes = this.registry.add(new Counter('mailbridge_agent_delivered_bytes_total',

@@ -16,20 +16,20 @@
 //
 // A task with reason `delayed` is a delay warning (the message is still being retried): the
 // same path, its own journal kind, so a message's warning and its later bounce go out once each.
-import { LmtpClient, type RecipientResult } from '../lmtp-proxy/client.ts';
-import { formatTarget, parseTarget, type Target } from '../lmtp-proxy/target.ts';
-import { encodeFrame, MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame } from '../protocol/wire.ts';
-import type { Settled } from './session.ts';
+import { LmtpClient, type RecipientReply } from '../../lmtp-proxy/client.ts';
+import { formatTarget, parseTarget, type Target } from '../../lmtp-proxy/target.ts';
+import { encodeFrame, MAX_RESULT_TEXT, wireResults, type BounceFrame, type BouncedFrame, type RecipientResult } from '../../protocol/wire.ts';
+import type { Settled } from '../session/session.ts';
 import { buildDsn } from './dsn.ts';
-import type { DsnKind, Journal } from './journal.ts';
-import type { Logger } from './log.ts';
-import { PerKey } from './per-key.ts';
+import type { DsnKind, Journal } from '../delivery/journal.ts';
+import type { Logger } from '../ops/log.ts';
+import { PerKey } from '../delivery/per-key.ts';
 
 /** Waits for the local relay, shorter than RFC 5321's: a hung relay must not hold a window slot for 10 minutes. */
 const RELAY_TIMEOUTS = { connect: 10_000, greeting: 60_000, command: 60_000, dataBlock: 60_000, final: 120_000 };
 
 export interface BouncerOptions {
-  /** smtp://host:port (config.ts checked it). */
+  /** smtp://host:port (agent-config.ts checked it). */
   relay: string;
   journal: Journal;
   log: Logger;
@@ -170,7 +170,7 @@ export class Bouncer {
     return { failed, found: wireResults(found, BOUNCED_RESERVE) };
   }
 
-  async #send(to: string, dsn: Uint8Array): Promise<RecipientResult> {
+  async #send(to: string, dsn: Uint8Array): Promise<RecipientReply> {
     // One connection per bounce: bounces are rare, and an idle connection to the relay would only time out.
     const client = new LmtpClient(this.#relay, { localName: this.#o.localName, timeouts: { ...RELAY_TIMEOUTS, ...this.#o.timeouts } });
     try {

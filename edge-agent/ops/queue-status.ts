@@ -2,7 +2,7 @@
 // Worker's GET /admin/queue (STATUS_TOKEN: counts only, never a message) when scraped, at
 // most every 15 s, each read bounded to 5 s. A failed read keeps the last numbers, which
 // mailbridge_queue_status_age_seconds then shows growing stale, and counts an error.
-import { STATES } from '../protocol/queue.ts';
+import { STATES } from '../../protocol/queue.ts';
 import type { Logger } from './log.ts';
 import { Counter, Sampled, type Registry } from './prom.ts';
 

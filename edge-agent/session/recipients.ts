@@ -7,9 +7,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import {
   MAX_CONTROL_FRAME, MAX_RECIPIENT_PARTS, encodeFrame, isRecipientEntry, type RecipientsFrame,
-} from '../protocol/wire.ts';
-import { ConfigError } from './config.ts';
-import type { Logger } from './log.ts';
+} from '../../protocol/wire.ts';
+import { ConfigError } from '../agent-config.ts';
+import type { Logger } from '../ops/log.ts';
 
 /** A frame's budget: well under MAX_CONTROL_FRAME, which the object measures in UTF-16 units. */
 export const FRAME_BUDGET = Math.floor(MAX_CONTROL_FRAME * 3 / 4);

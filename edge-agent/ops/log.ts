@@ -3,8 +3,8 @@
 // comes from its name (protocol/log-levels.ts); under journald each line starts with
 // its syslog priority (`<4>`, sd-daemon(3)), so `journalctl -p warning` shows the problems.
 import { fstatSync } from 'node:fs';
-import { hasControl, logJson, logText } from '../protocol/log-escape.ts';
-import { levelOf, PRIORITY, type Level } from '../protocol/log-levels.ts';
+import { hasControl, logJson, logText } from '../../protocol/log-escape.ts';
+import { levelOf, PRIORITY, type Level } from '../../protocol/log-levels.ts';
 
 export type Logger = (event: string, fields?: Record<string, unknown>) => void;
 

@@ -5,7 +5,7 @@
 // subject and text that say it is not a bounce. Pure: the caller passes
 // the clock; the same input gives the same bytes. The original headers are never decoded:
 // they go in as the bytes they came as (they may hold 8-bit text in any charset).
-import type { DsnReason, RecipientResult } from '../protocol/wire.ts';
+import type { DsnReason, RecipientResult } from '../../protocol/wire.ts';
 
 export interface DsnInput {
   /** The reporting host's domain: Reporting-MTA and From: MAILER-DAEMON@<it>. */

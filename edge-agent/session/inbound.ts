@@ -6,7 +6,7 @@
 // a fetched body) covers the bytes after the header's `prefix` (Cloudflare's block);
 // the size covers them all.
 import { createHash, type Hash } from 'node:crypto';
-import type { MessageFrame } from '../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 
 export class TransferError extends Error {
   override name = 'TransferError';

@@ -2,10 +2,10 @@
 // GET /metrics, nothing else. No authentication, so it should stay on loopback;
 // it never shows message content or addresses.
 import { createServer, type Server } from 'node:http';
-import type { Health } from './agent.ts';
+import type { Health } from '../agent.ts';
 import type { Logger } from './log.ts';
 import { CONTENT_TYPE } from './prom.ts';
-import type { Listen } from './settings.ts';
+import type { Listen } from '../daemon-settings.ts';
 
 export interface HttpSources {
   health(): Health;

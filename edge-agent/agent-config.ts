@@ -1,5 +1,7 @@
-// The agent's settings, validated before anything connects: a bad value stops
-// the agent with a message that names the key.
+// What the agent runs with (AgentConfig: the Worker, the target, the window, bounces, the
+// doveadm check) and its checks, run before anything connects: a bad value stops the agent
+// with a message that names the key. Where the values come from (file, environment,
+// credentials) is daemon-settings.ts; local/ builds an AgentConfig of its own.
 import { isAbsolute } from 'node:path';
 import { hostname } from 'node:os';
 import { parseTarget } from '../lmtp-proxy/target.ts';
