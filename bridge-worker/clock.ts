@@ -20,3 +20,27 @@ export function setTestClock(env: { TEST_CLOCK?: string }, t: number | null): vo
   if (env.TEST_CLOCK === undefined) throw new Error('the clock can be set only in tests (TEST_CLOCK)');
   fixed = t;
 }
+
+/** What of the object's storage the test clock needs (a Durable Object's storage has it). */
+interface ClockStorage {
+  get<T>(key: string): Promise<T | undefined>;
+  put(key: string, value: unknown): Promise<void>;
+}
+const KEY = 'test-clock';
+
+/**
+ * Tests only: fixes the clock at `t` and keeps it in the object's storage, so that an object
+ * started again (a restart, an eviction) reads it in its constructor. Without this, an alarm
+ * that starts the object before the test sets the clock again would run on the real time.
+ */
+export async function keepTestClock(env: { TEST_CLOCK?: string }, storage: ClockStorage, t: number | null): Promise<void> {
+  setTestClock(env, t);
+  await storage.put(KEY, t);
+}
+
+/** Tests only: in the constructor, the clock a test fixed before the object last stopped. */
+export async function restoreTestClock(env: { TEST_CLOCK?: string }, storage: ClockStorage): Promise<void> {
+  if (env.TEST_CLOCK === undefined) return;
+  const t = await storage.get<number | null>(KEY);
+  if (t !== undefined) setTestClock(env, t);
+}

@@ -21,7 +21,7 @@ import { OWNER, bodyPrefix, type StoredBody } from './bodies.ts';
 import { blockVerdicts } from './cf-verdicts.ts';
 import { exactDuration, mergeResults, owedOnReplay } from './owed.ts';
 import { nearLimit, STORAGE_CHECK_MS, type Stored } from './storage.ts';
-import { now as clock, realTime, setTestClock } from './clock.ts';
+import { keepTestClock, now as clock, realTime, restoreTestClock } from './clock.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */
 interface Attachment {
@@ -115,6 +115,7 @@ export class RelayQueue extends DurableObject<Env> {
     // Heartbeats are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
     void ctx.blockConcurrencyWhile(async () => {
+      await restoreTestClock(env, ctx.storage);
       // Most starts are wake-ups after idling: a current schema, nothing left to recover.
       const state = this.#store.startState();
       if (state === 'clean') return;
@@ -585,7 +586,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   /** Tests only (TEST_CLOCK, clock.ts): fixes the queue's clock at `t`, then does what is due by then. */
   async testClock(t: number | null): Promise<void> {
-    setTestClock(this.env, t);
+    await keepTestClock(this.env, this.ctx.storage, t);
     await this.alarm();
   }
 

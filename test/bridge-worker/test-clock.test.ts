@@ -36,3 +36,18 @@ t.test('with TEST_CLOCK, a deferred message is retried once the clock passes its
   const again = await a.until((s) => s.filter((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id).length === 2 || undefined);
   t.ok(again, 'leased again at once, not an hour of real time later');
 });
+
+t.test('the fixed clock outlives a restart: the object started again reads it, whoever wakes it first', async (t) => {
+  const ADMIN = 'admin-token-0123456789abcdef';
+  const w = await startTestWorker({ verdictWaitMs: 0, vars: { TEST_CLOCK: '1', ADMIN_TOKEN: ADMIN } });
+  t.teardown(() => w.stop());
+  const start = Date.UTC(2031, 0, 1);
+  t.equal((await setTestClock(w.rt.url, start)).status, 200);
+  // Model seed 606: after a restart, the object ran its recovery (released leases and their
+  // agent's affinity) on the real clock before the test could set the fixed one again.
+  await w.rt.restart();
+  const id = String((await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: clock\r\n\r\nx\r\n'))).body.id);
+  const res = await fetch(new URL(`/admin/messages/${id}`, w.rt.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
+  const m = (await res.json()) as { receivedAt?: number };
+  t.equal(m.receivedAt, start, 'received at the fixed time, not the real one');
+});
