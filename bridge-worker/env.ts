@@ -9,7 +9,7 @@ export interface Env extends Vars {
   RELAY: DurableObjectNamespace<RelayQueue>;
   /**
    * Message bodies (bodies.ts), bound in wrangler.toml. Unset: bodies go into the object's
-   * SQLite chunks (ingest.ts), with a warning (email.ts).
+   * SQLite chunks (chunk-path.ts), with a warning (email.ts).
    */
   BODIES?: R2Bucket;
   /** Tests only (test/model/): the queue's clock may be set (clock.ts). No wrangler file sets it. */

@@ -10,7 +10,7 @@ import {
 } from '../protocol/wire.ts';
 import { recipientKnown } from '../protocol/recipients.ts';
 import { readConfig, type Env } from './env.ts';
-import { storeChunks } from './ingest.ts';
+import { storeChunks } from './chunk-path.ts';
 import { hex, log, randomId } from './log.ts';
 import { bounceRetryAt, delayWarningAt, failedTo, releaseDelay, retryUntil, settle, type RetryPolicy } from './queue.ts';
 import { migrate, type State } from './schema.ts';
