@@ -8,7 +8,7 @@ import { bodyKey, putBody } from './bodies.ts';
 import { MAX_BLOCK_BYTES } from './cloudflare-block.ts';
 import { readConfig, type Env } from './env.ts';
 import { log, randomId } from './log.ts';
-import type { IngestResult } from './relay-do.ts';
+import type { IngestResult } from './ingest.ts';
 import { rejectReason } from './verdict.ts';
 import { shardName, shardOf, shardStub } from './shards.ts';
 
