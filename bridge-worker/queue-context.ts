@@ -6,7 +6,7 @@ import { encodeFrame, type ObjectFrame } from '../protocol/wire.ts';
 import { readConfig, type Env } from './env.ts';
 import type { RetryPolicy } from './queue.ts';
 import type { MessageStore } from './store.ts';
-import type { RecipientListStore } from './recipient-list.ts';
+import type { RecipientListStore } from './recipient-store.ts';
 import type { VerdictBoard } from './verdict.ts';
 import type { WarningStore } from './warning-store.ts';
 
