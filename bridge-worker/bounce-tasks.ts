@@ -7,7 +7,7 @@ import { readConfig } from './env.ts';
 import { bounceHeaders as dsnHeaders, headerSection } from './headers.ts';
 import { log } from './log.ts';
 import { exactDuration, mergeResults } from './owed.ts';
-import { bounceRetryAt, delayWarningAt } from './queue.ts';
+import { bounceRetryAt, delayWarningAt } from './retry-policy.ts';
 import { retryPolicy, type Attachment, type QueueContext } from './queue-context.ts';
 import type { MessageRow, MessageStore } from './store.ts';
 

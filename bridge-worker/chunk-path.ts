@@ -2,7 +2,7 @@
 // reads one raw message stream into chunk rows of at most MAX_CHUNK_BYTES,
 // hashing on the way. Holds one chunk in memory, never the whole message.
 import { MAX_CHUNK_BYTES, NO_VERDICTS, type AuthVerdicts } from '../protocol/wire.ts';
-import { blockVerdicts } from './cf-verdicts.ts';
+import { blockVerdicts } from './cf-auth-results.ts';
 import { MAX_BLOCK_BYTES, cloudflareBlockLength } from './cloudflare-block.ts';
 import { hex } from './log.ts';
 import { byobReader } from './streams.ts';

@@ -7,7 +7,7 @@ import { now as clock } from './clock.ts';
 import { readConfig } from './env.ts';
 import { log } from './log.ts';
 import { HELD_CREDIT_BYTES, pumpAll } from './pump.ts';
-import { releaseDelay } from './queue.ts';
+import { releaseDelay } from './retry-policy.ts';
 import { attachment, send, type Attachment, type QueueContext } from './queue-context.ts';
 import { giveUpUnsettled } from './settle.ts';
 

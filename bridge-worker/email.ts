@@ -10,7 +10,7 @@ import { readConfig } from './env.ts';
 import type { WorkerEnv } from './worker-env.ts';
 import { log, randomId } from './log.ts';
 import type { IngestResult } from './ingest.ts';
-import { rejectReason } from './verdict.ts';
+import { rejectReason } from './smtp-verdict.ts';
 import { shardName, shardOf, shardStub } from './shards.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */

@@ -3,7 +3,7 @@
 // kept apart so the object's modules never import the class that imports them.
 import { parseConfig, type Config, type Vars } from './config.ts';
 
-export { ConfigError, type Config, type LogLevel } from './config.ts';
+export { WorkerConfigError, type Config, type LogLevel } from './config.ts';
 
 export interface Env extends Vars {
   /**

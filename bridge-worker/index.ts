@@ -4,7 +4,7 @@ import { handleAdmin } from './admin.ts';
 import { hasToken } from './auth.ts';
 import { handleEmail, type IncomingEmail } from './email.ts';
 import { allShards, shardStub } from './shards.ts';
-import { ConfigError, readConfig } from './env.ts';
+import { WorkerConfigError, readConfig } from './env.ts';
 import type { WorkerEnv } from './worker-env.ts';
 import { log } from './log.ts';
 import { setTestClock } from './clock.ts';
@@ -113,7 +113,7 @@ export default {
     try {
       cfg = readConfig(env);
     } catch (err) {
-      if (err instanceof ConfigError) log('config.invalid', { error: err.message });
+      if (err instanceof WorkerConfigError) log('config.invalid', { error: err.message });
       return json(500, { error: 'worker misconfigured; see logs' });
     }
     const { pathname } = new URL(request.url);

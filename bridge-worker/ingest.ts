@@ -6,7 +6,7 @@ import { now as clock } from './clock.ts';
 import { scheduleAlarm } from './alarm.ts';
 import { bodyPrefix, type StoredBody } from './bodies.ts';
 import { deleteBodies, learnBodiesPrefix } from './body-lifecycle.ts';
-import { blockVerdicts } from './cf-verdicts.ts';
+import { blockVerdicts } from './cf-auth-results.ts';
 import { storeChunks } from './chunk-path.ts';
 import { agentOnline } from './connections.ts';
 import { readConfig } from './env.ts';
@@ -14,7 +14,7 @@ import { hex, log, randomId } from './log.ts';
 import { pumpAll } from './pump.ts';
 import type { QueueContext } from './queue-context.ts';
 import { unknownRecipients } from './recipient-list.ts';
-import type { Verdict } from './verdict.ts';
+import type { Verdict } from './smtp-verdict.ts';
 
 export type IngestResult =
   /** `verdict`: the agent's answer within the wait asked for; null when none was asked for. */
@@ -112,7 +112,7 @@ export function chunkPath(
         id, size: s.size, digest: s.sha256,
         discard: async () => { q.store.remove(id); },
         commit: (key) => {
-          // Cloudflare's verdicts, from its block only (cf-verdicts.ts), go to the agent with the message.
+          // Cloudflare's verdicts, from its block only (cf-auth-results.ts), go to the agent with the message.
           q.store.commit(id, s.size, s.sha256, s.prefix, s.chunks, key, s.auth);
           return { body: 'chunks', chunks: s.chunks };
         },
@@ -146,7 +146,7 @@ export function storedPath(q: QueueContext, sender: string, recipients: string[]
       return {
         id, size: body.size, digest: storedDigest(body.md5, body.size - body.prefix), discard: drop,
         commit: (key) => {
-          // Cloudflare's verdicts, from its block only (cf-verdicts.ts), as for messages in chunks.
+          // Cloudflare's verdicts, from its block only (cf-auth-results.ts), as for messages in chunks.
           const auth = blockVerdicts(body.head.subarray(0, body.prefix));
           q.store.insertStored(id, sender, recipients, now, body, key, auth);
           return { body: 'r2', chunks: 0 };

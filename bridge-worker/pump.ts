@@ -7,7 +7,7 @@ import { bounceHeaders } from './bounce-tasks.ts';
 import { now as clock } from './clock.ts';
 import { readConfig } from './env.ts';
 import { log } from './log.ts';
-import { retryUntil } from './queue.ts';
+import { retryUntil } from './retry-policy.ts';
 import { attachment, retryPolicy, send, type Attachment, type QueueContext } from './queue-context.ts';
 import { expire, settleAttempt } from './settle.ts';
 

@@ -4,10 +4,10 @@
 // socket's attachment, the rest in SQLite; what is here is rebuilt after any wake-up.
 import { encodeFrame, type ObjectFrame } from '../protocol/wire.ts';
 import { readConfig, type Env } from './env.ts';
-import type { RetryPolicy } from './queue.ts';
+import type { RetryPolicy } from './retry-policy.ts';
 import type { MessageStore } from './store.ts';
 import type { RecipientListStore } from './recipient-store.ts';
-import type { VerdictBoard } from './verdict.ts';
+import type { VerdictBoard } from './smtp-verdict.ts';
 import type { WarningStore } from './warning-store.ts';
 
 /** Per-socket state, kept small: it is serialized into the socket's attachment. */

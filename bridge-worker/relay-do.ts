@@ -31,7 +31,7 @@ import { RecipientListStore } from './recipient-store.ts';
 import { migrate, type State } from './schema.ts';
 import { onAck, onNack, rejectAnswer } from './settle.ts';
 import { MessageStore, type MessageRow } from './store.ts';
-import { VerdictBoard } from './verdict.ts';
+import { VerdictBoard } from './smtp-verdict.ts';
 import { WarningStore } from './warning-store.ts';
 
 export class RelayQueue extends DurableObject<Env> {

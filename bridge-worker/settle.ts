@@ -8,10 +8,10 @@ import { now as clock } from './clock.ts';
 import { readConfig } from './env.ts';
 import { log } from './log.ts';
 import { exactDuration, mergeResults } from './owed.ts';
-import { failedTo, settle } from './queue.ts';
+import { failedTo, settle } from './retry-policy.ts';
 import { retryPolicy, type Attachment, type QueueContext } from './queue-context.ts';
 import type { MessageRow } from './store.ts';
-import { rejectReason } from './verdict.ts';
+import { rejectReason } from './smtp-verdict.ts';
 
 /** An ack the protocol allows (not before the message's end: the caller checks that). */
 export function onAck(q: QueueContext, a: Attachment, frame: AckFrame): void {
