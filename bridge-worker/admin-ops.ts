@@ -1,7 +1,7 @@
 // The operator's operations on one shard (Postfix's showq and postsuper), as functions over the
 // store: what the Worker's /admin routes (admin.ts) ask the object for. Each logs what it did;
 // relay-do.ts pumps and sets the alarm after those that make work, and deletes freed bodies.
-import type { State } from '../protocol/queue.ts';
+import type { ShardSummary } from '../protocol/admin.ts';
 import { bouncesSent } from './bounce-tasks.ts';
 import { now as clock } from './clock.ts';
 import { connectedAgents } from './connections.ts';
@@ -9,16 +9,9 @@ import { headerSection } from './headers.ts';
 import { log, randomId } from './log.ts';
 import { owedOnReplay } from './owed.ts';
 import type { QueueContext } from './queue-context.ts';
-import type { Stored } from './storage.ts';
 import type { MessageRow, MessageStore } from './store.ts';
 
-/** One shard's part of GET /admin/queue (admin.ts sums the shards). */
-export interface ShardSummary {
-  states: Record<State, number>; agents: { agent: string; session: string }[]; oldest: number | null;
-  oldestByState: Record<State, number | null>; bouncesSent: number; stored: Record<State, Stored>; objectBytes: number;
-}
-
-/** `oldest`: of the messages still owed (store.oldestOwed); `objectBytes`: this object's SQLite database. */
+/** One shard's part of GET /admin/queue (protocol/admin.ts); `oldest`: of the messages still owed (store.oldestOwed). */
 export function shardSummary(q: QueueContext): ShardSummary {
   const store = q.store;
   return {

@@ -13,6 +13,7 @@
 // Written for hibernation: all per-socket state lives in the socket's attachment or in SQLite
 // (queue-context.ts), so any handler may be the first after a wake-up.
 import { DurableObject } from 'cloudflare:workers';
+import type { ShardSummary } from '../protocol/admin.ts';
 import { FRAME, PING, PONG, frameMessageId, parseAgentFrame } from '../protocol/wire.ts';
 import * as admin from './admin-ops.ts';
 import { runAlarm, scheduleAlarm } from './alarm.ts';
@@ -183,7 +184,7 @@ export class RelayQueue extends DurableObject<Env> {
 
   // ---- admin (the Worker's /admin routes call these after checking ADMIN_TOKEN) ----
 
-  async adminSummary(): Promise<admin.ShardSummary> {
+  async adminSummary(): Promise<ShardSummary> {
     return admin.shardSummary(this.#q);
   }
 

@@ -5,7 +5,7 @@
 import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult } from '../protocol/wire.ts';
 import type { QueueMessage } from '../protocol/queue.ts';
 import { SCHEMA_VERSION, STATES, type State } from './schema.ts';
-import type { Stored } from './storage.ts';
+import type { Stored } from '../protocol/admin.ts';
 
 /** A stored message: what the admin API shows, and what only the object needs. */
 export interface MessageRow extends QueueMessage {
