@@ -53,7 +53,7 @@ const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const RCPT = 'alice@example.test';
 /** The real agent's credit: 8 MiB at hello, given back in 1 MiB grants as it reads (edge-agent/session/session.ts). */
 const AGENT_CREDIT = 8 * MiB;
-/** bridge-worker/relay-do.ts PUMP_BUDGET_BYTES (4 MiB) in 1 MiB chunks: what one invocation sends. */
+/** bridge-worker/pump.ts PUMP_BUDGET_BYTES (4 MiB) in 1 MiB chunks: what one invocation sends. */
 const PUMP_BUDGET_CHUNKS = 4;
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const say = (s: string): void => { process.stdout.write(`${s}\n`); };

@@ -19,6 +19,7 @@
 import { hasToken } from './auth.ts';
 import type { QueueStub } from './shards.ts';
 import { parseHeaders } from './headers.ts';
+import type { MessageDetail, QueueSummary, ReplayAnswer } from '../protocol/admin.ts';
 import { MAX_LIST, STATES, type State } from '../protocol/queue.ts';
 import { isMessageId } from '../protocol/wire.ts';
 import { withBlock } from './bodies.ts';
@@ -70,18 +71,19 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
 
   if (summary) {
     const each = await Promise.all(shards.map((q) => q.adminSummary()));
-    const states = Object.fromEntries(STATES.map((st) => [st, each.reduce((n, e) => n + (e.states[st] ?? 0), 0)]));
+    const states = Object.fromEntries(STATES.map((st) => [st, each.reduce((n, e) => n + (e.states[st] ?? 0), 0)])) as Record<State, number>;
     const agents = each.flatMap((e, shard) => e.agents.map((a) => ({ ...a, shard })));
     const oldest = each.map((e) => e.oldest).filter((o) => o !== null).reduce<number | null>((m, o) => (m === null || o < m ? o : m), null);
     const oldestByState = Object.fromEntries(STATES.map((st) => [st, each.reduce<number | null>((m, e) => {
       const o = e.oldestByState[st];
       return o === null || o === undefined ? m : m === null || o < m ? o : m;
-    }, null)]));
+    }, null)])) as Record<State, number | null>;
     const bouncesSent = each.reduce((n, e) => n + e.bouncesSent, 0);
     const stored = each.map((e) => e.stored).reduce(addStored);
     const r2Bytes = Object.values(stored).reduce((n, s) => n + s.r2Bytes, 0);
     const storage = storageUse(each.reduce((n, e) => n + e.objectBytes, 0), r2Bytes);
-    return json(200, { states, agents, oldest, oldestByState, bouncesSent, stored, storage, shards: shards.length });
+    const answer: QueueSummary = { states, agents, oldest, oldestByState, bouncesSent, stored, storage, shards: shards.length };
+    return json(200, answer);
   }
   if (method === 'GET' && parts.length === 1 && (parts[0] === 'messages' || parts[0] === 'dead-letter')) {
     const state = parts[0] === 'dead-letter' ? 'dead-letter' : url.searchParams.get('state');
@@ -106,7 +108,8 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
   if (method === 'GET' && action === '') {
     const shown = queue ? await queue.adminShow(id) : null;
     if (!shown) return json(404, { error: 'no such message' });
-    return json(200, { ...shown.message, headers: parseHeaders(shown.header) });
+    const answer: MessageDetail = { ...shown.message, headers: parseHeaders(shown.header) };
+    return json(200, answer);
   }
   if (method === 'GET' && action === 'raw') {
     const raw = queue ? await queue.adminRaw(id) : null;
@@ -137,7 +140,9 @@ export async function handleAdmin(request: Request, tokens: AdminTokens, shards:
   if (method === 'POST' && action === 'replay') {
     const replayed = queue ? await queue.adminReplay(id) : false;
     if (replayed === 'nothing-owed') return json(409, { error: 'nothing owed: every recipient of this message was delivered (purge it instead)' });
-    return replayed !== false ? json(200, { id: replayed.id, replayedFrom: id, state: 'queued' }) : json(409, { error: 'not a dead-lettered message' });
+    if (replayed === false) return json(409, { error: 'not a dead-lettered message' });
+    const answer: ReplayAnswer = { id: replayed.id, replayedFrom: id, state: 'queued' };
+    return json(200, answer);
   }
   if (method === 'POST' && action === 'hold') {
     return queue && (await queue.adminHold(id)) ? json(200, { id, state: 'hold' }) : json(409, { error: 'only a queued or deferred message can be held' });

@@ -2,7 +2,7 @@
 // that a bad value fails with a message naming the variable, not deep inside a
 // handler. No Workers types here: npm start (local/settings.ts) checks its
 // environment with this same parser before workerd starts.
-import { DEFAULT_MAX_UNSETTLED_LEASES, DEFAULT_RETENTION_MS, DEFAULT_RETRY, type RetryPolicy } from './queue.ts';
+import { DEFAULT_MAX_UNSETTLED_LEASES, DEFAULT_RETENTION_MS, DEFAULT_RETRY, type RetryPolicy } from './retry-policy.ts';
 import { MAX_SHARDS } from './shard-hash.ts';
 
 /** Each value as the Worker's env holds it: a string, or unset. */
@@ -98,8 +98,8 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 export const DEFAULT_VERDICT_WAIT_MS = 15_000;
 const MAX_VERDICT_WAIT_MS = 25_000;
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
+export class WorkerConfigError extends Error {
+  override name = 'WorkerConfigError';
 }
 
 function list(v: string | undefined): string[] {
@@ -110,36 +110,36 @@ function list(v: string | undefined): string[] {
 function ms(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined || v === '') return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 100 || n > 30 * 24 * 60 * 60_000) throw new ConfigError(`${name}: must be an integer number of ms from 100 to 2592000000`);
+  if (!Number.isInteger(n) || n < 100 || n > 30 * 24 * 60 * 60_000) throw new WorkerConfigError(`${name}: must be an integer number of ms from 100 to 2592000000`);
   return n;
 }
 
-/** Validates every setting; throws a ConfigError naming the first bad one. Uncached: see readConfig. */
+/** Validates every setting; throws a WorkerConfigError naming the first bad one. Uncached: see readConfig. */
 export function parseConfig(env: Vars): Config {
   const agentTokens = list(env.AGENT_TOKENS);
   for (const t of agentTokens) {
-    if (t.length < 16) throw new ConfigError('AGENT_TOKENS: each token must be at least 16 characters');
+    if (t.length < 16) throw new WorkerConfigError('AGENT_TOKENS: each token must be at least 16 characters');
   }
   const allowedDomains = list(env.ALLOWED_DOMAINS).map((d) => d.toLowerCase());
   for (const d of allowedDomains) {
-    if (!/^[a-z0-9.-]+$/.test(d)) throw new ConfigError(`ALLOWED_DOMAINS: not a domain: ${JSON.stringify(d)}`);
+    if (!/^[a-z0-9.-]+$/.test(d)) throw new WorkerConfigError(`ALLOWED_DOMAINS: not a domain: ${JSON.stringify(d)}`);
   }
   const allowedRecipients = list(env.ALLOWED_RECIPIENTS).map((a) => a.toLowerCase());
   for (const a of allowedRecipients) {
-    if (!/^[^\s@<>]+@[a-z0-9.-]+$/.test(a)) throw new ConfigError(`ALLOWED_RECIPIENTS: not an address: ${JSON.stringify(a)}`);
+    if (!/^[^\s@<>]+@[a-z0-9.-]+$/.test(a)) throw new WorkerConfigError(`ALLOWED_RECIPIENTS: not an address: ${JSON.stringify(a)}`);
   }
   let maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   if (env.MAX_MESSAGE_BYTES !== undefined && env.MAX_MESSAGE_BYTES !== '') {
     maxMessageBytes = Number(env.MAX_MESSAGE_BYTES);
     if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1024 || maxMessageBytes > 100 * 1024 * 1024) {
-      throw new ConfigError('MAX_MESSAGE_BYTES: must be an integer from 1024 to 104857600');
+      throw new WorkerConfigError('MAX_MESSAGE_BYTES: must be an integer from 1024 to 104857600');
     }
   }
   let verdictWaitMs = DEFAULT_VERDICT_WAIT_MS;
   if (env.VERDICT_WAIT_MS !== undefined && env.VERDICT_WAIT_MS !== '') {
     verdictWaitMs = Number(env.VERDICT_WAIT_MS);
     if (!Number.isInteger(verdictWaitMs) || verdictWaitMs < 0 || verdictWaitMs > MAX_VERDICT_WAIT_MS) {
-      throw new ConfigError(`VERDICT_WAIT_MS: must be an integer from 0 to ${MAX_VERDICT_WAIT_MS}`);
+      throw new WorkerConfigError(`VERDICT_WAIT_MS: must be an integer from 0 to ${MAX_VERDICT_WAIT_MS}`);
     }
   }
   const retry = {
@@ -147,8 +147,8 @@ export function parseConfig(env: Vars): Config {
     maxRetryMs: ms('RETRY_MAX_MS', env.RETRY_MAX_MS, DEFAULT_RETRY.maxRetryMs),
     maxAgeMs: ms('MAX_AGE_MS', env.MAX_AGE_MS, DEFAULT_RETRY.maxAgeMs),
   };
-  if (retry.maxRetryMs < retry.firstRetryMs) throw new ConfigError('RETRY_MAX_MS: must not be less than RETRY_FIRST_MS');
-  if (retry.maxAgeMs < retry.firstRetryMs) throw new ConfigError('MAX_AGE_MS: must not be less than RETRY_FIRST_MS');
+  if (retry.maxRetryMs < retry.firstRetryMs) throw new WorkerConfigError('RETRY_MAX_MS: must not be less than RETRY_FIRST_MS');
+  if (retry.maxAgeMs < retry.firstRetryMs) throw new WorkerConfigError('MAX_AGE_MS: must not be less than RETRY_FIRST_MS');
   // Email Routing retries a message whose email() failed or timed out: a retry of the same
   // envelope and bytes within this window is accepted without a second copy.
   const dedupeWindowMs = ms('DEDUPE_WINDOW_MS', env.DEDUPE_WINDOW_MS, 24 * 60 * 60_000);
@@ -157,28 +157,28 @@ export function parseConfig(env: Vars): Config {
   let shards = 1;
   if (env.SHARDS !== undefined && env.SHARDS !== '') {
     shards = Number(env.SHARDS);
-    if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new ConfigError(`SHARDS: must be an integer from 1 to ${MAX_SHARDS}`);
+    if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new WorkerConfigError(`SHARDS: must be an integer from 1 to ${MAX_SHARDS}`);
   }
   const agentSilentMs = ms('AGENT_SILENT_MS', env.AGENT_SILENT_MS, 90_000);
   let maxUnsettledLeases = DEFAULT_MAX_UNSETTLED_LEASES;
   if (env.MAX_UNSETTLED_LEASES !== undefined && env.MAX_UNSETTLED_LEASES !== '') {
     maxUnsettledLeases = Number(env.MAX_UNSETTLED_LEASES);
     if (!Number.isInteger(maxUnsettledLeases) || maxUnsettledLeases < 1 || maxUnsettledLeases > 1000) {
-      throw new ConfigError('MAX_UNSETTLED_LEASES: must be an integer from 1 to 1000');
+      throw new WorkerConfigError('MAX_UNSETTLED_LEASES: must be an integer from 1 to 1000');
     }
   }
   const retentionMs = ms('RETENTION_MS', env.RETENTION_MS, DEFAULT_RETENTION_MS);
   const delayWarningMs = env.DELAY_WARNING_MS === '0' ? 0 : ms('DELAY_WARNING_MS', env.DELAY_WARNING_MS, 0);
   const orphanSweepMs = ms('ORPHAN_SWEEP_MS', env.ORPHAN_SWEEP_MS, 60 * 60_000);
   const admin = env.ADMIN_TOKEN ?? '';
-  if (admin !== '' && admin.length < 16) throw new ConfigError('ADMIN_TOKEN: must be at least 16 characters');
+  if (admin !== '' && admin.length < 16) throw new WorkerConfigError('ADMIN_TOKEN: must be at least 16 characters');
   const status = env.STATUS_TOKEN ?? '';
-  if (status !== '' && status.length < 16) throw new ConfigError('STATUS_TOKEN: must be at least 16 characters');
+  if (status !== '' && status.length < 16) throw new WorkerConfigError('STATUS_TOKEN: must be at least 16 characters');
   // One token, one role: a status token that also opens the admin API or an agent session is not read-only.
-  if (status !== '' && (status === admin || agentTokens.includes(status))) throw new ConfigError('STATUS_TOKEN: must differ from ADMIN_TOKEN and every agent token');
+  if (status !== '' && (status === admin || agentTokens.includes(status))) throw new WorkerConfigError('STATUS_TOKEN: must differ from ADMIN_TOKEN and every agent token');
   const dev = env.DEV_INGRESS_TOKEN ?? '';
-  if (dev !== '' && dev.length < 16) throw new ConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
+  if (dev !== '' && dev.length < 16) throw new WorkerConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
   const logLevel = env.LOG_LEVEL === undefined || env.LOG_LEVEL === '' ? 'info' : env.LOG_LEVEL;
-  if (logLevel !== 'info' && logLevel !== 'debug') throw new ConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
+  if (logLevel !== 'info' && logLevel !== 'debug') throw new WorkerConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
   return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, delayWarningMs, orphanSweepMs, adminToken: admin === '' ? null : admin, statusToken: status === '' ? null : status, devIngressToken: dev === '' ? null : dev, logLevel };
 }

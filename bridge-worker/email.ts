@@ -6,10 +6,11 @@ import { isAddress } from '../protocol/wire.ts';
 import { hasControl } from '../protocol/log-escape.ts';
 import { bodyKey, putBody } from './bodies.ts';
 import { MAX_BLOCK_BYTES } from './cloudflare-block.ts';
-import { readConfig, type Env } from './env.ts';
+import { readConfig } from './env.ts';
+import type { WorkerEnv } from './worker-env.ts';
 import { log, randomId } from './log.ts';
-import type { IngestResult } from './relay-do.ts';
-import { rejectReason } from './verdict.ts';
+import type { IngestResult } from './ingest.ts';
+import { rejectReason } from './smtp-verdict.ts';
 import { shardName, shardOf, shardStub } from './shards.ts';
 
 /** What we use of ForwardableEmailMessage; the dev ingress route builds one too. */
@@ -47,7 +48,7 @@ function warnUnbound(): void {
   log('bodies.unbound', { binding: 'BODIES', why: 'no R2 bucket is bound as BODIES (wrangler.toml [[r2_buckets]]): message bodies go into the queue object\'s SQLite chunks' });
 }
 
-export async function handleEmail(message: IncomingEmail, env: Env): Promise<EmailOutcome> {
+export async function handleEmail(message: IncomingEmail, env: WorkerEnv): Promise<EmailOutcome> {
   const start = Date.now();
   const cfg = readConfig(env);
   const reject = (reason: string): EmailOutcome => {

@@ -1,15 +1,14 @@
-// The Worker's env: its Durable Object and R2 bindings plus its settings
-// (config.ts), parsed once per env object and cached.
+// The env the queue object sees: its R2 binding plus the settings (config.ts), parsed once
+// per env object and cached. The Worker's env adds the binding to the object (worker-env.ts):
+// kept apart so the object's modules never import the class that imports them.
 import { parseConfig, type Config, type Vars } from './config.ts';
-import type { RelayQueue } from './relay-do.ts';
 
-export { ConfigError, type Config, type LogLevel } from './config.ts';
+export { WorkerConfigError, type Config, type LogLevel } from './config.ts';
 
 export interface Env extends Vars {
-  RELAY: DurableObjectNamespace<RelayQueue>;
   /**
    * Message bodies (bodies.ts), bound in wrangler.toml. Unset: bodies go into the object's
-   * SQLite chunks (ingest.ts), with a warning (email.ts).
+   * SQLite chunks (chunk-path.ts), with a warning (email.ts).
    */
   BODIES?: R2Bucket;
   /** Tests only (test/model/): the queue's clock may be set (clock.ts). No wrangler file sets it. */

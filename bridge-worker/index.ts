@@ -4,7 +4,8 @@ import { handleAdmin } from './admin.ts';
 import { hasToken } from './auth.ts';
 import { handleEmail, type IncomingEmail } from './email.ts';
 import { allShards, shardStub } from './shards.ts';
-import { ConfigError, readConfig, type Env } from './env.ts';
+import { WorkerConfigError, readConfig } from './env.ts';
+import type { WorkerEnv } from './worker-env.ts';
 import { log } from './log.ts';
 import { setTestClock } from './clock.ts';
 import { BODY_SESSION_HEADER, isMessageId } from '../protocol/wire.ts';
@@ -22,7 +23,7 @@ function json(status: number, body: unknown): Response {
  * handleEmail() as Email Routing, without wrangler's 1 MiB local email limit.
  * Exists only when DEV_INGRESS_TOKEN is set.
  */
-async function devEmail(request: Request, env: Env, token: string): Promise<Response> {
+async function devEmail(request: Request, env: WorkerEnv, token: string): Promise<Response> {
   if (request.method !== 'POST') return json(405, { error: 'POST only' });
   if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
   const url = new URL(request.url);
@@ -55,7 +56,7 @@ async function devEmail(request: Request, env: Env, token: string): Promise<Resp
  * POST /dev/clock?shard=N&at=T — tests only (clock.ts): fixes shard N's clock at T and runs
  * what is due by then. Exists only with TEST_CLOCK, which no wrangler file sets, and DEV_INGRESS_TOKEN.
  */
-async function devClock(request: Request, env: Env, token: string, shards: number): Promise<Response> {
+async function devClock(request: Request, env: WorkerEnv, token: string, shards: number): Promise<Response> {
   if (request.method !== 'POST') return json(405, { error: 'POST only' });
   if (!(await hasToken(request, [token]))) return json(401, { error: 'bad or missing bearer token' });
   const i = shardIndex(request, shards);
@@ -75,7 +76,7 @@ function shardIndex(request: Request, shards: number): number | null {
 }
 
 /** GET /agent?shard=N: the agent holds one connection per shard (default 0). */
-function agentShard(request: Request, env: Env, shards: number): Promise<Response> | Response {
+function agentShard(request: Request, env: WorkerEnv, shards: number): Promise<Response> | Response {
   const i = shardIndex(request, shards);
   if (i === null) return json(404, { error: `no shard ${new URL(request.url).searchParams.get('shard') ?? '0'}: this relay has ${shards}` });
   return shardStub(env, i).fetch(request);
@@ -87,7 +88,7 @@ function agentShard(request: Request, env: Env, shards: number): Promise<Respons
  * streamed from R2 as it is (no JS per byte). The agent checks it against the MD5 of its
  * message frame; anything else (not leased, no such body) is a 404 and the agent nacks.
  */
-async function agentBody(request: Request, env: Env, shards: number, id: string): Promise<Response> {
+async function agentBody(request: Request, env: WorkerEnv, shards: number, id: string): Promise<Response> {
   if (request.method !== 'GET') return json(405, { error: 'GET only' });
   const i = shardIndex(request, shards);
   if (i === null || !env.BODIES || !isMessageId(id)) return json(404, { error: 'not found' });
@@ -112,7 +113,7 @@ export default {
     try {
       cfg = readConfig(env);
     } catch (err) {
-      if (err instanceof ConfigError) log('config.invalid', { error: err.message });
+      if (err instanceof WorkerConfigError) log('config.invalid', { error: err.message });
       return json(500, { error: 'worker misconfigured; see logs' });
     }
     const { pathname } = new URL(request.url);
@@ -144,4 +145,4 @@ export default {
   async email(message, env): Promise<void> {
     await handleEmail(message, env);
   },
-} satisfies ExportedHandler<Env>;
+} satisfies ExportedHandler<WorkerEnv>;

@@ -1,132 +1,198 @@
-// The chunk path (no BODIES bucket bound, bodies.ts being the path as deployed):
-// reads one raw message stream into chunk rows of at most MAX_CHUNK_BYTES,
-// hashing on the way. Holds one chunk in memory, never the whole message.
-import { MAX_CHUNK_BYTES, NO_VERDICTS, type AuthVerdicts } from '../protocol/wire.ts';
-import { blockVerdicts } from './cf-verdicts.ts';
-import { MAX_BLOCK_BYTES, cloudflareBlockLength } from './cloudflare-block.ts';
-import { hex } from './log.ts';
-import { byobReader } from './streams.ts';
-import type { MessageStore } from './store.ts';
+// Ingest (the Worker's email handler calls it over RPC, relay-do.ts): one message stored and
+// queued, by one path whatever holds its body, its rows in SQLite (chunk-path.ts) or R2
+// (bodies.ts, put by email()): unknown recipient → dedupe key → duplicate → commit → pump →
+// the verdict, if one was asked for.
+import { now as clock } from './clock.ts';
+import { scheduleAlarm } from './alarm.ts';
+import { bodyPrefix, type StoredBody } from './bodies.ts';
+import { deleteBodies, learnBodiesPrefix } from './body-lifecycle.ts';
+import { blockVerdicts } from './cf-auth-results.ts';
+import { storeChunks } from './chunk-path.ts';
+import { agentOnline } from './connections.ts';
+import { readConfig } from './env.ts';
+import { hex, log, randomId } from './log.ts';
+import { pumpAll } from './pump.ts';
+import type { QueueContext } from './queue-context.ts';
+import { unknownRecipients } from './recipient-list.ts';
+import type { Verdict } from './smtp-verdict.ts';
 
-export type ChunkResult =
-  /**
-   * `prefix`: length of Cloudflare's block at the start (stored, not hashed); `sha256`: of
-   * the bytes after it, the sender's message. One hash pass, over those bytes only.
-   */
-  | { ok: true; size: number; chunks: number; sha256: string; prefix: number; auth: AuthVerdicts }
-  | { ok: false; size: number };
+export type IngestResult =
+  /** `verdict`: the agent's answer within the wait asked for; null when none was asked for. */
+  | { status: 'accepted'; id: string; duplicate: boolean; verdict: Verdict | null }
+  | { status: 'too-large'; size: number }
+  /** The recipients list in force does not name these: refused before anything is stored. */
+  | { status: 'unknown-recipient'; recipients: string[] };
 
-export async function storeChunks(
-  store: MessageStore,
-  id: string,
-  raw: ReadableStream<Uint8Array>,
-  /** Of the sender's message: Cloudflare's block comes on top (at most MAX_BLOCK_BYTES). */
-  maxBytes: number,
-  /** The size Email Routing announced: buffers are no bigger than needed (a 10 KiB message needs no 1 MiB one). */
-  sizeHint = MAX_CHUNK_BYTES,
-): Promise<ChunkResult> {
-  const digest = new crypto.DigestStream('SHA-256');
-  const hash = digest.getWriter();
-  let buf: Uint8Array | null = null;  // allocated when bytes come, sized by what is still expected
-  let fill = 0;
-  let flushed = 0;
-  let size = 0;
-  let seq = 0;
-  let prefix = 0;
-  let auth: AuthVerdicts = { ...NO_VERDICTS };
-  let cap = maxBytes + MAX_BLOCK_BYTES;  // until the block's length is known
-  const flush = async (last = false): Promise<void> => {
-    if (fill === 0 || !buf) return;
-    const data = buf.subarray(0, fill);
-    // The block ends within the first chunk or is not stripped (a bounded scan of its start).
-    if (seq === 0) {
-      prefix = cloudflareBlockLength(data, last);
-      // Cloudflare's verdicts come from its block only, read while it is in memory.
-      auth = blockVerdicts(data.subarray(0, prefix));
-      cap = maxBytes + prefix;
-    }
-    store.appendChunk(id, seq++, data);
-    await hash.write(flushed === 0 ? data.subarray(prefix) : data);
-    // The row and the hash have their copies; the next bytes get a fresh buffer (never one a
-    // read could still detach: the stream's next read gets a new one).
-    flushed += fill;
-    buf = null;
-    fill = 0;
-  };
-  const tooLarge = async (cancel: () => Promise<void>): Promise<ChunkResult> => {
-    await cancel();
-    await hash.abort('message too large');
-    return { ok: false, size };
-  };
-  // A byte stream (the request body, message.raw, an RPC stream) is read straight into the
-  // chunk buffer: no copy in JS, one read per chunk. Any other stream: one copy per piece.
-  const byob = byobReader(raw);
-  if (byob) {
-    const reader = byob;
-    for (;;) {
-      if (!buf) {
-        // What is still expected, plus one byte to see the end without another buffer.
-        const left = sizeHint - flushed;
-        buf = new Uint8Array(left >= 0 ? Math.min(MAX_CHUNK_BYTES, left + 1) : MAX_CHUNK_BYTES);
-      } else if (fill === buf.byteLength) {
-        // More than announced: grow to a whole chunk (rare: the hint was wrong).
-        const bigger = new Uint8Array(MAX_CHUNK_BYTES);
-        bigger.set(buf.subarray(0, fill));
-        buf = bigger;
-      }
-      // read() transfers the buffer: take its length now, the view is detached after.
-      const room: number = buf.byteLength - fill;
-      // workerd's readAtLeast (the standard's `min`): one read fills the chunk, or the stream ended.
-      const into: Uint8Array = new Uint8Array(buf.buffer, buf.byteOffset + fill, room);
-      const got: ReadableStreamReadResult<Uint8Array> = typeof reader.readAtLeast === 'function'
-        ? await reader.readAtLeast(room, into)
-        : await reader.read(into);
-      const done: boolean = got.done;
-      const value: Uint8Array | undefined = got.value;
-      if (!value) throw new Error('byob read returned no buffer');  // only after a cancel
-      {
-        // The same buffer, moved: the bytes before `fill` are in it still.
-        buf = new Uint8Array(value.buffer);
-        const n = value.byteLength;
-        fill += n;
-        size += n;
-        if (size > cap) return tooLarge(() => reader.cancel('message too large'));
-      }
-      if (done) break;
-      if (fill === MAX_CHUNK_BYTES) await flush();
-    }
-  } else {
-    const reader = raw.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > cap) return tooLarge(() => reader.cancel('message too large'));
-      let off = 0;
-      while (off < value.byteLength) {
-        if (!buf) {
-          const left = sizeHint - flushed;
-          buf = new Uint8Array(left > 0 ? Math.min(MAX_CHUNK_BYTES, left) : MAX_CHUNK_BYTES);
-        }
-        if (fill === buf.length) {
-          // More than announced: grow to a whole chunk (rare: the hint was wrong).
-          const bigger = new Uint8Array(MAX_CHUNK_BYTES);
-          bigger.set(buf.subarray(0, fill));
-          buf = bigger;
-        }
-        const n = Math.min(value.byteLength - off, buf.length - fill);
-        buf.set(value.subarray(off, off + n), fill);
-        fill += n;
-        off += n;
-        if (fill === MAX_CHUNK_BYTES) await flush();
-      }
-    }
+/** A body stored and not yet visible to agents. */
+interface Staged {
+  id: string;
+  /** With Cloudflare's block. */
+  size: number;
+  /** What the dedupe key covers: the sender's message, not Cloudflare's block (dedupeKey). */
+  digest: string;
+  /** A duplicate keeps nothing. */
+  discard(): Promise<void>;
+  /** The message queued, in one commit; what the debug line says of its body. */
+  commit(key: string): { body: 'chunks' | 'r2'; chunks: number };
+}
+
+/** Where one message's body comes from: what differs between the two paths. */
+export interface BodyPath {
+  /** A recipient refused: nothing is kept. */
+  refuse(): Promise<void>;
+  stage(now: number): Promise<Staged | { status: 'too-large'; size: number }>;
+  /** Set the alarm even when one is set: the chunk path; the R2 path when it started the orphan sweep's clock. */
+  alarmAlways: boolean;
+}
+
+/**
+ * Stores one message durably and returns only once it is committed (the runtime holds the RPC's
+ * answer until the writes are on disk). With `verdictWaitMs` > 0 it then waits that long for the
+ * agent's answer, in the same call, but never past `deadline` (email()'s budget, on this
+ * object's clock).
+ */
+export async function ingest(
+  q: QueueContext, sender: string, recipients: string[], path: BodyPath, verdictWaitMs: number, deadline: number,
+): Promise<IngestResult> {
+  const unknown = unknownRecipients(q, recipients);
+  if (unknown.length > 0) {
+    await path.refuse();
+    log('ingest.unknown-recipient', { recipients: unknown });
+    return { status: 'unknown-recipient', recipients: unknown };
   }
-  await flush(true);
-  if (size > cap) {
-    await hash.abort('message too large');
-    return { ok: false, size };
+  const now = clock();
+  const staged = await path.stage(now);
+  if ('status' in staged) return staged;
+  // The key covers the sender's message, not Cloudflare's block: a retry under a new block is one message.
+  const key = await dedupeKey(sender, recipients, staged.digest);
+  const earlier = q.store.findDuplicate(key, now - readConfig(q.env).dedupeWindowMs);
+  if (earlier !== null) {
+    await staged.discard();
+    log('ingest.duplicate', { id: earlier, size: staged.size });
+    return { status: 'accepted', id: earlier, duplicate: true, verdict: await verdictFor(q, earlier, waitLeft(verdictWaitMs, deadline)) };
   }
-  await hash.close();
-  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest), prefix, auth };
+  const { id } = staged;
+  const { body, chunks } = staged.commit(key);
+  if (readConfig(q.env).logLevel === 'debug') log('ingest.queued', { id, size: staged.size, body, chunks, recipients: recipients.length });
+  pumpAll(q);
+  // A queued message brings no deadline of its own (nextDeadline): an alarm already set stands,
+  // unless the path asks for one or the pump left chunks.
+  if (path.alarmAlways || q.pumpPending || (await q.state.storage.getAlarm()) === null) await scheduleAlarm(q);
+  return { status: 'accepted', id, duplicate: false, verdict: await verdictFor(q, id, waitLeft(verdictWaitMs, deadline)) };
+}
+
+/** A body that arrives as a stream: stored here in chunk rows (no BODIES bucket bound). */
+export function chunkPath(
+  q: QueueContext, sender: string, recipients: string[], raw: ReadableStream<Uint8Array>, maxBytes: number, sizeHint?: number,
+): BodyPath {
+  return {
+    alarmAlways: true,
+    // Read to the end before answering, as the dev route does: a client still sending its body
+    // (the local ingress with a large message) would see a reset instead of the 550, treat it as
+    // a temporary failure and send again, forever.
+    refuse: async () => { await raw.pipeTo(new WritableStream()).catch(() => undefined); },
+    stage: async (now) => {
+      const id = randomId();
+      q.store.begin(id, sender, recipients, now);
+      let stored;
+      try {
+        stored = await storeChunks(q.store, id, raw, maxBytes, sizeHint);
+      } catch (err) {
+        q.store.remove(id);
+        log('ingest.failed', { id, error: String(err) });
+        throw err;
+      }
+      if (!stored.ok) {
+        q.store.remove(id);
+        log('ingest.too-large', { id, size: stored.size, maxBytes });
+        return { status: 'too-large', size: stored.size };
+      }
+      const s = stored;
+      return {
+        id, size: s.size, digest: s.sha256,
+        discard: async () => { q.store.remove(id); },
+        commit: (key) => {
+          // Cloudflare's verdicts, from its block only (cf-auth-results.ts), go to the agent with the message.
+          q.store.commit(id, s.size, s.sha256, s.prefix, s.chunks, key, s.auth);
+          return { body: 'chunks', chunks: s.chunks };
+        },
+      };
+    },
+  };
+}
+
+/**
+ * A body email() already stored in R2 (bodies.ts): the row is the only write. Its id is the one
+ * in its R2 key. A duplicate (the same envelope, and R2's MD5 and length of the bytes after the
+ * block) or a refused recipient keeps nothing: its R2 object is deleted.
+ */
+export function storedPath(q: QueueContext, sender: string, recipients: string[], body: StoredBody): BodyPath {
+  const prefix = bodyPrefix(body.key);
+  // Only the Worker calls this, with what putBody returned: anything else is a programmer's error.
+  if (prefix === null || !Number.isSafeInteger(body.size) || !Number.isSafeInteger(body.prefix) || body.prefix < 0 || body.prefix > body.size ||
+    !/^[0-9a-f]{32}$/.test(body.md5) || !(body.head instanceof Uint8Array) || body.head.byteLength < body.prefix) {
+    throw new Error(`ingestStored: not a stored body: ${JSON.stringify({ key: body.key, size: body.size, prefix: body.prefix, md5: body.md5 })}`);
+  }
+  const sweepSet = learnBodiesPrefix(q, prefix);
+  const drop = async (): Promise<void> => {
+    q.store.noteBodyDelete(body.key);
+    await deleteBodies(q);
+  };
+  return {
+    alarmAlways: sweepSet,
+    refuse: drop,
+    stage: async (now) => {
+      const id = body.key.slice(prefix.length);
+      return {
+        id, size: body.size, digest: storedDigest(body.md5, body.size - body.prefix), discard: drop,
+        commit: (key) => {
+          // Cloudflare's verdicts, from its block only (cf-auth-results.ts), as for messages in chunks.
+          const auth = blockVerdicts(body.head.subarray(0, body.prefix));
+          q.store.insertStored(id, sender, recipients, now, body, key, auth);
+          return { body: 'r2', chunks: 0 };
+        },
+      };
+    },
+  };
+}
+
+/**
+ * Waits up to `waitMs` for the agent's answer about message `id` (the email()
+ * handler's synchronous verdict). Returns at once when no agent is connected;
+ * null when no wait was asked for.
+ */
+async function verdictFor(q: QueueContext, id: string, waitMs: number): Promise<Verdict | null> {
+  if (waitMs <= 0) return null;
+  const known = q.verdicts.recent(id);
+  if (known) return known;
+  const msg = q.store.get(id);
+  if (!msg) return { kind: 'unknown' };
+  if (msg.state === 'deferred' || msg.state === 'dead-letter') return { kind: msg.state };
+  if (!agentOnline(q)) return { kind: 'offline' };
+  return q.verdicts.wait(id, waitMs);
+}
+
+/**
+ * The verdict wait asked for, cut to what is left before `deadline`. A wait that was asked for
+ * but has no time left is 1 ms: a verdict already known is still given, nothing is waited for.
+ */
+function waitLeft(asked: number, deadline: number): number {
+  return asked <= 0 ? 0 : Math.max(1, Math.min(asked, deadline - Date.now()));
+}
+
+/**
+ * `digest`: of the sender's message, the bytes after Cloudflare's block: its sha256 (storeChunks)
+ * or, for a body in R2, storedDigest() (a different key space: the two never match).
+ */
+async function dedupeKey(sender: string, recipients: string[], digest: string): Promise<string> {
+  const text = `${sender}\n${recipients.join('\n')}\n${digest}`;
+  return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
+}
+
+/**
+ * What the dedupe key takes of a body in R2: R2's MD5 of it (R2 computes it; no JS touches a
+ * byte) and its length. docs/architecture.md, "Duplicates", says why MD5 is enough here.
+ */
+function storedDigest(md5: string, bytes: number): string {
+  return `md5:${md5}:${bytes}`;
 }

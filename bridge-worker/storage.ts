@@ -1,6 +1,7 @@
 // What the queue stores, seen before it runs out: bytes by state (dead-letter and hold
 // included: mail no one will move on its own) and the Free plan's limits. The object checks its
 // own use at most hourly from the alarm and logs storage.near-limit at WARN_PERCENT of its share.
+import type { StorageUse, Stored } from '../protocol/admin.ts';
 import type { State } from '../protocol/queue.ts';
 
 /** Cloudflare's Free plan: Durable Object (SQLite) storage 5 GB per account, R2 10 GB-month. */
@@ -10,12 +11,6 @@ export const R2_LIMIT_BYTES = 10_000_000_000;
 export const WARN_PERCENT = 80;
 /** Between two checks of this object's use (one SUM over its rows). */
 export const STORAGE_CHECK_MS = 60 * 60_000;
-
-/** Messages and their bytes in one state: `bytes` every stored byte (R2 and chunks), `r2Bytes` those in R2. */
-export interface Stored { bodies: number; bytes: number; r2Bytes: number }
-
-/** This deployment's storage in use and the limits it is held to. */
-export interface StorageUse { objectBytes: number; objectLimitBytes: number; r2Bytes: number; r2LimitBytes: number; warnPercent: number }
 
 export function storageUse(objectBytes: number, r2Bytes: number): StorageUse {
   return { objectBytes, objectLimitBytes: OBJECT_LIMIT_BYTES, r2Bytes, r2LimitBytes: R2_LIMIT_BYTES, warnPercent: WARN_PERCENT };

@@ -2,10 +2,10 @@
 // Message bytes live in R2 under `body_key` (the row keeps Cloudflare's block and the
 // header section, `head`), or, stored before the BODIES bucket or without one, in
 // `chunks`, at most MAX_CHUNK_BYTES a row.
-import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult, type RecipientsFrame } from '../protocol/wire.ts';
+import { isAuthVerdicts, type AuthVerdicts, type FailureReason, type RecipientResult } from '../protocol/wire.ts';
 import type { QueueMessage } from '../protocol/queue.ts';
 import { SCHEMA_VERSION, STATES, type State } from './schema.ts';
-import type { Stored } from './storage.ts';
+import type { Stored } from '../protocol/admin.ts';
 
 /** A stored message: what the admin API shows, and what only the object needs. */
 export interface MessageRow extends QueueMessage {
@@ -25,9 +25,6 @@ function parseAuth(v: SqlStorageValue | undefined): AuthVerdicts | null {
   }
 }
 
-/** The recipients list in force: entries are lowercase addresses and '@domain's. */
-export interface RecipientList { digest: string; delimiter: string; entries: string[] }
-
 type Row = Record<string, SqlStorageValue>;
 
 /** Every column toMessage reads: not `head` (up to 64 KiB a row), which head() reads alone. */
@@ -38,9 +35,9 @@ const COLUMNS = [
 ] as const;
 const ROW = COLUMNS.join(', ');
 /** The same columns of the messages table under alias `m`, for joins. */
-const M_ROW = COLUMNS.map((c) => `m.${c}`).join(', ');
+export const M_ROW = COLUMNS.map((c) => `m.${c}`).join(', ');
 
-function toMessage(r: Row): MessageRow {
+export function toMessage(r: Row): MessageRow {
   return {
     id: String(r.id),
     state: String(r.state) as State,
@@ -526,103 +523,6 @@ export class MessageStore {
     this.#sql.exec(`DELETE FROM warnings WHERE message_id NOT IN (SELECT id FROM messages)`);
     // Parts whose connection went with an evicted object (no close handler ran).
     this.#sql.exec(`DELETE FROM recipient_staging WHERE received_at < ?`, incomingBefore);
-  }
-
-  // ---- delay warnings (DELAY_WARNING_MS): their own table and lease ------------------
-
-  /**
-   * A deferred message owes a warning from `dueAt` (once: a row that exists stays, only its
-   * pending recipients' last replies are refreshed while it is still owed and not out).
-   */
-  oweWarning(id: string, dueAt: number, results: RecipientResult[]): void {
-    this.#sql.exec(
-      `INSERT INTO warnings (message_id, state, due_at, next_attempt_at, results) VALUES (?, 'owed', ?, ?, ?)
-       ON CONFLICT (message_id) DO UPDATE SET results = excluded.results
-         WHERE warnings.state = 'owed' AND warnings.lease_session IS NULL`,
-      id, dueAt, dueAt, JSON.stringify(results),
-    );
-  }
-
-  /** The oldest warning due now, no connection holding it, whose message is still deferred (not leased). */
-  nextWarning(now: number): { message: MessageRow; results: RecipientResult[] } | null {
-    const r = this.#sql.exec(
-      `SELECT ${M_ROW}, w.results AS warning_results FROM warnings w JOIN messages m ON m.id = w.message_id
-       WHERE w.state = 'owed' AND w.lease_session IS NULL AND w.next_attempt_at <= ? AND m.state = 'deferred'
-       ORDER BY w.next_attempt_at, w.message_id LIMIT 1`,
-      now,
-    ).toArray()[0];
-    return r ? { message: toMessage(r), results: JSON.parse(String(r.warning_results)) as RecipientResult[] } : null;
-  }
-
-  /** A warning goes to one connection; the message itself is not touched. */
-  leaseWarning(id: string, session: string): void {
-    this.#sql.exec(`UPDATE warnings SET lease_session = ? WHERE message_id = ? AND state = 'owed' AND lease_session IS NULL`, session, id);
-  }
-
-  warning(id: string): { state: 'owed' | 'sent' | 'failed'; dueAt: number; leaseSession: string | null; status: string | null } | null {
-    const r = this.#sql.exec(`SELECT state, due_at, lease_session, status FROM warnings WHERE message_id = ?`, id).toArray()[0];
-    if (!r) return null;
-    return {
-      state: String(r.state) as 'owed' | 'sent' | 'failed', dueAt: Number(r.due_at),
-      leaseSession: r.lease_session === null ? null : String(r.lease_session), status: r.status === null ? null : String(r.status),
-    };
-  }
-
-  /** What the agent answered: sent / failed for good (never offered again), or again at `nextAttemptAt`. */
-  settleWarning(id: string, state: 'sent' | 'failed' | 'owed', status: string, nextAttemptAt: number | null = null): void {
-    this.#sql.exec(
-      `UPDATE warnings SET state = ?, lease_session = NULL, status = ?, next_attempt_at = COALESCE(?, next_attempt_at)
-       WHERE message_id = ? AND state = 'owed'`,
-      state, status, nextAttemptAt, id,
-    );
-  }
-
-  // ---- the recipients list -------------------------------------------------------
-
-  /**
-   * Stores one part of a list connection `session` publishes; a part of another list (or
-   * another part count) drops the parts it sent before. Once every part is here, that list
-   * replaces the one in force in this one commit (an empty list removes it). Returns the list
-   * when it changed.
-   */
-  putRecipientPart(session: string, f: RecipientsFrame, now: number): RecipientList | null | 'incomplete' {
-    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ? AND (digest != ? OR parts != ?)`, session, f.digest, f.parts);
-    this.#sql.exec(
-      `INSERT OR REPLACE INTO recipient_staging (session, digest, part, parts, delimiter, entries, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      session, f.digest, f.part, f.parts, f.delimiter, JSON.stringify(f.entries), now,
-    );
-    const have = Number(this.#sql.exec(`SELECT COUNT(*) AS n FROM recipient_staging WHERE session = ?`, session).one().n);
-    if (have < f.parts) return 'incomplete';
-    this.#sql.exec(`DELETE FROM recipient_parts`);
-    this.#sql.exec(
-      `INSERT INTO recipient_parts (digest, part, parts, delimiter, entries, received_at)
-       SELECT digest, part, parts, delimiter, entries, received_at FROM recipient_staging WHERE session = ?`, session,
-    );
-    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ?`, session);
-    const list = this.recipients();
-    if (list === null) this.#sql.exec(`DELETE FROM recipient_parts`);
-    return list;
-  }
-
-  /** Parts of a list this connection never finished: dropped with it (prune() drops those an eviction left). */
-  dropRecipientParts(session: string): void {
-    this.#sql.exec(`DELETE FROM recipient_staging WHERE session = ?`, session);
-  }
-
-  /** The list in force, or null when none is (never published, or published empty). */
-  recipients(): RecipientList | null {
-    const rows = this.#sql.exec(`SELECT digest, parts, delimiter, entries FROM recipient_parts ORDER BY part`).toArray();
-    const first = rows[0];
-    if (!first || rows.length !== Number(first.parts)) return null;
-    const entries = rows.flatMap((r) => JSON.parse(String(r.entries)) as string[]);
-    return entries.length === 0 ? null : { digest: String(first.digest), delimiter: String(first.delimiter), entries };
-  }
-
-  /** Digest of the list in force, cheaply (to tell whether a cached copy is still current). */
-  recipientsDigest(): string | null {
-    const r = this.#sql.exec(`SELECT digest, parts, COUNT(*) AS n FROM recipient_parts GROUP BY digest`).toArray();
-    const only = r.length === 1 ? r[0] : undefined;
-    return only && Number(only.n) === Number(only.parts) ? String(only.digest) : null;
   }
 
   /** receivedAt of the oldest message in each state (null: none), incoming left out: not yet stored. */

@@ -6,7 +6,7 @@
 // here does I/O, reads the clock's value or draws random bytes (none is allowed at startup).
 import { isAddress } from '../protocol/wire.ts';
 import { levelOf } from '../protocol/log-levels.ts';
-import { blockVerdicts } from './cf-verdicts.ts';
+import { blockVerdicts } from './cf-auth-results.ts';
 import { cloudflareBlockLength } from './cloudflare-block.ts';
 import { parseConfig } from './config.ts';
 import { headerSection } from './headers.ts';

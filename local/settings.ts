@@ -8,7 +8,7 @@
 // (RETRY_FIRTS_MS, SHARD, LOG_LEVLE): within 1 edit of a name shorter than 10
 // characters, 2 edits of a longer one (a swap of two neighbours counts as one
 // edit). Other variables (PATH, HOME, npm's own) are none of our business.
-import { parseConfig, SECRET_NAMES, VAR_NAMES, ConfigError as WorkerConfigError, type Vars } from '../bridge-worker/config.ts';
+import { parseConfig, SECRET_NAMES, VAR_NAMES, WorkerConfigError, type Vars } from '../bridge-worker/config.ts';
 import type { AgentOptions } from '../edge-agent/agent.ts';
 import { ConfigError, type AgentConfig } from '../edge-agent/agent-config.ts';
 import { DAY_MS } from '../edge-agent/delivery/journal.ts';

@@ -77,7 +77,7 @@ export interface RecipientResult {
 export const AUTH_RESULTS = ['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror', 'policy'] as const;
 export type AuthResult = (typeof AUTH_RESULTS)[number];
 /**
- * Cloudflare's verdicts on a message, as Email Routing reported them (bridge-worker/cf-verdicts.ts).
+ * Cloudflare's verdicts on a message, as Email Routing reported them (bridge-worker/cf-auth-results.ts).
  * A verdict Cloudflare did not report is 'none': never a guess.
  */
 export interface AuthVerdicts { spf: AuthResult; dkim: AuthResult; dmarc: AuthResult; arc: AuthResult }

@@ -2,11 +2,13 @@
 // Every answer is checked field by field before anything uses it, so a wrong URL,
 // a proxy's error page or a Worker of another version becomes a clear error, not
 // `undefined` in a table. Errors carry the exit code relayctl ends with.
+import {
+  AdminShapeError, checkActionAnswer, parseFlushAnswer, parseMessageDetail, parseMessageList, parseQueueSummary, parseReplayAnswer,
+  type MessageDetail, type QueueSummaryRead,
+} from '../protocol/admin.ts';
 import { MAX_LIST, STATES, type QueueMessage, type State } from '../protocol/queue.ts';
-import { FAILURE_REASONS, isMessageId, type Outcome, type RecipientResult } from '../protocol/wire.ts';
 
 export { MAX_LIST, STATES, type State };
-const OUTCOMES: readonly Outcome[] = ['delivered', 'tempfail', 'permfail'];
 /** How long relayctl waits for an answer (for export: for each piece of the body). */
 const TIMEOUT_MS = 30_000;
 
@@ -33,21 +35,8 @@ export class CliError extends Error {
   }
 }
 
-export interface Agent { agent: string; session: string }
-/** Messages and their stored bytes in one state (`r2Bytes`: of those, in R2). */
-export interface Stored { bodies: number; bytes: number; r2Bytes: number }
-/** The deployment's storage in use and the plan's limits (absent from a Worker older than it). */
-export interface StorageUse { objectBytes: number; objectLimitBytes: number; r2Bytes: number; r2LimitBytes: number; warnPercent: number }
-/** `oldest`: receivedAt of the oldest message still owed (not bounced or dead-lettered). */
-export interface Summary {
-  states: Record<State, number>; agents: Agent[]; oldest: number | null;
-  stored: Record<State, Stored> | null; storage: StorageUse | null;
-}
-
 /** A message as the admin API shows it: protocol/queue.ts defines it for both ends. */
 export type Message = QueueMessage;
-export interface HeaderField { name: string; value: string }
-export interface MessageDetail extends Message { headers: HeaderField[] }
 
 export interface RawMessage {
   size: number;
@@ -60,127 +49,11 @@ export interface RawMessage {
   body: AsyncIterable<Uint8Array>;
 }
 
-// ---- validation -----------------------------------------------------------------
+// ---- the client (every answer checked by protocol/admin.ts) ------------------------
 
-type Obj = Record<string, unknown>;
-
-/** Thrown by the checks below; request() turns it into a CliError naming the URL. */
-class ShapeError extends Error {}
-
-function obj(v: unknown, at: string): Obj {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ShapeError(`${at}: not an object`);
-  return v as Obj;
+function actionAnswer(id: string, key: 'state' | 'purged' | 'deleted', want: State | true): (v: unknown) => void {
+  return (v) => checkActionAnswer(v, id, key, want);
 }
-function arr(v: unknown, at: string): unknown[] {
-  if (!Array.isArray(v)) throw new ShapeError(`${at}: not an array`);
-  return v;
-}
-function str(v: unknown, at: string): string {
-  if (typeof v !== 'string') throw new ShapeError(`${at}: not a string`);
-  return v;
-}
-function int(v: unknown, at: string): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new ShapeError(`${at}: not a whole number`);
-  return v;
-}
-function strOrNull(v: unknown, at: string): string | null {
-  return v === null ? null : str(v, at);
-}
-function intOrNull(v: unknown, at: string): number | null {
-  return v === null ? null : int(v, at);
-}
-function oneOf<T extends string>(v: unknown, list: readonly T[], at: string): T {
-  if (typeof v !== 'string' || !(list as readonly string[]).includes(v)) throw new ShapeError(`${at}: not one of ${list.join(', ')}`);
-  return v as T;
-}
-function messageId(v: unknown, at: string): string {
-  if (!isMessageId(v)) throw new ShapeError(`${at}: not a message id`);
-  return v;
-}
-
-function result(v: unknown, at: string): RecipientResult {
-  const o = obj(v, at);
-  return {
-    recipient: str(o.recipient, `${at}.recipient`),
-    code: int(o.code, `${at}.code`),
-    enhanced: strOrNull(o.enhanced, `${at}.enhanced`),
-    text: str(o.text, `${at}.text`),
-    outcome: oneOf(o.outcome, OUTCOMES, `${at}.outcome`),
-  };
-}
-
-function message(v: unknown, at: string): Message {
-  const o = obj(v, at);
-  return {
-    id: messageId(o.id, `${at}.id`),
-    state: oneOf(o.state, STATES, `${at}.state`),
-    sender: str(o.sender, `${at}.sender`),
-    recipients: arr(o.recipients, `${at}.recipients`).map((r, i) => str(r, `${at}.recipients[${i}]`)),
-    results: arr(o.results, `${at}.results`).map((r, i) => result(r, `${at}.results[${i}]`)),
-    size: int(o.size, `${at}.size`),
-    sha256: str(o.sha256, `${at}.sha256`),
-    // Absent from a Worker older than the Cloudflare block's recognition: no prefix.
-    prefix: o.prefix === undefined ? 0 : int(o.prefix, `${at}.prefix`),
-    chunks: int(o.chunks, `${at}.chunks`),
-    // Absent from a Worker older than bodies in R2: the bytes are in chunks.
-    bodyKey: o.bodyKey === undefined ? null : strOrNull(o.bodyKey, `${at}.bodyKey`),
-    md5: o.md5 === undefined ? null : strOrNull(o.md5, `${at}.md5`),
-    receivedAt: int(o.receivedAt, `${at}.receivedAt`),
-    retryFrom: int(o.retryFrom, `${at}.retryFrom`),
-    attempts: int(o.attempts, `${at}.attempts`),
-    nextAttemptAt: intOrNull(o.nextAttemptAt, `${at}.nextAttemptAt`),
-    leaseSession: strOrNull(o.leaseSession, `${at}.leaseSession`),
-    lastError: strOrNull(o.lastError, `${at}.lastError`),
-    // Absent from a Worker older than the bounce states: read as null.
-    failure: o.failure === undefined || o.failure === null ? null : oneOf(o.failure, FAILURE_REASONS, `${at}.failure`),
-    bounceStatus: o.bounceStatus === undefined ? null : strOrNull(o.bounceStatus, `${at}.bounceStatus`),
-    settledAt: o.settledAt === undefined ? null : intOrNull(o.settledAt, `${at}.settledAt`),
-  };
-}
-
-function summary(v: unknown): Summary {
-  const o = obj(v, 'body');
-  const s = obj(o.states, 'body.states');
-  const states = Object.fromEntries(STATES.map((k) => [k, int(s[k], `body.states.${k}`)])) as Record<State, number>;
-  const agents = arr(o.agents, 'body.agents').map((a, i) => {
-    const x = obj(a, `body.agents[${i}]`);
-    return { agent: str(x.agent, `body.agents[${i}].agent`), session: str(x.session, `body.agents[${i}].session`) };
-  });
-  // A Worker older than these answers without them: shown as unknown, not as an error.
-  const stored = o.stored === undefined ? null : Object.fromEntries(STATES.map((k) => {
-    const x = obj(obj(o.stored, 'body.stored')[k], `body.stored.${k}`);
-    return [k, { bodies: int(x.bodies, `body.stored.${k}.bodies`), bytes: int(x.bytes, `body.stored.${k}.bytes`), r2Bytes: int(x.r2Bytes, `body.stored.${k}.r2Bytes`) }];
-  })) as Record<State, Stored>;
-  const u = o.storage === undefined ? null : obj(o.storage, 'body.storage');
-  const storage = u === null ? null : {
-    objectBytes: int(u.objectBytes, 'body.storage.objectBytes'), objectLimitBytes: int(u.objectLimitBytes, 'body.storage.objectLimitBytes'),
-    r2Bytes: int(u.r2Bytes, 'body.storage.r2Bytes'), r2LimitBytes: int(u.r2LimitBytes, 'body.storage.r2LimitBytes'),
-    warnPercent: int(u.warnPercent, 'body.storage.warnPercent'),
-  };
-  return { states, agents, oldest: intOrNull(o.oldest, 'body.oldest'), stored, storage };
-}
-
-function messageList(v: unknown): Message[] {
-  return arr(obj(v, 'body').messages, 'body.messages').map((m, i) => message(m, `body.messages[${i}]`));
-}
-
-function detail(v: unknown): MessageDetail {
-  const o = obj(v, 'body');
-  const headers = arr(o.headers, 'body.headers').map((h, i) => {
-    const x = obj(h, `body.headers[${i}]`);
-    return { name: str(x.name, `body.headers[${i}].name`), value: str(x.value, `body.headers[${i}].value`) };
-  });
-  return { ...message(o, 'body'), headers };
-}
-
-function actionAnswer(id: string, key: 'state' | 'purged' | 'deleted', want: unknown): (v: unknown) => void {
-  return (v) => {
-    const o = obj(v, 'body');
-    if (o.id !== id || o[key] !== want) throw new ShapeError(`body: expected {"id":"${id}","${key}":${JSON.stringify(want)}}`);
-  };
-}
-
-// ---- the client -------------------------------------------------------------------
 
 /** Checks a base URL (the Worker's, without /admin) and returns it ending in '/'. */
 export function parseBaseUrl(text: string): URL {
@@ -224,23 +97,23 @@ export class AdminClient {
     return this.#base.href;
   }
 
-  summary(): Promise<Summary> {
-    return this.#call('GET', 'admin/queue', summary);
+  summary(): Promise<QueueSummaryRead> {
+    return this.#call('GET', 'admin/queue', parseQueueSummary);
   }
 
   /** Oldest first; state null = every state but incoming. */
   list(state: State | null, limit: number): Promise<Message[]> {
     const q = new URLSearchParams({ limit: String(limit) });
     if (state !== null) q.set('state', state);
-    return this.#call('GET', `admin/messages?${q}`, messageList);
+    return this.#call('GET', `admin/messages?${q}`, parseMessageList);
   }
 
   deadLetter(limit: number): Promise<Message[]> {
-    return this.#call('GET', `admin/dead-letter?limit=${limit}`, messageList);
+    return this.#call('GET', `admin/dead-letter?limit=${limit}`, parseMessageList);
   }
 
   show(id: string): Promise<MessageDetail> {
-    return this.#call('GET', `admin/messages/${id}`, detail, id);
+    return this.#call('GET', `admin/messages/${id}`, parseMessageDetail, id);
   }
 
   /** deferred -> queued now. A 409 (not deferred) is a 'conflict' CliError. */
@@ -251,14 +124,7 @@ export class AdminClient {
   /** dead-letter -> queued, fresh retry clock. */
   /** dead-letter -> queued; returns the id it is queued under (new since issue #22; an older Worker keeps `id`). */
   async replay(id: string): Promise<string> {
-    return this.#call('POST', `admin/messages/${id}/replay`, (v) => {
-      const o = obj(v, 'body');
-      const from = o.replayedFrom ?? o.id;
-      if (from !== id || o.state !== 'queued' || typeof o.id !== 'string' || !isMessageId(o.id)) {
-        throw new ShapeError(`body: expected {"id":"<new id>","replayedFrom":"${id}","state":"queued"}`);
-      }
-      return o.id;
-    }, id);
+    return this.#call('POST', `admin/messages/${id}/replay`, (v) => parseReplayAnswer(v, id), id);
   }
 
   /** queued/deferred -> hold (postsuper -h). */
@@ -278,10 +144,7 @@ export class AdminClient {
 
   /** Every deferred message is due now (postqueue -f); how many were. */
   flush(): Promise<number> {
-    return this.#call('POST', 'admin/flush', (v: unknown) => {
-      const o = obj(v, 'body');
-      return int(o.flushed, 'body.flushed');
-    });
+    return this.#call('POST', 'admin/flush', parseFlushAnswer);
   }
 
   /** Deletes a dead-lettered message for good. */
@@ -379,7 +242,7 @@ export class AdminClient {
     try {
       return check(answer.json);
     } catch (err) {
-      if (err instanceof ShapeError) throw new CliError('api', `unexpected answer from ${url.href}: ${err.message}; is the Worker the same version as relayctl?`);
+      if (err instanceof AdminShapeError) throw new CliError('api', `unexpected answer from ${url.href}: ${err.message}; is the Worker the same version as relayctl?`);
       throw err;
     }
   }
@@ -411,7 +274,7 @@ function tryJson(text: string): unknown {
 }
 
 function errorText(json: unknown): string | null {
-  return typeof json === 'object' && json !== null && typeof (json as Obj).error === 'string' ? (json as Obj).error as string : null;
+  return typeof json === 'object' && json !== null && typeof (json as Record<string, unknown>).error === 'string' ? (json as Record<string, unknown>).error as string : null;
 }
 
 function excerpt(text: string): string {

@@ -1,7 +1,8 @@
 // Human output: tables, sizes, ages. Everything that came from mail (addresses,
 // header values, reply texts) goes through clean() first, so a message cannot
 // drive the operator's terminal with escape sequences.
-import type { Message, MessageDetail, State, Summary } from './api.ts';
+import type { MessageDetail, QueueSummaryRead } from '../protocol/admin.ts';
+import type { Message, State } from './api.ts';
 import { MAX_LIST, STATES } from './api.ts';
 
 /** Control characters (C0, DEL, C1) and bidi overrides become visible escapes. */
@@ -50,7 +51,7 @@ function pairs(rows: [string, string][]): string {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n';
 }
 
-export function formatStatus(s: Summary, url: string, now: number): string {
+export function formatStatus(s: QueueSummaryRead, url: string, now: number): string {
   const total = STATES.reduce((n, k) => n + s.states[k], 0);
   const agents = s.agents.length === 0
     ? '0 connected'

@@ -5,7 +5,7 @@
 // only the first of a repeated one; so each field is handed to it on its own, as the
 // text of a Subject, and the order, the original names and repeated fields (Received)
 // stay exactly as the message has them. Display only: nothing decoded goes back into mail.
-import type { HeaderField } from './api.ts';
+import type { HeaderField } from '../protocol/admin.ts';
 
 const OPTIONS = { skipHtmlToText: true, skipTextToHtml: true, skipImageLinks: true, skipTextLinks: true, checksumAlgo: false } as const;
 

@@ -2,6 +2,7 @@
 // Worker's GET /admin/queue (STATUS_TOKEN: counts only, never a message) when scraped, at
 // most every 15 s, each read bounded to 5 s. A failed read keeps the last numbers, which
 // mailbridge_queue_status_age_seconds then shows growing stale, and counts an error.
+import { AdminShapeError, parseQueueSummary, type QueueSummaryRead } from '../../protocol/admin.ts';
 import { STATES } from '../../protocol/queue.ts';
 import type { Logger } from './log.ts';
 import { Counter, Sampled, type Registry } from './prom.ts';
@@ -29,32 +30,33 @@ export function statusUrl(workerUrl: string): string {
   return new URL('/admin/queue', u).href;
 }
 
-/** The summary's numbers, or null when it does not look like one. */
+/** The summary's numbers (protocol/admin.ts checks its shape), or null when it is not one. */
 export function parseSummary(body: unknown): QueueNumbers | null {
-  if (typeof body !== 'object' || body === null) return null;
-  const b = body as Record<string, unknown>;
-  const states = b.states as Record<string, unknown> | undefined;
-  const oldest = (b.oldestByState ?? {}) as Record<string, unknown>;
-  if (typeof states !== 'object' || states === null || typeof b.bouncesSent !== 'number') return null;
+  let b: QueueSummaryRead;
+  try {
+    b = parseQueueSummary(body);
+  } catch (err) {
+    if (err instanceof AdminShapeError) return null;
+    throw err;
+  }
+  if (b.bouncesSent === null) return null;
   const out: QueueNumbers = {
     states: new Map(), oldest: new Map(), bouncesSent: b.bouncesSent,
     storedBytes: new Map(), storedR2Bytes: new Map(), storage: new Map(), storageLimit: new Map(),
   };
-  const stored = (typeof b.stored === 'object' && b.stored !== null ? b.stored : {}) as Record<string, { bytes?: unknown; r2Bytes?: unknown } | undefined>;
   for (const st of STATES) {
-    const n = states[st];
-    if (typeof n !== 'number') return null;
-    out.states.set(st, n);
-    const o = oldest[st];
-    out.oldest.set(st, typeof o === 'number' ? o : null);
-    const kept = stored[st];
-    if (typeof kept?.bytes === 'number') out.storedBytes.set(st, kept.bytes);
-    if (typeof kept?.r2Bytes === 'number') out.storedR2Bytes.set(st, kept.r2Bytes);
+    out.states.set(st, b.states[st]);
+    out.oldest.set(st, b.oldestByState?.[st] ?? null);
+    const kept = b.stored?.[st];
+    if (kept) {
+      out.storedBytes.set(st, kept.bytes);
+      out.storedR2Bytes.set(st, kept.r2Bytes);
+    }
   }
-  const u = (typeof b.storage === 'object' && b.storage !== null ? b.storage : {}) as Record<string, unknown>;
-  for (const [store, used, limit] of [['object', u.objectBytes, u.objectLimitBytes], ['r2', u.r2Bytes, u.r2LimitBytes]] as const) {
-    if (typeof used === 'number') out.storage.set(store, used);
-    if (typeof limit === 'number') out.storageLimit.set(store, limit);
+  const u = b.storage;
+  if (u) {
+    out.storage.set('object', u.objectBytes).set('r2', u.r2Bytes);
+    out.storageLimit.set('object', u.objectLimitBytes).set('r2', u.r2LimitBytes);
   }
   return out;
 }

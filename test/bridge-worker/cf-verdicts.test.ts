@@ -1,7 +1,7 @@
 // Cloudflare's verdicts are read only from fields Cloudflare wrote (topmost, a Cloudflare
 // authserv-id); a verdict not found is 'none', and a sender's own field is never believed.
 import t from 'tap';
-import { blockVerdicts, cloudflareVerdicts, firstField, parseResults } from '../../bridge-worker/cf-verdicts.ts';
+import { blockVerdicts, cloudflareVerdicts, firstField, parseResults } from '../../bridge-worker/cf-auth-results.ts';
 import { NO_VERDICTS } from '../../protocol/wire.ts';
 
 const h = (fields: [string, string][]): Headers => {

@@ -3,7 +3,7 @@
 // the local stand-in's block is one it finds, fresh on every attempt, with honest verdicts.
 import t from 'tap';
 import { MAX_BLOCK_BYTES, cloudflareBlockLength } from '../../bridge-worker/cloudflare-block.ts';
-import { blockVerdicts } from '../../bridge-worker/cf-verdicts.ts';
+import { blockVerdicts } from '../../bridge-worker/cf-auth-results.ts';
 import { NO_VERDICTS } from '../../protocol/wire.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { CLOUDFLARE_SAMPLES } from '../corpus/cloudflare.ts';

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { bounceRetryAt, DEFAULT_RETRY, delayWarningAt, failedTo, releaseDelay, retryDelay, retryUntil, settle } from '../../bridge-worker/queue.ts';
+import { bounceRetryAt, DEFAULT_RETRY, delayWarningAt, failedTo, releaseDelay, retryDelay, retryUntil, settle } from '../../bridge-worker/retry-policy.ts';
 import type { RecipientResult } from '../../protocol/wire.ts';
 
 const res = (recipient: string, outcome: RecipientResult['outcome'], code = 250): RecipientResult =>

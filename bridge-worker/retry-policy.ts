@@ -1,4 +1,4 @@
-// Queue policy as pure functions: what an ack does to a message, when a
+// Retry policy as pure functions: what an ack does to a message (a RetryDecision), when a
 // deferred message is tried again, when it gives up. No storage, no clock of
 // its own, so tap covers it directly.
 import type { RecipientResult } from '../protocol/wire.ts';
@@ -54,7 +54,7 @@ export function failedTo(sender: string, agentsBounce: boolean): { state: 'bounc
   return { state: 'bouncing' };
 }
 
-export type Settlement =
+export type RetryDecision =
   | { kind: 'done'; results: RecipientResult[] }
   | { kind: 'deferred'; results: RecipientResult[]; pending: string[]; nextAttemptAt: number }
   | { kind: 'expired'; results: RecipientResult[]; pending: string[] };
@@ -71,7 +71,7 @@ export function settle(
   attempts: number,
   now: number,
   policy: RetryPolicy,
-): Settlement {
+): RetryDecision {
   const final = attempt.filter((r) => r.outcome !== 'tempfail');
   const pending = attempt.filter((r) => r.outcome === 'tempfail').map((r) => r.recipient);
   const results = mergeResults(earlier, final);

@@ -1,0 +1,58 @@
+// The object's one alarm: what is due by now (silent agents closed, deferred messages woken,
+// expired ones failed, old rows pruned, storage checked, R2 deletes and the orphan sweep) and
+// when it is next due. Alarms may run more than once: everything here is idempotent.
+import { deleteBodies, sweepDueAt, sweepOrphans } from './body-lifecycle.ts';
+import { now as clock, realTime } from './clock.ts';
+import { closeSilentAgents } from './connections.ts';
+import { readConfig } from './env.ts';
+import { log } from './log.ts';
+import { pumpAll } from './pump.ts';
+import type { QueueContext } from './queue-context.ts';
+import { expireAfterMs, expireDue } from './settle.ts';
+import { nearLimit, STORAGE_CHECK_MS } from './storage.ts';
+
+/** An ingest that has not finished after this long crashed; its rows are removed. */
+const STALE_INCOMING_MS = 60 * 60_000;
+const HOUSEKEEPING_MS = 60 * 60_000;
+/** meta key: when this object next sums its storage (storage.ts). */
+const STORAGE_CHECK_AT = 'storage_check_at';
+
+export async function runAlarm(q: QueueContext): Promise<void> {
+  const now = clock();
+  q.pumpPending = false;
+  closeSilentAgents(q, Date.now());  // the runtime's heartbeat times are real
+  const woken = q.store.wakeDeferred(now);
+  expireDue(q, now);
+  const cfg = readConfig(q.env);
+  q.store.prune(now - cfg.dedupeWindowMs, now - STALE_INCOMING_MS, now - cfg.retentionMs);
+  if (woken > 0) log('deferred.due', { woken });
+  checkStorage(q, now, cfg.shards);
+  pumpAll(q);
+  await deleteBodies(q);
+  await sweepOrphans(q, now);
+  await scheduleAlarm(q);
+}
+
+/** Sets the alarm for the earliest of: a deadline in the store, housekeeping, a pending pump, the silence check, the sweep. */
+export async function scheduleAlarm(q: QueueContext): Promise<void> {
+  const now = clock();
+  const deadline = q.store.nextDeadline(now, expireAfterMs(q));
+  let at = deadline === null ? now + HOUSEKEEPING_MS : Math.min(deadline, now + HOUSEKEEPING_MS);
+  // Chunks a pump left for want of budget: at once, in an invocation of their own.
+  if (q.pumpPending) at = now;
+  // While agents are connected, look for silent ones every half silence limit.
+  if (q.state.getWebSockets().length > 0) at = Math.min(at, now + Math.max(500, readConfig(q.env).agentSilentMs / 2));
+  // The orphan sweep's next page (set once this shard stored a body in R2).
+  const sweepAt = sweepDueAt(q);
+  if (sweepAt !== null) at = Math.min(at, Math.max(now, sweepAt));
+  const current = await q.state.storage.getAlarm();
+  if (current === null || current > realTime(at)) await q.state.storage.setAlarm(realTime(at));
+}
+
+/** At most every STORAGE_CHECK_MS: a warning once this object's use nears its share of the Free plan's storage. */
+function checkStorage(q: QueueContext, now: number, shards: number): void {
+  if (now < Number(q.store.meta(STORAGE_CHECK_AT) ?? 0)) return;
+  q.store.setMeta(STORAGE_CHECK_AT, String(now + STORAGE_CHECK_MS));
+  const r2 = Object.values(q.store.stored()).reduce((n, s) => n + s.r2Bytes, 0);
+  for (const w of nearLimit(q.state.storage.sql.databaseSize, r2, shards)) log('storage.near-limit', { ...w, shards });
+}
