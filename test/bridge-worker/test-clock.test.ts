@@ -4,7 +4,8 @@
 import t from 'tap';
 import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
-import { AGENT_TOKEN, setTestClock, startTestWorker } from '../helpers/worker.ts';
+import { AGENT_TOKEN, DEV_TOKEN, setTestClock, startTestWorker } from '../helpers/worker.ts';
+import { shardOf } from '../../bridge-worker/shard-hash.ts';
 
 
 t.test('without TEST_CLOCK there is no way to set the clock', async (t) => {
@@ -50,4 +51,26 @@ t.test('the fixed clock outlives a restart: the object started again reads it, w
   const res = await fetch(new URL(`/admin/messages/${id}`, w.rt.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
   const m = (await res.json()) as { receivedAt?: number };
   t.equal(m.receivedAt, start, 'received at the fixed time, not the real one');
+});
+
+t.test('after a restart, a shard that kept an older clock does not set it back for the others', async (t) => {
+  const ADMIN = 'admin-token-0123456789abcdef';
+  const w = await startTestWorker({ verdictWaitMs: 0, vars: { TEST_CLOCK: '1', ADMIN_TOKEN: ADMIN, SHARDS: '2' } });
+  t.teardown(() => w.stop());
+  const rcpt = (shard: number): string => ['alice', 'bob', 'carol', 'dave', 'erin', 'frank'].map((u) => `${u}@example.test`).find((a) => shardOf(a, 2) === shard) ?? '';
+  const setAt = (shard: number, at: number) => fetch(new URL(`/dev/clock?shard=${shard}&at=${at}`, w.rt.url), { method: 'POST', headers: { Authorization: `Bearer ${DEV_TOKEN}` } });
+  const receivedAt = async (to: string): Promise<number | undefined> => {
+    const id = String((await w.post('s@example.net', to, Buffer.from('Subject: clock\r\n\r\nx\r\n'))).body.id);
+    const res = await fetch(new URL(`/admin/messages/${id}`, w.rt.url), { headers: { Authorization: `Bearer ${ADMIN}` } });
+    return ((await res.json()) as { receivedAt?: number }).receivedAt;
+  };
+  const older = Date.UTC(2031, 0, 1);
+  const later = older + 60_000;
+  // Model seed 7000: shard 0 was last told an older time (an earlier sequence), shard 1 the latest.
+  t.equal((await setAt(0, older)).status, 200);
+  t.equal((await setAt(1, later)).status, 200);
+  await w.rt.restart();
+  t.equal(await receivedAt(rcpt(1)), later, 'shard 1 starts first, on the latest time');
+  t.equal(await receivedAt(rcpt(0)), later, 'shard 0 starts next: the clock is not set back');
+  t.equal(await receivedAt(rcpt(1)), later, 'nor for shard 1');
 });
