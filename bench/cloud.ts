@@ -1,4 +1,4 @@
-// `npm run bench:cloud [-- --runs=<n> --sizes=10240,1048576 --no-profile]`: CPU time of each
+// `npm run bench:cloud [-- --runs=<n> --sizes=10240,1048576 --no-profile --chunks | --inline]`: CPU time of each
 // Worker and Durable Object invocation, one at a time, on an otherwise idle local workerd
 // (issue #15 item 1). Cloudflare's Free plan allows 10 ms of CPU per invocation, Durable
 // Objects included (each RPC call, incoming WebSocket message and alarm is one).
@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DatabaseSync } from 'node:sqlite';
 import { MAX_CHUNK_BYTES, type HelloFrame, type RecipientResult } from '../protocol/wire.ts';
+import { MAX_INLINE_MAX_BYTES } from '../bridge-worker/config.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../local/worker-runtime.ts';
 import { startR2Host, type R2Host } from '../local/r2-remote.ts';
 import { template, wholeMessage, SENDER, type Template } from './lib/messages.ts';
@@ -40,12 +41,19 @@ import { heapUsage, inspectIsolate, inspectorWrapper, profileIsolate } from './l
 const { values: args } = parseArgs({ options: {
   runs: { type: 'string' }, sizes: { type: 'string' }, 'no-profile': { type: 'boolean', default: false },
   'no-scope': { type: 'boolean', default: false }, hz: { type: 'string' },
-  chunks: { type: 'boolean', default: false }, 'no-memory': { type: 'boolean', default: false }, 'no-cold': { type: 'boolean', default: false },
+  chunks: { type: 'boolean', default: false }, inline: { type: 'boolean', default: false }, 'no-memory': { type: 'boolean', default: false }, 'no-cold': { type: 'boolean', default: false },
 } });
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** Runs per size: enough for a median and a maximum; fewer for the big ones (each run stores two messages). */
-const SIZES = (args.sizes?.split(',').map(Number) ?? [10 * KiB, MiB, 5 * MiB, 25 * MiB])
+/**
+ * --inline: the bucket bound as deployed, every size at most INLINE_MAX_BYTES's ceiling, so each
+ * message takes the path small mail takes by default: kept in the object, sent on the WebSocket.
+ * Its invocations are the chunk path's (the flows below), plus the bucket's alarms.
+ */
+const INLINE = args.inline === true;
+const INLINE_SIZES = [10 * KiB, 64 * KiB, 128 * KiB - 2 * KiB, 256 * KiB - 2 * KiB];
+const SIZES = (args.sizes?.split(',').map(Number) ?? (INLINE ? INLINE_SIZES : [10 * KiB, MiB, 5 * MiB, 25 * MiB]))
   .map((bytes) => ({ bytes, runs: Number(args.runs ?? 0) || (bytes >= 25 * MiB ? 5 : bytes >= 5 * MiB ? 7 : 9) }));
 const AGENT_TOKEN = 'bench-agent-token-0123456789';
 const DEV_TOKEN = 'bench-dev-token-0123456789ab';
@@ -67,7 +75,9 @@ const COLD_RUNS = 3;
 const EVICTED_AFTER_MS = 15_000;
 const scopeWhyNot: string | null = args['no-scope'] ? '--no-scope' : perfUnavailable();
 /** --chunks: no BODIES binding, bodies in the object's SQLite chunks (the path before R2, and a deployment without the bucket). */
-const R2 = args.chunks !== true;
+const R2 = args.chunks !== true && !INLINE;
+/** The BODIES bucket is bound: the R2 path, or --inline (small bodies kept in the object all the same). */
+const BOUND = R2 || INLINE;
 /** The scripted agent's hello: with R2 it fetches bodies (as the real agent says). */
 const hello: HelloFrame = { type: 'hello', v: 2, agent: 'bench', window: 1, credit: 0, bounces: true, ...(R2 ? { fetch: true } : {}) };
 const sizeLabel = (n: number): string => (n >= MiB ? `${n / MiB} MiB` : `${n / KiB} KiB`);
@@ -88,7 +98,7 @@ const dir = await mkdtemp(join(tmpdir(), 'mailbridge-cloud-'));
 const inspectPort = await freePort();
 // R2 runs in a workerd of its own, as on the edge: the simulator's work is not the Worker's.
 // Started first, with the plain workerd: the inspector wrapper is for the Worker's alone.
-const r2host: R2Host | null = R2 ? await startR2Host(join(dir, 'r2')) : null;
+const r2host: R2Host | null = BOUND ? await startR2Host(join(dir, 'r2')) : null;
 const r2pids = new Set(childrenNamed(process.pid, 'workerd'));
 // Before the inspector wrapper is set: the calibration's workerd is a plain one.
 /** What perf's sampling costs the sampled thread, per sample (taken off each window). */
@@ -104,6 +114,8 @@ const rt: WorkerRuntime = await startWorkerRuntime({
   verdictWaitMs: 0,
   vars: {
     ADMIN_TOKEN,
+    // The R2 path measures every size in R2; --inline keeps every size in the object.
+    INLINE_MAX_BYTES: INLINE ? String(MAX_INLINE_MAX_BYTES) : '0',
     // A deferred message comes due 1.5 s later: the alarm measured is that wake-up.
     RETRY_FIRST_MS: '1500', RETRY_MAX_MS: '3000',
     // The silence-check alarm (every AGENT_SILENT_MS/2 with an agent online) must not fire mid-run.
@@ -775,9 +787,9 @@ for (const p of perMessage) {
 // (default 90 s → 45 s) = 1,920 alarms; heartbeats every 10 s = 8,640 auto-responses, which
 // never wake the object (counted here as 0; at 20:1 they would be 432 requests).
 // With R2 each shard's orphan sweep adds an alarm an hour (24 a day, one shard here).
-const fixedPerDay = 86_400 / 45 + (R2 ? 24 : 0);
+const fixedPerDay = 86_400 / 45 + (BOUND ? 24 : 0);
 const allowance = perMessage.map((p) => ({ size: p.size, messagesPerDay: Math.floor((100_000 - fixedPerDay) / p.requests) }));
-say(`\nFree plan, 100,000 DO requests/day, minus ${fixedPerDay} alarms a day with an agent online (silence checks${R2 ? ', orphan sweeps' : ''}): ${allowance.map((x) => `${sizeLabel(x.size)} ${x.messagesPerDay.toLocaleString('en')} msg/day`).join(', ')}`);
+say(`\nFree plan, 100,000 DO requests/day, minus ${fixedPerDay} alarms a day with an agent online (silence checks${BOUND ? ', orphan sweeps' : ''}): ${allowance.map((x) => `${sizeLabel(x.size)} ${x.messagesPerDay.toLocaleString('en')} msg/day`).join(', ')}`);
 
 if (profiles.length > 0) {
   say('\nProfiles (V8 sampling, 100 µs; sampled ms are wall time between samples, so under load they exceed CPU: read them as shares): thread CPU with the profiler on, and the sampled time split by what was on the stack');
@@ -806,7 +818,7 @@ await writeFile(file, `${JSON.stringify({
     : scoped
     ? `per invocation, one at a time, on an idle local workerd (Miniflare): schedstat CPU of workerd's main thread, less perf's own cost per sample, × the share of perf cpu-clock samples (${HZ} Hz, frame-pointer chains) with IoContext::runImpl on the stack (the CPU-limit scope)`
     : 'schedstat CPU of workerd main thread (isolate + I/O loop) per invocation, one at a time, on an idle runtime; local workerd via Miniflare',
-  perfCost, sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,
+  perfCost, sizes: SIZES, bodies: R2 ? 'R2 (in a second workerd process)' : INLINE ? 'inline (R2 bound, every size kept in the object)' : 'chunks', rows, failures, perMessage, allowance, fixedAlarmsPerDay: fixedPerDay, memory,
   profiles: profiles.map((p) => ({ phase: p.phase, size: p.size, threadMs: p.threadMs, split: p.split, topSelf: p.summary.topSelf, topInclusive: p.summary.topInclusive })),
   samples,
 }, null, 1)}\n`);

@@ -11,9 +11,10 @@ import type { MessageStore } from './store.ts';
 export type ChunkResult =
   /**
    * `prefix`: length of Cloudflare's block at the start (stored, not hashed); `sha256`: of
-   * the bytes after it, the sender's message. One hash pass, over those bytes only.
+   * the bytes after it, the sender's message (the agent checks it); `md5`: of the same bytes, as
+   * R2 computes it for a body stored there, so the dedupe key is one whichever path a copy took.
    */
-  | { ok: true; size: number; chunks: number; sha256: string; prefix: number; auth: AuthVerdicts }
+  | { ok: true; size: number; chunks: number; sha256: string; md5: string; prefix: number; auth: AuthVerdicts }
   | { ok: false; size: number };
 
 export async function storeChunks(
@@ -27,6 +28,8 @@ export async function storeChunks(
 ): Promise<ChunkResult> {
   const digest = new crypto.DigestStream('SHA-256');
   const hash = digest.getWriter();
+  const md5Digest = new crypto.DigestStream('MD5');
+  const md5 = md5Digest.getWriter();
   let buf: Uint8Array | null = null;  // allocated when bytes come, sized by what is still expected
   let fill = 0;
   let flushed = 0;
@@ -46,7 +49,8 @@ export async function storeChunks(
       cap = maxBytes + prefix;
     }
     store.appendChunk(id, seq++, data);
-    await hash.write(flushed === 0 ? data.subarray(prefix) : data);
+    const message = flushed === 0 ? data.subarray(prefix) : data;
+    await Promise.all([hash.write(message), md5.write(message)]);
     // The row and the hash have their copies; the next bytes get a fresh buffer (never one a
     // read could still detach: the stream's next read gets a new one).
     flushed += fill;
@@ -55,7 +59,7 @@ export async function storeChunks(
   };
   const tooLarge = async (cancel: () => Promise<void>): Promise<ChunkResult> => {
     await cancel();
-    await hash.abort('message too large');
+    await Promise.all([hash.abort('message too large'), md5.abort('message too large')]);
     return { ok: false, size };
   };
   // A byte stream (the request body, message.raw, an RPC stream) is read straight into the
@@ -124,9 +128,9 @@ export async function storeChunks(
   }
   await flush(true);
   if (size > cap) {
-    await hash.abort('message too large');
+    await Promise.all([hash.abort('message too large'), md5.abort('message too large')]);
     return { ok: false, size };
   }
-  await hash.close();
-  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest), prefix, auth };
+  await Promise.all([hash.close(), md5.close()]);
+  return { ok: true, size, chunks: seq, sha256: hex(await digest.digest), md5: hex(await md5Digest.digest), prefix, auth };
 }

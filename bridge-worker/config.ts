@@ -54,6 +54,12 @@ export interface Vars {
   DEV_INGRESS_TOKEN?: string;
   /** `info` (default): one event per message and side. `debug` adds ingest.queued and message.leased. */
   LOG_LEVEL?: string;
+  /**
+   * A message of at most this many bytes (Cloudflare's block included) is kept in the queue
+   * object's SQLite and rides the agent's WebSocket: no R2 put, no body fetch. Larger ones go to
+   * R2. Default 131072 (128 KiB); 0 = every body to R2; at most 262144 (the CPU limit).
+   */
+  INLINE_MAX_BYTES?: string;
 }
 
 /** Secrets: `wrangler secret put`, never [vars]. */
@@ -62,7 +68,7 @@ export const SECRET_NAMES = ['AGENT_TOKENS', 'ADMIN_TOKEN', 'STATUS_TOKEN', 'DEV
 export const VAR_NAMES = [
   'ALLOWED_DOMAINS', 'ALLOWED_RECIPIENTS', 'MAX_MESSAGE_BYTES', 'VERDICT_WAIT_MS', 'DEDUPE_WINDOW_MS', 'AFFINITY_MS',
   'AGENT_SILENT_MS', 'SHARDS', 'RETRY_FIRST_MS', 'RETRY_MAX_MS', 'MAX_AGE_MS', 'MAX_UNSETTLED_LEASES', 'RETENTION_MS',
-  'DELAY_WARNING_MS', 'ORPHAN_SWEEP_MS', 'LOG_LEVEL',
+  'DELAY_WARNING_MS', 'ORPHAN_SWEEP_MS', 'LOG_LEVEL', 'INLINE_MAX_BYTES',
 ] as const satisfies readonly (keyof Vars)[];
 // A setting added to Vars but to neither list fails to compile here, so the local relay cannot miss it.
 type Unlisted = Exclude<keyof Vars, (typeof SECRET_NAMES)[number] | (typeof VAR_NAMES)[number]>;
@@ -89,6 +95,8 @@ export interface Config {
   statusToken: string | null;
   devIngressToken: string | null;
   logLevel: LogLevel;
+  /** Bodies of at most this many bytes stay in the object (chunk rows); larger ones go to R2. */
+  inlineMaxBytes: number;
 }
 
 export type LogLevel = 'info' | 'debug';
@@ -97,6 +105,9 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 /** Well inside email()'s ~30 s: the message is already stored, only the verdict is waited for. */
 export const DEFAULT_VERDICT_WAIT_MS = 15_000;
 const MAX_VERDICT_WAIT_MS = 25_000;
+/** Measured (docs/performance.md, bench:cloud): the chunk path's invocations at this size stay well inside 10 ms. */
+export const DEFAULT_INLINE_MAX_BYTES = 128 * 1024;
+export const MAX_INLINE_MAX_BYTES = 256 * 1024;
 
 export class WorkerConfigError extends Error {
   override name = 'WorkerConfigError';
@@ -180,5 +191,12 @@ export function parseConfig(env: Vars): Config {
   if (dev !== '' && dev.length < 16) throw new WorkerConfigError('DEV_INGRESS_TOKEN: must be at least 16 characters');
   const logLevel = env.LOG_LEVEL === undefined || env.LOG_LEVEL === '' ? 'info' : env.LOG_LEVEL;
   if (logLevel !== 'info' && logLevel !== 'debug') throw new WorkerConfigError(`LOG_LEVEL: must be info or debug, not ${JSON.stringify(logLevel)}`);
-  return { agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, delayWarningMs, orphanSweepMs, adminToken: admin === '' ? null : admin, statusToken: status === '' ? null : status, devIngressToken: dev === '' ? null : dev, logLevel };
+  let inlineMaxBytes = DEFAULT_INLINE_MAX_BYTES;
+  if (env.INLINE_MAX_BYTES !== undefined && env.INLINE_MAX_BYTES !== '') {
+    inlineMaxBytes = Number(env.INLINE_MAX_BYTES);
+    if (!Number.isInteger(inlineMaxBytes) || inlineMaxBytes < 0 || inlineMaxBytes > MAX_INLINE_MAX_BYTES) {
+      throw new WorkerConfigError(`INLINE_MAX_BYTES: must be an integer from 0 to ${MAX_INLINE_MAX_BYTES}`);
+    }
+  }
+  return { inlineMaxBytes, agentTokens, allowedDomains, allowedRecipients, maxMessageBytes, verdictWaitMs, retry, dedupeWindowMs, affinityMs, shards, agentSilentMs, maxUnsettledLeases, retentionMs, delayWarningMs, orphanSweepMs, adminToken: admin === '' ? null : admin, statusToken: status === '' ? null : status, devIngressToken: dev === '' ? null : dev, logLevel };
 }

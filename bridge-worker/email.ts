@@ -1,5 +1,6 @@
 // The email() handler: recipient and size policy, then the body goes into R2
-// (bodies.ts) and its row into the queue object. Returning means "stored
+// (bodies.ts) and its row into the queue object, or, for a small message, both
+// into the object (chunk-path.ts). Returning means "stored
 // durably"; throwing makes Email Routing answer the sender with a temporary
 // error, so the sender retries.
 import { isAddress } from '../protocol/wire.ts';
@@ -78,7 +79,9 @@ export async function handleEmail(message: IncomingEmail, env: WorkerEnv): Promi
   const queue = shardStub(env, shard);
   // One call stores the message and, with VERDICT_WAIT_MS > 0, waits for the agent's answer.
   let result: IngestResult;
-  if (env.BODIES) {
+  // A small body stays in the object and rides the agent's WebSocket (no R2 put, no fetch, one
+  // invocation fewer); a large one goes to R2, past the CPU a chunk path would cost.
+  if (env.BODIES && message.rawSize > cfg.inlineMaxBytes) {
     // The body goes to R2 from here, natively; the object gets the row's worth (bodies.ts).
     // Stamped with the object's id: its orphan sweep deletes only what it can tell is its own.
     const owner = env.RELAY.idFromName(shardName(shard)).toString();
@@ -90,7 +93,7 @@ export async function handleEmail(message: IncomingEmail, env: WorkerEnv): Promi
     // row ever came to own is its orphan sweep's (relay-do.ts).
     result = await queue.ingestStored(sender, [message.to], put.body, cfg.verdictWaitMs, budgetMs);
   } else {
-    warnUnbound();
+    if (!env.BODIES) warnUnbound();
     const budgetMs = EMAIL_BUDGET_MS - RETURN_MARGIN_MS - (Date.now() - start);
     result = await queue.ingest(sender, [message.to], message.raw, cfg.maxMessageBytes, message.rawSize, cfg.verdictWaitMs, budgetMs);
   }

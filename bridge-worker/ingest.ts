@@ -109,7 +109,9 @@ export function chunkPath(
       }
       const s = stored;
       return {
-        id, size: s.size, digest: s.sha256,
+        // The dedupe key's digest as for a body in R2: a sender's retry may take the other path
+        // (its new Cloudflare block can move it across INLINE_MAX_BYTES) and is still one message.
+        id, size: s.size, digest: storedDigest(s.md5, s.size - s.prefix),
         discard: async () => { q.store.remove(id); },
         commit: (key) => {
           // Cloudflare's verdicts, from its block only (cf-auth-results.ts), go to the agent with the message.
@@ -180,18 +182,15 @@ function waitLeft(asked: number, deadline: number): number {
   return asked <= 0 ? 0 : Math.max(1, Math.min(asked, deadline - Date.now()));
 }
 
-/**
- * `digest`: of the sender's message, the bytes after Cloudflare's block: its sha256 (storeChunks)
- * or, for a body in R2, storedDigest() (a different key space: the two never match).
- */
+/** `digest`: of the sender's message, the bytes after Cloudflare's block (storedDigest). */
 async function dedupeKey(sender: string, recipients: string[], digest: string): Promise<string> {
   const text = `${sender}\n${recipients.join('\n')}\n${digest}`;
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
 }
 
 /**
- * What the dedupe key takes of a body in R2: R2's MD5 of it (R2 computes it; no JS touches a
- * byte) and its length. docs/architecture.md, "Duplicates", says why MD5 is enough here.
+ * What the dedupe key takes of a body: its MD5 (R2 computes it for a body there; storeChunks for
+ * one in chunk rows) and its length. docs/architecture.md, "Duplicates", says why MD5 is enough.
  */
 function storedDigest(md5: string, bytes: number): string {
   return `md5:${md5}:${bytes}`;

@@ -83,7 +83,9 @@ export async function startTestWorker(opts: { allowedDomains?: string[]; maxMess
   const rt = await startWorkerRuntime({
     persistDir: dir, agentTokens: [AGENT_TOKEN, OLD_TOKEN], devIngressToken: DEV_TOKEN,
     allowedDomains: opts.allowedDomains ?? [], maxMessageBytes: opts.maxMessageBytes ?? 25 * 1024 * 1024,
-    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: opts.vars ?? {}, bodies: opts.bodies ?? true,
+    // Tests of the R2 path send small messages: every body to R2 unless a test asks for the
+    // inline path (INLINE_MAX_BYTES; test/bridge-worker/inline.test.ts, and the local relay's default).
+    verdictWaitMs: opts.verdictWaitMs ?? 300, vars: { INLINE_MAX_BYTES: '0', ...opts.vars }, bodies: opts.bodies ?? true,
     ...(opts.bodiesRemote === undefined ? {} : { bodiesRemote: opts.bodiesRemote }),
     ...(opts.name === undefined ? {} : { name: opts.name }),
     onLog: (l) => logs.push(l),
