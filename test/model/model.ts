@@ -13,6 +13,8 @@ export const CFG = {
   dedupeWindowMs: 7_200_000,
   maxUnsettledLeases: 3,
   affinityMs: 120_000,
+  /** Small bodies stay in the object (issue #24): run.ts's `head` and below inline, `head+1` and `large` in R2. */
+  inlineMaxBytes: 64 * 1024,
 } as const;
 
 export type LiveState = 'queued' | 'in-flight' | 'deferred' | 'hold' | 'bouncing' | 'bounced' | 'dead-letter';

@@ -55,6 +55,7 @@ export class Real {
         RETRY_FIRST_MS: String(CFG.firstRetryMs), RETRY_MAX_MS: String(CFG.maxRetryMs), MAX_AGE_MS: String(CFG.maxAgeMs),
         RETENTION_MS: String(CFG.retentionMs), DEDUPE_WINDOW_MS: String(CFG.dedupeWindowMs),
         MAX_UNSETTLED_LEASES: String(CFG.maxUnsettledLeases), ORPHAN_SWEEP_MS: String(30 * 24 * 3_600_000),
+        INLINE_MAX_BYTES: String(CFG.inlineMaxBytes),
       },
     });
     return new Real(w);

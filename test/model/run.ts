@@ -10,7 +10,7 @@ import {
   CFG, accept, allowBounce, allowLease, bounced, dedupe, disconnect, fail, finalProblems, hello, held, idleWork,
   live, newModel, realState, restart, settle, tick, tooOld, leasable, type MMsg, type Model,
 } from './model.ts';
-import { Real, SHARDS, sha256 } from './real.ts';
+import { Real, SHARDS, sha256, type RealAgent } from './real.ts';
 import { MAX_RESULT_TEXT, PONG } from '../../protocol/wire.ts';
 
 interface Ctx { model: Model; real: Real }
@@ -18,6 +18,7 @@ type Cmd = fc.AsyncCommand<Model, Real>;
 
 /** bridge-worker/bodies.ts HEAD_BYTES (not imported: it needs workerd's types). */
 const HEAD_BYTES = 64 * 1024;
+const INLINE_MAX_BYTES = CFG.inlineMaxBytes;
 
 const SENDERS = ['alice@sender.test', 'bob@sender.test', ''];
 
@@ -55,12 +56,15 @@ async function sync(model: Model, real: Real, waited = 0): Promise<void> {
       const ma = model.agents.get(a.name) ?? fault(`agent ${a.name} unknown to the model`);
       for (; a.read < a.raw.seen.length; a.read++) {
         const s = a.raw.seen[a.read];
-        if (!s || s.kind === 'chunk') fault(`agent ${a.name} got a chunk: bodies are in R2`);
+        if (!s) fault(`agent ${a.name}: no frame at ${a.read}`);
+        // A body at most INLINE_MAX_BYTES comes in chunks after its message frame (Answer reads them).
+        if (s.kind === 'chunk') continue;
         if (s.kind === 'text') {
           if (s.text !== PONG) fault(`agent ${a.name} got a frame it cannot parse: ${s.text.slice(0, 300)}`);
           continue;
         }
         const f = s.frame;
+        if (f.type === 'end') continue;
         if (f.type !== 'message' && f.type !== 'bounce') fault(`agent ${a.name} got an unexpected ${f.type} frame`);
         const m = model.msgs.find((x) => x.id === f.id) ?? fault(`agent ${a.name} got a ${f.type} frame for unknown message ${f.id}`);
         if (f.type === 'message') {
@@ -256,6 +260,30 @@ function holding(model: Model, name: string, state: 'in-flight' | 'bouncing'): M
 
 type Reply = '250' | '451' | '550' | 'garbage' | 'long' | 'nack' | 'lost' | 'shutdown' | 'steal' | 'twice' | 'foreign';
 
+/** The body of `m` as its lease delivered it: fetched from R2, or its chunks (credit given back). */
+async function leasedBody(a: RealAgent, m: MMsg): Promise<Buffer> {
+  const at = a.raw.seen.findLastIndex((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === m.id);
+  const frame = a.raw.seen[at];
+  if (frame?.kind !== 'frame' || frame.frame.type !== 'message') fault(`message ${m.n} in flight without its frame`);
+  const f = frame.frame;
+  if (f.fetch !== undefined) {
+    if (m.body.length + (f.prefix ?? 0) <= INLINE_MAX_BYTES) fault(`message ${m.n} of ${f.size} bytes in R2, over the inline limit ${INLINE_MAX_BYTES}`);
+    const got = await a.raw.fetchBody(m.id);
+    if (got.status !== 200) fault(`body of message ${m.n} in flight: HTTP ${got.status}`);
+    count('body read: fetched from R2');
+    return got.bytes;
+  }
+  count('body read: chunks on the WebSocket');
+  if (f.size > INLINE_MAX_BYTES) fault(`message ${m.n} of ${f.size} bytes in chunks, over the inline limit ${INLINE_MAX_BYTES}`);
+  const end = await a.raw.until((seen) => {
+    const i = seen.findIndex((x, k) => k > at && x.kind === 'frame' && x.frame.type === 'end' && x.frame.id === m.id);
+    return i < 0 ? undefined : i;
+  }, 5_000).catch(() => fault(`message ${m.n}: its chunks did not end`));
+  const bytes = Buffer.concat(a.raw.seen.slice(at + 1, end).flatMap((x) => (x.kind === 'chunk' ? [x.data] : [])));
+  if (bytes.length > 0) a.raw.send({ type: 'credit', bytes: bytes.length });
+  return bytes.subarray(f.prefix ?? 0);
+}
+
 export class Answer implements Cmd {
   readonly name: string;
   readonly k: number;
@@ -269,10 +297,10 @@ export class Answer implements Cmd {
     const who = m.lease ?? fault('no lease');
     const a = real.agents.get(who) ?? fault(`agent ${who} not connected`);
     if (this.reply === '250' || this.reply === 'lost' || this.reply === 'twice') {
-      // The agent reads the body through the Worker, as it does before LMTP: bytes as sent.
-      const got = await a.raw.fetchBody(m.id);
-      if (got.status !== 200) fault(`body of message ${m.n} in flight: HTTP ${got.status}`);
-      if (!got.bytes.equals(m.body)) fault(`body of message ${m.n}: ${got.bytes.length} bytes differ from the ${m.body.length} sent`);
+      // The agent reads the body as it does before LMTP, bytes as sent: through the Worker from
+      // R2, or, at most INLINE_MAX_BYTES, from the chunks that followed this lease's frame.
+      const got = await leasedBody(a, m);
+      if (!got.equals(m.body)) fault(`body of message ${m.n}: ${got.length} bytes differ from the ${m.body.length} sent`);
       m.deliveries++;
     }
     const result = (code: number, enhanced: string, outcome: string): string =>
