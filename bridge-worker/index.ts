@@ -11,6 +11,7 @@ import { setTestClock } from './clock.ts';
 import { BODY_SESSION_HEADER, isMessageId } from '../protocol/wire.ts';
 // Compiles every message's pure code at startup, not on the first message (issue #15).
 import './warm-up.ts';
+import './warm-up-chunks.ts';
 
 export { RelayQueue } from './relay-do.ts';
 
