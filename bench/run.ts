@@ -9,7 +9,8 @@
 // Flags: --full, --paths=direct-lmtp,relay,postfix,http-api, --no-profile, --no-backlog,
 // --no-memory, --no-fidelity, --backlog=N, --out=<file>, --scale=<factor of messages per cell>,
 // --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> and --window=<n> (agent),
-// --no-home-core (skip the comparison with the home side on a core of its own).
+// --no-home-core (skip the comparison with the home side on a core of its own),
+// --agent-node-flags=<flag,flag> (Node/V8 flags added to the deployed agent's, to measure one).
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -113,6 +114,7 @@ const creditOpt = opt('credit');
 const windowOpt = opt('window');
 const agentWindow = windowOpt ? Number(windowOpt) : DEFAULTS.concurrency;
 const agentCredit = creditOpt ? Number(creditOpt) : DEFAULTS.creditBytes;
+const agentNodeFlags = opt('agent-node-flags')?.split(',').filter(Boolean) ?? [];
 // --memory-size=<bytes>: the size of the one-message memory test (default 25 MiB).
 const memorySize = Number(opt('memory-size') ?? mode.memoryBytes);
 
@@ -575,6 +577,22 @@ function targets(run: RunResult): TargetResult[] {
 
 // ---- main ----------------------------------------------------------------------------
 
+/**
+ * A step after the matrix: one that fails (e.g. a mailbox reset) is logged and named in the
+ * results' notes, and the run still writes what it measured (issue #24: a failed cleanup at the
+ * end of a run lost all of it).
+ */
+async function optional<T>(what: string, notes: string[], fallback: T, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    log(`${what} FAILED: ${why}`);
+    notes.push(`${what}: not measured, the step failed: ${why}`);
+    return fallback;
+  }
+}
+
 async function main(): Promise<void> {
   const startedAt = new Date();
   const tStart = performance.now();
@@ -607,7 +625,7 @@ async function main(): Promise<void> {
         const p = name === 'direct-lmtp' ? directPath(dovecot.lmtpPort)
           : name === 'relay' ? await startRelay(dovecot.lmtpPort, {
             ...(verdictWait === undefined ? {} : { verdictWaitMs: verdictWait }),
-            agent: { creditBytes: agentCredit, concurrency: agentWindow },
+            agent: { creditBytes: agentCredit, concurrency: agentWindow, nodeFlags: agentNodeFlags },
           })
           : name === 'postfix' ? await startPostfixPath(dovecot.lmtpPort)
           : await startHttpApi(dovecot.lmtpPort);
@@ -652,7 +670,7 @@ async function main(): Promise<void> {
     const relay = paths.find((p): p is RelayPath => p.name === 'relay');
     let backlog: BacklogResult | null = null;
     if (relay && !flag('no-backlog')) {
-      backlog = await runBacklog(ctx, relay, backlogCount, cells.find((c) => c.path === 'relay' && c.size === 10 * KiB && c.concurrency === 8));
+      backlog = await optional('backlog', notes, null, () => runBacklog(ctx, relay, backlogCount, cells.find((c) => c.path === 'relay' && c.size === 10 * KiB && c.concurrency === 8)));
     }
     let homeCore: HomeCoreResult | null = null;
     const relayForHome = paths.find((p) => p.name === 'relay') as RelayPath | undefined;
@@ -664,9 +682,9 @@ async function main(): Promise<void> {
       }
     }
     const fidelity: FidelityResult[] = [];
-    if (!flag('no-fidelity')) for (const p of paths) fidelity.push(await runFidelity(ctx, p));
+    if (!flag('no-fidelity')) for (const p of paths) fidelity.push(...await optional(`fidelity of ${p.name}`, notes, [], async () => [await runFidelity(ctx, p)]));
     let profiles: ProfileSummary[] = [];
-    if (selected.includes('relay') && !flag('no-profile')) profiles = await runProfiles(ctx, mode.profileCount, profileDir);
+    if (selected.includes('relay') && !flag('no-profile')) profiles = await optional('profiles', notes, [], () => runProfiles(ctx, mode.profileCount, profileDir));
     watcher.close();
 
     const lags = cells.map((c) => c.detectionLagMs.p99).filter(Number.isFinite);
