@@ -10,7 +10,8 @@
 // --no-memory, --no-fidelity, --backlog=N, --out=<file>, --scale=<factor of messages per cell>,
 // --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> and --window=<n> (agent),
 // --no-home-core (skip the comparison with the home side on a core of its own),
-// --agent-node-flags=<flag,flag> (Node/V8 flags added to the deployed agent's, to measure one).
+// --agent-node-flags=<flag,flag> (Node/V8 flags added to the deployed agent's, to measure one),
+// --agent-env=<K=V,K=V> (environment added to the agent's).
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -115,6 +116,7 @@ const windowOpt = opt('window');
 const agentWindow = windowOpt ? Number(windowOpt) : DEFAULTS.concurrency;
 const agentCredit = creditOpt ? Number(creditOpt) : DEFAULTS.creditBytes;
 const agentNodeFlags = opt('agent-node-flags')?.split(',').filter(Boolean) ?? [];
+const agentEnv = Object.fromEntries((opt('agent-env')?.split(',').filter(Boolean) ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 // --memory-size=<bytes>: the size of the one-message memory test (default 25 MiB).
 const memorySize = Number(opt('memory-size') ?? mode.memoryBytes);
 
@@ -643,7 +645,7 @@ async function main(): Promise<void> {
         const p = name === 'direct-lmtp' ? directPath(dovecot.lmtpPort)
           : name === 'relay' ? await startRelay(dovecot.lmtpPort, {
             ...(verdictWait === undefined ? {} : { verdictWaitMs: verdictWait }),
-            agent: { creditBytes: agentCredit, concurrency: agentWindow, nodeFlags: agentNodeFlags },
+            agent: { creditBytes: agentCredit, concurrency: agentWindow, nodeFlags: agentNodeFlags, env: agentEnv },
           })
           : name === 'postfix' ? await startPostfixPath(dovecot.lmtpPort)
           : await startHttpApi(dovecot.lmtpPort);

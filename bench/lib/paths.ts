@@ -55,6 +55,8 @@ export interface AgentOptions {
   cpus?: string;
   /** Node flags added to the deployed ones (AGENT_NODE_FLAGS), to measure a V8 setting. */
   nodeFlags?: string[];
+  /** Environment added to the agent's (e.g. glibc malloc settings), to measure one. */
+  env?: Record<string, string>;
 }
 
 export interface RelayPath extends PathUnderTest {
@@ -122,6 +124,7 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
       MAILBRIDGE_HTTP: `127.0.0.1:${await freePort()}`,
       ...(o.concurrency ?? defaults.concurrency ? { MAILBRIDGE_CONCURRENCY: String(o.concurrency ?? defaults.concurrency) } : {}),
       ...(o.creditBytes ?? defaults.creditBytes ? { MAILBRIDGE_CREDIT_BYTES: String(o.creditBytes ?? defaults.creditBytes) } : {}),
+      ...(o.env ?? defaults.env ?? {}),
     });
     for (const fn of lineFns) a.onLine(fn);
     agent = a;
