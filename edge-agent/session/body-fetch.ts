@@ -38,6 +38,12 @@ export interface FetchLimits {
 /** A healthy home line moves a 25 MiB body in well under a minute; these only catch the dead ones. */
 export const FETCH_LIMITS: FetchLimits = { idleMs: 60_000, deadlineMs: 10 * 60_000 };
 
+/** The error of a request whose connection was closed under it, before any answer. */
+function isReset(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
+}
+
 /** The body's URL: the session's ws(s)://host/agent?shard=N as http(s)://host/agent/body/<id>?shard=N. */
 export function bodyUrl(workerUrl: string, id: string): string {
   const u = new URL(workerUrl);
@@ -109,18 +115,31 @@ export async function fetchBody(
     const headers: Record<string, string> = { Authorization: `Bearer ${token}`, ...(session !== null ? { [BODY_SESSION_HEADER]: session } : {}) };
     const url = bodyUrl(workerUrl, msg.header.id);
     const tls = url.startsWith('https:');
-    const r = (tls ? httpsRequest : httpRequest)(url, { headers, agent: tls ? agents.https : agents.http });
-    req = r;
-    // Every error (also one after the answer: a cut connection, or our own destroy()) shows in
-    // the waits below; none may go unhandled.
-    r.on('error', () => undefined);
-    const answered = new Promise<IncomingMessage>((resolve, reject) => {
-      r.once('response', resolve);
-      r.once('error', reject);
-    });
-    r.end();
-    if (msg.failure || msg.abandoned) r.destroy();  // stopped while the request was being made
-    const res = await watched(answered);
+    const ask = (): { r: ClientRequest; answered: Promise<IncomingMessage> } => {
+      const r = (tls ? httpsRequest : httpRequest)(url, { headers, agent: tls ? agents.https : agents.http });
+      req = r;
+      // Every error (also one after the answer: a cut connection, or our own destroy()) shows in
+      // the waits below; none may go unhandled.
+      r.on('error', () => undefined);
+      const answered = new Promise<IncomingMessage>((resolve, reject) => {
+        r.once('response', resolve);
+        r.once('error', reject);
+      });
+      r.end();
+      if (msg.failure || msg.abandoned) r.destroy();  // stopped while the request was being made
+      return { r, answered };
+    };
+    let { r, answered } = ask();
+    let res: IncomingMessage | typeof STOPPED;
+    try {
+      res = await watched(answered);
+    } catch (err) {
+      // A kept connection the Worker (or a proxy) closed just as it was reused, before any answer:
+      // once more on a new connection (Node's advice for `reusedSocket`; a GET is safe to repeat).
+      if (!r.reusedSocket || !wanted || !isReset(err)) throw err;
+      ({ r, answered } = ask());
+      res = await watched(answered);
+    }
     if (res === STOPPED) return finish();
     if (res.statusCode !== 200) {
       res.resume();
