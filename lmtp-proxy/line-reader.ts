@@ -6,12 +6,13 @@ import { parseReply, parseReplyLine, type Reply } from './reply.ts';
 
 const LF = 0x0a;
 const CR = 0x0d;
+const EMPTY = Buffer.alloc(0);
 
 export const MAX_REPLY_LINE = 4096;
 export const MAX_REPLY_LINES = 100;
 
 export class LineReader {
-  #rest: Buffer = Buffer.alloc(0);
+  #rest: Buffer = EMPTY;
   readonly #max: number;
 
   constructor(maxLine: number = MAX_REPLY_LINE) {
@@ -37,8 +38,9 @@ export class LineReader {
       start = lf + 1;
     }
     if (buf.length - start >= this.#max) return { lines, tooLong: true };  // cannot end within the limit any more
-    // Copy the remainder so the caller's chunk is not kept alive by a small slice.
-    this.#rest = Buffer.from(buf.subarray(start));
+    // Copy the remainder so the caller's chunk is not kept alive by a small slice; a chunk of
+    // whole lines (the usual case) leaves none, and costs no allocation.
+    this.#rest = start === buf.length ? EMPTY : Buffer.from(buf.subarray(start));
     return { lines, tooLong: false };
   }
 }

@@ -38,11 +38,16 @@ export class MaildirWatcher {
   readonly lags: number[] = [];
 
   readonly #tickMs: number;
+  readonly #settle: Settle;
 
-  /** `maildirs`: Maildir roots (each holding new/ cur/ tmp/), which must exist; `tickMs`: ctime granularity. */
-  constructor(maildirs: string[], tickMs: number) {
+  /**
+   * `maildirs`: Maildir roots (each holding new/ cur/ tmp/), which must exist; `tickMs`: ctime
+   * granularity; `settle`: how long clear() waits for Dovecot's writes to end (freshMaildir).
+   */
+  constructor(maildirs: string[], tickMs: number, settle: Settle = SETTLE) {
     this.#dirs = maildirs.map((m) => join(m, 'new'));
     this.#tickMs = tickMs;
+    this.#settle = settle;
   }
 
   start(): void {
@@ -126,21 +131,13 @@ export class MaildirWatcher {
    * message files is not enough: Dovecot's per-delivery cost grows with the mailbox's history
    * (its index and uidlist, and new/ itself, as an ext4 directory never shrinks), so a path
    * measured late in a run would pay for the deliveries of the paths measured before it.
-   * Dovecot keeps no mailbox open between LMTP transactions, and none is running here.
+   * Dovecot may still be writing when a run's last file shows (freshMaildir).
    */
   async clear(): Promise<void> {
     this.#paused = true;
     while (this.#pending > 0) await new Promise((r) => setTimeout(r, 10));
     for (const w of this.#watchers.splice(0)) w.close();
-    for (const dir of this.#dirs) {
-      const root = dirname(dir);
-      const st = await stat(root);
-      await rm(root, { recursive: true, force: true });
-      for (const d of [root, ...['new', 'cur', 'tmp'].map((sub) => join(root, sub))]) {
-        await mkdir(d, { mode: st.mode & 0o7777 });
-        await chown(d, st.uid, st.gid);
-      }
-    }
+    await Promise.all(this.#dirs.map((dir) => freshMaildir(dirname(dir), this.#settle)));
     this.#seenFiles.clear();
     this.#arrivals.clear();
     this.lags.length = 0;
@@ -150,6 +147,56 @@ export class MaildirWatcher {
 
   close(): void {
     for (const w of this.#watchers) w.close();
+  }
+}
+
+/** clear()'s wait for a Maildir to go quiet: no change for `quietMs`, waited for at most `budgetMs`. */
+export interface Settle { quietMs: number; budgetMs: number }
+const SETTLE: Settle = { quietMs: 100, budgetMs: 3_000 };
+
+let cleared = 0;
+
+/**
+ * Replaces the Maildir at `root` with empty new/ cur/ tmp/ of the same owner and mode. Dovecot
+ * still writes for a moment after a message's file shows in new/ (its uidlist, through a lock
+ * file renamed over it, and its index log), and a recursive rm racing those writes fails with
+ * ENOTEMPTY (issue #24: the bench died at its end, writing no results). So: wait (bounded) until
+ * nothing in the Maildir changes, move it aside in one rename, which no concurrent write can
+ * fail, make the fresh one, and remove the old one, retrying; a leftover only costs disk space
+ * until the Dovecot fixture removes its directory.
+ */
+export async function freshMaildir(root: string, settle: Settle = SETTLE): Promise<void> {
+  const st = await stat(root);
+  await quiet(root, settle);
+  const old = `${root}.cleared-${process.pid}-${cleared++}`;
+  await rename(root, old);
+  for (const d of [root, ...['new', 'cur', 'tmp'].map((sub) => join(root, sub))]) {
+    // recursive: no EEXIST if a late write of Dovecot's made the directory again meanwhile.
+    await mkdir(d, { recursive: true, mode: st.mode & 0o7777 });
+    await chown(d, st.uid, st.gid);
+  }
+  await rm(old, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 }).catch(() => undefined);
+}
+
+/** Resolves once no entry of the Maildir (its top, new/, cur/, tmp/) changed for quietMs, or after budgetMs. */
+async function quiet(root: string, { quietMs, budgetMs }: Settle): Promise<void> {
+  const look = async (): Promise<string> => {
+    const parts: string[] = [];
+    for (const d of [root, join(root, 'new'), join(root, 'cur'), join(root, 'tmp')]) {
+      for (const name of await readdir(d).catch(() => [] as string[])) {
+        const s = await stat(join(d, name), { bigint: true }).catch(() => null);
+        parts.push(`${d}/${name}:${s?.size ?? '-'}:${s?.mtimeNs ?? '-'}`);
+      }
+    }
+    return parts.join('\n');
+  };
+  const until = performance.now() + budgetMs;
+  let last = await look();
+  while (performance.now() < until) {
+    await new Promise((r) => setTimeout(r, quietMs));
+    const now = await look();
+    if (now === last) return;
+    last = now;
   }
 }
 

@@ -53,6 +53,10 @@ export interface AgentOptions {
   creditBytes?: number;
   /** Run the agent on these CPUs only (taskset list, e.g. '1'). */
   cpus?: string;
+  /** Node flags added to the deployed ones (AGENT_NODE_FLAGS), to measure a V8 setting. */
+  nodeFlags?: string[];
+  /** Environment added to the agent's (e.g. glibc malloc settings), to measure one. */
+  env?: Record<string, string>;
 }
 
 export interface RelayPath extends PathUnderTest {
@@ -105,7 +109,8 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
     const spawnedAt = performance.now();
     const profDir = o.cpuProfDir ?? defaults.cpuProfDir;
     const aflags = [...NODE_FLAGS, ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-    const entry = o.source ?? defaults.source ? [AGENT_MAIN] : [...AGENT_NODE_FLAGS, bundle];
+    const extra = o.nodeFlags ?? defaults.nodeFlags ?? [];
+    const entry = o.source ?? defaults.source ? [...extra, AGENT_MAIN] : [...AGENT_NODE_FLAGS, ...extra, bundle];
     // taskset execs node: the pid stays the agent's.
     const cpus = o.cpus ?? defaults.cpus;
     const a = spawnChild(cpus ? 'taskset' : NODE, [...(cpus ? ['-c', cpus, NODE] : []), ...aflags, ...entry], {
@@ -119,6 +124,7 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
       MAILBRIDGE_HTTP: `127.0.0.1:${await freePort()}`,
       ...(o.concurrency ?? defaults.concurrency ? { MAILBRIDGE_CONCURRENCY: String(o.concurrency ?? defaults.concurrency) } : {}),
       ...(o.creditBytes ?? defaults.creditBytes ? { MAILBRIDGE_CREDIT_BYTES: String(o.creditBytes ?? defaults.creditBytes) } : {}),
+      ...(o.env ?? defaults.env ?? {}),
     });
     for (const fn of lineFns) a.onLine(fn);
     agent = a;

@@ -86,7 +86,8 @@ export class QueueStatus {
     this.#token = o.token;
     this.#log = o.log;
     this.#now = o.now ?? Date.now;
-    this.#fetch = o.fetch ?? fetch;
+    // Not `fetch` itself: naming it loads undici (some 15 MB resident) in every agent, scraped or not.
+    this.#fetch = o.fetch ?? ((url, init) => fetch(url, init));
   }
 
   /** Reads the summary unless read (or tried) within 15 s; resolves within about 5 s either way, never rejects. */

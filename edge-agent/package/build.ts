@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = join(ROOT, 'edge-agent/main.ts');
@@ -31,6 +31,19 @@ async function packageVersion(): Promise<string> {
   return (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
+/**
+ * Node's built-ins through require(), as in the executable's CommonJS, not as ES imports: an ES
+ * import of node:http builds its namespace from every export, and reading the lazy
+ * http.WebSocket loads undici, some 13 MB resident that nothing uses (issue #24).
+ */
+const builtinsByRequire: Plugin = {
+  name: 'builtins-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, (a) => (a.kind === 'import-statement' ? { path: a.path, namespace: 'builtin' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'builtin' }, (a) => ({ contents: `module.exports = require(${JSON.stringify(a.path)});`, loader: 'js' }));
+  },
+};
+
 export async function buildAgent(outfile = AGENT_BUNDLE): Promise<string> {
   await build({
     entryPoints: [MAIN],
@@ -41,6 +54,7 @@ export async function buildAgent(outfile = AGENT_BUNDLE): Promise<string> {
     external: ['mailparser'],
     // ws and other CommonJS dependencies call require() for Node built-ins.
     banner: { js: "import { createRequire as __mb_require } from 'node:module'; const require = __mb_require(import.meta.url);" },
+    plugins: [builtinsByRequire],
   });
   return outfile;
 }

@@ -1,7 +1,9 @@
 // The bench's mailbox reset: every cell must start from the same Dovecot state, and the
 // watcher must still see arrivals afterwards (by inotify, not by the fallback scan).
 import t from 'tap';
-import { readdir, stat } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ctimeGranularity, MaildirWatcher } from '../../bench/lib/maildir-watch.ts';
 import { SENDER, template, wholeMessage } from '../../bench/lib/messages.ts';
@@ -44,4 +46,38 @@ t.test('clear() gives Dovecot a fresh mailbox and keeps watching it', { skip }, 
   t.same(await watcher.waitFor(['third'], 5000), [], 'seen after the reset');
   t.equal(watcher.get('third')?.reconciled, false, 'by inotify: the watch was set up again on the new new/');
   t.equal((await readdir(join(maildir, 'new'))).length, 1, 'one message in the fresh mailbox');
+});
+
+// Issue #24: `npm run bench` died at its end with ENOTEMPTY (rmdir …/Maildir) and wrote no
+// results: Dovecot still writes its uidlist and index files just after a message's file shows
+// in new/, so a recursive rm raced it. A writer process does what Dovecot does there, all
+// through the reset; every clear() must still succeed and leave a usable Maildir.
+t.test('clear() survives a writer still busy in the Maildir', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mailbridge-watch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const maildir = join(dir, 'Maildir');
+  for (const sub of ['new', 'cur', 'tmp']) await mkdir(join(maildir, sub), { recursive: true });
+  // As Dovecot after a delivery: a uidlist lock renamed over the uidlist, an index log, tmp files.
+  const writer = spawn(process.execPath, ['-e', `
+    const fs = require('node:fs'); const p = require('node:path'); const root = process.argv[1];
+    for (let i = 0; ; i++) {
+      try { fs.writeFileSync(p.join(root, 'dovecot-uidlist.lock'), String(i)); fs.renameSync(p.join(root, 'dovecot-uidlist.lock'), p.join(root, 'dovecot-uidlist')); } catch {}
+      try { fs.writeFileSync(p.join(root, 'dovecot.index.log.' + (i % 50)), 'x'); } catch {}
+      try { fs.writeFileSync(p.join(root, 'tmp', String(i % 50)), 'x'); } catch {}
+    }`, maildir], { stdio: 'ignore', env: { PATH: process.env.PATH ?? '' } });  // without tap's NODE_OPTIONS
+  const exited = new Promise((r) => writer.once('exit', r));
+  // SIGKILL: a busy loop never runs a SIGTERM handler.
+  t.teardown(async () => { writer.kill('SIGKILL'); await exited; });
+  while (!(await readdir(maildir)).includes('dovecot-uidlist')) await new Promise((r) => setTimeout(r, 20));
+
+  const watcher = new MaildirWatcher([maildir], 4, { quietMs: 20, budgetMs: 60 });
+  watcher.start();
+  t.teardown(() => watcher.close());
+  for (let i = 0; i < 30; i++) await watcher.clear();
+  t.pass('30 resets while the writer ran, none failed');
+  writer.kill('SIGKILL');
+  await exited;
+  await watcher.clear();  // a quiet mailbox: no more waiting than quietMs
+  t.same((await readdir(maildir)).sort(), ['cur', 'new', 'tmp'], 'a fresh Maildir once the writer stopped');
+  t.same((await readdir(dir)).sort(), ['Maildir'], 'no old Maildir left beside it');
 });
