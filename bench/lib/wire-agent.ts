@@ -34,7 +34,7 @@ export class WireAgent {
   }
 
   static async connect(url: string, token: string): Promise<WireAgent> {
-    // As the edge-agent does: no permessage-deflate (docs/performance.md, "the first fixes").
+    // As the edge-agent does: no permessage-deflate (bench/results/history.md, "the first fixes").
     const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());

@@ -5,7 +5,7 @@
 // buildAgent() still makes dist/edge-agent.mjs, the same code as one ES module for the system
 // Node, which the bench and the soak run.
 // Why a bundle and not main.ts: Node's type stripping loads a WebAssembly TypeScript parser
-// that stays resident, ~40 MB of the agent's RSS (docs/performance.md).
+// that stays resident, ~40 MB of the agent's RSS (bench/results/history.md).
 import { execFile } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';

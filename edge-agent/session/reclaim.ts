@@ -1,7 +1,7 @@
 // Bounded memory for large messages. Chunk frames, socket reads and LMTP writes are
 // Buffers, which V8 counts as "external" memory and collects only once that has grown by
 // about 64 MB since its last full collection: relaying one 25 MiB message left ~40 MB of
-// dead Buffers in the process (docs/performance.md). Started with --expose-gc (the systemd
+// dead Buffers in the process (bench/results/history.md). Started with --expose-gc (the systemd
 // unit and `npm run agent` do), the agent runs a full collection after every RECLAIM_BYTES
 // of message data, so its peak stays near idle + the credit window. Without the flag this
 // is a no-op and V8's own heuristics apply.
