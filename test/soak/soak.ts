@@ -40,6 +40,12 @@ export interface SoakOptions {
   timeLimitMs: number;
   /** 'cycle': every kind of fault in turn, at least once each (the fast soak); default random. */
   faultOrder?: 'random' | 'cycle';
+  /**
+   * Messages of at most this many bytes stay in the queue object (INLINE_MAX_BYTES); larger ones go
+   * through R2. Default 16 KiB: about half the sizes drawn (1 KiB to maxBytes, log-uniform) take
+   * each path, so R2's faults still meet bodies in R2.
+   */
+  inlineMaxBytes?: number;
   /** Mean time between operator actions (hold, release, delete, replay, retry, flush); 0: none. Default faultEveryMs / 2. */
   operatorEveryMs?: number;
   log?: (line: string) => void;
@@ -117,7 +123,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakSummary> {
     // should reach the age limit in a soak, so a message failing as expired would be a finding.
     const runtime = await startWorkerRuntime({
       persistDir: join(dir, 'worker'), agentTokens: [TOKEN], devIngressToken: DEV, verdictWaitMs: 3000, bodiesRemote: r2.address,
-      vars: { RETRY_FIRST_MS: '1000', RETRY_MAX_MS: '2000', MAX_AGE_MS: '600000', ADMIN_TOKEN: ADMIN },
+      vars: { RETRY_FIRST_MS: '1000', RETRY_MAX_MS: '2000', MAX_AGE_MS: '600000', ADMIN_TOKEN: ADMIN, INLINE_MAX_BYTES: String(o.inlineMaxBytes ?? 16 * 1024) },
     });
     cleanups.push(() => runtime.dispose());
     const wsProxy = await startFaultProxy(Number(runtime.url.port));
