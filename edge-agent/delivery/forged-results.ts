@@ -65,6 +65,13 @@ export class ForgedResultsFilter {
     }
     let from = 0;  // chunk[from, i) passes unchanged
     for (let i = 0; i < chunk.byteLength; i++) {
+      if (this.#state === 'line') {
+        // Nothing in a line not ours to look at matters but its LF: found natively, not byte by
+        // byte in JS (most of a header section is such lines).
+        const lf = chunk.indexOf(LF, i);
+        if (lf < 0) break;
+        i = lf;
+      }
       const b = chunk[i] as number;
       if (this.#state === 'start' || this.#state === 'start-cr' || this.#state === 'line') {
         if (!this.#lineByte(b)) continue;
