@@ -9,7 +9,7 @@
 // Flags: --full, --paths=direct-lmtp,relay,postfix,http-api, --no-profile, --no-backlog,
 // --no-memory, --no-fidelity, --backlog=N, --out=<file>, --scale=<factor of messages per cell>,
 // --verdict-wait=<ms>, --memory-size=<bytes>, --no-cells (skip the throughput/latency matrix), --credit=<bytes> and --window=<n> (agent),
-// --no-home-core (skip the comparison with the home side on a core of its own),
+// --no-home-core (skip the comparison with the home side on a core of its own), --warmup=<messages per path before the cells>,
 // --agent-node-flags=<flag,flag> (Node/V8 flags added to the deployed agent's, to measure one),
 // --agent-env=<K=V,K=V> (environment added to the agent's).
 import { execFileSync } from 'node:child_process';
@@ -99,10 +99,15 @@ const opt = (name: string): string | undefined => argv.find((a) => a.startsWith(
 const base: Mode = flag('full') ? FULL : QUICK;
 // --scale=0.1: fewer messages per cell (a smoke test of the harness, not a measurement).
 const scale = Number(opt('scale') ?? '1');
-const mode: Mode = scale === 1 ? base : {
+const scaled: Mode = scale === 1 ? base : {
   ...base, cells: base.cells.map((c) => ({ ...c, count: Math.max(c.concurrency, Math.round(c.count * scale)) })),
   backlog: Math.max(10, Math.round(base.backlog * scale)), profileCount: Math.max(20, Math.round(base.profileCount * scale)),
 };
+// --warmup=N: messages per path before the cells (default 24 quick, 50 full). V8 optimizes a
+// function only after some thousands of calls, so an agent a few hundred messages old still runs
+// its per-message code unoptimized: --warmup=4000 measures one that has been up a while.
+const warmupOpt = opt('warmup');
+const mode: Mode = warmupOpt === undefined ? scaled : { ...scaled, warmup: Number(warmupOpt) };
 const selected = (opt('paths')?.split(',') ?? [...PATHS]).filter((p): p is PathName => (PATHS as readonly string[]).includes(p));
 const backlogCount = Number(opt('backlog') ?? mode.backlog);
 // --verdict-wait=0: the Worker's VERDICT_WAIT_MS (default: the Worker's own, 15 s), to see

@@ -37,7 +37,8 @@ export class ForgedResultsFilter {
   readonly #id: Buffer;
   #state: State = 'start';
   /** Bytes of the field being looked at, not yet passed on. */
-  readonly #held = new Uint8Array(MAX_PENDING + 1);
+  /** Allocated at the first held byte: most messages never hold one (no line starting like NAME). */
+  #held: Uint8Array | null = null;
   #fill = 0;
   #matched = 0;
   #depth = 0;
@@ -65,6 +66,13 @@ export class ForgedResultsFilter {
     }
     let from = 0;  // chunk[from, i) passes unchanged
     for (let i = 0; i < chunk.byteLength; i++) {
+      if (this.#state === 'line') {
+        // Nothing in a line not ours to look at matters but its LF: found natively, not byte by
+        // byte in JS (most of a header section is such lines).
+        const lf = chunk.indexOf(LF, i);
+        if (lf < 0) break;
+        i = lf;
+      }
       const b = chunk[i] as number;
       if (this.#state === 'start' || this.#state === 'start-cr' || this.#state === 'line') {
         if (!this.#lineByte(b)) continue;
@@ -121,7 +129,7 @@ export class ForgedResultsFilter {
   }
 
   #hold(b: number): void {
-    this.#held[this.#fill++] = b;
+    (this.#held ??= new Uint8Array(MAX_PENDING + 1))[this.#fill++] = b;
   }
 
   /** One byte outside a held field; true when it starts a held one. */
@@ -200,7 +208,7 @@ export class ForgedResultsFilter {
 
   /** Passes on held[0, n), the name replaced when `rename`; resets the field state. */
   #release(out: Uint8Array[], rename: boolean, n: number): void {
-    const held = this.#held.slice(0, n);
+    const held = this.#held === null ? new Uint8Array(0) : this.#held.slice(0, n);
     if (rename && n >= NAME.length) {
       held.set(RENAMED, 0);
       this.renamed++;
