@@ -3,9 +3,8 @@
 // Built once here unless dist/ holds one newer than every source it is made of (~20 s).
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdirSync, statSync } from 'node:fs';
+import { readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
@@ -16,6 +15,7 @@ import { runAgent } from './agent-process.ts';
 import { startLmtpPeer } from './lmtp-peer.ts';
 import { header, msgId, push, scriptedObject, TOKEN } from './scripted-object.ts';
 import { ciSkip } from '../helpers/skip.ts';
+import { listenNotify } from '../helpers/notify-socket.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const NO_NODE = '/nonexistent';
@@ -118,27 +118,7 @@ function notifySkip(): string | false {
 t.test('under systemd (Type=notify, WatchdogSec=): READY=1 once running, WATCHDOG=1 pings, STOPPING=1 on SIGTERM', { skip: notifySkip() }, async (t) => {
   const object = await scriptedObject(t);
   const dir = t.testdir({ token: `${TOKEN}\n`, bin: {} });
-  // A unix socket path has at most 107 bytes; the test dir's is longer.
-  const sockDir = await mkdtemp(join(tmpdir(), 'mb-notify-'));
-  t.teardown(() => rm(sockDir, { recursive: true, force: true }));
-  const socket = join(sockDir, 'notify.sock');
-  // systemd's end of $NOTIFY_SOCKET: one line per datagram.
-  const listener = spawn('python3', ['-c', [
-    'import socket, sys',
-    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-    's.bind(sys.argv[1])',
-    'while True: print(s.recv(4096).decode(), flush=True)',
-  ].join('\n'), socket], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.teardown(() => { listener.kill(); });
-  let got = '';
-  listener.stdout.on('data', (c: Buffer) => { got += c.toString('utf8'); });
-  const until = async (what: string, ok: () => boolean): Promise<void> => {
-    for (let i = 0; !ok(); i++) {
-      if (i > 400) throw new Error(`no ${what} within 20 s; got ${JSON.stringify(got)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
-  await until('listening socket', () => existsSync(socket));
+  const { socket, got, until } = await listenNotify(t);
   // PATH holds systemd-notify and nothing else: still no Node.
   const tool = execFileSync('sh', ['-c', 'command -v systemd-notify'], { encoding: 'utf8' }).trim();
   await symlink(tool, join(dir, 'bin', 'systemd-notify'));
@@ -148,12 +128,12 @@ t.test('under systemd (Type=notify, WatchdogSec=): READY=1 once running, WATCHDO
     MAILBRIDGE_WORKER_URL: object.url, MAILBRIDGE_TOKEN_FILE: join(dir, 'token'), MAILBRIDGE_STATE_DIR: join(dir, 'state'), MAILBRIDGE_HTTP: 'off',
   }, [], { executable: exe });
   t.teardown(() => { p.child.kill('SIGKILL'); });
-  await until('READY=1', () => got.includes('READY=1'));
-  await until('a watchdog ping (every WATCHDOG_USEC / 2)', () => got.includes('WATCHDOG=1'));
+  await until('READY=1', () => got().includes('READY=1'));
+  await until('a watchdog ping (every WATCHDOG_USEC / 2)', () => got().includes('WATCHDOG=1'));
   p.child.kill('SIGTERM');
   t.equal(await p.exit, 0, 'exit 0 after SIGTERM');
-  await until('STOPPING=1', () => got.includes('STOPPING=1'));
-  const states = got.split('\n').filter((l) => l !== '' && l !== 'BARRIER=1');
+  await until('STOPPING=1', () => got().includes('STOPPING=1'));
+  const states = got().split('\n').filter((l) => l !== '' && l !== 'BARRIER=1');
   t.equal(states[0], 'READY=1', 'READY=1 comes first');
   t.ok(states.indexOf('STOPPING=1') > states.indexOf('WATCHDOG=1'), 'pings while running, then STOPPING=1');
   t.same(p.events().filter((e) => e.event === 'notify.failed'), [], 'every message reached the socket');

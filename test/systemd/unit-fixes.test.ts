@@ -6,14 +6,13 @@
 //   stop setting, not TimeoutStopSec, decides when systemd kills it; and it is sent again when
 //   systemd's SIGTERM to the unit's processes caught the systemd-notify run that carried it.
 import t from 'tap';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../../edge-agent/agent-config.ts';
 import { systemdNotifier } from '../../edge-agent/ops/notify.ts';
 import { loadSettings } from '../../edge-agent/daemon-settings.ts';
+import { listenNotify } from '../helpers/notify-socket.ts';
 
 t.test('a blank token credential names the file the unit loads it from', async (t) => {
   const dir = t.testdir({ creds: { token: '\n' }, 'agent.json': JSON.stringify({ workerUrl: 'wss://relay.example.workers.dev/agent' }) });
@@ -40,26 +39,7 @@ const cases = [
   { name: 'the message again when systemd\'s SIGTERM killed the systemd-notify carrying it', killedOnce: true },
 ];
 for (const { name, killedOnce } of cases) t.test(name, { skip: notifySkip() }, async (t) => {
-  // A unix socket path has at most 107 bytes; systemd's end of it, one line per datagram.
-  const dir = await mkdtemp(join(tmpdir(), 'mb-notify-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const socket = join(dir, 'notify.sock');
-  const listener = spawn('python3', ['-c', [
-    'import socket, sys',
-    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-    's.bind(sys.argv[1])',
-    'while True: print(repr(s.recv(4096).decode()), flush=True)',
-  ].join('\n'), socket], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.teardown(() => { listener.kill(); });
-  let got = '';
-  listener.stdout.on('data', (c: Buffer) => { got += c.toString('utf8'); });
-  const until = async (what: string, ok: () => boolean): Promise<void> => {
-    for (let i = 0; !ok(); i++) {
-      if (i > 400) throw new Error(`no ${what} within 20 s; got ${JSON.stringify(got)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
-  await until('listening socket', () => existsSync(socket));
+  const { dir, socket, got, until } = await listenNotify(t, { repr: true });
   const failures: unknown[] = [];
   let path = process.env.PATH ?? '';
   if (killedOnce) {
@@ -74,7 +54,7 @@ for (const { name, killedOnce } of cases) t.test(name, { skip: notifySkip() }, a
   // stopGraceMs 20 s + 20 s: the agent exits by itself within 40 s; systemd waits 10 s longer.
   notifier.stopping(40_000);
   notifier.close();
-  await until('STOPPING=1', () => got.includes('STOPPING=1'));
-  t.match(got, /^'STOPPING=1\\nEXTEND_TIMEOUT_USEC=50000000'$/m, 'one datagram: systemd reads both at once');
+  await until('STOPPING=1', () => got().includes('STOPPING=1'));
+  t.match(got(), /^'STOPPING=1\\nEXTEND_TIMEOUT_USEC=50000000'$/m, 'one datagram: systemd reads both at once');
   t.same(failures, []);
 });
