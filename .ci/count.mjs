@@ -11,7 +11,7 @@ const failures = [];
 const where = (indent, point) =>
   [...names.filter(([i]) => i < indent).map(([, n]) => n), point].join(' > ');
 for await (const line of createInterface({ input: process.stdin })) {
-  const sub = /^(\s*)# Subtest: (.*)/.exec(line) ?? /^(\s*)# Subtest/.exec(line);
+  const sub = /^(\s*)# Subtest(?:: (.*))?/.exec(line);
   if (sub) {
     const indent = sub[1].length;
     while (names.length && names[names.length - 1][0] >= indent) names.pop();

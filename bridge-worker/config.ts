@@ -105,7 +105,7 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 /** Well inside email()'s ~30 s: the message is already stored, only the verdict is waited for. */
 export const DEFAULT_VERDICT_WAIT_MS = 15_000;
 const MAX_VERDICT_WAIT_MS = 25_000;
-/** Measured (docs/performance.md, bench:cloud): the chunk path's invocations at this size stay well inside 10 ms. */
+/** Measured (docs/performance.md, bench:cloud --inline): at this size the chunk path's invocations stay within 10 ms, cold ones included. */
 export const DEFAULT_INLINE_MAX_BYTES = 128 * 1024;
 export const MAX_INLINE_MAX_BYTES = 256 * 1024;
 
