@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { buildExecutable } from './build.ts';
+import { runWritten } from './run-written.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -172,7 +173,7 @@ export async function packageDeb(opts: DebOptions = {}): Promise<string> {
     if (opts.executable) await copyFile(opts.executable, exe);
     else await buildExecutable(exe);
     await chmod(exe, 0o755);
-    const help = (await run(exe, ['--help'], { env: { PATH: '/nonexistent' } })).stdout;
+    const help = (await runWritten(exe, ['--help'], { env: { PATH: '/nonexistent' } })).stdout;
 
     const unit = await readFile(join(ROOT, 'edge-agent/systemd/mailbridge-agent.service'), 'utf8');
     await put(root, '/lib/systemd/system/mailbridge-agent.service', debUnit(unit));
