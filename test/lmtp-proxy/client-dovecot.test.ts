@@ -139,3 +139,29 @@ for (const mode of ['BDAT', 'DATA'] as const) {
     t.equal(createHash('sha256').update(tail ?? Buffer.alloc(0)).digest('hex'), hash.digest('hex'), 'SHA-256 of the stored message body');
   });
 }
+
+t.test('a small message in one write (size given) gets the same answers as step by step, in every refusal shape', { skip }, async (t) => {
+  const d = await withDovecot(t, { users: ['alice', 'bob'], quotaUser: 'carol', quotaBytes: 1024 });
+  const big = Buffer.concat([BODY, Buffer.alloc(2048, 'x'), Buffer.from('\r\n')]);  // over carol's quota
+  const shapes: [string, string[], Buffer][] = [
+    ['all accepted', ['alice@example.test', 'bob@example.test'], BODY],
+    ['one unknown', ['nobody@example.test', 'alice@example.test'], BODY],
+    ['all unknown', ['nobody@example.test', 'none@example.test'], BODY],
+    ['one over quota', ['carol@example.test', 'bob@example.test'], big],
+  ];
+  // One kept connection each: a wrong count of final replies would leave it out of step for the next shape.
+  const oneWrite = client(t, tcp(d));
+  const stepwise = client(t, tcp(d));
+  const brief = (rs: { recipient: string; code: number; enhanced: string | null; outcome: string }[]) => rs.map((r) => [r.recipient, r.code, r.enhanced, r.outcome]);
+  for (const [name, recipients, body] of shapes) {
+    const a = await oneWrite.deliver({ sender: 's@example.net', recipients }, pieces(body, 100), { size: body.length });
+    const b = await stepwise.deliver({ sender: 's@example.net', recipients }, pieces(body, 100));
+    t.same(brief(a), brief(b), `${name}: the same answers`);
+  }
+  t.same((await oneWrite.deliver({ sender: '', recipients: ['alice@example.test'] }, pieces(BODY), { size: BODY.length })).map((r) => r.outcome), ['delivered'], 'the kept connection is still in step');
+  for (const [user, n] of [['alice', 5], ['bob', 4], ['carol', 0]] as const) {
+    const stored = await d.readMessages(user);
+    t.equal(stored.length, n, `${user}: ${n} stored`);
+    t.ok(stored.every((m) => endsWith(m, BODY) || endsWith(m, big)), `${user}: exactly our bytes`);
+  }
+});
