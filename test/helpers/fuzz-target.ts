@@ -1,7 +1,8 @@
 // A fuzzing LMTP target (#16): every reply is legal but drawn from a seeded PRNG: long and
 // many-line replies, unusual codes, enhanced codes present, absent or of the wrong class,
 // replies dribbled a few bytes at a time, disconnects at every step of the dialogue, 4xx/5xx
-// mixes per recipient. It records what it stored, per message id (from our trace header) and
+// mixes per recipient; CHUNKING half the time (BDAT pipelined behind MAIL and RCPT, refused
+// chunks read and discarded as RFC 3030 says). It records what it stored, per message id (from our trace header) and
 // recipient, and whether the client can have known: a copy stored but then not answered with a
 // clean 2xx (dropped, garbled, 421 after the dot) is "ambiguous", the one kind of copy a second
 // delivery may legitimately follow.
@@ -134,12 +135,13 @@ export async function startFuzzTarget(seed: number, opts: FuzzOptions = {}): Pro
       const verb = line.slice(0, 4).toUpperCase();
       if (verb === 'LHLO') {
         if (fault('lhlo')) return drop(), false;
-        const ext = ['8BITMIME', ...(r() < 0.5 ? ['ENHANCEDSTATUSCODES'] : []), ...(r() < 0.5 ? ['PIPELINING'] : []), ...(r() < 0.3 ? ['SIZE 100000000'] : [])];
+        const ext = ['8BITMIME', ...(r() < 0.5 ? ['ENHANCEDSTATUSCODES'] : []), ...(r() < 0.5 ? ['PIPELINING'] : []), ...(r() < 0.3 ? ['SIZE 100000000'] : []), ...(r() < 0.5 ? ['CHUNKING'] : [])];
         const extra = Array.from({ length: Math.floor(r() * 5) }, () => `X-${Math.floor(r() * 1e6)} ${text(r).replace(/ .*/, '')}`);
         const lines = [`fuzz.test ${text(r)}`, ...extra, ...ext];
         send(lines.map((l, i) => `250${i === lines.length - 1 ? ' ' : '-'}${l}`).join('\r\n') + '\r\n');
       } else if (verb === 'MAIL') {
         rcpts = [];
+        chunks = [];
         if (fault('mail')) return drop(), false;
         const code = fails() ? pick(r, [...TEMP, 421, ...PERM]) : 250;
         mailOk = code === 250;
@@ -168,6 +170,7 @@ export async function startFuzzTarget(seed: number, opts: FuzzOptions = {}): Pro
         if (verb === 'RSET') {
           rcpts = [];
           mailOk = false;
+          chunks = [];
         }
         send(reply(r, 250));
       } else if (verb === 'QUIT') {
@@ -211,7 +214,28 @@ export async function startFuzzTarget(seed: number, opts: FuzzOptions = {}): Pro
       }
     };
 
-    const input = new LmtpInput(command, body);
+    // BDAT: chunks are kept until LAST, as Dovecot does; a refused chunk ends the transaction.
+    let chunks: Buffer[] = [];
+    const chunk = (data: Buffer, last: boolean): void => {
+      if (dead || closing) return;
+      if (fault('mid-body')) return abort();
+      if (!mailOk) return send(reply(r, 503));
+      if (rcpts.length === 0) return send(reply(r, pick(r, [503, 554])));
+      if (fails()) {
+        rcpts = [];
+        mailOk = false;
+        chunks = [];
+        return send(reply(r, pick(r, [451, 452, 552, 554])));
+      }
+      chunks.push(data);
+      if (!last) return send(reply(r, 250));
+      mailOk = false;
+      const all = Buffer.concat(chunks);
+      chunks = [];
+      body(all);
+    };
+
+    const input = new LmtpInput(command, body, chunk);
     socket.on('data', (chunk: Buffer) => {
       if (dead) return;
       // The body's first bytes arrived (the client waits for 354 before sending any): cut here.
