@@ -273,7 +273,7 @@ export function markdown(run: RunResult, history: RunResult[]): string {
     }
   }
   out.push('');
-  out.push('### Targets (issue 7)');
+  out.push('### Targets (issue 24)');
   out.push('');
   out.push('| target | measured | | basis |');
   out.push('|---|---|---|---|');
