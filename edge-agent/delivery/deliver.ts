@@ -42,8 +42,8 @@ export interface DeliveryStats {
 /**
  * Body bytes per BDAT to Dovecot. The LMTP client holds up to this much of each message while
  * Dovecot answers the previous chunk; with several large messages in flight, 1 MiB each kept
- * the agent above 80 MB (issue #24). 256 KiB costs no measurable time on the 5 MiB and 25 MiB
- * runs (bench/results/2026-12-07-memory.md).
+ * the agent above 80 MB (issue #24). 256 KiB was no slower on the bench's 5 MiB and 25 MiB
+ * messages (bench/results/2026-12-07-memory.md).
  */
 export const LMTP_BDAT_BYTES = 256 * 1024;
 

@@ -5,12 +5,14 @@
 // unit and `npm run agent` do), the agent collects as message data passes, so its peak stays
 // near idle + what is in flight. Without the flag this is a no-op and V8's own heuristics apply.
 //
-// Two kinds (bench/results/2026-12-07-memory.md): a minor collection (scavenge, about 1 ms on
+// Two kinds (bench/results/2026-12-07-memory.md): a minor collection (a scavenge, under 1 ms on
 // this small heap) after every MINOR_BYTES frees the Buffers that died young, which is most of
-// them: read, written to LMTP, done within far less than MINOR_BYTES. The few still in flight
-// at a scavenge get promoted to the old generation, which only a full collection (10-20 ms)
-// frees: one after every RECLAIM_BYTES. Four 25 MiB messages at once peaked 7 MB lower than
-// with a full collection every 4 MiB alone, for less CPU.
+// them: read, written to LMTP, done. The few still in flight at a scavenge are promoted to the
+// old generation, which only a full collection (about 8 ms) frees: one after every
+// RECLAIM_BYTES. Against a full collection every 4 MiB alone: one 25 MiB message peaked about
+// 6 MB lower, four at once (with the 256 KiB per message of body-fetch.ts and deliver.ts) about
+// 7 MB lower, with less time in GC. Scavenges need those small buffers: with 1 MiB per message
+// in flight, more of it was promoted and four at once peaked no lower.
 
 /** Message bytes relayed between two minor collections. */
 export const MINOR_BYTES = 1024 * 1024;
