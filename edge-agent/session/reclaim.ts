@@ -9,15 +9,16 @@
 // this small heap) after every MINOR_BYTES frees the Buffers that died young, which is most of
 // them: read, written to LMTP, done. The few still in flight at a scavenge are promoted to the
 // old generation, which only a full collection (about 8 ms) frees: one after every
-// RECLAIM_BYTES. Against a full collection every 4 MiB alone: one 25 MiB message peaked about
+// RECLAIM_BYTES, as before there were minor ones. With them: one 25 MiB message peaked about
 // 6 MB lower, four at once (with the 256 KiB per message of body-fetch.ts and deliver.ts) about
-// 7 MB lower, with less time in GC. Scavenges need those small buffers: with 1 MiB per message
-// in flight, more of it was promoted and four at once peaked no lower.
+// 7 MB lower, for no more CPU. Both kinds are needed: a full collection only every 8 MiB let
+// what was promoted pile up with 8 messages in flight (4 MB higher), and scavenges with 1 MiB
+// per message in flight promoted so much that four at once peaked no lower.
 
 /** Message bytes relayed between two minor collections. */
 export const MINOR_BYTES = 1024 * 1024;
 /** Message bytes relayed between two full collections. */
-export const RECLAIM_BYTES = 8 * 1024 * 1024;
+export const RECLAIM_BYTES = 4 * 1024 * 1024;
 
 type Gc = (options?: { type: 'minor' | 'major' }) => void;
 const gc = (globalThis as { gc?: Gc }).gc;
