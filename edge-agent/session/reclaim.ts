@@ -11,7 +11,8 @@
 // old generation, which only a full collection (about 8 ms) frees: one after every
 // RECLAIM_BYTES, as before there were minor ones. With them: one 25 MiB message peaked about
 // 6 MB lower, four at once (with the 256 KiB per message of body-fetch.ts and deliver.ts) about
-// 7 MB lower, for about the same CPU. Each part counts: with 1 MiB per message in flight, more Buffers
+// 7 MB lower; the scavenges cost about 0.75 ms per MiB (--trace-gc), within the noise of
+// the agent's CPU on large messages, and no throughput. Each part counts: with 1 MiB per message in flight, more Buffers
 // survive a scavenge and get promoted (four at once only 3-4 MB lower); with a full collection
 // only every 8 MiB, the promoted ones piled up with 8 messages in flight (3-4 MB higher).
 
