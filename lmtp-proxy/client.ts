@@ -41,6 +41,12 @@ export interface ClientOptions {
   disable?: readonly Extension[];
   /** A kept connection idle longer than this is probed with RSET before its next MAIL (ms). */
   probeAfterMs?: number;
+  /**
+   * Body bytes gathered into one BDAT (default BDAT_CHUNK, 1 MiB). The client holds up to this
+   * much of the body (plus one piece of it) while the previous chunk is answered: a client
+   * with many messages in flight and little memory (the agent) asks for less.
+   */
+  bdatChunkBytes?: number;
 }
 
 // RFC 5321 4.5.3.2, in ms. dataBlock bounds each wait for the socket to drain while sending.
@@ -69,7 +75,7 @@ type Answer = Reply | LocalError;  // what an expected reply resolves to; it nev
 
 interface Caps { pipelining: boolean; chunking: boolean; eightBitMime: boolean; smtpUtf8: boolean; size: boolean; enhanced: boolean }
 const NO_CAPS: Caps = { pipelining: false, chunking: false, eightBitMime: false, smtpUtf8: false, size: false, enhanced: false };
-const BDAT_CHUNK = 1024 * 1024;    // coalesce body chunks up to this before sending a BDAT
+const BDAT_CHUNK = 1024 * 1024;    // coalesce body chunks up to this before sending a BDAT (bdatChunkBytes)
 const ONE_WRITE = 64 * 1024;       // a BDAT this small goes out with its command in one write
 // A connection idle for longer may have been dropped by the server (Dovecot after minutes, a
 // proxy sooner): it is probed with RSET before the next MAIL. A fresher one is used as it is.
@@ -307,6 +313,7 @@ export class LmtpClient {
   readonly #localName: string;
   readonly #disable: ReadonlySet<Extension>;
   readonly #probeAfterMs: number;
+  readonly #bdatChunk: number;
   #session: Session | null = null;
   #chain: Promise<unknown> = Promise.resolve();  // serializes deliver() and close()
 
@@ -315,6 +322,8 @@ export class LmtpClient {
     this.#t = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#disable = new Set(options.disable ?? []);
     this.#probeAfterMs = options.probeAfterMs ?? PROBE_AFTER_MS;
+    this.#bdatChunk = options.bdatChunkBytes ?? BDAT_CHUNK;
+    if (!Number.isSafeInteger(this.#bdatChunk) || this.#bdatChunk < 1) throw new TypeError(`invalid bdatChunkBytes ${this.#bdatChunk}`);
     const host = os.hostname();
     this.#localName = options.localName ?? (/^[A-Za-z0-9.-]+$/.test(host) ? host : 'localhost');
     if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Za-z:.]+\])$/.test(this.#localName)) {
@@ -593,7 +602,7 @@ export class LmtpClient {
         if (chunk.byteLength === 0) continue;
         parts.push(chunk);
         size += chunk.byteLength;
-        if (size >= BDAT_CHUNK) { const r = await send(false); if (r) return r; }
+        if (size >= this.#bdatChunk) { const r = await send(false); if (r) return r; }
       }
     } catch (e) {
       return s.fail(localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`));

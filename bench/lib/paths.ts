@@ -57,6 +57,8 @@ export interface AgentOptions {
   nodeFlags?: string[];
   /** Environment added to the agent's (e.g. glibc malloc settings), to measure one. */
   env?: Record<string, string>;
+  /** Another build of the agent (buildAgent(file)) run instead of this tree's, to compare two. */
+  bundle?: string;
 }
 
 export interface RelayPath extends PathUnderTest {
@@ -110,7 +112,7 @@ export async function startRelay(lmtpPort: number, opts: RelayOptions = {}): Pro
     const profDir = o.cpuProfDir ?? defaults.cpuProfDir;
     const aflags = [...NODE_FLAGS, ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
     const extra = o.nodeFlags ?? defaults.nodeFlags ?? [];
-    const entry = o.source ?? defaults.source ? [...extra, AGENT_MAIN] : [...AGENT_NODE_FLAGS, ...extra, bundle];
+    const entry = o.source ?? defaults.source ? [...extra, AGENT_MAIN] : [...AGENT_NODE_FLAGS, ...extra, o.bundle ?? defaults.bundle ?? bundle];
     // taskset execs node: the pid stays the agent's.
     const cpus = o.cpus ?? defaults.cpus;
     const a = spawnChild(cpus ? 'taskset' : NODE, [...(cpus ? ['-c', cpus, NODE] : []), ...aflags, ...entry], {

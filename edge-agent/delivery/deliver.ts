@@ -39,6 +39,14 @@ export interface DeliveryStats {
   fromJournal: number;
 }
 
+/**
+ * Body bytes per BDAT to Dovecot. The LMTP client holds up to this much of each message while
+ * Dovecot answers the previous chunk; with several large messages in flight, 1 MiB each kept
+ * the agent above 80 MB (issue #24). 256 KiB was no slower on the bench's 5 MiB and 25 MiB
+ * messages (bench/results/2026-12-07-memory.md).
+ */
+export const LMTP_BDAT_BYTES = 256 * 1024;
+
 /** A recipient's LMTP reply as the wire's result (lmtp-proxy keeps its own type: it imports no protocol/). */
 export const resultOf = (r: RecipientReply): RecipientResult => ({ recipient: r.recipient, code: r.code, enhanced: r.enhanced, text: r.text, outcome: r.outcome });
 
@@ -158,7 +166,7 @@ export class Deliverer {
       return { results: answer([]), fromJournal: true };
     }
     const tap = this.#logSubject ? tapHeaders(msg) : null;
-    const client = this.#idle.pop() ?? new LmtpClient(this.#target, { localName: this.#cfg.name });
+    const client = this.#idle.pop() ?? new LmtpClient(this.#target, { localName: this.#cfg.name, bdatChunkBytes: LMTP_BDAT_BYTES });
     // With the doveadm check on, the recipients are marked unsettled as the body starts, committed
     // before its end (so before the final dot): a crash or a lost reply from then on leaves the mark.
     let marking: Promise<void> | null = null;

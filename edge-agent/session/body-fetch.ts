@@ -20,8 +20,12 @@ const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent
 /** What a network wait of the fetch gives once no more bytes are wanted. */
 const STOPPED = Symbol('stopped');
 
-/** Bytes fetched and not yet read by the LMTP client before the fetch waits. */
-export const FETCH_AHEAD_BYTES = 1024 * 1024;
+/**
+ * Bytes fetched and not yet read by the LMTP client before the fetch waits: per message in
+ * flight, so small (1 MiB took four 25 MiB messages at once past 80 MB, issue #24); the
+ * kernel's socket buffers keep the download going meanwhile.
+ */
+export const FETCH_AHEAD_BYTES = 256 * 1024;
 
 /** How long one body fetch may take. */
 export interface FetchLimits {

@@ -122,7 +122,8 @@ function* bigBody(total: number): Generator<Buffer> {
   }
 }
 
-for (const mode of ['BDAT', 'DATA'] as const) {
+// 'BDAT 256 KiB': as the agent sends (edge-agent/delivery/deliver.ts LMTP_BDAT_BYTES).
+for (const mode of ['BDAT', 'BDAT 256 KiB', 'DATA'] as const) {
   t.test(`${mode}: a 25 MiB message is stored byte-exact`, { skip }, async (t) => {
     const d = await withDovecot(t);
     const hash = createHash('sha256');
@@ -130,7 +131,7 @@ for (const mode of ['BDAT', 'DATA'] as const) {
     async function* body(): AsyncGenerator<Uint8Array> {
       for (const b of bigBody(25 * MiB)) { hash.update(b); size += b.length; yield b; }
     }
-    const res = await client(t, tcp(d), { disable: mode === 'DATA' ? ['CHUNKING'] : [] })
+    const res = await client(t, tcp(d), { disable: mode === 'DATA' ? ['CHUNKING'] : [], ...(mode === 'BDAT 256 KiB' ? { bdatChunkBytes: 256 * 1024 } : {}) })
       .deliver({ sender: 's@example.net', recipients: ['alice@example.test'] }, body(), { size: 25 * MiB });
     t.same(res.map((r) => r.outcome), ['delivered']);
     t.ok(size > 25 * MiB - 200, `sent ${size} bytes`);

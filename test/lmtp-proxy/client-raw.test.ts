@@ -85,6 +85,30 @@ t.test('CHUNKING: exact BDAT framing, no dot-stuffing, nothing added, chunks coa
   t.notOk(peers[0]?.lines.includes('RSET'), 'no RSET after a transaction that ended with its final replies');
 });
 
+t.test('CHUNKING: bdatChunkBytes bounds the body gathered into one BDAT (what the client holds)', async (t) => {
+  const frames: { header: string; data: Buffer }[] = [];
+  const { client } = await raw(t, async (p) => {
+    await hello(p, 'PIPELINING', 'CHUNKING');
+    for (;;) {
+      const l = await p.line();
+      if (l.startsWith('MAIL') || l.startsWith('RCPT')) { p.send('250 ok\r\n'); continue; }
+      const m = /^BDAT (\d+)( LAST)?$/.exec(l);
+      if (!m) { p.send('500 what\r\n'); continue; }
+      frames.push({ header: l, data: await p.bytes(Number(m[1])) });
+      p.send(m[2] ? '250 a saved\r\n250 b saved\r\n' : '250 chunk ok\r\n');
+    }
+  });
+  // As a fetched body arrives: socket reads of 64 KiB, then a short tail.
+  const pieces = [...Array.from({ length: 10 }, (_, i) => Buffer.alloc(64 * 1024, 65 + i)), Buffer.from('tail\r\n')];
+  async function* body(): AsyncGenerator<Uint8Array> { yield* pieces; }
+  const res = await client({}, 'lmtp', [], { bdatChunkBytes: 256 * 1024 }).deliver(ENV, body());
+  t.same(res.map((r) => r.outcome), ['delivered', 'delivered']);
+  // The default (1 MiB) would send all of it as one BDAT 655366 LAST, held whole first.
+  t.same(frames.map((f) => f.header), ['BDAT 262144', 'BDAT 262144', 'BDAT 131078 LAST']);
+  t.ok(Buffer.concat(frames.map((f) => f.data)).equals(Buffer.concat(pieces)), 'the body, byte for byte');
+  t.throws(() => client({}, 'lmtp', [], { bdatChunkBytes: 0 }), TypeError, 'a chunk of no bytes is refused');
+});
+
 t.test('connection dropped after the final dot: every accepted recipient tempfails', async (t) => {
   const { client } = await raw(t, async (p) => {
     await hello(p);
