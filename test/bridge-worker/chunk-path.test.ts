@@ -27,9 +27,6 @@ const header = (a: RawAgent, id: string) => a.until((s) => {
   for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id) return x.frame;
   return undefined;
 });
-const ackAll = (a: RawAgent, m: MessageFrame) => a.send({
-  type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
-});
 
 async function settled(on: TestWorker): Promise<void> {
   for (let i = 0; i < 50; i++) {
@@ -59,10 +56,10 @@ t.test('without BODIES: 8-bit and binary bytes arrive byte-exact in chunks of at
   t.ok(chunks.length >= 3 && chunks.every((c) => c.kind === 'chunk' && c.data.length <= MAX_CHUNK_BYTES), 'in chunks, none over 1 MiB');
   t.match(got.subarray(0, prefix).toString('latin1'), STAND_IN_BLOCK, 'the block as Email Routing handed it over, first');
   t.ok(got.subarray(prefix).equals(body), 'then the sender\'s bytes, identical');
-  ackAll(a, m);
+  a.ackAll(m);
   const m2 = await header(a, String(second.body.id));
   await a.received(m2.id);
-  ackAll(a, m2);
+  a.ackAll(m2);
   await settled(w);
   t.match(await w.summary(), { queued: 0, 'in-flight': 0 });
   a.close();
@@ -85,7 +82,7 @@ t.test('without BODIES: a socket dropped mid-message gives the message to the ne
   const got = splitBlock(await b.received(m.id));
   t.match(got.block.toString('latin1'), STAND_IN_BLOCK);
   t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
-  ackAll(b, again);
+  b.ackAll(again);
   await settled(w);
   b.close();
   await b.closed;
@@ -116,7 +113,7 @@ t.test('without BODIES: the object holds at most 8 MiB of an agent\'s credit; wh
     const got = splitBlock(await a.received(m.id));
     const which = posted.findIndex((p) => String(p.body.id) === m.id);
     t.ok(got.rest.equals(bodies[which] ?? Buffer.alloc(0)), `agent ${i}: the whole message, byte-exact`);
-    ackAll(a, m);
+    a.ackAll(m);
   }
   await settled(w);
   for (const a of agents) { a.close(); await a.closed; }
@@ -130,7 +127,7 @@ t.test('a v1 agent is leased only messages whose sha256 covers every byte', asyn
   old.send({ type: 'hello', v: 1, agent: 'test-agent', window: 4, credit: 8 << 20 });
   const m = await header(old, String(plain.body.id));
   await old.received(m.id);
-  ackAll(old, m);
+  old.ackAll(m);
   await new Promise((r) => setTimeout(r, 300));
   t.notOk(old.seen.some((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === blocked.body.id), 'the v1 agent never gets the message with a block');
   old.close();
@@ -138,7 +135,7 @@ t.test('a v1 agent is leased only messages whose sha256 covers every byte', asyn
   const a = await connect();
   const n = await header(a, String(blocked.body.id));
   await a.received(n.id);
-  ackAll(a, n);
+  a.ackAll(n);
   await settled(w);
   a.close();
   await a.closed;
@@ -170,11 +167,11 @@ t.test('an upgrade with a queue: messages stored in chunks before BODIES was bou
   const m = await header(a, String(before.body.id));
   t.ok(m.sha256 !== undefined && m.fetch === undefined, 'the old one comes in chunks');
   t.ok(splitBlock(await a.received(m.id)).rest.equals(old), 'byte for byte');
-  ackAll(a, m);
+  a.ackAll(m);
   const n = await header(a, String(after.body.id));
   t.ok(n.fetch !== undefined && n.sha256 === undefined, 'the new one is fetched');
   t.ok(splitBlock(await a.received(n.id)).rest.equals(fresh), 'byte for byte');
-  ackAll(a, n);
+  a.ackAll(n);
   await settled(up);
   t.match(await up.summary(), { queued: 0, 'in-flight': 0, deferred: 0 }, 'both delivered');
   for (let i = 0; i < 50 && (await up.bodyKeys()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
@@ -222,7 +219,7 @@ t.test('without BODIES: 25 MiB streams through a credit of 2 MiB, granted back a
   t.equal(createHash('sha256').update(out).digest('hex'), createHash('sha256').update(body).digest('hex'), 'byte-exact');
   t.equal(m.sha256, createHash('sha256').update(body).digest('hex'));
   t.ok(a.seen.every((s) => s.kind !== 'chunk' || s.data.length <= MAX_CHUNK_BYTES), 'chunks of at most 1 MiB');
-  ackAll(a, m);
+  a.ackAll(m);
   await settled(w);
 });
 
@@ -232,7 +229,7 @@ t.test('an ack before the end frame of a message in chunks: 1008, and the messag
   const slow = await connect(1);  // credit for one chunk: the message is still being streamed
   const m = await header(slow, id);
   await slow.until((s) => s.some((x) => x.kind === 'chunk'));
-  ackAll(slow, m);
+  slow.ackAll(m);
   t.same(await slow.closed, { code: 1008, reason: 'ack before end of message' });
   for (let i = 0; i < 50 && (await w.summary()).queued !== 1; i++) await new Promise((r) => setTimeout(r, 50));
   t.match(await w.summary(), { queued: 1, 'in-flight': 0 }, 'not settled by it: queued again');
@@ -240,7 +237,7 @@ t.test('an ack before the end frame of a message in chunks: 1008, and the messag
   const again = await header(next, id);
   t.equal(again.attempt, m.attempt + 1);
   await next.received(id);
-  ackAll(next, again);
+  next.ackAll(again);
   await settled(w);
   next.close();
   await next.closed;

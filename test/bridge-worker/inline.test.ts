@@ -5,7 +5,7 @@
 // digest is the body's MD5 on both paths).
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { parseConfig } from '../../bridge-worker/config.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
@@ -27,9 +27,6 @@ async function connect(w: TestWorker): Promise<RawAgent> {
   await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
   return a;
 }
-const ackAll = (a: RawAgent, m: MessageFrame) => a.send({
-  type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
-});
 async function drained(w: TestWorker): Promise<boolean> {
   for (let i = 0; i < 100; i++) {
     const s = await w.summary();
@@ -62,7 +59,7 @@ t.test('a small message stays in the object and rides the WebSocket; one byte ov
   t.equal(frame?.size, limit);
   t.equal(got.subarray(got.length - body.length).toString('hex'), body.toString('hex'), 'the message byte for byte after the block');
   t.equal(frame?.sha256, createHash('sha256').update(got.subarray(frame?.prefix ?? 0)).digest('hex'), 'its sha256 as the agent checks it');
-  if (frame) ackAll(a, frame);
+  if (frame) a.ackAll(frame);
 
   const over = Buffer.concat([body.subarray(0, body.length - 1), Buffer.from('xy')]);
   const large = String((await w.post(FROM, TO, over)).body.id);
@@ -70,7 +67,7 @@ t.test('a small message stays in the object and rides the WebSocket; one byte ov
   await a.received(large);
   const f2 = a.messageFrame(large);
   t.ok(f2?.fetch, 'fetched from R2');
-  if (f2) ackAll(a, f2);
+  if (f2) a.ackAll(f2);
   t.ok(await drained(w), 'both delivered, nothing left');
   t.same(await w.bodyKeys(), [], 'and the R2 object deleted after its ack');
 });
@@ -103,7 +100,7 @@ t.test("a sender's retry under a new block that moves it across the threshold is
   for (const id of [String(first.body.id), String(viaR2.body.id)]) {
     await a.received(id);
     const f = a.messageFrame(id);
-    if (f) ackAll(a, f);
+    if (f) a.ackAll(f);
   }
   t.ok(await drained(w), 'two messages delivered, once each');
   t.equal(a.frames().filter((f) => f.type === 'message').length, 2, 'two leases in all');

@@ -27,9 +27,6 @@ const header = (a: RawAgent, id?: string, pick: (f: MessageFrame) => boolean = (
   for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && (id === undefined || x.frame.id === id) && pick(x.frame)) return x.frame;
   return undefined;
 });
-const ackAll = (a: RawAgent, m: MessageFrame) => a.send({
-  type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
-});
 
 /** Waits (a bound, not a timing goal) until nothing is queued or in flight. */
 async function idle(): Promise<void> {
@@ -80,7 +77,7 @@ t.test('8-bit and binary bytes go to R2 and come back byte-exact through GET /ag
   t.match(got.subarray(0, prefix).toString('latin1'), STAND_IN_BLOCK, 'the block as Email Routing handed it over, first');
   t.ok(got.subarray(prefix).equals(body), 'then the sender\'s bytes, identical');
   t.equal((await w.summary())['in-flight'], 1);
-  ackAll(a, m);
+  a.ackAll(m);
   await t.resolves(async () => {
     for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
   });
@@ -104,7 +101,7 @@ t.test('a retried delivery of the same message is stored once', async (t) => {
   for (const id of [first.body.id, other.body.id]) {
     const m = await header(a, String(id));
     await a.received(m.id);
-    ackAll(a, m);
+    a.ackAll(m);
   }
   await a.until(() => true);
   await new Promise((r) => setTimeout(r, 200));
@@ -136,10 +133,10 @@ t.test('a sender\'s retry under a new Cloudflare block is stored once, with the 
   const a = await connect();
   const m = await header(a, String(first.body.id));
   t.ok((await a.received(m.id)).equals(Buffer.concat([blocks[0] as Buffer, body])), 'the agent gets what Email Routing handed over first, block included');
-  ackAll(a, m);
+  a.ackAll(m);
   const n = await header(a, String(third.body.id));
   await a.received(n.id);
-  ackAll(a, n);
+  a.ackAll(n);
   await closeWhenIdle(a);
 });
 
@@ -155,7 +152,7 @@ t.test('without a block it can find, the key covers every byte: a changed first 
     t.equal(m.prefix, undefined, 'no prefix on the wire');
     t.equal(m.fetch?.block, '', 'no block to put back');
     await a.received(m.id);
-    ackAll(a, m);
+    a.ackAll(m);
   }
   await closeWhenIdle(a);
 });
@@ -179,7 +176,7 @@ t.test('an agent that does not fetch (a v1 agent, or v2 without `fetch`) is leas
   const a = await connect();
   const n = await header(a, String(posted.body.id));
   await a.received(n.id);
-  ackAll(a, n);
+  a.ackAll(n);
   await closeWhenIdle(a);
 });
 
@@ -207,8 +204,8 @@ t.test('a lease that ends while its agent is mid-fetch: a fetch started after is
   t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
   // The old connection's agent answers late, on a connection of its own: not its lease.
   const late = await connect();
-  ackAll(late, m);
-  ackAll(b, again);
+  late.ackAll(m);
+  b.ackAll(again);
   for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
   t.ok(w.logs.some((l) => l.includes('"event":"ack.ignored"') && l.includes(m.id)), 'the late ack was ignored');
   t.ok(w.logs.filter((l) => l.includes('"event":"message.acked"') && l.includes(m.id)).length === 1, 'one ack settled it: delivered once');
@@ -263,7 +260,7 @@ t.test('a restart of workerd loses nothing: stored mail is delivered afterwards'
   const got = splitBlock(await a.received(m.id));
   t.match(got.block.toString('latin1'), STAND_IN_BLOCK);
   t.ok(got.rest.equals(body), 'the block, then the sender\'s bytes');
-  ackAll(a, m);
+  a.ackAll(m);
   a.close();
   await a.closed;
 });
@@ -278,7 +275,7 @@ t.test('a restart while a message is leased: the object, started again, finds th
   const b = await connect();
   const again = await header(b, m.id);
   t.ok(splitBlock(await b.received(again.id)).rest.equals(body), 'the next agent gets it, byte for byte');
-  ackAll(b, again);
+  b.ackAll(again);
   await idle();
   const left = Object.entries(await w.summary()).filter(([, n]) => n !== 0);
   t.same(left, [], 'delivered once, nothing left');
@@ -342,7 +339,7 @@ t.test('a refusal told at SMTP time is not remembered for dedupe: the same messa
   const b = await connect();
   const m2 = await header(b, String(again.body.id));
   await b.received(m2.id);
-  ackAll(b, m2);
+  b.ackAll(m2);
   for (let i = 0; i < 50 && (await w.summary())['in-flight'] !== 0; i++) await new Promise((r) => setTimeout(r, 50));
   b.close();
   await b.closed;
@@ -375,7 +372,7 @@ t.test('nack shutdown requeues at once; nack corrupt defers with backoff, never 
   const again = await header(b, m2.id);
   t.equal(again.attempt, 2, 'the next connection gets it');
   await b.received(m2.id);
-  ackAll(b, again);
+  b.ackAll(again);
   b.close();
   await b.closed;
 });

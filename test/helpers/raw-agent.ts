@@ -118,6 +118,13 @@ export class RawAgent {
     return all;
   }
 
+  /** Acks message `m` as Dovecot's 250 for every recipient. */
+  ackAll(m: { id: string; recipients: string[] }): void {
+    this.send({
+      type: 'ack', id: m.id, results: m.recipients.map((recipient) => ({ recipient, code: 250, enhanced: '2.0.0', text: 'Saved', outcome: 'delivered' as const })),
+    });
+  }
+
   close(): void {
     this.ws.close();
   }
