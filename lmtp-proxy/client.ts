@@ -277,6 +277,9 @@ function result(recipient: string, a: Answer): RecipientReply {
   return { recipient, code: a.code, enhanced: a.enhanced, text: replyText(a), outcome };
 }
 
+const bodyFailed = (e: unknown): LocalError =>
+  localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`);
+
 async function* once(b: Uint8Array): AsyncGenerator<Uint8Array> { yield b; }
 
 /** The body in one piece if it has at most `limit` bytes; else what was read, and the rest, as one stream. */
@@ -293,7 +296,7 @@ async function readUpTo(body: AsyncIterable<Uint8Array>, limit: number): Promise
       if (size > limit) break;
     }
   } catch (e) {
-    return localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`);
+    return bodyFailed(e);
   }
   return { rest: (async function* () {
     yield* parts;
@@ -408,10 +411,12 @@ export class LmtpClient {
     // every RCPT and BDAT LAST with the body in one write (RFC 2920, RFC 3030 4.2), one round
     // trip and one wake-up on each side fewer. It is read first, before anything is sent; a
     // server that refuses the transaction reads the chunk and discards it (RFC 3030 2).
+    // A retry (below) brings the bytes it read already.
+    const oneWrite = caps.pipelining && !useData;
     let body = given instanceof Uint8Array ? once(given) : given;
-    let whole: Uint8Array | null = null;
-    if (caps.pipelining && !useData && (given instanceof Uint8Array || (info.size !== undefined && info.size <= ONE_WRITE))) {
-      const read = given instanceof Uint8Array ? { whole: given } : await readUpTo(given, ONE_WRITE);
+    let whole = oneWrite && given instanceof Uint8Array ? given : null;
+    if (oneWrite && !whole && info.size !== undefined && info.size <= ONE_WRITE) {
+      const read = await readUpTo(body, ONE_WRITE);
       if (isLocalError(read)) {
         settle(rcpts, read);  // nothing sent: the session is as it was
         return done();
@@ -567,7 +572,7 @@ export class LmtpClient {
       if (prev) { const e = await s.write(prev); if (e) return e; }
     } catch (e) {
       // Never send the final dot after a body that broke off: a truncated message would be delivered.
-      return s.fail(localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`));
+      return s.fail(bodyFailed(e));
     }
     return finals;
   }
@@ -605,7 +610,7 @@ export class LmtpClient {
         if (size >= this.#bdatChunk) { const r = await send(false); if (r) return r; }
       }
     } catch (e) {
-      return s.fail(localError('ESTREAM', 'BODY', `reading the message body failed: ${e instanceof Error ? e.message : String(e)}`));
+      return s.fail(bodyFailed(e));
     }
     return (await send(true)) ?? noReply('BDAT');
   }

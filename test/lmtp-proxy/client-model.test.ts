@@ -53,7 +53,7 @@ function bodyOf(n: number, size: Msg['size']): Buffer {
 const byClass = (code: number): RecipientReply['outcome'] => (code < 300 ? 'delivered' : code >= 500 ? 'permfail' : 'tempfail');
 
 /** The model: what each recipient's result must be, from the last transaction of the message. */
-export function expected(recipient: string, tx: TxLog): Want {
+function expected(recipient: string, tx: TxLog): Want {
   if (tx.mailReply === null) return { code: 0, outcome: 'tempfail', unknown: false };
   if (tx.mailReply !== 250) return { code: tx.mailReply, outcome: tx.mailReply === 421 ? 'tempfail' : byClass(tx.mailReply), unknown: false };
   const rcpt = tx.rcpts.find((r) => r.address === recipient);
