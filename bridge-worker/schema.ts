@@ -185,8 +185,8 @@ const MIGRATIONS: readonly string[] = [
   // 11: what the object does for one message reaches its rows through an index, whatever the
   // backlog (test/bridge-worker/store-plans.test.ts): the oldest first with its id as the tie
   // (no sort of every queued row), a connection's leases, the next time something is due, the
-  // retry clock that expiry reads, agent affinity, bounce order. Partial where few rows
-  // qualify: an index entry is a row written on the Free plan's allowance too.
+  // retry clock that expiry reads, agent affinity, bounce order, bounced rows past retention.
+  // Partial where few rows qualify: an index entry is a row written on the Free plan's allowance too.
   `DROP INDEX messages_by_state;
    CREATE INDEX messages_by_state ON messages (state, received_at, id);
    CREATE INDEX messages_by_lease ON messages (lease_session) WHERE lease_session IS NOT NULL;
@@ -194,7 +194,7 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX messages_by_retry_clock ON messages (state, COALESCE(retry_from, received_at));
    CREATE INDEX messages_by_affinity ON messages (affinity_until) WHERE state = 'queued' AND affinity_until IS NOT NULL;
    CREATE INDEX messages_by_bounce_order ON messages (settled_at, id) WHERE state = 'bouncing';
-   CREATE INDEX messages_bounced ON messages (settled_at) WHERE state = 'bounced';
+   CREATE INDEX messages_by_retention ON messages (settled_at) WHERE state = 'bounced';
    DROP INDEX warnings_by_state;
    CREATE INDEX warnings_by_state ON warnings (state, next_attempt_at, message_id);`,
 ];
