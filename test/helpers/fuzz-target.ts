@@ -2,7 +2,8 @@
 // many-line replies, unusual codes, enhanced codes present, absent or of the wrong class,
 // replies dribbled a few bytes at a time, disconnects at every step of the dialogue, 4xx/5xx
 // mixes per recipient; CHUNKING half the time (BDAT pipelined behind MAIL and RCPT, refused
-// chunks read and discarded as RFC 3030 says). It records what it stored, per message id (from our trace header) and
+// chunks read and discarded as RFC 3030 says). It records what it stored, per message id (from
+// our trace header) and
 // recipient, and whether the client can have known: a copy stored but then not answered with a
 // clean 2xx (dropped, garbled, 421 after the dot) is "ambiguous", the one kind of copy a second
 // delivery may legitimately follow.

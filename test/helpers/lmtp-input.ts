@@ -1,5 +1,6 @@
 // What a client sends a scripted LMTP/SMTP server, split into command lines, dot-terminated
-// bodies and BDAT chunks (RFC 3030: the n bytes after `BDAT n` are read whatever the answer): shared by the scripted targets (test/edge-agent/lmtp-peer.ts,
+// bodies and BDAT chunks (RFC 3030: the n bytes after `BDAT n` are read whatever the answer):
+// shared by the scripted servers (test/edge-agent/lmtp-peer.ts, test/lmtp-proxy/planned-server.ts,
 // test/helpers/fuzz-target.ts) so each only decides what to answer.
 
 const TERMINATOR = Buffer.from('\r\n.\r\n');

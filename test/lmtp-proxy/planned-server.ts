@@ -16,19 +16,18 @@ export interface TxPlan {
   /** After the body, the server goes away after this many final replies (drop, or a 421). */
   fault: null | { after: number; how: 'drop' | '421'; storeUnanswered: boolean };
 }
-export const PLAIN_CONN: ConnPlan = { pipelining: true, chunking: true, enhanced: true, writes: 'each' };
-export const PLAIN_TX: TxPlan = { mail: 250, rcpt: [250], final: [250], fault: null };
+const PLAIN_CONN: ConnPlan = { pipelining: true, chunking: true, enhanced: true, writes: 'each' };
+const PLAIN_TX: TxPlan = { mail: 250, rcpt: [250], final: [250], fault: null };
 
 export interface TxLog {
   conn: number;
   /** null: the connection was dropped instead. */
   mailReply: number | null;
   rcpts: { address: string; reply: number }[];
-  /** The body arrived whole (the final dot, or the BDAT LAST chunk). */
-  bodyDone: boolean;
   /** Per accepted recipient: its final reply, null when the server went away before it. */
   finals: { address: string; reply: number | null }[];
   stored: string[];
+  /** The body, once it arrived whole (the final dot, or the BDAT LAST chunk). */
   body: Buffer | null;
   /** How the server went away after the body, before some final replies. */
   wentAway: 'drop' | '421' | null;
@@ -86,7 +85,6 @@ export async function startPlannedServer(): Promise<PlannedServer> {
     const finish = (body: Buffer): void => {
       const t = tx;
       if (!t) return;
-      t.bodyDone = true;
       t.body = body;
       for (const [i, address] of accepted.entries()) {
         const f = txPlan.fault;
@@ -115,7 +113,7 @@ export async function startPlannedServer(): Promise<PlannedServer> {
       } else if (verb === 'MAIL') {
         reset();
         txPlan = srv.txs.shift() ?? PLAIN_TX;
-        const t: TxLog = { conn, mailReply: null, rcpts: [], bodyDone: false, finals: [], stored: [], body: null, wentAway: null };
+        const t: TxLog = { conn, mailReply: null, rcpts: [], finals: [], stored: [], body: null, wentAway: null };
         srv.log.push(t);
         if (txPlan.mail === 'drop') { hangUp(); return false; }
         t.mailReply = txPlan.mail;
@@ -132,7 +130,7 @@ export async function startPlannedServer(): Promise<PlannedServer> {
         say(c, `rcpt ${address}`);
       } else if (verb === 'DATA') {
         if (!tx || accepted.length === 0) { say(503, 'no valid recipients'); reset(); return false; }
-        say(354, 'go ahead', true);
+        say(354, 'go ahead');
         return true;
       } else if (verb === 'RSET') {
         reset();
