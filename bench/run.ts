@@ -552,7 +552,7 @@ function targets(run: RunResult): TargetResult[] {
   const check = (id: string, target: string, got: { value: string; met: boolean; basis: string } | null, why = 'not measured'): void => {
     out.push(got ? { id, target, ...got } : { id, target, value: '–', met: null, basis: why });
   };
-  const x = (a: number, b: number, unit = 'msg/s'): string => `${(a / b).toFixed(2)}× (${a.toFixed(1)} vs ${b.toFixed(1)} ${unit})`;
+  const x = (a: number, b: number): string => `${(a / b).toFixed(2)}× (${a.toFixed(1)} vs ${b.toFixed(1)} msg/s)`;
   const r8 = cell('relay', 10 * KiB, 8);
   const d8 = cell('direct-lmtp', 10 * KiB, 8);
   const p8 = cell('postfix', 10 * KiB, 8);
@@ -561,7 +561,7 @@ function targets(run: RunResult): TargetResult[] {
     value: `${h.drainVsDirect.toFixed(2)}× (relay drain ${h.drain.rateFromSpawn.toFixed(1)} vs direct c8 ${h.direct.msgsPerSec.toFixed(1)} msg/s)`,
     met: h.drain.delivered === h.drain.count && h.drainVsDirect >= 0.9,
     basis: `Dovecot + agent on CPU ${h.homeCpu}, sender and Cloudflare stand-ins on CPU ${h.elsewhereCpu}; relay drains ${h.drain.count} queued messages (agent window ${agentWindow}) vs direct LMTP c8`,
-   } : null);
+  } : null);
   const b = run.backlog;
   check('backlog-vs-direct', 'backlog drain ≥ 0.8× direct LMTP c8 (10 KiB)', b && d8 ? {
     value: x(b.rateFromSpawn, d8.msgsPerSec), met: b.delivered === b.count && b.rateFromSpawn >= 0.8 * d8.msgsPerSec,
