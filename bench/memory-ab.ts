@@ -16,7 +16,7 @@ import { drive } from './lib/driver.ts';
 import { ctimeGranularity, MaildirWatcher } from './lib/maildir-watch.ts';
 import { pieces, SENDER, template } from './lib/messages.ts';
 import { startRelay, type AgentOptions } from './lib/paths.ts';
-import { procStatus } from './lib/proc.ts';
+import { procStatus, treeCpu } from './lib/proc.ts';
 
 const opt = (k: string): string | undefined => process.argv.find((a) => a.startsWith(`--${k}=`))?.slice(k.length + 3);
 interface Config { name: string; bundle?: string; nodeFlags?: string[]; env?: Record<string, string> }
@@ -34,12 +34,8 @@ function split(pid: number): { anon: number; file: number } {
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0) * 1024;
   return { anon: kb('Anonymous'), file: kb('Rss') - kb('Anonymous') };
 }
-/** utime + stime in ms (/proc/<pid>/stat, 10 ms ticks). */
-function cpuMs(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
+/** The agent's CPU so far, ms (lib/proc.ts). */
+const cpuMs = (pid: number): number => Math.round((treeCpu({ agent: [pid] }).agent ?? 0) * 1000);
 
 const dovecot = await startDovecot({ users: RECIPIENTS.map((r) => r.split('@')[0] ?? '') });
 const init = new LmtpClient({ protocol: 'lmtp', host: '127.0.0.1', port: dovecot.lmtpPort });
