@@ -1,7 +1,7 @@
 // The admin API in real workerd: views, retry-now, dead-letter replay and purge,
 // and that nothing of it answers without ADMIN_TOKEN; STATUS_TOKEN reads the summary alone.
 import t from 'tap';
-import { PROTOCOL_VERSION, type BounceFrame, type MessageFrame, type Outcome } from '../../protocol/wire.ts';
+import type { BounceFrame, MessageFrame, Outcome } from '../../protocol/wire.ts';
 import { parseConfig } from '../../bridge-worker/config.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -30,7 +30,6 @@ async function eventually(what: string, check: () => Promise<boolean>): Promise<
   }
 }
 const inState = async (id: string, state: string) => (await admin('GET', `/admin/messages/${id}`)).body.state === state;
-const welcomed = (a: RawAgent) => a.until((seen) => seen.some((s) => s.kind === 'frame' && s.frame.type === 'welcome'));
 
 const ids = (body: Record<string, unknown>): string[] => (body.messages as { id: string }[]).map((m) => m.id);
 
@@ -54,8 +53,7 @@ const answer = (a: RawAgent, m: MessageFrame, outcome: Outcome) => a.send({
 /** An agent takes message `id`, acks it delivered, and leaves once the queue has let it go. */
 async function deliverNow(id: string): Promise<void> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, fetch: true });
+  await a.hello({ agent: 'admin-test', window: 4, credit: 8 << 20, fetch: true });
   answer(a, await attempt(a, id, 1), 'delivered');
   await eventually('acked', async () => (await admin('GET', `/admin/messages/${id}`)).status === 404);
   a.close();
@@ -94,9 +92,7 @@ t.test('views: summary, list by state, one message with its header fields (8-bit
 t.test('retry now, dead-letter, replay with a fresh clock, purge', async (t) => {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, fetch: true });
-  await welcomed(a);
+  await a.hello({ agent: 'admin-test', window: 4, credit: 8 << 20, fetch: true });
   t.match((await admin('GET', '/admin/queue')).body, { agents: [{ agent: 'admin-test' }] });
 
   const post = async (n: string) => String((await w.post('s@sender.test', 'alice@example.test', Buffer.from(`Subject: ${n}\r\n\r\n${n}\r\n`))).body.id);
@@ -169,9 +165,7 @@ t.test('a bounce sent counts in bouncesSent; the queue keeps the count', async (
   const sent0 = Number((await admin('GET', '/admin/queue', STATUS)).body.bouncesSent);
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'admin-test', window: 4, credit: 8 << 20, bounces: true, fetch: true });
-  await welcomed(a);
+  await a.hello({ agent: 'admin-test', window: 4, credit: 8 << 20, bounces: true, fetch: true });
   const id = String((await w.post('s@sender.test', 'alice@example.test', Buffer.from('Subject: refused\r\n\r\nthe body, never quoted\r\n'))).body.id);
   const m = await attempt(a, id, 1);
   a.send({ type: 'ack', id, results: m.recipients.map((recipient) => ({ recipient, code: 550, enhanced: '5.1.1', text: 'no such user', outcome: 'permfail' as const })) });

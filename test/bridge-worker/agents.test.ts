@@ -2,7 +2,7 @@
 // dropped connection wait a while for the same agent (whose journal knows whether
 // they were delivered), then any agent takes them.
 import t from 'tap';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -13,9 +13,7 @@ t.teardown(() => w.stop());
 
 async function agent(name: string, window = 4): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window, credit: 8 << 20, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: name, window, credit: 8 << 20, fetch: true });
   return a;
 }
 const got = (a: RawAgent, id: string): MessageFrame[] => a.frames().filter((f): f is MessageFrame => f.type === 'message' && f.id === id);

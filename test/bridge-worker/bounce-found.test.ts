@@ -3,7 +3,7 @@
 // results in the log, no DSN counted); an answer that does not name exactly the task's
 // recipients is refused for that message alone: its bounce is deferred, the connection stays.
 import t from 'tap';
-import { PROTOCOL_VERSION, type BounceFrame, type RecipientResult } from '../../protocol/wire.ts';
+import type { BounceFrame, RecipientResult } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 
@@ -11,9 +11,7 @@ const ADMIN = 'admin-token-0123456789abcdef';
 
 async function hello(url: string): Promise<RawAgent> {
   const a = new RawAgent(url, AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'found-test', window: 4, credit: 8 << 20, fetch: true, bounces: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: 'found-test', window: 4, credit: 8 << 20, fetch: true, bounces: true });
   return a;
 }
 

@@ -2,7 +2,6 @@
 // makes a bounce task pumped only that agent's connection, so another agent with a relay got
 // the task only at the next alarm (up to AGENT_SILENT_MS / 2, 45 s by default).
 import t from 'tap';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 
@@ -11,10 +10,8 @@ t.test('a bounce made by one agent\'s answer goes at once to another agent with 
   t.teardown(() => w.stop());
   const hello = async (name: string, bounces: boolean): Promise<RawAgent> => {
     const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-    await a.opened;
     t.teardown(() => a.close());
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 1, credit: 1 << 20, fetch: true, bounces });
-    await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    await a.hello({ agent: name, window: 1, credit: 1 << 20, fetch: true, bounces });
     return a;
   };
   const plain = await hello('plain', false);
@@ -31,10 +28,8 @@ t.test('a message an agent shutting down hands back goes at once to another agen
   t.teardown(() => w.stop());
   const hello = async (name: string): Promise<RawAgent> => {
     const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-    await a.opened;
     t.teardown(() => a.close());
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 1, credit: 1 << 20, fetch: true });
-    await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    await a.hello({ agent: name, window: 1, credit: 1 << 20, fetch: true });
     return a;
   };
   const leaving = await hello('leaving');

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { MAX_BLOCK_BYTES } from '../../bridge-worker/cloudflare-block.ts';
-import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { MAX_CHUNK_BYTES, type MessageFrame } from '../../protocol/wire.ts';
 import { STAND_IN_BLOCK, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -41,8 +41,7 @@ t.test('25 MiB exactly is accepted and comes out of storage byte-exact; one byte
   t.ok((await w.bodyKeys()).includes(`queue/${id}`), 'its body is in R2; the refused ones left nothing there');
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'big', window: 1, credit: MAX_CHUNK_BYTES, fetch: true });
+  await a.hello({ agent: 'big', window: 1, credit: MAX_CHUNK_BYTES, fetch: true });
   // The earlier test's message comes first (window 1): ack it to make room.
   const first = await a.until((seen) => seen.find((s) => s.kind === 'frame' && s.frame.type === 'message'));
   if (first.kind === 'frame' && first.frame.type === 'message' && first.frame.id !== id) {

@@ -2,7 +2,6 @@
 // nack, fails at once (bouncing), not at the next alarm: the queue's model found it queued past
 // its age limit with no agent left to take it (npm run fuzz -- --model, seed 101, sequence 801).
 import t from 'tap';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, setTestClock, startTestWorker } from '../helpers/worker.ts';
 
@@ -15,8 +14,7 @@ t.test('a shutdown nack of a message past its age: it fails with that nack, no a
   t.equal((await setTestClock(w.rt.url, start)).status, 200);
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'handback', window: 3, credit: 1 << 20, fetch: true, bounces: true });
+  await a.hello({ agent: 'handback', window: 3, credit: 1 << 20, fetch: true, bounces: true });
   const id = String((await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: old\r\n\r\nx\r\n'))).body.id);
   t.ok(await a.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id)), 'leased');
   t.equal((await setTestClock(w.rt.url, start + 3_600_001)).status, 200, 'an hour on, while leased');

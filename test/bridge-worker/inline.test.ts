@@ -5,7 +5,6 @@
 // digest is the body's MD5 on both paths).
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { parseConfig } from '../../bridge-worker/config.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
@@ -22,9 +21,7 @@ const blockLength = (clientHost = 'localhost'): number => cloudflareBlock(FROM, 
 
 async function connect(w: TestWorker): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'inline-test', window: 4, credit: 8 << 20, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: 'inline-test', window: 4, credit: 8 << 20, fetch: true });
   return a;
 }
 async function drained(w: TestWorker): Promise<boolean> {

@@ -2,7 +2,7 @@
 // (email.accepted with the verdict, message.acked with what ingest and lease knew); the steps
 // between only with LOG_LEVEL=debug. A bad LOG_LEVEL fails like any bad var.
 import t, { type Test } from 'tap';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -31,10 +31,8 @@ async function eventually<T>(what: string, read: () => T | undefined, ms = 10_00
 /** One message through an agent that acks it; returns its id once the object logged the ack. */
 async function deliverOne(t: Test, w: TestWorker, body: Buffer): Promise<string> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
   t.teardown(() => a.close());
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'log-agent', window: 4, credit: 8 << 20, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: 'log-agent', window: 4, credit: 8 << 20, fetch: true });
   // Without a Cloudflare block: the sizes logged are then those of `body`.
   const post = w.post('s@sender.test', 'alice@example.test', body, { block: false });
   const m = await a.until((s) => s.flatMap((x) => (x.kind === 'frame' && x.frame.type === 'message' ? [x.frame] : []))[0]) as MessageFrame;

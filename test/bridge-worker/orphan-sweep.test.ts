@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startR2Host } from '../../local/r2-remote.ts';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, ageR2Objects, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -52,8 +52,7 @@ t.test('an R2 object no row owns, older than the grace period, is deleted; a you
 
   // The message whose body was kept is delivered whole.
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'sweep', window: 1, credit: 1 << 20, fetch: true });
+  await a.hello({ agent: 'sweep', window: 1, credit: 1 << 20, fetch: true });
   const got = await a.received(owned);
   t.ok(got.subarray(got.length - body.length).equals(body), 'the owned body, intact');
   const m = a.messageFrame(owned) as MessageFrame;

@@ -163,8 +163,7 @@ t.test('an agent that does not fetch (a v1 agent, or v2 without `fetch`) is leas
   await old.opened;
   old.send({ type: 'hello', v: 1, agent: 'old', window: 4, credit: 8 << 20 });
   const noFetch = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await noFetch.opened;
-  noFetch.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'no-fetch', window: 4, credit: 8 << 20 });
+  await noFetch.hello({ agent: 'no-fetch', window: 4, credit: 8 << 20 });
   await new Promise((r) => setTimeout(r, 300));
   for (const x of [old, noFetch]) {
     t.ok(x.frames().some((f) => f.type === 'welcome'), 'welcomed');

@@ -2,7 +2,6 @@
 // a refused recipient is answered 550 whatever the size of the message still being sent.
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 
@@ -10,10 +9,8 @@ t.test('a large message to a user not on the list gets its 550, not a reset the 
   const w = await startTestWorker();
   t.teardown(() => w.stop());
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
   t.teardown(() => a.close());
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'home', window: 4, credit: 8 << 20, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: 'home', window: 4, credit: 8 << 20, fetch: true });
   const entries = ['alice@example.test'];
   a.send({ type: 'recipients', digest: createHash('sha256').update(entries.join('\n')).digest('hex'), part: 0, parts: 1, delimiter: '', entries });
   for (let i = 0; i < 100 && !w.logs.some((l) => l.includes('"event":"recipients.published"')); i++) await new Promise((r) => setTimeout(r, 50));
@@ -32,9 +29,7 @@ t.test('a list is replaced whole or not at all: stray parts are dropped with the
   const published = () => w.logs.filter((l) => l.includes('"event":"recipients.published"')).length;
   const connect = async (): Promise<RawAgent> => {
     const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-    await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'home', window: 4, credit: 8 << 20, fetch: true });
-    await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    await a.hello({ agent: 'home', window: 4, credit: 8 << 20, fetch: true });
     return a;
   };
   const status = async (to: string) => (await w.post('s@example.net', to, Buffer.from(`Subject: ${to}\r\n\r\nx\r\n`))).status;

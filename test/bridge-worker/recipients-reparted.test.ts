@@ -3,7 +3,6 @@
 // object then read "no list" and dropped the list: every unknown user was accepted, silently.
 import { createHash } from 'node:crypto';
 import t from 'tap';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 
@@ -11,10 +10,8 @@ t.test('the same list in a new number of parts stays in force', async (t) => {
   const w = await startTestWorker({ verdictWaitMs: 0 });
   t.teardown(() => w.stop());
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
   t.teardown(() => a.close());
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'home', window: 4, credit: 8 << 20, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: 'home', window: 4, credit: 8 << 20, fetch: true });
   const entries = ['alice@example.test', 'bob@example.test'];
   const digest = createHash('sha256').update(entries.join('\n')).digest('hex');
   const published = (): number => w.logs.filter((l) => l.includes('"event":"recipients.published"')).length;

@@ -3,7 +3,7 @@
 // a waiting message expires from the alarm with no agent connected; a resend after a bounce
 // or a dead-letter is a new message, not a duplicate (issue #22).
 import t, { type Test } from 'tap';
-import { PROTOCOL_VERSION, type MessageFrame, type RecipientResult } from '../../protocol/wire.ts';
+import type { MessageFrame, RecipientResult } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -34,9 +34,7 @@ const inState = (w: TestWorker, id: string, state: string) => eventually(`${id} 
 
 async function agent(w: TestWorker, bounces: boolean): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'owed-test', window: 4, credit: 8 << 20, fetch: true, bounces });
-  await a.until((seen) => seen.some((s) => s.kind === 'frame' && s.frame.type === 'welcome'));
+  await a.hello({ agent: 'owed-test', window: 4, credit: 8 << 20, fetch: true, bounces });
   return a;
 }
 

@@ -2,7 +2,6 @@
 // Real alarms in real workerd, on a schedule shortened through the Worker's vars.
 import t from 'tap';
 import type { MessageFrame } from '../../protocol/wire.ts';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 
@@ -13,8 +12,7 @@ t.test('tempfail -> deferred -> retried by the alarm with backoff -> dead-letter
   t.teardown(() => w.stop());
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'retry-test', window: 4, credit: 8 << 20, fetch: true });
+  await a.hello({ agent: 'retry-test', window: 4, credit: 8 << 20, fetch: true });
   // From before the post: the age limit counts from the message's arrival, at or after this.
   const started = Date.now();
   const posted = await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: retry\r\n\r\nx\r\n'));

@@ -1,7 +1,7 @@
 // SHARDS=4: recipients spread over four queue objects by a stable hash; an agent
 // connection per shard; the admin API sees them all as one queue.
 import t from 'tap';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { shardOf } from '../../bridge-worker/shard-hash.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -34,8 +34,7 @@ t.test('each message is pushed on its recipient\'s shard only', async (t) => {
 
   const agents = await Promise.all([0, 1, 2, 3].map(async (i) => {
     const a = new RawAgent(`${w.agentUrl()}?shard=${i}`, AGENT_TOKEN);
-    await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'sharded', window: 16, credit: 8 << 20, fetch: true });
+    await a.hello({ agent: 'sharded', window: 16, credit: 8 << 20, fetch: true });
     return a;
   }));
   t.teardown(() => { for (const a of agents) a.close(); });

@@ -1,7 +1,7 @@
 // A half-open agent socket (no heartbeat, never closed) is closed by the object, and
 // its leases go back to the queue; an agent that keeps pinging stays connected.
 import t from 'tap';
-import { PING, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { PING, type MessageFrame } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
 
@@ -12,9 +12,7 @@ t.test('silent sockets are closed and their messages released; pinging ones stay
   t.teardown(() => w.stop());
   const connect = async (name: string) => {
     const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-    await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 4, credit: 8 << 20, fetch: true });
-    await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    await a.hello({ agent: name, window: 4, credit: 8 << 20, fetch: true });
     return a;
   };
   const silent = await connect('silent');

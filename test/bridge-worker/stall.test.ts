@@ -5,7 +5,7 @@ import t from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, DEV_TOKEN, startTestWorker } from '../helpers/worker.ts';
@@ -14,9 +14,7 @@ const ADMIN = 'admin-token-0123456789abcdef';
 
 async function hello(url: string, name = 'stall-test', window = 4): Promise<RawAgent> {
   const a = new RawAgent(url, AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window, credit: 8 << 20, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: name, window, credit: 8 << 20, fetch: true });
   return a;
 }
 

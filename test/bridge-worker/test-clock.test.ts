@@ -2,7 +2,6 @@
 // wrangler file does, deploy.test.ts checks). Without it the /dev/clock route does not exist; with
 // it, a deferred message is due once the fixed clock passes its retry time, in real workerd.
 import t from 'tap';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, DEV_TOKEN, setTestClock, startTestWorker } from '../helpers/worker.ts';
 import { shardOf } from '../../bridge-worker/shard-hash.ts';
@@ -22,8 +21,7 @@ t.test('with TEST_CLOCK, a deferred message is retried once the clock passes its
   t.equal((await setTestClock(w.rt.url, start)).status, 200);
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'clock-test', window: 1, credit: 1 << 20, fetch: true });
+  await a.hello({ agent: 'clock-test', window: 1, credit: 1 << 20, fetch: true });
   const id = String((await w.post('s@example.net', 'alice@example.test', Buffer.from('Subject: clock\r\n\r\nx\r\n'))).body.id);
   const first = await a.until((s) => s.find((x) => x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === id));
   t.ok(first, 'leased');

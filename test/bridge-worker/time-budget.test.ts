@@ -5,7 +5,6 @@
 import t from 'tap';
 import { request } from 'node:http';
 import { cloudflareBlock } from '../../local/email-routing.ts';
-import { PROTOCOL_VERSION } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, DEV_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
 
@@ -55,9 +54,7 @@ function trickle(block: Buffer): Promise<{ status: number; body: Record<string, 
 t.test('a slow store and VERDICT_WAIT_MS at its maximum: email() still answers inside its budget', async (t) => {
   // An agent that leases the message and never answers: without the budget, email() would wait 25 s more.
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'silent', window: 4, credit: 64 * MiB, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: 'silent', window: 4, credit: 64 * MiB, fetch: true });
   const r = await trickle(cloudflareBlock('s@sender.test', 'alice@example.test'));
   t.equal(r.status, 200, 'stored and accepted');
   t.equal(r.body.outcome, 'accepted');

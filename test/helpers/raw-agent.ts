@@ -3,7 +3,7 @@
 // A message whose body is in R2 it fetches as the real agent does (received()).
 import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
-import { BODY_SESSION_HEADER, encodeFrame, parseObjectFrame, type AgentFrame, type ObjectFrame } from '../../protocol/wire.ts';
+import { BODY_SESSION_HEADER, encodeFrame, parseObjectFrame, PROTOCOL_VERSION, type AgentFrame, type HelloFrame, type ObjectFrame } from '../../protocol/wire.ts';
 
 export type Seen = { kind: 'frame'; frame: ObjectFrame } | { kind: 'chunk'; data: Buffer } | { kind: 'text'; text: string };
 
@@ -40,6 +40,13 @@ export class RawAgent {
 
   send(frame: AgentFrame | string): void {
     this.ws.send(typeof frame === 'string' ? frame : encodeFrame(frame));
+  }
+
+  /** Once open, says hello in this protocol version and waits for the object's welcome. */
+  async hello(f: Omit<HelloFrame, 'type' | 'v'>): Promise<void> {
+    await this.opened;
+    this.send({ type: 'hello', v: PROTOCOL_VERSION, ...f });
+    await this.until((seen) => seen.some((s) => s.kind === 'frame' && s.frame.type === 'welcome'));
   }
 
   /** Waits until `pred` holds over what was seen, or fails after `ms`. */

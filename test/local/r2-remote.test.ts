@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startR2Host } from '../../local/r2-remote.ts';
-import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import { MAX_CHUNK_BYTES, type MessageFrame } from '../../protocol/wire.ts';
 import { eightBitMessage, splitBlock } from '../helpers/mail.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker } from '../helpers/worker.ts';
@@ -25,8 +25,7 @@ t.test('BODIES in another process: byte-exact there and back; without that proce
   const r = await w.post('a@sender.test', 'alice@example.test', body);
   t.equal(r.status, 200, 'accepted: the body is in the other process\'s bucket');
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'test-agent', window: 4, credit: 8 << 20, fetch: true });
+  await a.hello({ agent: 'test-agent', window: 4, credit: 8 << 20, fetch: true });
   const m = await a.until((s) => {
     for (const x of s) if (x.kind === 'frame' && x.frame.type === 'message' && x.frame.id === String(r.body.id)) return x.frame as MessageFrame;
     return undefined;

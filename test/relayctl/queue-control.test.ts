@@ -3,7 +3,7 @@
 // released, delete removes only what no agent holds, flush makes deferred mail due at once.
 import t from 'tap';
 import { Writable } from 'node:stream';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { main } from '../../relayctl/cli.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -41,8 +41,7 @@ t.test('hold, release, delete, flush', async (t) => {
 
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'control', window: 8, credit: 8 << 20, fetch: true });
+  await a.hello({ agent: 'control', window: 8, credit: 8 << 20, fetch: true });
   const m = await a.until((s) => s.map((x) => (x.kind === 'frame' && x.frame.type === 'message' ? x.frame : null)).find((f) => f?.id === plain) ?? false);
   await a.received(plain);
   t.match(await relayctl(w, 'delete', plain), { code: 1, err: /it is in-flight.*an agent has it now/ }, 'never what an agent holds');
@@ -67,8 +66,7 @@ t.test('status shows every state with its bytes; "oldest" is the oldest message 
   t.teardown(() => w.stop());
   const a = new RawAgent(w.agentUrl(), AGENT_TOKEN);
   t.teardown(() => a.close());
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: 'status', window: 8, credit: 8 << 20, fetch: true });
+  await a.hello({ agent: 'status', window: 8, credit: 8 << 20, fetch: true });
   // The oldest message goes to dead-letter (refused, no bounce relay): it is no longer owed.
   const dead = String((await w.post('s@example.net', 'dave@example.test', Buffer.from('Subject: dead\r\n\r\nx\r\n'))).body.id);
   const m = await a.until((s) => s.map((x) => (x.kind === 'frame' && x.frame.type === 'message' ? x.frame : null)).find((f) => f?.id === dead) ?? false);

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { PROTOCOL_VERSION, type MessageFrame } from '../../protocol/wire.ts';
+import type { MessageFrame } from '../../protocol/wire.ts';
 import { STATES } from '../../relayctl/api.ts';
 import { main } from '../../relayctl/cli.ts';
 import type { BlockOptions } from '../../local/email-routing.ts';
@@ -153,8 +153,7 @@ const permfail = (a: RawAgent, m: MessageFrame) => a.send({
 });
 async function connect(worker: TestWorker, name: string): Promise<RawAgent> {
   const a = new RawAgent(worker.agentUrl(), AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 8, credit: 32 << 20, fetch: true });
+  await a.hello({ agent: name, window: 8, credit: 32 << 20, fetch: true });
   return a;
 }
 /** Small messages go without a Cloudflare block (their listed sizes are exact); M has one. */

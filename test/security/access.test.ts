@@ -62,9 +62,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 async function agent(name: string, opts: { token?: string; window?: number; credit?: number } = {}): Promise<RawAgent> {
   const a = new RawAgent(w.agentUrl(), opts.token ?? AGENT_TOKEN);
-  await a.opened;
-  a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: opts.window ?? 4, credit: opts.credit ?? 8 * MiB, fetch: true });
-  await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+  await a.hello({ agent: name, window: opts.window ?? 4, credit: opts.credit ?? 8 * MiB, fetch: true });
   return a;
 }
 
@@ -188,9 +186,7 @@ t.test('a revoked token: refused after the rotation restarts the object; what it
   const wsUrl = (u: URL): string => new URL('/agent', u).href.replace(/^http/, 'ws');
   const hello = async (rtUrl: URL, token: string, name: string): Promise<RawAgent> => {
     const a = new RawAgent(wsUrl(rtUrl), token);
-    await a.opened;
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 4, credit: 8 * MiB, fetch: true });
-    await a.until((s) => s.some((x) => x.kind === 'frame' && x.frame.type === 'welcome'));
+    await a.hello({ agent: name, window: 4, credit: 8 * MiB, fetch: true });
     return a;
   };
   let rt = await start([AGENT_TOKEN, OLD_TOKEN]);
@@ -509,10 +505,7 @@ t.test('silent sockets: what bounds them (AGENT_SILENT_MS)', async (t) => {
     await a.opened;
     return a;
   };
-  const hello = async (a: RawAgent, name: string): Promise<void> => {
-    a.send({ type: 'hello', v: PROTOCOL_VERSION, agent: name, window: 1, credit: 8 * MiB, fetch: true });
-    await a.until((x) => x.some((f) => f.kind === 'frame' && f.frame.type === 'welcome'));
-  };
+  const hello = (a: RawAgent, name: string): Promise<void> => a.hello({ agent: name, window: 1, credit: 8 * MiB, fetch: true });
   const pinging = (a: RawAgent): void => {
     const timer = setInterval(() => { if (a.ws.readyState === WebSocket.OPEN) a.send('ping'); }, 200);
     a.ws.once('close', () => clearInterval(timer));
