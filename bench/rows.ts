@@ -83,7 +83,8 @@ async function untilLog(b: Bench, from: number, event: string, id: string, ms = 
 /** A scripted agent as the real one is configured: window 1, 8 MiB of credit given back 1 MiB at a time, bounces, R2 fetches. */
 class Agent {
   seen = 0;
-  #owed = 0;
+  /** Chunk bytes read and given back as credit. */
+  #givenBack = 0;
   readonly wire: WireAgent;
   readonly session: string;
   readonly b: Bench;
@@ -126,13 +127,11 @@ class Agent {
       if (res.status !== 200) throw new Error(`GET /agent/body/${m.id}: ${res.status}`);
       await res.arrayBuffer();
     } else {
-      const before = this.wire.chunkBytes;
       await this.next('end', m.id);
       // The real agent gives credit back 1 MiB at a time, as it has read that much.
-      this.#owed += this.wire.chunkBytes - before;
-      while (this.#owed >= MiB) {
+      while (this.wire.chunkBytes - this.#givenBack >= MiB) {
         this.wire.send({ type: 'credit', bytes: MiB });
-        this.#owed -= MiB;
+        this.#givenBack += MiB;
       }
     }
     return m.id;
