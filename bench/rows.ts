@@ -294,6 +294,12 @@ try {
     clearInterval(beat);
   }
   await agent.wire.close();
+  // A wake-up: the object started again on its storage (as after an eviction between alarms):
+  // what its constructor reads on a current schema with nothing to recover.
+  await idle.rt.restart();
+  const ns = await idle.rt.mf.getDurableObjectNamespace('RELAY');
+  const stub = ns.get(ns.idFromName(shardName(0))) as unknown as { meterTake(): Promise<MeterReport> };
+  idleRuns.wake = JSON.parse(JSON.stringify(await stub.meterTake())) as MeterReport;
 } finally {
   await idle.rt.dispose();
   await rm(idle.dir, { recursive: true, force: true });
@@ -350,6 +356,8 @@ const baseW = empty.w * (prunedAlarms?.invocations ?? 0);
 const tailW = ((prunedAlarms?.rowsWritten ?? 0) - baseW);
 say(`- the housekeeping that ends lives (${D} dedupe rows and ${B} bounced rows dropped): ${prunedAlarms?.invocations ?? 0} alarms, ${prunedAlarms?.rowsWritten ?? 0} W (${tailW.toFixed(0)} beyond idle: ${(tailW / (D + B)).toFixed(2)} W per message) / ${prunedAlarms?.rowsRead ?? 0} R`);
 for (const s of topStatements(idleRuns.pruned ?? { kinds: {}, statements: {} }, 'rowsWritten', 6)) say(`    ${s.t.rowsWritten} W, ${s.t.calls} calls: \`${short(s.sql)}\``);
+const wake = idleRuns.wake?.kinds.start;
+say(`- a wake-up (the object started again on current storage, as after an eviction between alarms): ${wake?.rowsWritten ?? 0} W / ${wake?.rowsRead ?? 0} R in ${wake?.calls ?? 0} statements`);
 
 // A day on the Free plan, an agent online all day: silence alarms are fixed; each message adds
 // its life, its share of housekeeping, and (rows read) one dedupe row every alarm reads for 24 h.
