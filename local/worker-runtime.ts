@@ -39,6 +39,11 @@ export interface WorkerRuntimeOptions {
    * on the edge, where R2's work is not the Worker's: for CPU measurements.
    */
   bodiesRemote?: string;
+  /**
+   * Another Worker entry to bundle instead of bridge-worker/index.ts, binding the same classes
+   * (bench/worker/metered-worker.ts: the real Worker with its object metered).
+   */
+  entry?: string;
 }
 
 export interface WorkerRuntime {
@@ -55,9 +60,9 @@ export interface WorkerRuntime {
   dispose(): Promise<void>;
 }
 
-export async function bundleWorker(): Promise<string> {
+export async function bundleWorker(main = entry): Promise<string> {
   const out = await build({
-    entryPoints: [entry],
+    entryPoints: [main],
     bundle: true,
     write: false,
     format: 'esm',
@@ -73,13 +78,13 @@ export async function bundleWorker(): Promise<string> {
 }
 
 export async function startWorkerRuntime(opts: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const script = await bundleWorker();
+  const script = await bundleWorker(opts.entry);
   let bodies = opts.bodies ?? true;
   const options = () => ({
     ...(opts.name === undefined ? {} : { name: opts.name }),
     modules: true,
     script,
-    scriptPath: entry,
+    scriptPath: opts.entry ?? entry,
     compatibilityDate: '2026-04-01',
     host: '127.0.0.1',
     port: opts.port ?? 0,
