@@ -486,14 +486,15 @@ export class MessageStore {
    * queued or deferred message expires that long after the start of its retry clock.
    */
   nextDeadline(now: number, expireAfterMs: number): number | null {
-    // One MIN per state, each a seek in its index (schema 11): an IN over states walks them all.
-    // Scalar subqueries, not a UNION: Cloudflare's SQLite allows few terms in a compound SELECT.
+    // One MIN per state, each a seek in its index (schemas 11, 12): an IN over states walks them
+    // all. Scalar subqueries, not a UNION: Cloudflare's SQLite allows few terms in a compound
+    // SELECT. INDEXED BY where a partial index would lose to messages_by_state without statistics.
     const r = this.#sql.exec(
       `SELECT MIN(value) AS t FROM json_each(json_array(
          (SELECT MIN(next_attempt_at) FROM messages WHERE state = 'deferred' AND next_attempt_at IS NOT NULL),
-         (SELECT MIN(COALESCE(retry_from, received_at)) + ?1 FROM messages WHERE state = 'queued'),
-         (SELECT MIN(COALESCE(retry_from, received_at)) + ?1 FROM messages WHERE state = 'deferred'),
-         (SELECT MIN(affinity_until) FROM messages WHERE state = 'queued' AND affinity_until > ?2),
+         (SELECT MIN(COALESCE(retry_from, received_at)) + ?1 FROM messages INDEXED BY messages_queued_by_retry_clock WHERE state = 'queued'),
+         (SELECT MIN(COALESCE(retry_from, received_at)) + ?1 FROM messages INDEXED BY messages_deferred_by_retry_clock WHERE state = 'deferred'),
+         (SELECT MIN(affinity_until) FROM messages INDEXED BY messages_by_affinity WHERE state = 'queued' AND affinity_until > ?2),
          (SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued' AND next_attempt_at > ?2),
          (SELECT MIN(next_attempt_at) FROM messages WHERE state = 'bouncing' AND next_attempt_at > ?2),
          (SELECT MIN(w.next_attempt_at) FROM warnings w JOIN messages m ON m.id = w.message_id
@@ -506,9 +507,9 @@ export class MessageStore {
   /** Queued and deferred messages whose retry clock started at or before `since` (not leased, not held). */
   owedSince(since: number): MessageRow[] {
     return this.#sql.exec(
-      `SELECT ${ROW} FROM messages WHERE state = 'queued' AND COALESCE(retry_from, received_at) <= ?1
+      `SELECT ${ROW} FROM messages INDEXED BY messages_queued_by_retry_clock WHERE state = 'queued' AND COALESCE(retry_from, received_at) <= ?1
        UNION ALL
-       SELECT ${ROW} FROM messages WHERE state = 'deferred' AND COALESCE(retry_from, received_at) <= ?1`, since,
+       SELECT ${ROW} FROM messages INDEXED BY messages_deferred_by_retry_clock WHERE state = 'deferred' AND COALESCE(retry_from, received_at) <= ?1`, since,
     ).toArray().map(toMessage);
   }
 
@@ -516,12 +517,22 @@ export class MessageStore {
    * Drops dedupe memory older than `before`, incoming leftovers of crashed ingests, and
    * bounced messages kept since before `bouncedBefore` (their senders have the DSN).
    */
-  prune(before: number, incomingBefore: number, bouncedBefore: number): void {
+  /**
+   * Forgets dedupe keys acked before `before`. It reads every key kept (a day's mail: the table is
+   * keyed by dedupe_key, and an index on the time would be one more row written per message), so
+   * the alarm runs it hourly; findDuplicate never matches a key past its window meanwhile.
+   */
+  pruneDedupe(before: number): void {
     this.#sql.exec(`DELETE FROM delivered WHERE acked_at < ?`, before);
+  }
+
+  /** Crashed ingests, bounced rows past retention, and strays their messages left. */
+  prune(incomingBefore: number, bouncedBefore: number): void {
     const stale = this.#sql.exec(
-      `SELECT id FROM messages WHERE state = 'incoming' AND received_at < ?
+      // INDEXED BY: workerd's SQLite has no statistics (no ANALYZE) and would walk the state.
+      `SELECT id FROM messages INDEXED BY messages_by_state WHERE state = 'incoming' AND received_at < ?
        UNION ALL
-       SELECT id FROM messages WHERE state = 'bounced' AND settled_at < ?`,
+       SELECT id FROM messages INDEXED BY messages_by_retention WHERE state = 'bounced' AND settled_at < ?`,
       incomingBefore, bouncedBefore,
     ).toArray();
     for (const r of stale) this.remove(String(r.id));
