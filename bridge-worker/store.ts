@@ -514,10 +514,6 @@ export class MessageStore {
   }
 
   /**
-   * Drops dedupe memory older than `before`, incoming leftovers of crashed ingests, and
-   * bounced messages kept since before `bouncedBefore` (their senders have the DSN).
-   */
-  /**
    * Forgets dedupe keys acked before `before`. It reads every key kept (a day's mail: the table is
    * keyed by dedupe_key, and an index on the time would be one more row written per message), so
    * the alarm runs it hourly; findDuplicate never matches a key past its window meanwhile.
@@ -526,7 +522,10 @@ export class MessageStore {
     this.#sql.exec(`DELETE FROM delivered WHERE acked_at < ?`, before);
   }
 
-  /** Crashed ingests, bounced rows past retention, and strays their messages left. */
+  /**
+   * Drops incoming leftovers of crashed ingests, bounced messages kept since before
+   * `bouncedBefore` (their senders have the DSN), and the strays of messages gone.
+   */
   prune(incomingBefore: number, bouncedBefore: number): void {
     const stale = this.#sql.exec(
       // INDEXED BY: workerd's SQLite has no statistics (no ANALYZE) and would walk the state.
