@@ -5,7 +5,7 @@
 import os from 'node:os';
 import { dotStuffed } from './dot-stream.ts';
 import { errorText, isLocalError, localError, type LocalError } from './errors.ts';
-import { replyText, type Reply } from './reply.ts';
+import { replyText } from './reply.ts';
 import { isOk, MAY_BE_DELIVERED, noReply, parseCaps, Session, STATES, type Answer, type State, type Timeouts } from './session.ts';
 import type { Target } from './target.ts';
 
