@@ -20,10 +20,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BODY_SESSION_HEADER, type HelloFrame, type RecipientResult } from '../protocol/wire.ts';
 import { DEFAULT_INLINE_MAX_BYTES } from '../bridge-worker/config.ts';
-import { shardName } from '../bridge-worker/shard-hash.ts';
 import { cloudflareBlock } from '../local/email-routing.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../local/worker-runtime.ts';
 import { template, wholeMessage, SENDER, type Template } from './lib/messages.ts';
+import { METERED_ENTRY, takeMeter } from './lib/metered.ts';
 import { addReports, totals, type KindTally, type MeterReport, type Tally } from './lib/sql-meter.ts';
 import { WireAgent } from './lib/wire-agent.ts';
 
@@ -35,7 +35,6 @@ const DEFERRED_N = Number(args['deferred-n'] ?? Math.ceil(N / 2));
 const IDLE_S = Number(args['idle-s'] ?? 5);
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const METERED = fileURLToPath(new URL('./worker/metered-worker.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const AGENT_TOKEN = 'bench-agent-token-0123456789';
 const DEV_TOKEN = 'bench-dev-token-0123456789ab';
@@ -55,18 +54,16 @@ async function start(vars: Record<string, string>): Promise<Bench> {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-rows-'));
   const logs: string[] = [];
   const rt = await startWorkerRuntime({
-    entry: METERED, persistDir: join(dir, 'do'), agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN,
+    entry: METERED_ENTRY, persistDir: join(dir, 'do'), agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN,
     // The object answers ingest once stored: the verdict wait is memory and wall time, no rows.
     verdictWaitMs: 0, vars, onLog: (l) => logs.push(l),
   });
-  const ns = await rt.mf.getDurableObjectNamespace('RELAY');
-  const stub = ns.get(ns.idFromName(shardName(0))) as unknown as { meterTake(): Promise<MeterReport> };
-  // A plain copy: Miniflare's proxy of the result dies with the runtime. Twice, 200 ms apart:
-  // what an invocation still does after its answer went out (R2 deletes, their DELETE) is its own.
+  // Twice, 200 ms apart: what an invocation still does after its answer went out (R2 deletes,
+  // their DELETE) is its own.
   const take = async (): Promise<MeterReport> => {
-    const a = JSON.parse(JSON.stringify(await stub.meterTake())) as MeterReport;
+    const a = await takeMeter(rt);
     await sleep(200);
-    return addReports(a, JSON.parse(JSON.stringify(await stub.meterTake())) as MeterReport);
+    return addReports(a, await takeMeter(rt));
   };
   return { rt, dir, logs, take };
 }
@@ -297,9 +294,7 @@ try {
   // A wake-up: the object started again on its storage (as after an eviction between alarms):
   // what its constructor reads on a current schema with nothing to recover.
   await idle.rt.restart();
-  const ns = await idle.rt.mf.getDurableObjectNamespace('RELAY');
-  const stub = ns.get(ns.idFromName(shardName(0))) as unknown as { meterTake(): Promise<MeterReport> };
-  idleRuns.wake = JSON.parse(JSON.stringify(await stub.meterTake())) as MeterReport;
+  idleRuns.wake = await takeMeter(idle.rt);
 } finally {
   await idle.rt.dispose();
   await rm(idle.dir, { recursive: true, force: true });

@@ -7,13 +7,11 @@ import t from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { shardName } from '../../bridge-worker/shard-hash.ts';
+import { METERED_ENTRY, takeMeter } from '../../bench/lib/metered.ts';
 import { statementKey, totals, type MeterReport } from '../../bench/lib/sql-meter.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 
-const METERED = fileURLToPath(new URL('../../bench/worker/metered-worker.ts', import.meta.url));
 const DEV = 'dev-token-0123456789abcdef';
 
 t.test('statementKey: one line, a long select list shortened, other statements whole', async (t) => {
@@ -25,13 +23,10 @@ t.test('statementKey: one line, a long select list shortened, other statements w
 t.test('the metered object counts rows as workerd does: index entries, setAlarm; 0 when nothing ran', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-meter-'));
   const rt = await startWorkerRuntime({
-    entry: METERED, persistDir: dir, agentTokens: ['agent-token-0123456789abcdef'], devIngressToken: DEV, verdictWaitMs: 0,
+    entry: METERED_ENTRY, persistDir: dir, agentTokens: ['agent-token-0123456789abcdef'], devIngressToken: DEV, verdictWaitMs: 0,
   });
   t.teardown(async () => { await rt.dispose(); await rm(dir, { recursive: true, force: true }); });
-  const ns = await rt.mf.getDurableObjectNamespace('RELAY');
-  const stub = ns.get(ns.idFromName(shardName(0))) as unknown as { meterTake(): Promise<MeterReport> };
-  // A plain copy: Miniflare's proxy of the result dies with the runtime.
-  const take = async (): Promise<MeterReport> => JSON.parse(JSON.stringify(await stub.meterTake())) as MeterReport;
+  const take = (): Promise<MeterReport> => takeMeter(rt);
 
   const started = await take();
   t.ok((started.kinds.start?.rowsWritten ?? 0) > 0, 'a new object\'s migrations write rows, counted as its start');

@@ -6,28 +6,24 @@ import t from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { METERED_ENTRY, takeMeter } from '../../bench/lib/metered.ts';
 import type { MeterReport } from '../../bench/lib/sql-meter.ts';
-import { shardName } from '../../bridge-worker/shard-hash.ts';
 import { cloudflareBlock } from '../../local/email-routing.ts';
 import { startWorkerRuntime } from '../../local/worker-runtime.ts';
 import { PING, type MessageFrame } from '../../protocol/wire.ts';
 import { RawAgent } from '../helpers/raw-agent.ts';
 import { AGENT_TOKEN, DEV_TOKEN } from '../helpers/worker.ts';
 
-const METERED = fileURLToPath(new URL('../../bench/worker/metered-worker.ts', import.meta.url));
 const PRUNE = 'DELETE FROM delivered WHERE acked_at < ?';
 
 t.test('alarms every 500 ms with an agent online prune the dedupe memory once, not in each', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mailbridge-prune-'));
   const rt = await startWorkerRuntime({
-    entry: METERED, persistDir: dir, agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN, verdictWaitMs: 0,
+    entry: METERED_ENTRY, persistDir: dir, agentTokens: [AGENT_TOKEN], devIngressToken: DEV_TOKEN, verdictWaitMs: 0,
     vars: { AGENT_SILENT_MS: '1000' },  // an alarm every 500 ms while the agent is connected
   });
   t.teardown(async () => { await rt.dispose(); await rm(dir, { recursive: true, force: true }); });
-  const ns = await rt.mf.getDurableObjectNamespace('RELAY');
-  const stub = ns.get(ns.idFromName(shardName(0))) as unknown as { meterTake(): Promise<MeterReport> };
-  const take = async (): Promise<MeterReport> => JSON.parse(JSON.stringify(await stub.meterTake())) as MeterReport;
+  const take = (): Promise<MeterReport> => takeMeter(rt);
 
   const a = new RawAgent(new URL('/agent', rt.url).href.replace(/^http/, 'ws'), AGENT_TOKEN);
   t.teardown(() => a.close());
