@@ -36,6 +36,12 @@ export interface MeterReport {
 }
 
 const zero = (): Tally => ({ calls: 0, rowsRead: 0, rowsWritten: 0 });
+/** Adds `t`'s calls and rows into `into`. */
+function addTally(into: Tally, t: Tally): void {
+  into.calls += t.calls;
+  into.rowsRead += t.rowsRead;
+  into.rowsWritten += t.rowsWritten;
+}
 const zeroKind = (): KindTally => ({ ...zero(), invocations: 0, alarmsSet: 0, alarmReads: 0, kvCalls: 0 });
 
 /** A statement's text as one line, its select list (ROW's 25 columns) shortened to `…`. */
@@ -102,16 +108,12 @@ export class SqlMeter {
   }
 
   #add(key: string, kind: string, read: number, written: number): void {
-    const k = this.#kindTally(kind);
-    k.calls++;
-    k.rowsRead += read;
-    k.rowsWritten += written;
+    const one = { calls: 1, rowsRead: read, rowsWritten: written };
+    addTally(this.#kindTally(kind), one);
     let byKind = this.#statements.get(key);
     if (!byKind) this.#statements.set(key, byKind = new Map());
     const t = byKind.get(kind) ?? zero();
-    t.calls++;
-    t.rowsRead += read;
-    t.rowsWritten += written;
+    addTally(t, one);
     byKind.set(kind, t);
   }
 
@@ -124,22 +126,20 @@ export class SqlMeter {
 
 /** Sums reports (of several objects, or runs). */
 export function addReports(a: MeterReport, b: MeterReport): MeterReport {
-  const kinds: Record<string, KindTally> = { ...a.kinds };
-  for (const [k, t] of Object.entries(b.kinds)) {
-    const x = kinds[k] ?? zeroKind();
-    kinds[k] = {
-      calls: x.calls + t.calls, rowsRead: x.rowsRead + t.rowsRead, rowsWritten: x.rowsWritten + t.rowsWritten,
-      invocations: x.invocations + t.invocations, alarmsSet: x.alarmsSet + t.alarmsSet, alarmReads: x.alarmReads + t.alarmReads, kvCalls: x.kvCalls + t.kvCalls,
-    };
-  }
+  const kinds: Record<string, KindTally> = {};
   const statements: Record<string, Record<string, Tally>> = {};
   for (const r of [a, b]) {
+    for (const [k, t] of Object.entries(r.kinds)) {
+      const x = kinds[k] ??= zeroKind();
+      addTally(x, t);
+      x.invocations += t.invocations;
+      x.alarmsSet += t.alarmsSet;
+      x.alarmReads += t.alarmReads;
+      x.kvCalls += t.kvCalls;
+    }
     for (const [s, m] of Object.entries(r.statements)) {
       const into = statements[s] ??= {};
-      for (const [k, t] of Object.entries(m)) {
-        const x = into[k] ?? zero();
-        into[k] = { calls: x.calls + t.calls, rowsRead: x.rowsRead + t.rowsRead, rowsWritten: x.rowsWritten + t.rowsWritten };
-      }
+      for (const [k, t] of Object.entries(m)) addTally(into[k] ??= zero(), t);
     }
   }
   return { kinds, statements };
@@ -148,10 +148,6 @@ export function addReports(a: MeterReport, b: MeterReport): MeterReport {
 /** A report's totals over every kind. */
 export function totals(r: MeterReport): Tally {
   const t = zero();
-  for (const k of Object.values(r.kinds)) {
-    t.calls += k.calls;
-    t.rowsRead += k.rowsRead;
-    t.rowsWritten += k.rowsWritten;
-  }
+  for (const k of Object.values(r.kinds)) addTally(t, k);
   return t;
 }
