@@ -57,15 +57,19 @@ export async function scheduleAlarm(q: QueueContext): Promise<void> {
  * every 45 s (1,920 a day against the Free plan's 5 M rows read: about 2,500 messages a day).
  */
 function pruneDedupe(q: QueueContext, now: number, windowMs: number): void {
-  if (now < Number(q.store.meta(DEDUPE_PRUNE_AT) ?? 0)) return;
-  q.store.setMeta(DEDUPE_PRUNE_AT, String(now + HOUSEKEEPING_MS));
-  q.store.pruneDedupe(now - windowMs);
+  if (dueEvery(q, DEDUPE_PRUNE_AT, now, HOUSEKEEPING_MS)) q.store.pruneDedupe(now - windowMs);
 }
 
 /** At most every STORAGE_CHECK_MS: a warning once this object's use nears its share of the Free plan's storage. */
 function checkStorage(q: QueueContext, now: number, shards: number): void {
-  if (now < Number(q.store.meta(STORAGE_CHECK_AT) ?? 0)) return;
-  q.store.setMeta(STORAGE_CHECK_AT, String(now + STORAGE_CHECK_MS));
+  if (!dueEvery(q, STORAGE_CHECK_AT, now, STORAGE_CHECK_MS)) return;
   const r2 = Object.values(q.store.stored()).reduce((n, s) => n + s.r2Bytes, 0);
   for (const w of nearLimit(q.state.storage.sql.databaseSize, r2, shards)) log('storage.near-limit', { ...w, shards });
+}
+
+/** True at most once every `everyMs`, by the time kept under meta `key` (the object may restart in between). */
+function dueEvery(q: QueueContext, key: string, now: number, everyMs: number): boolean {
+  if (now < Number(q.store.meta(key) ?? 0)) return false;
+  q.store.setMeta(key, String(now + everyMs));
+  return true;
 }
